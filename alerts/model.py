@@ -1,0 +1,84 @@
+"""The alert record (topic ``alerts``, and what every receiver is sent)."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from detectors.timeutil import format_ts
+
+__all__ = ["Alert", "Evidence", "fingerprint", "CAUSES"]
+
+SCHEMA = "tocsin.alert.v1"
+CAUSES = ("capacity_saturation", "suspected_attack", "disk_failure", "unknown")
+
+
+def fingerprint(labels: dict[str, str | None]) -> str:
+    """Stable id of an alert: same labels, same fingerprint (order does not matter)."""
+    h = hashlib.blake2b(digest_size=8)
+    for k in sorted(labels):
+        v = labels[k]
+        if v is not None:
+            h.update(k.encode())
+            h.update(b"\x00")
+            h.update(str(v).encode())
+            h.update(b"\x01")
+    return h.hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    signal: str
+    value: float
+    expected: float
+    text: str
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "signal": self.signal,
+            "value": round(float(self.value), 4),
+            "expected": round(float(self.expected), 4),
+            "text": self.text,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """One state of one alert. ``labels`` always has service, host and disk keys."""
+
+    labels: dict[str, str | None]
+    status: str  # firing | resolved
+    severity: str  # warning | critical
+    title: str
+    cause: str
+    confidence: float
+    starts_at: float
+    ends_at: float | None = None
+    evidence: tuple[Evidence, ...] = ()
+    anomalies: tuple[str, ...] = ()
+    fingerprint: str = field(default="")
+
+    def __post_init__(self) -> None:
+        if not self.fingerprint:
+            object.__setattr__(self, "fingerprint", fingerprint(self.labels))
+
+    def resolved(self, at: float) -> Alert:
+        return replace(self, status="resolved", ends_at=at)
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "fingerprint": self.fingerprint,
+            "status": self.status,
+            "severity": self.severity,
+            "title": self.title,
+            "cause": self.cause,
+            "confidence": round(min(1.0, max(0.0, float(self.confidence))), 4),
+            "labels": {k: self.labels.get(k) for k in ("service", "host", "disk")}
+            | {k: v for k, v in self.labels.items() if k not in ("service", "host", "disk")},
+            "starts_at": format_ts(self.starts_at),
+            "ends_at": None if self.ends_at is None else format_ts(self.ends_at),
+            "evidence": [e.to_record() for e in self.evidence],
+            "anomalies": list(self.anomalies),
+        }

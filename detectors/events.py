@@ -1,0 +1,128 @@
+"""Input events: decoding and validation against the CONTRACT.
+
+One decoder per event kind turns raw bytes (a Kafka message value or a JSONL
+line) into a typed, validated struct, or raises :class:`InvalidEvent` with a
+one-line reason that goes to the dead-letter topic. msgspec does the decoding
+and the type checks in one pass (0.4 µs an event, against 7.7 µs for a
+``faust.Record``; see shared/PERF.md).
+
+>>> ev = decode_request(b'{"ts": "2021-04-06T08:00:01Z", "service": "ent", "status": 503, "latency_ms": 4200}')
+>>> ev.service, ev.status, ev.latency_ms, ev.ts
+('ent', 503, 4200.0, 1617696001.0)
+>>> decode_request(b'{"ts": 1, "service": "ent", "status": 700, "latency_ms": 1}')
+Traceback (most recent call last):
+...
+detectors.errors.InvalidEvent: Expected `int` <= 599 - at `$.status`
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+
+from .errors import InvalidEvent
+from .timeutil import parse_ts
+
+__all__ = [
+    "MAX_EVENT_BYTES",
+    "RequestEvent",
+    "DiskHealthEvent",
+    "decode_request",
+    "decode_disk",
+]
+
+#: Larger messages are dead-lettered without being parsed.
+MAX_EVENT_BYTES = 64 * 1024
+
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+Time = str | float
+
+
+class RequestEvent(msgspec.Struct, frozen=True, gc=False):
+    """One finished HTTP request (topic ``requests``)."""
+
+    ts: float
+    service: Name
+    status: Annotated[int, msgspec.Meta(ge=100, le=599)]
+    latency_ms: Annotated[float, msgspec.Meta(ge=0)]
+    endpoint: str | None = None
+    host: str | None = None
+    region: str | None = None
+    client_ip: str | None = None
+    country: str | None = None
+    asn: int | None = None
+    user_agent: str | None = None
+    bytes: Annotated[int, msgspec.Meta(ge=0)] | None = None
+
+
+class DiskHealthEvent(msgspec.Struct, frozen=True, gc=False):
+    """One reading of one drive (topic ``disk-health``), Backblaze-style."""
+
+    ts: float
+    host: Name
+    disk: Name
+    smart: dict[str, float]
+    model: str | None = None
+    capacity_bytes: int | None = None
+    io_latency_ms: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    io_errors: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    failure: bool | None = None
+
+
+# The wire form differs from the struct only in ``ts`` (string or number).
+class _RequestWire(RequestEvent, frozen=True, gc=False):
+    ts: Time  # type: ignore[assignment]
+
+
+class _DiskWire(DiskHealthEvent, frozen=True, gc=False):
+    ts: Time  # type: ignore[assignment]
+
+
+_req_decoder = msgspec.json.Decoder(_RequestWire)
+_disk_decoder = msgspec.json.Decoder(_DiskWire)
+_REQ_FIELDS = RequestEvent.__struct_fields__
+_DISK_FIELDS = DiskHealthEvent.__struct_fields__
+
+
+def _check_size(raw: bytes) -> None:
+    if len(raw) > MAX_EVENT_BYTES:
+        raise InvalidEvent(f"message of {len(raw)} bytes exceeds the {MAX_EVENT_BYTES}-byte limit")
+
+
+def _decode(raw: bytes | str, decoder: msgspec.json.Decoder):
+    if isinstance(raw, str):
+        raw = raw.encode()
+    _check_size(raw)
+    try:
+        return decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        raise InvalidEvent(str(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise InvalidEvent(f"not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidEvent("JSON nested too deeply") from None
+
+
+def _ts(value: Time) -> float:
+    try:
+        return parse_ts(value)
+    except ValueError as exc:
+        raise InvalidEvent(f"{exc} - at `$.ts`") from None
+
+
+def decode_request(raw: bytes | str) -> RequestEvent:
+    """Decode and validate one request event; raise InvalidEvent with the reason."""
+    w = _decode(raw, _req_decoder)
+    return RequestEvent(_ts(w.ts), *(getattr(w, f) for f in _REQ_FIELDS[1:]))
+
+
+def decode_disk(raw: bytes | str) -> DiskHealthEvent:
+    """Decode and validate one disk-health event; raise InvalidEvent with the reason."""
+    w = _decode(raw, _disk_decoder)
+    for k, v in w.smart.items():
+        if not k.isdigit():
+            raise InvalidEvent(f"SMART attribute id {k!r} is not a number - at `$.smart`")
+        if v != v or v < 0:
+            raise InvalidEvent(f"SMART {k} raw value {v!r} is not a number >= 0 - at `$.smart.{k}`")
+    return DiskHealthEvent(_ts(w.ts), *(getattr(w, f) for f in _DISK_FIELDS[1:]))

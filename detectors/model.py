@@ -1,0 +1,90 @@
+"""The Anomaly record: one flagged observation (topic ``anomalies``)."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from .timeutil import format_ts
+
+__all__ = ["Anomaly", "Entity", "severity_for"]
+
+SCHEMA = "tocsin.anomaly.v1"
+
+
+@dataclass(frozen=True, slots=True)
+class Entity:
+    """What an anomaly is about; keys that do not apply stay None."""
+
+    service: str | None = None
+    endpoint: str | None = None
+    host: str | None = None
+    disk: str | None = None
+
+    @property
+    def key(self) -> str:
+        """The Kafka key: ``service``, ``service/endpoint``, ``host`` or ``host/disk``."""
+        if self.service is not None:
+            return self.service if self.endpoint is None else f"{self.service}/{self.endpoint}"
+        if self.host is not None:
+            return self.host if self.disk is None else f"{self.host}/{self.disk}"
+        return ""
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {"service": self.service, "endpoint": self.endpoint, "host": self.host, "disk": self.disk}
+
+
+def severity_for(score: float, warning: float = 0.9, critical: float = 0.99) -> str:
+    """Map a score in [0, 1] to info / warning / critical."""
+    if score >= critical:
+        return "critical"
+    if score >= warning:
+        return "warning"
+    return "info"
+
+
+@dataclass(slots=True)
+class Anomaly:
+    """One anomalous observation.
+
+    ``context`` carries the features the diagnosis needs (traffic composition,
+    SMART values...); it is not part of the published record.
+    """
+
+    ts: float
+    detector: str  # latency | traffic | disk
+    entity: Entity
+    signal: str
+    value: float
+    expected: float
+    lower: float
+    upper: float
+    score: float
+    severity: str
+    context: dict[str, Any] = field(default_factory=dict)
+    id: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.id:
+            # Deterministic: the same observation replayed gives the same id,
+            # so at-least-once reprocessing does not create new anomalies.
+            h = hashlib.blake2b(digest_size=10)
+            h.update(f"{self.detector}|{self.entity.key}|{self.signal}|{self.ts!r}".encode())
+            self.id = h.hexdigest()
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "id": self.id,
+            "ts": format_ts(self.ts),
+            "detector": self.detector,
+            "entity": self.entity.as_dict(),
+            "signal": self.signal,
+            "value": round(float(self.value), 6),
+            "expected": round(float(self.expected), 6),
+            "lower": round(float(self.lower), 6),
+            "upper": round(float(self.upper), 6),
+            "score": round(min(1.0, max(0.0, float(self.score))), 6),
+            "severity": self.severity,
+        }
