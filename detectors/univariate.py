@@ -1,0 +1,376 @@
+"""Online univariate anomaly scorer behind ``tocsin score``.
+
+The detector combines a few *novelty* statistics computed on every new point,
+turns each of them into a calibrated tail probability against its own recent
+history, and reports the strongest evidence with a post-processing step that
+keeps the first alarm of an episode and damps its echoes.
+
+Pipeline for one observation ``x`` (scored before it is learned):
+
+1. **Shape novelty** (in the spirit of KNN-CAD / ARTime): the recent values
+   are summarised as two feature vectors, a *short* one (the last few raw
+   values) and a *long* one (block means over a longer window).  Each vector
+   is compared with a ring-buffer memory of the vectors seen earlier; the
+   distance to the nearest neighbour (excluding the trivially overlapping
+   most recent vectors) is the novelty.
+2. **Jump novelty**: the absolute one-step change.
+3. **Calibration** (conformal, with a peaks-over-threshold tail): each
+   statistic is log-transformed and ranked against a ring buffer of its past
+   values.  Inside the sample the tail probability is the empirical
+   exceedance rate; beyond the ``tail`` highest past values an exponential
+   tail fitted to them extrapolates, so scores keep growing (no ties at the
+   top).  This makes the evidence comparable across series of any scale.
+4. **Evidence** ``S = max_c(-log p_c) - log(n_components)`` in nats.
+5. **Echo suppression**: ``S`` is reported unchanged only if it exceeds the
+   largest evidence of the previous ``suppress`` points, otherwise it is
+   multiplied by ``damp``.  Whatever threshold is used downstream, the first
+   crossing of an episode is kept and its repetitions are damped.
+6. The score is ``S / (S + half_score)``: strictly increasing, in [0, 1),
+   and it never saturates.
+
+Example
+-------
+>>> det = UnivariateDetector()
+>>> scores = [det.score_learn_one(float(v)) for v in range(100)]
+>>> all(0.0 <= s <= 1.0 for s in scores)
+True
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+__all__ = ["UnivariateDetector", "score_series"]
+
+_MAGIC = b"TUV1"
+
+
+class _Calibrator:
+    """Conformal tail probability of a statistic against its recent history."""
+
+    __slots__ = ("size", "tail", "buf", "n")
+
+    def __init__(self, size: int, tail: int) -> None:
+        self.size = size
+        self.tail = tail
+        self.buf = np.zeros(size, dtype=np.float32)
+        self.n = 0
+
+    def neg_log_p(self, v: float) -> float:
+        n = min(self.n, self.size)
+        if n == 0:
+            return 0.0
+        hist = self.buf[:n]
+        k = int(np.count_nonzero(hist >= v))
+        if k >= self.tail or n <= 2 * self.tail:
+            return -math.log((k + 1.0) / (n + 1.0))
+        top = np.partition(hist, n - self.tail)[n - self.tail :]
+        u = float(top.min())
+        beta = float(top.mean()) - u
+        base = self.tail / (n + 1.0)
+        if beta <= 0.0:
+            return -math.log(base) + (1.0 if v > u else 0.0) * 10.0
+        return -math.log(base) + max(v - u, 0.0) / beta
+
+    def add(self, v: float) -> None:
+        self.buf[self.n % self.size] = v
+        self.n += 1
+
+
+class UnivariateDetector:
+    """Online anomaly scorer for one numeric series.
+
+    Parameters
+    ----------
+    short_len : int
+        Number of raw values in the short shape vector.
+    long_blocks : int
+        Number of block means in the long shape vector.
+    block : int
+        Block length (points) of the long shape vector.
+    memory : int
+        Number of past shape vectors kept for nearest-neighbour search.
+    gap : int
+        The most recent ``gap`` vectors are excluded from the search (they
+        overlap the current one).
+    calib : int
+        Number of past statistic values kept for calibration.
+    tail : int
+        Number of top calibration values fitting the exponential tail.
+    suppress : int
+        Echo-suppression horizon in points.
+    damp : float
+        Factor applied to evidence that does not beat the recent maximum.
+    half_score : float
+        Evidence (nats) mapped to a score of 0.5.
+    """
+
+    def __init__(
+        self,
+        short_len: int = 8,
+        long_blocks: int = 8,
+        block: int = 8,
+        memory: int = 1024,
+        gap: int = 8,
+        calib: int = 1024,
+        tail: int = 20,
+        suppress: int = 200,
+        damp: float = 0.5,
+        half_score: float = 10.0,
+    ) -> None:
+        self.short_len = short_len
+        self.long_blocks = long_blocks
+        self.block = block
+        self.memory = memory
+        self.gap = gap
+        self.calib = calib
+        self.tail = tail
+        self.suppress = suppress
+        self.damp = damp
+        self.half_score = half_score
+        self._init_state()
+
+    # ------------------------------------------------------------------ state
+    def _init_state(self) -> None:
+        self._hlen = max(self.short_len, self.long_blocks * self.block) + 1
+        self._hist = np.zeros(self._hlen, dtype=np.float64)
+        self._n = 0
+        self._ref = 0.0  # offset subtracted before float32 storage
+        self._mem_s = np.zeros((self.memory, self.short_len), dtype=np.float32)
+        self._mem_l = np.zeros((self.memory, self.long_blocks), dtype=np.float32)
+        self._m = 0
+        self._cal = [_Calibrator(self.calib, self.tail) for _ in range(3)]
+        self._ev = np.zeros(self.suppress, dtype=np.float32)
+        self._cache: tuple | None = None
+
+    # -------------------------------------------------------------- features
+    def _window(self, x: float) -> np.ndarray:
+        """The last ``_hlen`` values including ``x`` (oldest first)."""
+        n, h = self._n, self._hlen
+        if n < h:
+            return np.concatenate((self._hist[:n], (x,)))
+        i = n % h  # slot of the oldest value
+        return np.concatenate((self._hist[i + 1 :], self._hist[:i], (x,)))
+
+    def _stats(self, x: float) -> tuple:
+        w = self._window(x) - self._ref
+        n = len(w)
+        sl = min(self.short_len, n)
+        fs = np.full(self.short_len, w[-sl], dtype=np.float64)
+        fs[-sl:] = w[-sl:]
+        L = self.long_blocks * self.block
+        wl = w[-L:] if n >= L else np.concatenate((np.full(L - n, w[0]), w))
+        fl = wl.reshape(self.long_blocks, self.block).mean(axis=1)
+        avail = min(self._m, self.memory) - self.gap
+        if avail > 0:
+            if self._m <= self.memory:
+                ms, ml = self._mem_s[:avail], self._mem_l[:avail]
+                ds = np.sqrt(((ms - fs) ** 2).sum(axis=1).min() / self.short_len)
+                dl = np.sqrt(((ml - fl) ** 2).sum(axis=1).min() / self.long_blocks)
+            else:
+                # ring full: exclude slots holding the last `gap` vectors
+                i = self._m % self.memory
+                idx = np.arange(i - self.gap, i) % self.memory
+                es = ((self._mem_s - fs) ** 2).sum(axis=1)
+                el = ((self._mem_l - fl) ** 2).sum(axis=1)
+                es[idx] = np.inf
+                el[idx] = np.inf
+                ds = math.sqrt(es.min() / self.short_len)
+                dl = math.sqrt(el.min() / self.long_blocks)
+        else:
+            ds = dl = float("nan")
+        jump = abs(w[-1] - w[-2]) if n >= 2 else float("nan")
+        raw = (ds, dl, jump)
+        stats = tuple(math.log(v + 1e-12) if v == v else float("nan") for v in raw)
+        return fs, fl, stats
+
+    def _evidence(self, stats: tuple) -> float:
+        best = 0.0
+        for cal, v in zip(self._cal, stats):
+            if v == v:
+                best = max(best, cal.neg_log_p(v))
+        return max(best - math.log(len(self._cal)), 0.0)
+
+    # ------------------------------------------------------------------- API
+    def _compute(self, x: float) -> tuple:
+        key = (self._n, x)
+        if self._cache is not None and self._cache[0] == key:
+            return self._cache
+        if self._n == 0:
+            self._ref = float(x)
+        fs, fl, stats = self._stats(x)
+        ev = self._evidence(stats)
+        recent = float(self._ev[: min(self._n, self.suppress)].max()) if self._n else 0.0
+        out = ev if ev > recent else ev * self.damp
+        self._cache = (key, fs, fl, stats, ev, out)
+        return self._cache
+
+    def score_one(self, x: float, t: float | None = None) -> float:
+        """Score ``x`` against the model without learning it.
+
+        Parameters
+        ----------
+        x : float
+            The observation.
+        t : float, optional
+            Event time in epoch seconds (unused by this version).
+
+        Returns
+        -------
+        float
+            Anomaly score in [0, 1); higher is more anomalous.
+        """
+        x = float(x)
+        if not math.isfinite(x):
+            return 0.0
+        out = self._compute(x)[5]
+        return out / (out + self.half_score)
+
+    def learn_one(self, x: float, t: float | None = None) -> None:
+        """Update the model with ``x``.
+
+        Parameters
+        ----------
+        x : float
+            The observation.
+        t : float, optional
+            Event time in epoch seconds (unused by this version).
+        """
+        x = float(x)
+        if not math.isfinite(x):
+            return
+        _, fs, fl, stats, ev, _ = self._compute(x)
+        self._cache = None
+        for cal, v in zip(self._cal, stats):
+            if v == v:
+                cal.add(v)
+        self._ev[self._n % self.suppress] = ev
+        self._hist[self._n % self._hlen] = x
+        self._n += 1
+        j = self._m % self.memory
+        self._mem_s[j] = fs
+        self._mem_l[j] = fl
+        self._m += 1
+
+    # ---------------------------------------------------------- persistence
+    _PARAMS = (
+        "short_len", "long_blocks", "block", "memory", "gap", "calib", "tail",
+        "suppress", "damp", "half_score",
+    )
+
+    def _arrays(self) -> list[np.ndarray]:
+        return [self._hist, self._mem_s, self._mem_l, self._ev] + [c.buf for c in self._cal]
+
+    def _scalars(self) -> list[float]:
+        return [float(self._n), float(self._m), self._ref] + [float(c.n) for c in self._cal]
+
+    def to_bytes(self) -> bytes:
+        """Serialise parameters and learned state (``struct`` + numpy, no pickle).
+
+        Returns
+        -------
+        bytes
+            A compact binary snapshot; see :meth:`from_bytes`.
+        """
+        params = [float(getattr(self, k)) for k in self._PARAMS]
+        scal = self._scalars()
+        head = _MAGIC + struct.pack(f"<HH{len(params)}d{len(scal)}d", len(params), len(scal), *params, *scal)
+        return head + b"".join(np.ascontiguousarray(a).tobytes() for a in self._arrays())
+
+    @classmethod
+    def from_bytes(cls, data: bytes, **params) -> UnivariateDetector:
+        """Rebuild a detector from :meth:`to_bytes` output.
+
+        Parameters
+        ----------
+        data : bytes
+            A snapshot from :meth:`to_bytes`.
+        **params
+            Constructor arguments overriding the stored ones; only those that
+            do not change the state layout (``suppress`` excepted) may differ.
+
+        Returns
+        -------
+        UnivariateDetector
+            A detector that continues exactly where the snapshot stopped.
+
+        Raises
+        ------
+        ValueError
+            If ``data`` is not a valid snapshot.
+        """
+        try:
+            if data[:4] != _MAGIC:
+                raise ValueError("not a UnivariateDetector snapshot")
+            n_par, n_sc = struct.unpack_from("<HH", data, 4)
+            if n_par != len(cls._PARAMS):
+                raise ValueError("incompatible snapshot version")
+            vals = struct.unpack_from(f"<{n_par}d{n_sc}d", data, 8)
+            defaults = cls()
+            stored = {}
+            for k, v in zip(cls._PARAMS, vals[:n_par]):
+                stored[k] = int(v) if isinstance(getattr(defaults, k), int) else v
+            stored.update(params)
+            det = cls(**stored)
+            if n_sc != len(det._scalars()):
+                raise ValueError("incompatible snapshot version")
+            sc = vals[n_par:]
+            det._n, det._m, det._ref = int(sc[0]), int(sc[1]), float(sc[2])
+            for c, v in zip(det._cal, sc[3:]):
+                c.n = int(v)
+            off = 8 + 8 * (n_par + n_sc)
+            for a in det._arrays():
+                nb = a.nbytes
+                if off + nb > len(data):
+                    raise ValueError("truncated snapshot")
+                a[...] = np.frombuffer(data, dtype=a.dtype, count=a.size, offset=off).reshape(a.shape)
+                off += nb
+            if off != len(data):
+                raise ValueError("snapshot size mismatch (layout parameters differ?)")
+            return det
+        except struct.error as exc:
+            raise ValueError(f"invalid snapshot: {exc}") from exc
+
+    def score_learn_one(self, x: float, t: float | None = None) -> float:
+        """Score ``x``, then learn it.
+
+        Parameters
+        ----------
+        x : float
+            The observation.
+        t : float, optional
+            Event time in epoch seconds.
+
+        Returns
+        -------
+        float
+            The score ``score_one`` returned before learning.
+        """
+        s = self.score_one(x, t)
+        self.learn_one(x, t)
+        return s
+
+
+def score_series(values: Iterable[float], timestamps: Sequence[float] | None = None) -> list[float]:
+    """Score a whole series online (each point before it is learned).
+
+    Parameters
+    ----------
+    values : iterable of float
+        The series.
+    timestamps : sequence of float, optional
+        Epoch seconds, one per value.
+
+    Returns
+    -------
+    list of float
+        One score in [0, 1] per value.
+    """
+    det = UnivariateDetector()
+    vals = list(values)
+    ts = list(timestamps) if timestamps is not None else [None] * len(vals)
+    return [det.score_learn_one(v, t) for v, t in zip(vals, ts)]

@@ -1,0 +1,117 @@
+"""Tests of detectors.univariate on seeded synthetic streams."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from detectors.univariate import UnivariateDetector, score_series
+
+
+def _noisy_daily(n: int, seed: int = 0, period: int = 96) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    i = np.arange(n)
+    x = 10.0 + 3.0 * np.sin(2 * np.pi * i / period) + rng.normal(0.0, 0.5, n)
+    t = 1.4e9 + 300.0 * i
+    return x, t
+
+
+def _run(det: UnivariateDetector, xs, ts=None) -> list[float]:
+    ts = [None] * len(xs) if ts is None else ts
+    return [det.score_learn_one(float(x), None if t is None else float(t)) for x, t in zip(xs, ts)]
+
+
+def test_scores_in_unit_interval_and_finite():
+    x, t = _noisy_daily(1500, seed=1)
+    x[700] += 40.0
+    x[1000:] += 15.0
+    s = _run(UnivariateDetector(), x, t)
+    assert len(s) == len(x)
+    assert all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in s)
+
+
+def test_spike_scores_higher_than_normal_points():
+    x, t = _noisy_daily(1500, seed=2)
+    x[1200] += 12.0
+    s = np.array(_run(UnivariateDetector(), x, t))
+    normal = s[600:1190]
+    assert s[1200] > np.quantile(normal, 0.999)
+    assert s[1200] > normal.max()
+
+
+def test_level_shift_scores_higher_than_normal_points():
+    x, t = _noisy_daily(1500, seed=3)
+    x[1100:] += 8.0
+    s = np.array(_run(UnivariateDetector(), x, t))
+    assert s[1100:1110].max() > s[600:1090].max()
+
+
+def test_score_one_does_not_learn():
+    x, _ = _noisy_daily(400, seed=4)
+    det = UnivariateDetector()
+    _run(det, x[:300])
+    before = det.to_bytes()
+    a = det.score_one(float(x[300]))
+    b = det.score_one(float(x[300]))
+    assert a == b
+    assert det.to_bytes() == before
+
+
+def test_no_look_ahead():
+    x, t = _noisy_daily(1200, seed=5)
+    x[900] -= 10.0
+    full = score_series(x.tolist(), t.tolist())
+    prefix = score_series(x[:950].tolist(), t[:950].tolist())
+    assert prefix == full[:950]
+
+
+def test_round_trip_gives_identical_scores():
+    x, t = _noisy_daily(1600, seed=6)
+    x[1400] += 9.0
+    det = UnivariateDetector()
+    _run(det, x[:1100], t[:1100])
+    data = det.to_bytes()
+    assert isinstance(data, bytes)
+    clone = UnivariateDetector.from_bytes(data)
+    assert clone.to_bytes() == data
+    rest_a = _run(det, x[1100:], t[1100:])
+    rest_b = _run(clone, x[1100:], t[1100:])
+    assert rest_a == rest_b
+
+
+def test_round_trip_rejects_garbage():
+    with pytest.raises(ValueError):
+        UnivariateDetector.from_bytes(b"not a detector")
+
+
+def test_constructor_arguments_are_stored():
+    det = UnivariateDetector(suppress=123, damp=0.25)
+    assert det.suppress == 123
+    assert det.damp == 0.25
+    clone = UnivariateDetector.from_bytes(det.to_bytes())
+    assert clone.suppress == 123 and clone.damp == 0.25
+
+
+def test_scores_do_not_saturate():
+    rng = np.random.default_rng(7)
+    x = rng.standard_t(3, 4000) * 2.0 + 50.0
+    x[rng.choice(np.arange(500, 4000), 20, replace=False)] += 60.0
+    s = np.array(score_series(x.tolist()))
+    assert np.count_nonzero(s >= 1.0) <= 1
+    top = np.sort(s)[-20:]
+    assert len(np.unique(top)) >= 15
+
+
+def test_flat_and_constant_series_are_quiet():
+    s = score_series([5.0] * 600)
+    assert max(s[100:]) < 0.5
+    assert all(0.0 <= v <= 1.0 for v in s)
+
+
+def test_non_finite_input_is_ignored():
+    det = UnivariateDetector()
+    _run(det, np.linspace(0.0, 1.0, 50))
+    assert det.score_learn_one(float("nan")) == 0.0
+    assert 0.0 <= det.score_learn_one(0.5) <= 1.0
