@@ -1,0 +1,620 @@
+"""SlackReceiver: one Slack message per alert, updates in its thread, resolve edits it.
+
+The conversation about one alert fingerprint:
+
+- first firing: ``chat.postMessage`` with Block Kit blocks (header with a
+  severity emoji and the title, suspected cause and confidence, evidence,
+  start time and labels, runbook and dashboard buttons);
+- later firing updates: a reply in that message's thread (``thread_ts``);
+- resolved: ``chat.update`` of the original message, marked resolved with
+  the duration, and a "resolved" reply in the thread.
+
+The receiver keeps no per-alert state: :meth:`SlackReceiver.notify` returns
+``{"channel": <channel id>, "ts": <root message ts>}`` and gets it back as
+``memory`` next time.
+
+Transient failures (HTTP 429 honouring ``Retry-After``, 5xx, dropped
+connections) are retried inside the call by slack-sdk's async retry handlers,
+a bounded number of times and never waiting longer than ``max_retry_after``.
+What is left raises :class:`SlackNotifyError` (a
+:class:`~alerts.errors.NotifyError`) with ``retryable`` and ``retry_after``
+for the pipeline's retry stage. The token is a :class:`~alerts.secret.Secret`
+and never appears in an error message, a log line or a repr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Mapping
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import aiohttp
+from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.http_retry.async_handler import AsyncRetryHandler
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+    AsyncServerErrorRetryHandler,
+)
+from slack_sdk.http_retry.request import HttpRequest
+from slack_sdk.http_retry.response import HttpResponse
+from slack_sdk.http_retry.state import RetryState
+from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.web.async_slack_response import AsyncSlackResponse
+
+from alerts.errors import NotifyError
+from alerts.model import Alert
+from alerts.notify.base import Memory, Receiver, cause_text, format_duration, labels_text
+from alerts.secret import Secret, redact
+from detectors.timeutil import format_ts
+
+__all__ = ["SlackReceiver", "SlackNotifyError", "build_blocks", "FATAL_ERRORS"]
+
+log = logging.getLogger(__name__)
+
+# Block Kit limits (https://docs.slack.dev/reference/block-kit/blocks)
+HEADER_MAX = 150
+SECTION_TEXT_MAX = 3000
+FIELD_MAX = 2000
+FIELDS_PER_SECTION = 10
+CONTEXT_TEXT_MAX = 3000
+BUTTON_URL_MAX = 3000
+MAX_BLOCKS = 50
+# Readability, not a Slack limit: more evidence than this is summarised.
+MAX_EVIDENCE = 20
+FALLBACK_MAX = 3000
+
+SEVERITY_EMOJI = {"critical": ":rotating_light:", "warning": ":warning:"}
+RESOLVED_EMOJI = ":white_check_mark:"
+
+#: Slack error codes that no retry will fix.
+FATAL_ERRORS = frozenset(
+    {
+        "invalid_auth",
+        "not_authed",
+        "account_inactive",
+        "token_revoked",
+        "token_expired",
+        "no_permission",
+        "missing_scope",
+        "not_allowed_token_type",
+        "ekm_access_denied",
+        "channel_not_found",
+        "not_in_channel",
+        "is_archived",
+        "restricted_action",
+        "invalid_blocks",
+        "invalid_blocks_format",
+        "msg_too_long",
+        "no_text",
+        "invalid_arguments",
+        "invalid_arg_name",
+        "message_not_found",
+        "cant_update_message",
+        "edit_window_closed",
+    }
+)
+#: Slack error codes (with HTTP 200) that a later retry may fix.
+TRANSIENT_ERRORS = frozenset(
+    {"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}
+)
+_SERVER_ERROR_STATUSES = frozenset({500, 502, 503, 504})
+
+
+class SlackNotifyError(NotifyError):
+    """A Slack call failed; ``error`` is Slack's error code, ``status`` the HTTP status."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool = True,
+        retry_after: float | None = None,
+        error: str | None = None,
+        status: int | None = None,
+    ):
+        super().__init__(message, retryable=retryable, retry_after=retry_after)
+        self.error = error
+        self.status = status
+
+
+def _retry_after(headers: Mapping[str, Any] | None) -> float | None:
+    """Seconds from a Retry-After header (delta seconds or HTTP date); None when absent."""
+    if not headers:
+        return None
+    value: Any = None
+    for k, v in headers.items():
+        if k.lower() == "retry-after":
+            value = v
+            break
+    if isinstance(value, list | tuple):
+        value = value[0] if value else None
+    if value is None:
+        return None
+    text = str(value).strip()
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    from datetime import UTC, datetime
+
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+class _BoundedRateLimitRetryHandler(AsyncRateLimitErrorRetryHandler):
+    """Retries HTTP 429 after Retry-After, only when that wait is at most ``max_wait``.
+
+    A longer wait is not slept inside the call: the 429 comes back as a
+    retryable error with ``retry_after`` for the pipeline to schedule.
+    """
+
+    def __init__(self, max_retry_count: int, max_wait: float):
+        super().__init__(max_retry_count=max_retry_count)
+        self.max_wait = max_wait
+
+    async def _can_retry_async(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> bool:
+        if response is None or response.status_code != 429:
+            return False
+        wait = _retry_after(response.headers)
+        return wait is None or wait <= self.max_wait
+
+    async def prepare_for_next_attempt_async(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> None:
+        wait = _retry_after(response.headers if response is not None else None)
+        if wait is None:
+            wait = 1.0
+        state.next_attempt_requested = True
+        await asyncio.sleep(min(wait, self.max_wait) + random.uniform(0.0, 0.2))
+        state.increment_current_attempt()
+
+
+class _ServerErrorRetryHandler(AsyncServerErrorRetryHandler):
+    """slack-sdk's server error handler, also for 502 and 504 (gateways in front of Slack)."""
+
+    async def _can_retry_async(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> bool:
+        return response is not None and response.status_code in _SERVER_ERROR_STATUSES
+
+
+# ---------------------------------------------------------------------------
+# Block Kit
+
+
+def _truncate(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _mrkdwn(text: str, limit: int) -> str:
+    """Escape user text for mrkdwn and cut it to ``limit`` without splitting an entity."""
+    text = _escape(text)
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    amp = cut.rfind("&", max(0, len(cut) - 5))
+    if amp != -1 and ";" not in cut[amp:]:
+        cut = cut[:amp]
+    return cut + "…"
+
+
+def _num(x: float) -> str:
+    return f"{x:,.4g}" if abs(x) < 1e6 else f"{x:,.0f}"
+
+
+def _date(ts: float) -> str:
+    """A Slack date token, shown in the reader's time zone, with the UTC time as fallback."""
+    return f"<!date^{int(ts)}^{{date_short_pretty}} {{time_secs}}|{format_ts(ts)}>"
+
+
+def _cause_line(alert: Alert) -> str:
+    return (
+        f"*Suspected cause:* {_escape(cause_text(alert.cause))} "
+        f"({round(alert.confidence * 100)}% confidence)   *Severity:* {_escape(alert.severity)}"
+    )
+
+
+def _evidence_blocks(alert: Alert, budget: int) -> list[dict[str, Any]]:
+    """Sections of evidence fields, at most ``budget`` blocks, at most MAX_EVIDENCE items."""
+    if budget <= 0 or not alert.evidence:
+        return []
+    shown = list(alert.evidence[:MAX_EVIDENCE])
+    fields = [
+        {
+            "type": "mrkdwn",
+            "text": _mrkdwn(
+                f"{ev.signal}: {_num(ev.value)} (usual {_num(ev.expected)})\n{ev.text}", FIELD_MAX
+            ),
+        }
+        for ev in shown
+    ]
+    blocks: list[dict[str, Any]] = []
+    hidden = len(alert.evidence) - len(shown)
+    room = budget - (1 if hidden else 0)
+    for i in range(0, len(fields), FIELDS_PER_SECTION):
+        if len(blocks) >= room:
+            hidden += len(fields) - i
+            break
+        block: dict[str, Any] = {"type": "section", "fields": fields[i : i + FIELDS_PER_SECTION]}
+        if i == 0:
+            block["text"] = {"type": "mrkdwn", "text": "*Evidence*"}
+        blocks.append(block)
+    if hidden and len(blocks) < budget:
+        blocks.append(
+            {
+                "type": "context",
+                "elements": [{"type": "mrkdwn", "text": f"…and {hidden} more evidence items"}],
+            }
+        )
+    return blocks
+
+
+def _context_block(alert: Alert, note: str | None = None) -> dict[str, Any]:
+    elements = [{"type": "mrkdwn", "text": f"Started {_date(alert.starts_at)}"}]
+    labels = labels_text(alert.labels)
+    if labels:
+        elements.append({"type": "mrkdwn", "text": _mrkdwn(labels, CONTEXT_TEXT_MAX)})
+    elements.append({"type": "mrkdwn", "text": f"fingerprint `{_escape(alert.fingerprint)}`"})
+    if note:
+        elements.append({"type": "mrkdwn", "text": _mrkdwn(note, CONTEXT_TEXT_MAX)})
+    return {"type": "context", "elements": elements}
+
+
+def _actions_block(runbook_url: str | None, dashboard_url: str | None) -> dict[str, Any] | None:
+    buttons = []
+    for action_id, label, url in (
+        ("runbook", "Runbook", runbook_url),
+        ("dashboard", "Dashboard", dashboard_url),
+    ):
+        if url and len(url) <= BUTTON_URL_MAX:
+            buttons.append(
+                {
+                    "type": "button",
+                    "action_id": action_id,
+                    "text": {"type": "plain_text", "text": label},
+                    "url": url,
+                }
+            )
+    return {"type": "actions", "elements": buttons} if buttons else None
+
+
+def build_blocks(
+    alert: Alert,
+    *,
+    kind: str = "new",
+    runbook_url: str | None = None,
+    dashboard_url: str | None = None,
+) -> list[dict[str, Any]]:
+    """Block Kit blocks for one alert state, within Slack's limits.
+
+    ``kind`` is ``new`` (the root message), ``update`` (a thread reply while
+    firing) or ``resolved`` (the edited root message).
+    """
+    blocks: list[dict[str, Any]] = []
+    if kind == "update":
+        head = f"*Update:* still firing, {_escape(alert.severity)}"
+        blocks.append(
+            {
+                "type": "section",
+                "text": {"type": "mrkdwn", "text": _mrkdwn_join(head, _cause_line(alert))},
+            }
+        )
+    else:
+        if kind == "resolved":
+            header = f"{RESOLVED_EMOJI} RESOLVED: {alert.title}"
+        else:
+            header = f"{SEVERITY_EMOJI.get(alert.severity, ':bell:')} {alert.title}"
+        blocks.append(
+            {
+                "type": "header",
+                "text": {
+                    "type": "plain_text",
+                    "text": _truncate(header, HEADER_MAX),
+                    "emoji": True,
+                },
+            }
+        )
+        text = _cause_line(alert)
+        if kind == "resolved":
+            end = alert.ends_at if alert.ends_at is not None else alert.starts_at
+            text = (
+                f"*Resolved* {_date(end)} after {format_duration(end - alert.starts_at)}\n"
+                + text.replace("*Suspected cause:*", "*Suspected cause was:*")
+            )
+        blocks.append(
+            {
+                "type": "section",
+                "text": {"type": "mrkdwn", "text": _truncate(text, SECTION_TEXT_MAX)},
+            }
+        )
+    actions = _actions_block(runbook_url, dashboard_url)
+    tail = 1 + (1 if actions else 0)  # context (+ actions)
+    blocks.extend(_evidence_blocks(alert, MAX_BLOCKS - len(blocks) - tail))
+    blocks.append(_context_block(alert))
+    if actions:
+        blocks.append(actions)
+    return blocks[:MAX_BLOCKS]
+
+
+def _mrkdwn_join(*parts: str) -> str:
+    return _truncate("\n".join(parts), SECTION_TEXT_MAX)
+
+
+def fallback_text(alert: Alert, *, kind: str = "new") -> str:
+    """The plain ``text`` of a message: notifications and clients without blocks show it."""
+    if kind == "resolved":
+        end = alert.ends_at if alert.ends_at is not None else alert.starts_at
+        text = f"[RESOLVED after {format_duration(end - alert.starts_at)}] {alert.title}"
+    else:
+        prefix = "[update] " if kind == "update" else ""
+        text = (
+            f"{prefix}[{alert.severity.upper()}] {alert.title}: "
+            f"{cause_text(alert.cause)} ({round(alert.confidence * 100)}% confidence)"
+        )
+    return _mrkdwn(text, FALLBACK_MAX)
+
+
+# ---------------------------------------------------------------------------
+# The receiver
+
+
+class SlackReceiver(Receiver):
+    """Posts alerts to one Slack channel with the Web API (slack-sdk's AsyncWebClient).
+
+    Parameters
+    ----------
+    token
+        Bot token (``xoxb-...``), as a :class:`~alerts.secret.Secret`.
+    channel
+        Channel id (``C0123...``) or name (``#alerts``) for new alerts;
+        updates follow the channel id in the memory.
+    base_url
+        Web API base URL; None for Slack's (tests point it at a fake).
+    timeout
+        Seconds for one HTTP request.
+    runbook_url, dashboard_url
+        Shown as buttons when set.
+    client
+        An ``AsyncWebClient`` to use as is (its own retry handlers and
+        session); None builds one.
+    max_retries
+        In-call retries per handler (rate limit, server error, connection).
+    max_retry_after
+        Longest Retry-After slept inside the call; a longer one is returned
+        as ``NotifyError.retry_after``.
+    name
+        The receiver's name in the configuration.
+    """
+
+    def __init__(
+        self,
+        token: Secret,
+        channel: str,
+        *,
+        base_url: str | None = None,
+        timeout: float = 10,
+        runbook_url: str | None = None,
+        dashboard_url: str | None = None,
+        client: AsyncWebClient | None = None,
+        max_retries: int = 2,
+        max_retry_after: float = 30.0,
+        name: str = "slack",
+    ):
+        if not isinstance(token, Secret):
+            token = Secret(token)
+        if not channel:
+            raise ValueError("SlackReceiver needs a channel")
+        self.token = token
+        self.channel = channel
+        self.base_url = base_url
+        self.timeout = timeout
+        self.runbook_url = runbook_url
+        self.dashboard_url = dashboard_url
+        self.client = client
+        self.max_retries = max_retries
+        self.max_retry_after = max_retry_after
+        self.name = name
+        self._client: AsyncWebClient | None = client
+        self._session: aiohttp.ClientSession | None = None
+
+    def __repr__(self) -> str:
+        return f"SlackReceiver(name={self.name!r}, channel={self.channel!r}, token={self.token!r})"
+
+    # -- client ------------------------------------------------------------
+
+    def retry_handlers(self) -> list[AsyncRetryHandler]:
+        """The bounded slack-sdk retry handlers the built client uses."""
+        return [
+            _BoundedRateLimitRetryHandler(self.max_retries, self.max_retry_after),
+            _ServerErrorRetryHandler(max_retry_count=self.max_retries),
+            AsyncConnectionErrorRetryHandler(max_retry_count=self.max_retries),
+        ]
+
+    def _get_client(self) -> AsyncWebClient:
+        if self._client is None:
+            # One session for all calls (keep-alive); its timeout bounds each request.
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
+            kwargs: dict[str, Any] = {}
+            if self.base_url:
+                kwargs["base_url"] = self.base_url
+            self._client = AsyncWebClient(
+                token=self.token.get(),
+                timeout=int(max(1, round(self.timeout))),
+                session=self._session,
+                retry_handlers=self.retry_handlers(),
+                **kwargs,
+            )
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+            self._client = self.client
+
+    # -- calls -------------------------------------------------------------
+
+    async def _call(self, method: str, **kwargs: Any) -> AsyncSlackResponse:
+        """Call ``method`` (e.g. ``chat.postMessage``); failures become SlackNotifyError."""
+        client = self._get_client()
+        fn = getattr(client, method.replace(".", "_"))
+        try:
+            return await fn(**kwargs)
+        except SlackApiError as err:
+            raise self._api_error(method, err) from None
+        except TimeoutError:
+            raise self._error(f"timed out after {self.timeout}s", method, retryable=True) from None
+        except (aiohttp.ClientError, OSError) as err:
+            raise self._error(
+                f"connection failed ({type(err).__name__}: {err})", method, retryable=True
+            ) from None
+        except SlackClientError as err:
+            raise self._error(f"{type(err).__name__}: {err}", method, retryable=False) from None
+
+    def _error(
+        self,
+        what: str,
+        method: str,
+        *,
+        retryable: bool,
+        retry_after: float | None = None,
+        error: str | None = None,
+        status: int | None = None,
+    ) -> SlackNotifyError:
+        message = redact(f"slack receiver {self.name!r}: {method} {what}", [self.token])
+        log.info("%s (retryable=%s, retry_after=%s)", message, retryable, retry_after)
+        return SlackNotifyError(
+            message, retryable=retryable, retry_after=retry_after, error=error, status=status
+        )
+
+    def _api_error(self, method: str, err: SlackApiError) -> SlackNotifyError:
+        resp = err.response
+        status = getattr(resp, "status_code", None)
+        data = getattr(resp, "data", None)
+        code = data.get("error") if isinstance(data, dict) else None
+        retry_after = _retry_after(getattr(resp, "headers", None))
+        what = f"failed: HTTP {status}" + (f", error {code}" if code else "")
+        if status == 429 or code == "ratelimited":
+            return self._error(
+                what,
+                method,
+                retryable=True,
+                retry_after=retry_after if retry_after is not None else 1.0,
+                error=code,
+                status=status,
+            )
+        if code in FATAL_ERRORS or (status is not None and 400 <= status < 500):
+            return self._error(what, method, retryable=False, error=code, status=status)
+        if (status is not None and status >= 500) or code in TRANSIENT_ERRORS:
+            return self._error(
+                what, method, retryable=True, retry_after=retry_after, error=code, status=status
+            )
+        # HTTP 200 with an error code we do not know: trying again sends the same request.
+        return self._error(what, method, retryable=False, error=code, status=status)
+
+    async def _post(
+        self, alert: Alert, kind: str, channel: str, thread_ts: str | None = None
+    ) -> AsyncSlackResponse:
+        return await self._call(
+            "chat.postMessage",
+            channel=channel,
+            text=fallback_text(alert, kind=kind),
+            blocks=build_blocks(
+                alert, kind=kind, runbook_url=self.runbook_url, dashboard_url=self.dashboard_url
+            ),
+            thread_ts=thread_ts,
+            unfurl_links=False,
+            unfurl_media=False,
+        )
+
+    # -- notify ------------------------------------------------------------
+
+    async def notify(self, alert: Alert, memory: Memory | None) -> Memory | None:
+        root = memory if memory and memory.get("channel") and memory.get("ts") else None
+        fp = alert.fingerprint
+        if alert.status == "resolved":
+            if root is None:
+                # The firing message was never delivered (or its memory is lost):
+                # say it resolved in a message of its own.
+                resp = await self._post(alert, "resolved", self.channel)
+                log.debug(
+                    "slack %s: resolved alert %s posted as new message %s",
+                    self.name,
+                    fp,
+                    resp["ts"],
+                )
+                return {"channel": resp["channel"], "ts": resp["ts"]}
+            try:
+                await self._call(
+                    "chat.update",
+                    channel=root["channel"],
+                    ts=root["ts"],
+                    text=fallback_text(alert, kind="resolved"),
+                    blocks=build_blocks(
+                        alert,
+                        kind="resolved",
+                        runbook_url=self.runbook_url,
+                        dashboard_url=self.dashboard_url,
+                    ),
+                )
+            except SlackNotifyError as err:
+                if err.error == "message_not_found":
+                    # The original was deleted: say it resolved in a message of its own.
+                    resp = await self._post(alert, "resolved", self.channel)
+                    return {"channel": resp["channel"], "ts": resp["ts"]}
+                if err.error not in ("cant_update_message", "edit_window_closed"):
+                    raise
+                # The original is frozen: the thread reply below still says resolved.
+                log.info(
+                    "slack %s: could not edit message of alert %s (%s)", self.name, fp, err.error
+                )
+            end = alert.ends_at if alert.ends_at is not None else alert.starts_at
+            await self._call(
+                "chat.postMessage",
+                channel=root["channel"],
+                thread_ts=root["ts"],
+                text=f"{RESOLVED_EMOJI} resolved after {format_duration(end - alert.starts_at)}",
+            )
+            log.debug(
+                "slack %s: alert %s resolved in %s/%s", self.name, fp, root["channel"], root["ts"]
+            )
+            return dict(root)
+        if root is None:
+            resp = await self._post(alert, "new", self.channel)
+            log.debug(
+                "slack %s: alert %s posted as %s/%s", self.name, fp, resp["channel"], resp["ts"]
+            )
+            return {"channel": resp["channel"], "ts": resp["ts"]}
+        await self._post(alert, "update", root["channel"], thread_ts=root["ts"])
+        log.debug(
+            "slack %s: alert %s update in thread %s/%s", self.name, fp, root["channel"], root["ts"]
+        )
+        return dict(root)
