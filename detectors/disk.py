@@ -1,0 +1,595 @@
+"""DiskFailureDetector: online, per-drive failure signals from disk-health events.
+
+Each drive keeps a small sketch (:class:`DriveState`, about 230 bytes once
+serialised) of what matters for an early warning:
+
+- the SMART error counters that Backblaze found most telling, 5 (reallocated
+  sectors), 187 (reported uncorrectable), 188 (command timeouts), 197
+  (pending sectors) and 198 (offline uncorrectable): first value seen, last
+  and peak value, how many times each rose and when it started to rise. A
+  counter that *rises* weighs much more than a constant non-zero one: old
+  healthy drives carry constant counts for years;
+- SMART 9 (power-on hours) against the wall clock: a drive whose power-on
+  hours stop advancing while readings keep coming has stopped spinning, a
+  frequent last sign before it is replaced;
+- I/O latency (an EWMA baseline of the drive's own latency) and recent I/O
+  errors, when the events carry them.
+
+SMART 1 and other vendor-specific raw values are not used: their scale
+differs between vendors and models. Counts are taken on a log scale, so a
+family that counts in units of 8 sectors is not 8 times more alarming.
+
+The features are combined by one *shared* logistic model whose prior weights
+encode the rules above and which learns from the failure labels as they
+arrive (``failure=true`` on a drive's last reading: a positive example; a
+drive seen for ``negative_after_days`` days without failing: a negative
+one). Learning pulls the weights back toward the prior (L2), so a handful of
+labels refines the weights without overturning them. The intercept is not
+learned: the operating point stays where ``threshold`` puts it whatever the
+labelled sample's balance of failed and healthy drives.
+
+Examples
+--------
+A drive whose reallocated-sector count climbs is flagged, one with a constant
+count is not:
+
+>>> from detectors.events import DiskHealthEvent
+>>> det = DiskFailureDetector()
+>>> day = 86400.0
+>>> good = bad = None
+>>> for i in range(20):
+...     g = DiskHealthEvent(ts=i * day, host="h1", disk="ok", smart={"5": 12.0, "9": 1000.0 + 24 * i})
+...     b = DiskHealthEvent(ts=i * day, host="h1", disk="ko", smart={"5": float(max(0, 8 * (i - 10))), "9": 900.0 + 24 * i})
+...     vg, vb = det.score_one(g, good), det.score_one(b, bad)
+...     good, bad = det.learn_one(g, good), det.learn_one(b, bad)
+>>> vg.flagged, vb.flagged, vb.signal
+(False, True, 'smart_5_raw')
+>>> vb.evidence[0]
+'SMART 5 (reallocated sectors) rose from 0 to 72 in 9 days'
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from dataclasses import dataclass, field
+
+from .errors import DetectorError
+from .events import DiskHealthEvent
+
+__all__ = ["DiskFailureDetector", "DiskVerdict", "DriveState"]
+
+#: SMART error counters tracked per drive, with a human name.
+TRACKED: tuple[str, ...] = ("5", "187", "188", "197", "198")
+_NAMES = {
+    "5": "reallocated sectors",
+    "187": "reported uncorrectable errors",
+    "188": "command timeouts",
+    "197": "pending sectors",
+    "198": "offline uncorrectable sectors",
+}
+_K = len(TRACKED)
+_NAN = float("nan")
+_DAY = 86400.0
+_LOG_CAP = 10.0  # log2 of 1,024: larger jumps add nothing (and 0xFFFF glitches stay bounded)
+
+#: Feature names, in the order of the shared model's weights.
+FEATURES: tuple[str, ...] = (
+    "rise_5",  # log2(1 + rise of SMART 5)
+    "rise_197",  # log2(1 + confirmed rise of SMART 197)
+    "rise_187_198",  # log2(1 + rise of SMART 187 + 198)
+    "rise_188",  # log2(1 + rise of SMART 188)
+    "increases",  # number of readings where a tracked counter rose (capped)
+    "level",  # log2(1 + current 5 + 197 + 187 + 198)
+    "stalls",  # readings where power-on hours did not advance (capped)
+    "latency",  # log2(latency / the drive's usual latency), >= 0
+    "errors",  # log2(1 + recent I/O errors)
+)
+#: Prior weights (logit units per feature unit): the rules, before any label.
+PRIOR_WEIGHTS: tuple[float, ...] = (0.9, 0.9, 1.0, 0.35, 0.45, 0.12, 6.0, 2.0, 1.4)
+_NF = len(FEATURES)
+
+
+class DiskStateError(DetectorError):
+    """Serialised detector or drive state that cannot be read back."""
+
+
+# --------------------------------------------------------------------------- per-drive sketch
+
+# version, readings, stalls, io readings | first_ts, last_ts, poh, lat_mean, lat_var, err_recent
+# then per tracked counter: first, last, peak, confirmed peak, rise start ts (f64) and increases (u16)
+_DRIVE_HEAD = struct.Struct("<BIHI6d")
+_DRIVE_ATTR = struct.Struct("<" + "d" * (5 * _K) + "H" * _K)
+_DRIVE_VERSION = 1
+
+
+class DriveState:
+    """Per-drive sketch: SMART counters, power-on hours, I/O latency.
+
+    Serialises with :meth:`to_bytes` to a fixed 243 bytes (``struct``, no
+    pickle). Unseen values are NaN.
+    """
+
+    __slots__ = (
+        "n",
+        "first_ts",
+        "last_ts",
+        "first",
+        "last",
+        "peak",
+        "confirmed",
+        "rise_ts",
+        "inc",
+        "poh",
+        "stalls",
+        "lat_n",
+        "lat_mean",
+        "lat_var",
+        "err_recent",
+    )
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.first_ts = _NAN
+        self.last_ts = _NAN
+        self.first = [_NAN] * _K
+        self.last = [_NAN] * _K
+        self.peak = [_NAN] * _K
+        self.confirmed = [_NAN] * _K  # peak of values seen on two readings in a row
+        self.rise_ts = [_NAN] * _K  # last reading before the counter first rose
+        self.inc = [0] * _K
+        self.poh = _NAN
+        self.stalls = 0
+        self.lat_n = 0
+        self.lat_mean = 0.0
+        self.lat_var = 0.0
+        self.err_recent = 0.0
+
+    def to_bytes(self) -> bytes:
+        """Serialise to a fixed-size byte string."""
+        head = _DRIVE_HEAD.pack(
+            _DRIVE_VERSION,
+            self.n,
+            min(self.stalls, 0xFFFF),
+            self.lat_n,
+            self.first_ts,
+            self.last_ts,
+            self.poh,
+            self.lat_mean,
+            self.lat_var,
+            self.err_recent,
+        )
+        inc = [min(i, 0xFFFF) for i in self.inc]
+        return head + _DRIVE_ATTR.pack(*self.first, *self.last, *self.peak, *self.confirmed, *self.rise_ts, *inc)
+
+    @classmethod
+    def from_bytes(cls, b: bytes) -> DriveState:
+        """Read back what :meth:`to_bytes` wrote."""
+        if len(b) != _DRIVE_HEAD.size + _DRIVE_ATTR.size or b[0] != _DRIVE_VERSION:
+            raise DiskStateError(f"not a version-{_DRIVE_VERSION} drive state ({len(b)} bytes)")
+        s = cls()
+        (_, s.n, s.stalls, s.lat_n, s.first_ts, s.last_ts, s.poh, s.lat_mean, s.lat_var, s.err_recent) = (
+            _DRIVE_HEAD.unpack_from(b)
+        )
+        v = _DRIVE_ATTR.unpack_from(b, _DRIVE_HEAD.size)
+        s.first, s.last, s.peak = list(v[0:_K]), list(v[_K : 2 * _K]), list(v[2 * _K : 3 * _K])
+        s.confirmed, s.rise_ts = list(v[3 * _K : 4 * _K]), list(v[4 * _K : 5 * _K])
+        s.inc = list(v[5 * _K :])
+        return s
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, DriveState):
+            return NotImplemented
+        return self.to_bytes() == other.to_bytes()
+
+    def __repr__(self) -> str:
+        return f"DriveState(n={self.n}, last={self.last}, stalls={self.stalls}, lat_n={self.lat_n})"
+
+
+@dataclass
+class DiskVerdict:
+    """The detector's opinion on one reading of one drive.
+
+    ``score`` is in [0, 1] (higher: more likely failing); ``signal`` names the
+    strongest contributor (``smart_5_raw``, ``smart_9_raw``, ``io_latency_ms``,
+    ``io_errors``...) with its ``value`` and the drive's own ``expected``
+    value; ``evidence`` holds short sentences, strongest first.
+    """
+
+    score: float
+    flagged: bool
+    signal: str
+    value: float
+    expected: float
+    evidence: list[str] = field(default_factory=list)
+    warming_up: bool = False
+
+
+# --------------------------------------------------------------------------- the detector
+
+_MODEL = struct.Struct("<BII" + "d" * _NF)
+_MODEL_VERSION = 1
+
+
+def _log2p(x: float) -> float:
+    return min(_LOG_CAP, math.log2(1.0 + x)) if x > 0.0 else 0.0
+
+
+class DiskFailureDetector:
+    """Online per-drive failure-signal detector with a shared, label-fed model.
+
+    Parameters
+    ----------
+    threshold
+        Flag a reading when its score reaches this (a probability-like value).
+    bias
+        Intercept of the shared logistic model (not learned): with the prior
+        weights, about 6.5 "points" of evidence reach a score of 0.5.
+    learning_rate
+        SGD step of the shared model on each label; 0 keeps the prior rules.
+    l2
+        Pull of the learned weights back toward the prior, per step.
+    negative_after_days
+        A drive seen this long without failing gives one negative example
+        (and one more every further period).
+    warmup
+        Readings of a drive (and I/O readings) before its own baselines count;
+        until then the verdict says ``warming_up``.
+    stall_ratio
+        An interval of at least 12 h between two readings counts as a stall
+        when power-on hours advance by less than this fraction of it.
+    latency_alpha
+        Weight of a new reading in the drive's latency baseline (EWMA).
+    max_stalls
+        Cap of the stall count used as a feature.
+
+    Examples
+    --------
+    See the module docstring.
+    """
+
+    def __init__(
+        self,
+        threshold: float = 0.5,
+        bias: float = -6.5,
+        learning_rate: float = 0.0,
+        l2: float = 0.01,
+        negative_after_days: float = 30.0,
+        warmup: int = 3,
+        stall_ratio: float = 0.25,
+        latency_alpha: float = 0.1,
+        max_stalls: int = 3,
+    ) -> None:
+        if not 0.0 < threshold < 1.0:
+            raise ValueError(f"threshold must be in (0, 1), got {threshold!r}")
+        self.threshold = threshold
+        self.bias = bias
+        self.learning_rate = learning_rate
+        self.l2 = l2
+        self.negative_after_days = negative_after_days
+        self.warmup = warmup
+        self.stall_ratio = stall_ratio
+        self.latency_alpha = latency_alpha
+        self.max_stalls = max_stalls
+        self._weights = list(PRIOR_WEIGHTS)
+        self._n_pos = 0
+        self._n_neg = 0
+        self._z_cut = math.log(threshold / (1.0 - threshold))
+
+    # ------------------------------------------------------------------ features
+
+    def _features(self, ev: DiskHealthEvent, st: DriveState | None) -> list[float]:
+        """Feature vector of the drive once this reading is included (state unchanged)."""
+        smart = ev.smart
+        x = [0.0] * _NF
+        level = 0.0
+        incs = 0
+        rise_unc = 0.0
+        for i in range(_K):
+            v = smart.get(TRACKED[i])
+            if st is None or st.n == 0:
+                if v is not None and i != 2:
+                    level += v
+                continue
+            last = st.last[i]
+            if v is None:
+                v = last
+                if v != v:
+                    continue
+            elif v > last:
+                incs += 1
+            first = st.first[i]
+            if first != first:
+                first = v
+            if i == 3:  # 197: pending sectors come and go; a rise counts once seen twice
+                conf = st.confirmed[i]
+                c = min(v, last) if last == last else _NAN
+                if c == c and (conf != conf or c > conf):
+                    conf = c
+                rise = conf - first if conf == conf else 0.0
+            else:
+                rise = v - first
+            if rise > 0.0:
+                if i == 0:
+                    x[0] = _log2p(rise)
+                elif i == 3:
+                    x[1] = _log2p(rise)
+                elif i == 2:
+                    x[3] = _log2p(rise)
+                else:
+                    rise_unc += rise
+            if i != 2:
+                level += v
+            incs += st.inc[i]
+        x[2] = _log2p(rise_unc)
+        x[4] = float(min(incs, 6))
+        x[5] = _log2p(level)
+        if st is not None and st.n:
+            stalls = st.stalls
+            poh = smart.get("9")
+            if poh is not None and st.poh == st.poh:
+                wall_h = (ev.ts - st.last_ts) / 3600.0
+                if wall_h >= 12.0 and 0.0 <= poh - st.poh < self.stall_ratio * wall_h:
+                    stalls += 1
+            x[6] = float(min(stalls, self.max_stalls))
+            lat = ev.io_latency_ms
+            if lat is not None and st.lat_n >= self.warmup and st.lat_mean > 0.0:
+                r = lat / st.lat_mean
+                if r > 1.0:
+                    x[7] = min(5.0, math.log2(r))
+            err = st.err_recent * 0.5
+        else:
+            err = 0.0
+        if ev.io_errors:
+            err += ev.io_errors
+        x[8] = _log2p(err)
+        return x
+
+    def _z(self, x: list[float]) -> float:
+        z = self.bias
+        w = self._weights
+        for i in range(_NF):
+            if x[i]:
+                z += w[i] * x[i]
+        return z
+
+    # ------------------------------------------------------------------ verbs
+
+    def score_one(self, event: DiskHealthEvent, state: DriveState | None) -> DiskVerdict:
+        """Score one reading of a drive, before it is learned.
+
+        Parameters
+        ----------
+        event
+            The reading.
+        state
+            The drive's sketch so far (None for a drive not seen before).
+
+        Returns
+        -------
+        DiskVerdict
+        """
+        x = self._features(event, state)
+        z = self._z(x)
+        score = 1.0 / (1.0 + math.exp(-z)) if z > -700.0 else 0.0
+        n = 0 if state is None else state.n
+        warming = n + 1 < self.warmup
+        if z <= self.bias + 1e-12:  # nothing at all: the cheap, common path
+            return DiskVerdict(score, False, "smart_5_raw", _cur(event, state, 0), _first(state, 0), [], warming)
+        return self._explain(event, state, x, z, score, warming)
+
+    def learn_one(self, event: DiskHealthEvent, state: DriveState | None) -> DriveState:
+        """Update the drive's sketch with one reading; learn its label if it has one.
+
+        Parameters
+        ----------
+        event
+            The reading (``failure=True`` on a drive's last reading is a label).
+        state
+            The drive's sketch so far, or None; it is updated in place.
+
+        Returns
+        -------
+        DriveState
+            The updated (or new) sketch.
+        """
+        st = DriveState() if state is None else state
+        if self.learning_rate > 0.0:
+            if event.failure:
+                self._learn_label(self._features(event, st), 1.0)
+                self._n_pos += 1
+            elif st.n and self.negative_after_days > 0.0:
+                period = self.negative_after_days * _DAY
+                if (event.ts - st.first_ts) // period > (st.last_ts - st.first_ts) // period:
+                    self._learn_label(self._features(event, st), 0.0)
+                    self._n_neg += 1
+        ts = event.ts
+        smart = event.smart
+        if st.n == 0:
+            st.first_ts = ts
+        else:
+            poh = smart.get("9")
+            if poh is not None and st.poh == st.poh:
+                wall_h = (ts - st.last_ts) / 3600.0
+                if wall_h >= 12.0 and 0.0 <= poh - st.poh < self.stall_ratio * wall_h:
+                    st.stalls += 1
+        poh = smart.get("9")
+        if poh is not None:
+            st.poh = poh
+        for i in range(_K):
+            v = smart.get(TRACKED[i])
+            if v is None:
+                continue
+            last = st.last[i]
+            if last != last:
+                st.first[i] = st.last[i] = st.peak[i] = v
+                continue
+            if v > last:
+                st.inc[i] += 1
+                if st.rise_ts[i] != st.rise_ts[i]:
+                    st.rise_ts[i] = st.last_ts
+            if v > st.peak[i]:
+                st.peak[i] = v
+            c = v if v < last else last
+            conf = st.confirmed[i]
+            if conf != conf or c > conf:
+                st.confirmed[i] = c
+            st.last[i] = v
+        lat = event.io_latency_ms
+        if lat is not None:
+            if st.lat_n == 0:
+                st.lat_mean = lat
+            else:
+                # A reading far above the baseline moves it slowly: a failing
+                # drive must not teach the baseline its own slowness.
+                a = self.latency_alpha if lat <= 2.0 * st.lat_mean else self.latency_alpha * 0.1
+                d = lat - st.lat_mean
+                st.lat_mean += a * d
+                st.lat_var = (1.0 - a) * (st.lat_var + a * d * d)
+            st.lat_n += 1
+        if event.io_errors is not None or st.err_recent:
+            st.err_recent = st.err_recent * 0.5 + (event.io_errors or 0)
+        st.n += 1
+        st.last_ts = ts
+        return st
+
+    def _learn_label(self, x: list[float], y: float) -> None:
+        z = self._z(x)
+        p = 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, z))))
+        g = y - p
+        lr, l2, w = self.learning_rate, self.l2, self._weights
+        for i in range(_NF):
+            w[i] += lr * (g * x[i] - l2 * (w[i] - PRIOR_WEIGHTS[i]))
+            if w[i] < 0.0:  # evidence of failure never argues for health
+                w[i] = 0.0
+
+    # ------------------------------------------------------------------ evidence
+
+    def _explain(
+        self,
+        ev: DiskHealthEvent,
+        st: DriveState | None,
+        x: list[float],
+        z: float,
+        score: float,
+        warming: bool,
+    ) -> DiskVerdict:
+        w = self._weights
+        parts: list[tuple[float, str, float, float, str]] = []  # contribution, signal, value, expected, text
+        for feat, idx in ((0, 0), (1, 3), (3, 2)):
+            if x[feat]:
+                parts.append((w[feat] * x[feat] + w[4] * _inc(st, idx, ev), *_rise_text(ev, st, idx)))
+        if x[2]:
+            for idx in (1, 4):
+                text = _rise_text(ev, st, idx)
+                if text[1] > text[2]:
+                    parts.append((w[2] * x[2] + w[4] * _inc(st, idx, ev), *text))
+        if x[6]:
+            poh = ev.smart.get("9", _NAN)
+            last = st.poh if st is not None else _NAN
+            k = int(x[6])
+            parts.append(
+                (
+                    w[6] * x[6],
+                    "smart_9_raw",
+                    poh,
+                    last,
+                    f"SMART 9 (power-on hours) stopped advancing on {k} reading{'s' if k > 1 else ''}"
+                    f" (now {poh:g} h): the drive is not running",
+                )
+            )
+        if x[7] and st is not None:
+            lat = ev.io_latency_ms or 0.0
+            parts.append(
+                (
+                    w[7] * x[7],
+                    "io_latency_ms",
+                    lat,
+                    st.lat_mean,
+                    f"I/O latency {lat:.1f} ms against {st.lat_mean:.1f} ms usual ({lat / st.lat_mean:.1f}x)",
+                )
+            )
+        if x[8]:
+            errs = 2.0**x[8] - 1.0
+            parts.append(
+                (w[8] * x[8], "io_errors", float(ev.io_errors or 0), 0.0, f"{errs:.0f} recent I/O errors (decayed count)")
+            )
+        if x[5] and w[5] * x[5] >= 1.0:
+            lvl = [(TRACKED[i], _cur(ev, st, i)) for i in (0, 3, 1, 4)]
+            lvl = [(k, v) for k, v in lvl if v == v and v > 0]
+            if lvl:
+                k, v = max(lvl, key=lambda t: t[1])
+                parts.append(
+                    (w[5] * x[5], f"smart_{k}_raw", v, 0.0, f"SMART {k} ({_NAMES[k]}) at {v:g} (non-zero)")
+                )
+        if not parts:
+            return DiskVerdict(score, False, "smart_5_raw", _cur(ev, st, 0), _first(st, 0), [], warming)
+        parts.sort(key=lambda p: -p[0])
+        top = parts[0]
+        return DiskVerdict(score, z >= self._z_cut, top[1], top[2], top[3], [p[4] for p in parts], warming)
+
+    # ------------------------------------------------------------------ shared state
+
+    def to_bytes(self) -> bytes:
+        """Serialise the shared model (weights and label counts), ``struct``, no pickle."""
+        return _MODEL.pack(_MODEL_VERSION, self._n_pos, self._n_neg, *self._weights)
+
+    @classmethod
+    def from_bytes(cls, b: bytes, **params: float) -> DiskFailureDetector:
+        """Rebuild a detector from :meth:`to_bytes`; ``params`` are the constructor arguments."""
+        if len(b) != _MODEL.size or b[0] != _MODEL_VERSION:
+            raise DiskStateError(f"not a version-{_MODEL_VERSION} disk model ({len(b)} bytes)")
+        det = cls(**params)  # type: ignore[arg-type]
+        v = _MODEL.unpack(b)
+        det._n_pos, det._n_neg = v[1], v[2]
+        det._weights = list(v[3:])
+        return det
+
+    @property
+    def weights(self) -> dict[str, float]:
+        """Current weights of the shared model, by feature name."""
+        return dict(zip(FEATURES, self._weights, strict=True))
+
+    def __repr__(self) -> str:
+        return (
+            f"DiskFailureDetector(threshold={self.threshold}, bias={self.bias}, "
+            f"learning_rate={self.learning_rate}, labels={self._n_pos}+/{self._n_neg}-)"
+        )
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _cur(ev: DiskHealthEvent, st: DriveState | None, i: int) -> float:
+    v = ev.smart.get(TRACKED[i])
+    if v is None:
+        return st.last[i] if st is not None else _NAN
+    return v
+
+
+def _first(st: DriveState | None, i: int) -> float:
+    return st.first[i] if st is not None else _NAN
+
+
+def _inc(st: DriveState | None, i: int, ev: DiskHealthEvent) -> float:
+    if st is None:
+        return 0.0
+    v = ev.smart.get(TRACKED[i])
+    return float(min(6, st.inc[i] + (1 if v is not None and v > st.last[i] else 0)))
+
+
+def _rise_text(ev: DiskHealthEvent, st: DriveState | None, i: int) -> tuple[str, float, float, str]:
+    key = TRACKED[i]
+    cur = _cur(ev, st, i)
+    first = _first(st, i)
+    if first != first:
+        first = cur
+    start = st.rise_ts[i] if st is not None else _NAN
+    if start != start:
+        start = st.last_ts if st is not None and st.n else ev.ts
+    days = max(0.0, (ev.ts - start) / _DAY)
+    span = f"{days:.0f} day{'s' if round(days) != 1 else ''}" if days >= 1.0 else f"{days * 24:.0f} h"
+    text = f"SMART {key} ({_NAMES[key]}) rose from {first:g} to {cur:g} in {span}"
+    if i == 3 and st is not None and st.peak[i] == st.peak[i] and st.peak[i] > cur:
+        text += f" (peak {st.peak[i]:g})"
+    return f"smart_{key}_raw", cur, first, text
