@@ -6,6 +6,7 @@ import hashlib
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from detectors.model import Evidence
 from detectors.timeutil import format_ts
 
 __all__ = ["Alert", "Evidence", "fingerprint", "CAUSES"]
@@ -25,22 +26,6 @@ def fingerprint(labels: dict[str, str | None]) -> str:
             h.update(str(v).encode())
             h.update(b"\x01")
     return h.hexdigest()
-
-
-@dataclass(frozen=True, slots=True)
-class Evidence:
-    signal: str
-    value: float
-    expected: float
-    text: str
-
-    def to_record(self) -> dict[str, Any]:
-        return {
-            "signal": self.signal,
-            "value": round(float(self.value), 4),
-            "expected": round(float(self.expected), 4),
-            "text": self.text,
-        }
 
 
 @dataclass(frozen=True, slots=True)

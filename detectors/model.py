@@ -8,7 +8,7 @@ from typing import Any
 
 from .timeutil import format_ts
 
-__all__ = ["Anomaly", "Entity", "severity_for"]
+__all__ = ["Anomaly", "Entity", "Evidence", "Verdict", "severity_for", "z_score_to_unit"]
 
 SCHEMA = "tocsin.anomaly.v1"
 
@@ -87,4 +87,44 @@ class Anomaly:
             "upper": round(float(self.upper), 6),
             "score": round(min(1.0, max(0.0, float(self.score))), 6),
             "severity": self.severity,
+        }
+
+
+@dataclass(slots=True)
+class Verdict:
+    """What a detector says about one observation, before it learns it."""
+
+    signal: str
+    value: float
+    expected: float
+    lower: float
+    upper: float
+    score: float  # [0, 1]
+    flagged: bool
+    warming_up: bool = False
+    z: float = 0.0
+
+
+def z_score_to_unit(z: float, scale: float = 3.0) -> float:
+    """Map |z| to [0, 1) without saturating: 1 - exp(-|z| / scale)."""
+    import math
+
+    return 1.0 - math.exp(-abs(z) / scale)
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """One number behind a diagnosis, with the sentence an on-call engineer reads."""
+
+    signal: str
+    value: float
+    expected: float
+    text: str
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "signal": self.signal,
+            "value": round(float(self.value), 4),
+            "expected": round(float(self.expected), 4),
+            "text": self.text,
         }

@@ -1,0 +1,145 @@
+"""Per-key baselines: exponentially weighted mean and variance, plain or seasonal.
+
+Both learn a value's log (latencies and rates are multiplicative) and score
+the next one as a z-score against what they learned. State is a handful of
+floats packed with ``struct``: tens to hundreds of bytes per key.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from array import array
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+__all__ = ["EWBaseline", "SeasonalBaseline", "day_type"]
+
+
+class EWBaseline:
+    """Exponentially weighted mean and variance (West's incremental form).
+
+    ``alpha`` is the weight of a new value once ``1/n`` drops below it, so the
+    first values are averaged exactly.
+
+    >>> b = EWBaseline(alpha=0.1)
+    >>> for v in [10.0, 11.0, 9.0, 10.0] * 10:
+    ...     b.learn(v)
+    >>> round(b.mean, 1), b.n
+    (10.0, 40)
+    """
+
+    __slots__ = ("alpha", "mean", "var", "n")
+    _FMT = struct.Struct("<ddI")
+
+    def __init__(self, alpha: float = 0.05) -> None:
+        self.alpha = alpha
+        self.mean = 0.0
+        self.var = 0.0
+        self.n = 0
+
+    def learn(self, x: float, weight: float = 1.0) -> None:
+        self.n += 1
+        a = max(self.alpha, 1.0 / self.n) * weight
+        d = x - self.mean
+        self.mean += a * d
+        self.var = (1.0 - a) * (self.var + a * d * d)
+
+    def z(self, x: float, floor: float = 0.0) -> float:
+        return (x - self.mean) / math.sqrt(self.var + floor) if (self.var + floor) > 0 else 0.0
+
+    def to_bytes(self) -> bytes:
+        return self._FMT.pack(self.mean, self.var, self.n)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, alpha: float = 0.05) -> EWBaseline:
+        b = cls(alpha)
+        b.mean, b.var, b.n = cls._FMT.unpack(data)
+        return b
+
+
+def day_type(wd: int) -> int:
+    """0: Mon/Tue/Thu/Fri, 1: Wednesday (school afternoon off), 2: Saturday, 3: Sunday."""
+    return {2: 1, 5: 2, 6: 3}.get(wd, 0)
+
+
+_TZ_CACHE: dict[str, object] = {}
+
+
+def _local(ts: float, tz: str) -> datetime:
+    if tz == "UTC":
+        return datetime.fromtimestamp(ts, UTC)
+    z = _TZ_CACHE.get(tz)
+    if z is None:
+        z = _TZ_CACHE[tz] = ZoneInfo(tz)
+    return datetime.fromtimestamp(ts, z)  # type: ignore[arg-type]
+
+
+class SeasonalBaseline:
+    """Mean and variance per (day type, hour of day), interpolated within the hour.
+
+    4 day types x 24 hours, each slot a float32 mean, float32 variance and a
+    uint16 count: 960 bytes. A value at 08:40 is compared with a blend of the
+    08:00 and 09:00 slots and teaches both in proportion, so the profile is
+    smooth. ``slot_n(ts)`` says how much the model has seen at that time of
+    the week (the warm-up).
+    """
+
+    __slots__ = ("alpha", "tz", "_m", "_v", "_n")
+    SLOTS = 96
+
+    def __init__(self, alpha: float = 0.1, tz: str = "UTC") -> None:
+        self.alpha = alpha
+        self.tz = tz
+        self._m = array("f", bytes(4 * self.SLOTS))
+        self._v = array("f", bytes(4 * self.SLOTS))
+        self._n = array("H", bytes(2 * self.SLOTS))
+
+    def _slots(self, ts: float) -> tuple[int, int, float]:
+        d = _local(ts, self.tz)
+        pos = d.hour + d.minute / 60.0 - 0.5  # slot centres at :30
+        h0 = math.floor(pos)
+        frac = pos - h0
+        dt = day_type(d.weekday())
+        # Wrap around midnight within the same day type (good enough at night).
+        return dt * 24 + (h0 % 24), dt * 24 + ((h0 + 1) % 24), frac
+
+    def expect(self, ts: float) -> tuple[float, float, int]:
+        """(mean, variance, count) expected at ``ts``; count is the smaller of the two slots."""
+        a, b, f = self._slots(ts)
+        na, nb = self._n[a], self._n[b]
+        if na and nb:
+            m = (1 - f) * self._m[a] + f * self._m[b]
+            v = (1 - f) * self._v[a] + f * self._v[b]
+        elif na:
+            m, v = self._m[a], self._v[a]
+        elif nb:
+            m, v = self._m[b], self._v[b]
+        else:
+            return 0.0, 0.0, 0
+        return m, v, min(na, nb) if (na and nb) else max(na, nb) // 2
+
+    def learn(self, ts: float, x: float, weight: float = 1.0) -> None:
+        a, b, f = self._slots(ts)
+        for s, w in ((a, 1 - f), (b, f)):
+            if w <= 0:
+                continue
+            n = self._n[s]
+            if n < 65535:
+                self._n[s] = n + 1
+            r = max(self.alpha, 1.0 / (n + 1)) * w * weight
+            d = x - self._m[s]
+            self._m[s] += r * d
+            self._v[s] = (1.0 - r) * (self._v[s] + r * d * d)
+
+    def to_bytes(self) -> bytes:
+        return self._m.tobytes() + self._v.tobytes() + self._n.tobytes()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, alpha: float = 0.1, tz: str = "UTC") -> SeasonalBaseline:
+        b = cls(alpha, tz)
+        k = 4 * cls.SLOTS
+        b._m = array("f", data[:k])
+        b._v = array("f", data[k : 2 * k])
+        b._n = array("H", data[2 * k :])
+        return b

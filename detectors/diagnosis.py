@@ -1,0 +1,339 @@
+"""Diagnosis: the suspected cause of what the detectors flagged, with the numbers.
+
+For each service window the detectors flagged, :class:`Diagnoser` weighs
+three families of evidence:
+
+* **load**: request rate against the usual for this time of week;
+* **population**: who sends the traffic, against who usually does (share of
+  hosting networks, of the usual country, of the top 10 sources, of the top
+  endpoint, requests per client, user-agent concentration) — real users
+  look like the usual users, even when many are new;
+* **harm and its spread**: p95 latency and 5xx ratio on the service and on
+  each host, and recent disk-failure signals on those hosts.
+
+and names one cause:
+
+``suspected_attack``
+    more traffic than usual *and* a population that real users do not make
+    (even when it also saturates the servers: a flood is not a load peak);
+``capacity_saturation``
+    more traffic than usual from the usual population, and the service
+    slows down or fails on most of its hosts;
+``disk_failure``
+    the slowdown sits on the hosts whose drive is failing, not on the others;
+``unknown``
+    anything else: anomalous, cause not established. A wrong cause is worse
+    than none.
+
+Composition baselines are learned per service from windows that were not
+flagged (bounded: a few floats per service).
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from .features import WindowFeatures
+from .model import Evidence, Verdict
+
+__all__ = ["Diagnoser", "Finding", "CompositionState", "DiskSignal"]
+
+_DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+
+
+@dataclass(slots=True)
+class Finding:
+    """A diagnosed problem; the alert lifecycle turns findings into alerts."""
+
+    labels: dict[str, str | None]
+    cause: str
+    confidence: float
+    severity: str
+    title: str
+    evidence: list[Evidence]
+    anomalies: list[str]
+    ts: float
+    hold: float | None = None  # how long the finding stays true without news (None: router default)
+
+
+@dataclass(slots=True)
+class DiskSignal:
+    """The latest failure signal of a drive, as the diagnosis remembers it."""
+
+    host: str
+    disk: str
+    ts: float
+    score: float
+    evidence: list[str] = field(default_factory=list)
+    anomaly_id: str = ""
+
+
+class CompositionState:
+    """Usual traffic composition of one service: EW means of a few shares (about 80 bytes)."""
+
+    __slots__ = ("n", "hosting", "top10", "endpoint", "log_rpc", "country_share", "agent", "new", "country")
+    _FMT = struct.Struct("<I7f2s")
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.hosting = self.top10 = self.endpoint = self.log_rpc = 0.0
+        self.country_share = self.agent = self.new = 0.0
+        self.country = ""
+
+    def learn(self, f: WindowFeatures, alpha: float) -> None:
+        if f.count == 0:
+            return
+        self.n += 1
+        a = max(alpha, 1.0 / self.n)
+        if not self.country and f.countries:
+            self.country = next(iter(f.countries))
+        main = f.countries.get(self.country, 0.0) if f.countries else 0.0
+        for name, x in (
+            ("hosting", f.hosting_share),
+            ("top10", f.top10_share),
+            ("endpoint", f.top_endpoint_share),
+            ("log_rpc", math.log(max(f.requests_per_client, 1.0))),
+            ("country_share", main),
+            ("agent", f.top_user_agent_share),
+            ("new", f.new_client_share),
+        ):
+            setattr(self, name, getattr(self, name) + a * (x - getattr(self, name)))
+
+    def to_bytes(self) -> bytes:
+        return self._FMT.pack(
+            self.n, self.hosting, self.top10, self.endpoint, self.log_rpc,
+            self.country_share, self.agent, self.new, self.country.encode()[:2],
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> CompositionState:
+        s = cls()
+        (s.n, s.hosting, s.top10, s.endpoint, s.log_rpc, s.country_share, s.agent, s.new, c) = cls._FMT.unpack(data)
+        s.country = c.rstrip(b"\x00").decode()
+        return s
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.0f}%"
+
+
+def _num(x: float) -> str:
+    if x >= 100:
+        return f"{x:,.0f}"
+    if x >= 10:
+        return f"{x:.1f}".rstrip("0").rstrip(".")
+    return f"{x:.2f}".rstrip("0").rstrip(".")
+
+
+def _ms(x: float) -> str:
+    return f"{x / 1000:.1f} s" if x >= 1000 else f"{x:.0f} ms"
+
+
+def _when(ts: float) -> str:
+    d = datetime.fromtimestamp(ts, UTC)
+    return f"a {_DAYS[d.weekday()]} {d:%H:%M} UTC"
+
+
+class Diagnoser:
+    """Names the suspected cause of a service's flagged window (see module doc).
+
+    Parameters
+    ----------
+    attack_threshold
+        Population-shift score from which traffic is called an attack.
+    spread_share
+        Share of a service's hosts that must be slow for the slowdown to count
+        as service-wide (saturation) rather than host-local.
+    disk_window
+        Seconds a drive's failure signal stays relevant to its host's requests.
+    composition_alpha
+        Learning rate of the composition baselines.
+    composition_warmup
+        Windows of composition learned before population evidence is used.
+    """
+
+    def __init__(
+        self,
+        attack_threshold: float = 1.0,
+        spread_share: float = 0.6,
+        disk_window: float = 3 * 86400.0,
+        composition_alpha: float = 0.02,
+        composition_warmup: int = 30,
+    ) -> None:
+        self.attack_threshold = attack_threshold
+        self.spread_share = spread_share
+        self.disk_window = disk_window
+        self.composition_alpha = composition_alpha
+        self.composition_warmup = composition_warmup
+
+    # -- population ---------------------------------------------------------
+    def population_shift(self, f: WindowFeatures, base: CompositionState | None) -> tuple[float, list[Evidence]]:
+        """Score (0 = the usual users) and evidence of how the traffic's origin changed."""
+        if base is None or base.n < self.composition_warmup or f.count == 0:
+            return 0.0, []
+        score = 0.0
+        ev: list[Evidence] = []
+        d = f.hosting_share - base.hosting
+        if d >= 0.1:
+            score += min(2.0, d / 0.2)
+            nets = ", ".join(f"{k} {_pct(v)}" for k, v in list(f.hosting_networks.items())[:3])
+            ev.append(Evidence("hosting_share", f.hosting_share, base.hosting,
+                               f"{_pct(f.hosting_share)} of requests from hosting networks ({nets}) against {_pct(base.hosting)} usual"))
+        main = f.countries.get(base.country, 0.0) if f.countries else base.country_share
+        d = base.country_share - main
+        if base.country and d >= 0.1:
+            score += min(2.0, d / 0.2)
+            others = ", ".join(f"{k} {_pct(v)}" for k, v in f.countries.items() if k != base.country)
+            ev.append(Evidence("home_country_share", main, base.country_share,
+                               f"{_pct(main)} of requests from {base.country} against {_pct(base.country_share)} usual (now {others[:80]})"))
+        d = f.top10_share - base.top10
+        if d >= 0.15:
+            score += min(1.5, d / 0.2)
+            ev.append(Evidence("top10_sources_share", f.top10_share, base.top10,
+                               f"top 10 sources send {_pct(f.top10_share)} of requests against {_pct(base.top10)} usual"))
+        d = f.top_endpoint_share - base.endpoint
+        if d >= 0.2:
+            score += min(1.0, d / 0.3)
+            ev.append(Evidence("top_endpoint_share", f.top_endpoint_share, base.endpoint,
+                               f"{f.top_endpoint} takes {_pct(f.top_endpoint_share)} of requests against {_pct(base.endpoint)} usual"))
+        rpc = f.requests_per_client
+        usual_rpc = math.exp(base.log_rpc)
+        if rpc >= 3 * usual_rpc and rpc >= 3:
+            score += min(1.0, math.log(rpc / usual_rpc) / math.log(9))
+            ev.append(Evidence("requests_per_client", rpc, usual_rpc,
+                               f"{_num(rpc)} requests per client against {_num(usual_rpc)} usual"))
+        d = f.top_user_agent_share - base.agent
+        if d >= 0.25:
+            score += min(0.5, d / 0.5)
+            ev.append(Evidence("top_user_agent_share", f.top_user_agent_share, base.agent,
+                               f"one user agent makes {_pct(f.top_user_agent_share)} of requests against {_pct(base.agent)} usual"))
+        return score, ev
+
+    def usual_population(self, f: WindowFeatures, base: CompositionState | None) -> Evidence | None:
+        if base is None or base.n < self.composition_warmup or not base.country:
+            return None
+        main = f.countries.get(base.country, 0.0)
+        extra = ""
+        if f.new_client_share >= base.new + 0.1:
+            extra = f", {_pct(f.new_client_share)} first-time clients against {_pct(base.new)} usual"
+        return Evidence("home_country_share", main, base.country_share,
+                        f"{_pct(main)} of requests from {base.country} as usual ({_pct(base.country_share)}), "
+                        f"{_pct(f.hosting_share)} from hosting networks{extra}: the usual users")
+
+    # -- main entry ---------------------------------------------------------
+    def diagnose(
+        self,
+        f: WindowFeatures,
+        traffic: Verdict | None,
+        service_latency: list[Verdict],
+        host_latency: dict[str, list[Verdict]],
+        composition: CompositionState | None,
+        disks: dict[str, list[DiskSignal]],
+        anomaly_ids: list[str],
+    ) -> list[Finding]:
+        """Findings for one service window; empty when nothing is flagged."""
+        svc = f.service
+        t_high = traffic is not None and traffic.flagged and traffic.value > traffic.expected
+        t_low = traffic is not None and traffic.flagged and traffic.value < traffic.expected
+        svc_harm = [v for v in service_latency if v.flagged]
+        slow_hosts = sorted(h for h, vs in host_latency.items() if any(v.flagged for v in vs))
+        n_hosts = max(1, len(f.hosts))
+        if not (t_high or t_low or svc_harm or slow_hosts):
+            return []
+        widespread = len(slow_hosts) >= max(2, math.ceil(self.spread_share * n_hosts)) or (
+            bool(svc_harm) and len(slow_hosts) > n_hosts / 2
+        )
+        ev: list[Evidence] = []
+        if traffic is not None and (t_high or t_low):
+            ratio = traffic.value / traffic.expected if traffic.expected > 0 else float("inf")
+            ev.append(Evidence("request_rate", traffic.value, traffic.expected,
+                               f"{_num(traffic.value)} req/s against {_num(traffic.expected)} usual for {_when(f.start)} ({ratio:.1f}x)"))
+        harm_ev = self._harm_evidence(f, svc_harm, host_latency, slow_hosts)
+
+        # Disk: the slowdown sits on hosts with a failing drive, not elsewhere.
+        sick = {h: sigs for h, sigs in disks.items() if h in f.hosts and any(f.start - s.ts <= self.disk_window for s in sigs)}
+        sick_slow = [h for h in slow_hosts if h in sick]
+        healthy_slow = [h for h in slow_hosts if h not in sick]
+        if sick_slow and len(healthy_slow) <= max(0, (n_hosts - len(sick)) // 3) and not t_high:
+            out = []
+            for h in sick_slow:
+                sig = max(sick[h], key=lambda s: s.ts)
+                dev = [e for e in harm_ev if h in e.text] or harm_ev[:1]
+                dev += [Evidence("disk_failure_score", sig.score, 0.0, t) for t in sig.evidence[:4]]
+                others = n_hosts - 1
+                dev.append(Evidence("hosts_affected", len(slow_hosts), 0.0,
+                                    f"only {', '.join(slow_hosts)} slow; the other {others} host(s) of {svc} serve normally"))
+                conf = min(0.95, 0.6 + 0.35 * sig.score)
+                out.append(Finding(
+                    {"service": svc, "host": h, "disk": sig.disk}, "disk_failure", conf, "critical",
+                    f"Failing drive {sig.disk} on {h} slows {svc}: suspected disk failure",
+                    dev, anomaly_ids + ([sig.anomaly_id] if sig.anomaly_id else []), f.end,
+                ))
+            return out
+
+        shift, pop_ev = self.population_shift(f, composition) if t_high else (0.0, [])
+        ratio_txt = f"{traffic.value / max(traffic.expected, 1e-9):.1f}x" if traffic is not None and t_high else ""
+        if t_high and shift >= self.attack_threshold:
+            conf = min(0.97, 0.55 + 0.15 * shift)
+            sev = "critical" if (svc_harm or widespread) else "warning"
+            hurt = " and saturating it" if (svc_harm or widespread) else ""
+            return [Finding({"service": svc, "host": None, "disk": None}, "suspected_attack", conf, sev,
+                            f"Traffic {ratio_txt} usual on {svc}{hurt}: suspected attack",
+                            ev + pop_ev + harm_ev, anomaly_ids, f.end)]
+        if t_high and (svc_harm or widespread):
+            pop = self.usual_population(f, composition)
+            conf = 0.8 if pop is not None else 0.6
+            if pop is not None:
+                ev.append(pop)
+            return [Finding({"service": svc, "host": None, "disk": None}, "capacity_saturation", conf, "critical",
+                            f"Traffic {ratio_txt} usual on {svc}, servers saturated: capacity saturation",
+                            ev + harm_ev, anomaly_ids, f.end)]
+        # Cause not established.
+        if slow_hosts and not widespread and not svc_harm:
+            return [Finding({"service": svc, "host": h, "disk": None}, "unknown", 0.3, "warning",
+                            f"{h} of {svc} slow, cause not established",
+                            ev + [e for e in harm_ev if h in e.text], anomaly_ids, f.end) for h in slow_hosts]
+        if t_high:
+            what = f"Traffic {ratio_txt} usual on {svc}, served normally"
+        elif t_low:
+            what = f"Traffic on {svc} far below usual"
+        else:
+            what = f"{svc} slow or failing without more traffic than usual"
+        sev = "critical" if (svc_harm and widespread) else "warning"
+        return [Finding({"service": svc, "host": None, "disk": None}, "unknown", 0.3, sev,
+                        f"{what}: cause not established", ev + harm_ev, anomaly_ids, f.end)]
+
+    def _harm_evidence(self, f: WindowFeatures, svc_harm: list[Verdict],
+                       host_latency: dict[str, list[Verdict]], slow_hosts: list[str]) -> list[Evidence]:
+        out: list[Evidence] = []
+        for v in svc_harm:
+            if v.signal == "latency_p95_ms":
+                out.append(Evidence(v.signal, v.value, v.expected,
+                                    f"p95 latency {_ms(v.value)} against {_ms(v.expected)} usual, "
+                                    f"slow on {len(slow_hosts)} of {len(f.hosts) or 1} hosts"))
+            else:
+                out.append(Evidence(v.signal, v.value, v.expected,
+                                    f"{_pct(v.value)} of requests fail with 5xx against {_pct(v.expected)} usual"))
+        if len(slow_hosts) <= 3:
+            for h in slow_hosts:
+                for v in host_latency[h]:
+                    if v.flagged and v.signal == "latency_p95_ms":
+                        out.append(Evidence(f"{v.signal}:{h}", v.value, v.expected,
+                                            f"p95 latency on {h} {_ms(v.value)} against {_ms(v.expected)} usual"))
+                    elif v.flagged:
+                        out.append(Evidence(f"{v.signal}:{h}", v.value, v.expected,
+                                            f"{_pct(v.value)} 5xx on {h} against {_pct(v.expected)} usual"))
+        return out
+
+    def disk_finding(self, sig: DiskSignal, severity: str, hold: float) -> Finding:
+        """A drive flagged on its own (no request impact seen yet)."""
+        return Finding(
+            {"service": None, "host": sig.host, "disk": sig.disk}, "disk_failure",
+            min(0.95, 0.5 + 0.45 * sig.score), severity,
+            f"Drive {sig.disk} on {sig.host} shows failure signals: suspected disk failure",
+            [Evidence("disk_failure_score", sig.score, 0.0, t) for t in sig.evidence[:6]],
+            [sig.anomaly_id] if sig.anomaly_id else [], sig.ts, hold,
+        )

@@ -1,0 +1,299 @@
+"""Windowed features per service in event time.
+
+Requests are counted into tumbling windows of ``window`` seconds per service.
+A window closes when the watermark (the latest event time seen, less
+``lateness``) passes its end; services that went quiet get empty windows, so
+a traffic drop to zero is seen too. Each closed window yields one
+:class:`WindowFeatures`: rate, latency quantiles and error ratios for the
+service and for each of its hosts, and the composition of its traffic
+(distinct clients, first-time clients, heavy hitters, countries, hosting
+networks, endpoints, user agents). Memory per service is bounded whatever
+the number of clients: sketches, not sets.
+
+>>> from detectors.events import RequestEvent
+>>> agg = WindowAggregator(window=60.0, lateness=0.0)
+>>> for i in range(120):
+...     _ = agg.add(RequestEvent(ts=float(i), service="ent", status=200, latency_ms=100.0 + i,
+...                              host="web-1", client_ip=f"10.0.0.{i % 7}", country="FR"))
+>>> [ (w.start, w.count, w.distinct_clients) for w in agg.advance(121.0)]
+[(0.0, 60, 7), (60.0, 60, 7)]
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from .events import RequestEvent
+from .sketches import HyperLogLog, LogHistogram, SeenFilter, SpaceSaving, hash64
+
+__all__ = ["WindowAggregator", "WindowFeatures", "HostStats", "HOSTING_ASNS"]
+
+#: Autonomous systems of large hosting and cloud providers: requests from
+#: them are machines, not pupils and teachers at home.
+HOSTING_ASNS: dict[int, str] = {
+    14061: "DigitalOcean", 16509: "Amazon", 14618: "Amazon", 15169: "Google",
+    396982: "Google Cloud", 8075: "Microsoft", 24940: "Hetzner", 20473: "Choopa/Vultr",
+    45102: "Alibaba", 37963: "Alibaba", 63949: "Linode", 16276: "OVH", 12876: "Scaleway",
+    51167: "Contabo", 9009: "M247", 60068: "Datacamp", 13335: "Cloudflare",
+    132203: "Tencent", 45090: "Tencent", 4134: "Chinanet", 31898: "Oracle",
+    36352: "ColoCrossing", 53667: "FranTech", 202425: "IP Volume", 49981: "WorldStream",
+}
+
+
+@dataclass(slots=True)
+class HostStats:
+    count: int
+    p95_ms: float
+    error_ratio_5xx: float
+
+
+@dataclass(slots=True)
+class WindowFeatures:
+    """Everything known about one service in one window."""
+
+    service: str
+    start: float
+    end: float
+    count: int
+    p50_ms: float = 0.0
+    p95_ms: float = 0.0
+    p99_ms: float = 0.0
+    error_ratio_5xx: float = 0.0
+    ratio_429: float = 0.0
+    ratio_4xx: float = 0.0
+    hosts: dict[str, HostStats] = field(default_factory=dict)
+    distinct_clients: int = 0
+    new_client_share: float = 0.0
+    top1_share: float = 0.0
+    top10_share: float = 0.0
+    top_clients: list[tuple[str, int]] = field(default_factory=list)
+    countries: dict[str, float] = field(default_factory=dict)
+    hosting_share: float = 0.0
+    hosting_networks: dict[str, float] = field(default_factory=dict)
+    top_endpoint: str | None = None
+    top_endpoint_share: float = 0.0
+    distinct_user_agents: int = 0
+    top_user_agent_share: float = 0.0
+    known_fields: float = 0.0  # share of requests carrying client_ip
+
+    @property
+    def rate(self) -> float:
+        """Requests per second."""
+        return self.count / (self.end - self.start)
+
+    @property
+    def requests_per_client(self) -> float:
+        return self.count / self.distinct_clients if self.distinct_clients else 0.0
+
+
+class _Window:
+    __slots__ = (
+        "start", "n", "n5xx", "n429", "n4xx", "hist", "hosts", "hll", "top",
+        "new", "countries", "hosting", "hosting_by", "endpoints", "agents", "with_ip",
+    )
+
+    def __init__(self, start: float) -> None:
+        self.start = start
+        self.n = self.n5xx = self.n429 = self.n4xx = 0
+        self.hist = LogHistogram()
+        self.hosts: dict[str, list] = {}
+        self.hll = HyperLogLog()
+        self.top = SpaceSaving(32)
+        self.new = 0
+        self.countries: dict[str, int] = {}
+        self.hosting = 0
+        self.hosting_by: dict[str, int] = {}
+        self.endpoints: dict[str, int] = {}
+        self.agents: dict[str, int] = {}
+        self.with_ip = 0
+
+
+class _Service:
+    __slots__ = ("windows", "closed_until", "seen", "rotated_at")
+
+    def __init__(self, seen_bits: int) -> None:
+        self.windows: dict[float, _Window] = {}
+        self.closed_until = -math.inf
+        self.seen = SeenFilter(seen_bits)
+        self.rotated_at = -math.inf
+
+
+_MAX_ENDPOINTS = 64
+_MAX_AGENTS = 256
+
+
+class WindowAggregator:
+    """Tumbling event-time windows per service.
+
+    Parameters
+    ----------
+    window
+        Window length in seconds.
+    lateness
+        How long after its end a window waits for late events.
+    max_gap
+        At most this many empty windows are emitted for a quiet service.
+    seen_rotation
+        Seconds of event time after which the older generation of the
+        "client seen before" filter is dropped.
+    seen_bits
+        Size in bits of each generation of that filter.
+    """
+
+    def __init__(
+        self,
+        window: float = 60.0,
+        lateness: float = 5.0,
+        max_gap: int = 60,
+        seen_rotation: float = 7 * 86400.0,
+        seen_bits: int = 1 << 20,
+    ) -> None:
+        self.window = window
+        self.lateness = lateness
+        self.max_gap = max_gap
+        self.seen_rotation = seen_rotation
+        self.seen_bits = seen_bits
+        self._services: dict[str, _Service] = {}
+        self._watermark = -math.inf
+        self._closed_boundary = -math.inf
+        self.late_events = 0
+
+    @property
+    def watermark(self) -> float:
+        return self._watermark
+
+    def add(self, ev: RequestEvent) -> None:
+        """Count one request into its window (closing windows is ``advance``'s job)."""
+        svc = self._services.get(ev.service)
+        if svc is None:
+            svc = self._services[ev.service] = _Service(self.seen_bits)
+        W = self.window
+        start = (ev.ts // W) * W
+        if start < svc.closed_until:
+            # Its window is gone: count it into the oldest open one.
+            self.late_events += 1
+            start = svc.closed_until
+        w = svc.windows.get(start)
+        if w is None:
+            w = svc.windows[start] = _Window(start)
+        w.n += 1
+        st = ev.status
+        if st >= 500:
+            w.n5xx += 1
+        elif st == 429:
+            w.n429 += 1
+            w.n4xx += 1
+        elif st >= 400:
+            w.n4xx += 1
+        lat = ev.latency_ms
+        w.hist.add(lat)
+        if ev.host is not None:
+            h = w.hosts.get(ev.host)
+            if h is None:
+                h = w.hosts[ev.host] = [0, 0, LogHistogram()]
+            h[0] += 1
+            if st >= 500:
+                h[1] += 1
+            h[2].add(lat)
+        if ev.client_ip is not None:
+            w.with_ip += 1
+            hv = hash64(ev.client_ip)
+            w.hll.add_hash(hv)
+            w.top.add(ev.client_ip)
+            if ev.ts - svc.rotated_at >= self.seen_rotation:
+                if svc.rotated_at != -math.inf:
+                    svc.seen.rotate()
+                svc.rotated_at = ev.ts
+            if not svc.seen.check_and_add(hv):
+                w.new += 1
+        if ev.country is not None:
+            w.countries[ev.country] = w.countries.get(ev.country, 0) + 1
+        if ev.asn is not None:
+            name = HOSTING_ASNS.get(ev.asn)
+            if name is not None:
+                w.hosting += 1
+                w.hosting_by[name] = w.hosting_by.get(name, 0) + 1
+        if ev.endpoint is not None:
+            e = w.endpoints
+            if ev.endpoint in e or len(e) < _MAX_ENDPOINTS:
+                e[ev.endpoint] = e.get(ev.endpoint, 0) + 1
+            else:
+                e["(other)"] = e.get("(other)", 0) + 1
+        if ev.user_agent is not None:
+            a = w.agents
+            if ev.user_agent in a or len(a) < _MAX_AGENTS:
+                a[ev.user_agent] = a.get(ev.user_agent, 0) + 1
+            else:
+                a["(other)"] = a.get("(other)", 0) + 1
+        if ev.ts > self._watermark:
+            self._watermark = ev.ts
+
+    def due(self) -> bool:
+        """True when ``advance`` would close at least one window."""
+        return (self._watermark - self.lateness) // self.window * self.window > self._closed_boundary
+
+    def advance(self, watermark: float | None = None) -> list[WindowFeatures]:
+        """Close every window that ended before ``watermark - lateness``."""
+        if watermark is not None and watermark > self._watermark:
+            self._watermark = watermark
+        W = self.window
+        boundary = (self._watermark - self.lateness) // W * W
+        if boundary <= self._closed_boundary:
+            return []
+        self._closed_boundary = boundary
+        out: list[WindowFeatures] = []
+        for name, svc in self._services.items():
+            if svc.closed_until == -math.inf:
+                svc.closed_until = min(svc.windows) if svc.windows else boundary
+            gap_start = max(svc.closed_until, boundary - self.max_gap * W)
+            t = gap_start
+            while t < boundary:
+                w = svc.windows.pop(t, None)
+                out.append(self._features(name, t, w) if w else WindowFeatures(name, t, t + W, 0))
+                t += W
+            for s in [s for s in svc.windows if s < boundary]:  # older than max_gap
+                out.append(self._features(name, s, svc.windows.pop(s)))
+            svc.closed_until = max(svc.closed_until, boundary)
+        out.sort(key=lambda f: (f.start, f.service))
+        return out
+
+    def flush(self) -> list[WindowFeatures]:
+        """Close everything (end of a backtest)."""
+        if self._watermark == -math.inf:
+            return []
+        return self.advance(self._watermark + self.window + self.lateness)
+
+    def _features(self, service: str, start: float, w: _Window) -> WindowFeatures:
+        n = w.n
+        f = WindowFeatures(service, start, start + self.window, n)
+        if not n:
+            return f
+        f.p50_ms = w.hist.quantile(0.50)
+        f.p95_ms = w.hist.quantile(0.95)
+        f.p99_ms = w.hist.quantile(0.99)
+        f.error_ratio_5xx = w.n5xx / n
+        f.ratio_429 = w.n429 / n
+        f.ratio_4xx = w.n4xx / n
+        f.hosts = {h: HostStats(c, hist.quantile(0.95), e / c) for h, (c, e, hist) in w.hosts.items()}
+        f.known_fields = w.with_ip / n
+        if w.with_ip:
+            distinct = max(1, min(w.with_ip, round(w.hll.count())))
+            f.distinct_clients = distinct
+            f.new_client_share = min(1.0, w.new / distinct)
+            f.top_clients = w.top.top(10)
+            f.top1_share = w.top.share_of_top(1)
+            f.top10_share = w.top.share_of_top(10)
+        total_c = sum(w.countries.values())
+        if total_c:
+            f.countries = {c: k / total_c for c, k in sorted(w.countries.items(), key=lambda kv: -kv[1])[:12]}
+        f.hosting_share = w.hosting / n
+        f.hosting_networks = {k: v / n for k, v in sorted(w.hosting_by.items(), key=lambda kv: -kv[1])[:5]}
+        if w.endpoints:
+            ep, c = max(w.endpoints.items(), key=lambda kv: kv[1])
+            f.top_endpoint = ep
+            f.top_endpoint_share = c / sum(w.endpoints.values())
+        if w.agents:
+            f.distinct_user_agents = len(w.agents)
+            f.top_user_agent_share = max(w.agents.values()) / sum(w.agents.values())
+        return f

@@ -1,0 +1,144 @@
+"""TrafficAnomalyDetector: request rate per service against its weekly shape."""
+
+from __future__ import annotations
+
+import math
+import struct
+
+from .baseline import EWBaseline, SeasonalBaseline
+from .features import WindowFeatures
+from .model import Verdict, z_score_to_unit
+
+__all__ = ["TrafficAnomalyDetector", "TrafficState"]
+
+
+class TrafficState:
+    """Per-service model: a seasonal profile and a short-memory fallback (~1 KB)."""
+
+    __slots__ = ("seasonal", "recent")
+
+    def __init__(self, seasonal: SeasonalBaseline, recent: EWBaseline) -> None:
+        self.seasonal = seasonal
+        self.recent = recent
+
+    def to_bytes(self) -> bytes:
+        s = self.seasonal.to_bytes()
+        return struct.pack("<H", len(s)) + s + self.recent.to_bytes()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, det: TrafficAnomalyDetector) -> TrafficState:
+        (k,) = struct.unpack_from("<H", data)
+        return cls(
+            SeasonalBaseline.from_bytes(data[2 : 2 + k], det.seasonal_alpha, det.timezone),
+            EWBaseline.from_bytes(data[2 + k :], det.recent_alpha),
+        )
+
+
+class TrafficAnomalyDetector:
+    """Flags request rates far from what this service usually has at this time of week.
+
+    The rate's log is compared with a seasonal profile (day type x hour,
+    see :class:`SeasonalBaseline`): an 08:00 school-morning peak is expected
+    and does not alert, three times that level does. Until the profile has
+    seen ``warmup`` windows at this time of the week, a short-memory baseline
+    stands in, with stricter thresholds (``fallback_z``, ``fallback_ratio``).
+    Both directions are flagged (a collapse of traffic is news too) but only
+    with at least ``min_count`` requests expected or seen.
+
+    Parameters
+    ----------
+    threshold_z
+        |z| of log(rate) needed to flag.
+    min_ratio
+        The rate must also be this many times the expected one (or 1/that).
+    seasonal_alpha, recent_alpha
+        Learning rates of the seasonal slots and of the fallback.
+    warmup
+        Windows a seasonal slot must have seen before it is trusted.
+    timezone
+        Time zone of the weekly shape (school hours are local).
+    noise_floor
+        Variance added to the learned one (relative noise never below this).
+    min_count
+        Minimum requests per window (seen or expected) to flag at all.
+    """
+
+    name = "traffic"
+    signal = "request_rate"
+
+    def __init__(
+        self,
+        threshold_z: float = 5.0,
+        min_ratio: float = 2.0,
+        seasonal_alpha: float = 0.1,
+        recent_alpha: float = 0.05,
+        warmup: int = 20,
+        fallback_z: float = 8.0,
+        fallback_ratio: float = 3.0,
+        fallback_warmup: int = 30,
+        timezone: str = "UTC",
+        noise_floor: float = 0.01,
+        min_count: int = 30,
+    ) -> None:
+        self.threshold_z = threshold_z
+        self.min_ratio = min_ratio
+        self.seasonal_alpha = seasonal_alpha
+        self.recent_alpha = recent_alpha
+        self.warmup = warmup
+        self.fallback_z = fallback_z
+        self.fallback_ratio = fallback_ratio
+        self.fallback_warmup = fallback_warmup
+        self.timezone = timezone
+        self.noise_floor = noise_floor
+        self.min_count = min_count
+
+    def new_state(self) -> TrafficState:
+        return TrafficState(
+            SeasonalBaseline(self.seasonal_alpha, self.timezone), EWBaseline(self.recent_alpha)
+        )
+
+    def score_one(self, f: WindowFeatures, state: TrafficState | None) -> Verdict:
+        """Score one window's rate before learning it."""
+        dur = f.end - f.start
+        x = math.log1p(f.count)
+        mean, var, n = (0.0, 0.0, 0) if state is None else state.seasonal.expect(f.start + dur / 2)
+        seasonal = n >= self.warmup
+        if seasonal:
+            zt, rt = self.threshold_z, self.min_ratio
+        else:
+            rec = state.recent if state is not None else None
+            if rec is None or rec.n < self.fallback_warmup:
+                return Verdict(self.signal, f.count / dur, 0.0, 0.0, 0.0, 0.0, False, warming_up=True)
+            mean, var = rec.mean, rec.var
+            zt, rt = self.fallback_z, self.fallback_ratio
+        expected = math.expm1(mean)
+        # Poisson noise of a count c is 1/c in log terms; never trust less than noise_floor.
+        sd = math.sqrt(var + self.noise_floor + 1.0 / (expected + 1.0))
+        z = (x - mean) / sd
+        ratio = (f.count + 1.0) / (expected + 1.0)
+        flagged = (
+            abs(z) >= zt
+            and (ratio >= rt or ratio <= 1.0 / rt)
+            and max(f.count, expected) >= self.min_count
+        )
+        return Verdict(
+            self.signal,
+            f.count / dur,
+            expected / dur,
+            max(0.0, math.expm1(mean - zt * sd)) / dur,
+            math.expm1(mean + zt * sd) / dur,
+            z_score_to_unit(z * 5.0 / zt),
+            flagged,
+            warming_up=not seasonal,
+            z=z,
+        )
+
+    def learn_one(self, f: WindowFeatures, state: TrafficState | None, verdict: Verdict | None = None) -> TrafficState:
+        """Learn one window; flagged windows are learned with a small weight so incidents do not become normal."""
+        if state is None:
+            state = self.new_state()
+        w = 0.05 if verdict is not None and verdict.flagged else 1.0
+        x = math.log1p(f.count)
+        state.seasonal.learn(f.start + (f.end - f.start) / 2, x, w)
+        state.recent.learn(x, w)
+        return state
