@@ -555,6 +555,11 @@ class SlackReceiver(Receiver):
             unfurl_media=False,
         )
 
+    async def check(self) -> dict[str, Any]:
+        """Call ``auth.test``: who the token is, or a NotifyError (e.g. at startup)."""
+        resp = await self._call("auth.test")
+        return dict(resp.data) if isinstance(resp.data, dict) else {}
+
     # -- notify ------------------------------------------------------------
 
     async def notify(self, alert: Alert, memory: Memory | None) -> Memory | None:
