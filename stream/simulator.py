@@ -1,0 +1,1180 @@
+"""Seeded, deterministic traffic of French school platforms, with incidents.
+
+The simulator replays the story of 6 April 2021, the first day of
+homeschooling in France: the school portals ("ENT") and "Ma classe à la
+maison" collapsed, and three explanations went round (a foreign cyberattack,
+undersized servers, a failing disk). A :class:`Scenario` lays out
+``history_days`` ordinary days before an incident day that holds one incident
+of each kind, on distinct services and at distinct times:
+
+- ``capacity_saturation``: a legitimate surge of French residential users,
+  many of them first-time, on all endpoints; every host of the service slows
+  down and sheds load (503/504).
+- ``suspected_attack``: a flood from a few thousand foreign hosting addresses
+  (DigitalOcean, Amazon, Hetzner, Choopa, Alibaba, Selectel) with scripted or
+  uniform user agents, hammering ``/login``; strong enough to saturate too.
+- ``disk_failure``: one drive's SMART 5/187/197 counters climb for days, then
+  its I/O latency and errors; on the incident day the requests served by its
+  host (and only that host) get slow; its last reading carries
+  ``failure: true`` and a replacement drive reports afterwards.
+
+Everything is a pure function of the scenario: events are generated in
+five-minute chunks, each from its own random stream keyed by (seed, chunk),
+so a time slice yields exactly the events of the full run in that slice.
+
+API
+---
+- :func:`generate` ``(scenario, start=None, end=None)`` yields
+  ``("requests" | "disk-health", event)`` in nondecreasing event time.
+- :func:`ground_truth` ``(scenario)``: the incidents as dicts.
+- :func:`write_jsonl`, :func:`send_to_kafka`: sinks.
+- :func:`add_arguments`, :func:`run`: the ``tocsin simulate`` subcommand.
+
+>>> sc = Scenario(history_days=0, scale=0.2)
+>>> [i["cause"] for i in ground_truth(sc)]
+['capacity_saturation', 'suspected_attack', 'disk_failure']
+>>> kind, ev = next(generate(sc, start="2021-04-06T07:00:00Z"))
+>>> kind, ev["service"] in [s.name for s in sc.services]
+('requests', True)
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import os
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import orjson
+
+__all__ = [
+    "ServiceSpec",
+    "Incident",
+    "Scenario",
+    "DEFAULT_SERVICES",
+    "ENDPOINTS",
+    "HOSTING_ASNS",
+    "RESIDENTIAL_FR_ASNS",
+    "default_incidents",
+    "fleet",
+    "generate",
+    "ground_truth",
+    "write_jsonl",
+    "send_to_kafka",
+    "make_malformed",
+    "MALFORMED_KINDS",
+    "add_arguments",
+    "run",
+]
+
+REQUESTS = "requests"
+DISK_HEALTH = "disk-health"
+CHUNK_S = 300
+CAUSES = ("capacity_saturation", "suspected_attack", "disk_failure")
+
+# --------------------------------------------------------------------------
+# Static world: services, endpoints, networks, user agents, drives
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """One application: ``hosts`` web servers behind a load balancer.
+
+    ``weight`` multiplies the scenario's ``scale`` (weekday-peak req/s);
+    ``headroom`` is capacity over the usual weekday peak (1.6: the peak runs
+    at about 62% utilisation).
+    """
+
+    name: str
+    region: str
+    hosts: int = 4
+    weight: float = 1.0
+    headroom: float = 1.6
+
+    def host_names(self) -> list[str]:
+        return [f"{self.name}-web-{i + 1}" for i in range(self.hosts)]
+
+
+DEFAULT_SERVICES: tuple[ServiceSpec, ...] = (
+    ServiceSpec("ent-grand-est", "grand-est", hosts=4, weight=1.0),
+    ServiceSpec("ent-idf", "ile-de-france", hosts=5, weight=1.2),
+    ServiceSpec("ent-aura", "auvergne-rhone-alpes", hosts=3, weight=0.9),
+    ServiceSpec("ma-classe-a-la-maison", "national", hosts=4, weight=1.1),
+)
+
+ENDPOINTS = ("/login", "/cahier-de-textes", "/messagerie", "/ressources", "/visio")
+_EP_SHARE = np.array([0.15, 0.30, 0.20, 0.25, 0.10])
+_EP_LAT = np.array([0.6, 1.0, 1.2, 1.5, 0.8])  # latency factor
+_EP_BYTES = np.array([2_500.0, 38_000.0, 21_000.0, 420_000.0, 3_200.0])  # median size
+# status tables per endpoint: (statuses, probabilities); 5xx background is tiny
+_STATUSES = np.array([200, 304, 302, 401, 403, 404, 500, 502])
+_STATUS_P = np.array(
+    [
+        [0.860, 0.000, 0.100, 0.035, 0.001, 0.002, 0.0012, 0.0008],  # /login
+        [0.860, 0.120, 0.000, 0.000, 0.004, 0.014, 0.0012, 0.0008],
+        [0.900, 0.080, 0.000, 0.000, 0.004, 0.014, 0.0012, 0.0008],
+        [0.780, 0.190, 0.000, 0.000, 0.006, 0.022, 0.0012, 0.0008],
+        [0.970, 0.000, 0.000, 0.000, 0.006, 0.022, 0.0012, 0.0008],
+    ]
+)
+_STATUS_CUM = np.cumsum(_STATUS_P / _STATUS_P.sum(axis=1, keepdims=True), axis=1)
+# a credential-stuffing flood mostly fails to log in
+_ATTACK_STATUSES = np.array([401, 200, 429, 403])
+_ATTACK_CUM = np.cumsum([0.78, 0.12, 0.07, 0.03])
+
+# (asn, name, country, share, IPv4 prefixes, IPv6 /32 prefix or None)
+RESIDENTIAL_FR_ASNS: tuple[tuple[int, str, str, float, tuple[str, ...], str | None], ...] = (
+    (3215, "Orange", "FR", 0.40, ("90.0.0.0/9", "86.192.0.0/10", "2.0.0.0/12"), "2a01:cb"),
+    (12322, "Free", "FR", 0.23, ("82.224.0.0/11", "88.160.0.0/11", "78.192.0.0/10"), "2a01:e3"),
+    (15557, "SFR", "FR", 0.19, ("77.128.0.0/11", "109.0.0.0/11", "93.0.0.0/13"), None),
+    (5410, "Bouygues Telecom", "FR", 0.14, ("176.128.0.0/10", "89.80.0.0/12"), "2001:861"),
+)
+_FOREIGN_RESIDENTIAL = (
+    (5432, "Proximus", "BE", 0.30, ("81.240.0.0/12",), None),
+    (3303, "Swisscom", "CH", 0.20, ("85.0.0.0/13",), None),
+    (3320, "Deutsche Telekom", "DE", 0.15, ("79.192.0.0/10",), None),
+    (36903, "Maroc Telecom", "MA", 0.15, ("105.128.0.0/11",), None),
+    (3352, "Telefonica", "ES", 0.10, ("83.32.0.0/11",), None),
+    (7922, "Comcast", "US", 0.10, ("73.0.0.0/8",), None),
+)
+_FOREIGN_SHARE = 0.04  # of ordinary users
+
+# hosting networks of the flood: (asn, name, [(country, prefix), ...])
+HOSTING_ASNS: dict[int, tuple[str, tuple[tuple[str, str], ...]]] = {
+    14061: ("DigitalOcean", (("US", "159.89.0.0/16"), ("NL", "167.99.0.0/16"),
+                             ("DE", "142.93.0.0/16"), ("SG", "128.199.0.0/16"))),
+    16509: ("Amazon", (("US", "52.0.0.0/11"), ("DE", "3.120.0.0/14"), ("SG", "18.136.0.0/16"))),
+    24940: ("Hetzner", (("DE", "88.198.0.0/16"), ("DE", "95.216.0.0/16"))),
+    20473: ("Choopa", (("US", "45.32.0.0/16"), ("NL", "45.77.0.0/16"))),
+    45102: ("Alibaba", (("CN", "47.92.0.0/14"), ("SG", "47.74.0.0/16"))),
+    49505: ("Selectel", (("RU", "92.53.64.0/18"), ("RU", "5.101.48.0/20"))),
+}
+_HOSTING_SHARE = {14061: 0.28, 16509: 0.22, 24940: 0.16, 20473: 0.14, 45102: 0.12, 49505: 0.08}
+
+_BROWSER_UAS = (
+    (30, "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/89.0.4389.114 Safari/537.36"),
+    (10, "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:87.0) Gecko/20100101 Firefox/87.0"),
+    (8, "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/89.0.4389.114 Safari/537.36 Edg/89.0.774.68"),
+    (3, "Mozilla/5.0 (Windows NT 6.1; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/88.0.4324.190 Safari/537.36"),
+    (14, "Mozilla/5.0 (iPhone; CPU iPhone OS 14_4_2 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/14.0.3 Mobile/15E148 Safari/604.1"),
+    (6, "Mozilla/5.0 (iPad; CPU OS 14_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/14.0.3 Mobile/15E148 Safari/604.1"),
+    (14, "Mozilla/5.0 (Linux; Android 10; SM-A505FN) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/89.0.4389.105 Mobile Safari/537.36"),
+    (4, "Mozilla/5.0 (Linux; Android 11; SAMSUNG SM-G991B) AppleWebKit/537.36 (KHTML, like Gecko) SamsungBrowser/14.0 Chrome/87.0.4280.141 Mobile Safari/537.36"),
+    (5, "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/14.0.3 Safari/605.1.15"),
+    (2, "Mozilla/5.0 (X11; CrOS x86_64 13729.56.0) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/89.0.4389.95 Safari/537.36"),
+    (2, "Mozilla/5.0 (X11; Ubuntu; Linux x86_64; rv:87.0) Gecko/20100101 Firefox/87.0"),
+    (2, "MonENT/4.2.0 (iPhone; iOS 14.4.2; Scale/3.00)"),
+)
+_ATTACK_UAS = (
+    (55, "Mozilla/5.0 (Windows NT 6.1; WOW64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/41.0.2228.0 Safari/537.36"),
+    (15, "python-requests/2.25.1"),
+    (10, "Go-http-client/1.1"),
+    (10, "curl/7.68.0"),
+    (10, "Mozilla/4.0 (compatible; MSIE 6.0; Windows NT 5.1)"),
+)
+
+_DRIVE_MODELS = (  # (model, capacity bytes, serial prefix, healthy io latency ms)
+    ("ST12000NM0007", 12_000_138_625_024, "ZJV", 7.5),
+    ("HGST HUH721212ALN604", 12_000_138_625_024, "8HG", 6.5),
+    ("TOSHIBA MG07ACA14TA", 14_000_519_643_136, "Y0T", 7.0),
+    ("ST4000DM000", 4_000_787_030_016, "Z30", 9.0),
+    ("WDC WUH721414ALE6L4", 14_000_519_643_136, "9JG", 6.8),
+)
+
+# School-day shape, local time: (hour, share of the weekday peak).
+_WEEKDAY = (
+    (0, 0.02), (5, 0.015), (6, 0.07), (7, 0.35), (7.5, 0.62), (8, 0.85), (8.75, 0.97),
+    (9.25, 1.0), (10, 0.9), (11, 0.72), (12, 0.42), (12.75, 0.36), (13.5, 0.58),
+    (14.5, 0.74), (15.5, 0.68), (16.5, 0.52), (17.5, 0.5), (18.5, 0.6), (19.25, 0.66),
+    (20, 0.58), (21, 0.38), (22, 0.16), (23, 0.06), (24, 0.02),
+)
+_WEDNESDAY = tuple((h, v if h < 11.5 else v * (0.35 if h < 17.5 else 0.55)) for h, v in _WEEKDAY)
+_SATURDAY = (
+    (0, 0.02), (7, 0.02), (9, 0.08), (10.5, 0.14), (12, 0.1), (14, 0.08), (16, 0.1),
+    (18, 0.12), (20, 0.1), (22, 0.05), (24, 0.02),
+)
+_SUNDAY = (
+    (0, 0.02), (8, 0.02), (10, 0.06), (12, 0.06), (15, 0.08), (17, 0.14), (18.5, 0.22),
+    (20, 0.25), (21.5, 0.16), (23, 0.05), (24, 0.02),
+)
+
+
+def _interp_table(anchors: Sequence[tuple[float, float]]) -> tuple[np.ndarray, np.ndarray]:
+    xs = np.array([h * 3600.0 for h, _ in anchors])
+    ys = np.array([v for _, v in anchors])
+    return xs, ys
+
+
+_DAY_TABLES = {
+    "weekday": _interp_table(_WEEKDAY),
+    "wednesday": _interp_table(_WEDNESDAY),
+    "saturday": _interp_table(_SATURDAY),
+    "sunday": _interp_table(_SUNDAY),
+}
+
+
+# --------------------------------------------------------------------------
+# Scenario and incidents
+# --------------------------------------------------------------------------
+
+
+TimeLike = str | float | int | datetime
+
+
+def _to_epoch(value: TimeLike) -> float:
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError(f"datetime {value!r} has no time zone")
+        return value.timestamp()
+    if isinstance(value, bool):
+        raise ValueError("a time must be an RFC 3339 string, epoch seconds or a datetime")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        s = value.strip()
+        try:
+            return float(s)
+        except ValueError:
+            pass
+        if s.endswith(("Z", "z")):
+            s = s[:-1] + "+00:00"
+        try:
+            dt = datetime.fromisoformat(s)
+        except ValueError:
+            raise ValueError(f"{value!r} is not an RFC 3339 time") from None
+        if dt.tzinfo is None:
+            raise ValueError(f"{value!r} has no time zone offset")
+        return dt.timestamp()
+    raise ValueError(f"cannot read a time from {type(value).__name__}")
+
+
+def _rfc3339(ts: float) -> str:
+    dt = datetime.fromtimestamp(ts, UTC)
+    if dt.microsecond:
+        return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class Incident:
+    """One injected incident (times: RFC 3339, epoch seconds or aware datetime).
+
+    ``magnitude``: for a surge, the multiple of the usual load (default 5);
+    for an attack, the flood's rate as a multiple of the service's weekday
+    peak (default 6); for a disk failure, the slow-down of the host's
+    requests at the worst (default 12). ``sources``: number of attacking
+    addresses (default: about one per 100 flood requests, 50-4000).
+    ``lead_days``: how long before ``start`` the drive starts degrading.
+    """
+
+    id: str
+    cause: str
+    service: str
+    start: TimeLike
+    end: TimeLike
+    host: str | None = None
+    disk: str | None = None
+    magnitude: float | None = None
+    sources: int | None = None
+    endpoint: str = "/login"
+    lead_days: float = 4.0
+    description: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.cause not in CAUSES:
+            raise ValueError(f"incident {self.id}: unknown cause {self.cause!r}")
+        if _to_epoch(self.end) <= _to_epoch(self.start):
+            raise ValueError(f"incident {self.id}: end is not after start")
+        if self.cause == "disk_failure" and not self.host:
+            raise ValueError(f"incident {self.id}: a disk failure needs a host")
+
+
+def default_incidents(
+    day: date = date(2021, 4, 6), tz: str = "Europe/Paris", concurrent: bool = False
+) -> tuple[Incident, ...]:
+    """The three incidents of the story, local times of ``day``.
+
+    With ``concurrent``, a fourth (a surge on ``ent-grand-est``) overlaps the
+    attack on ``ent-idf``.
+    """
+    zone = ZoneInfo(tz)
+
+    def at(h: int, m: int) -> str:
+        return _rfc3339(datetime(day.year, day.month, day.day, h, m, tzinfo=zone).timestamp())
+
+    out = [
+        Incident("inc-1-saturation", "capacity_saturation", "ma-classe-a-la-maison",
+                 at(8, 0), at(9, 30), magnitude=5.0,
+                 description="first day of homeschooling: 5x the usual morning load "
+                             "of real users, servers undersized"),
+        Incident("inc-2-attack", "suspected_attack", "ent-idf", at(10, 0), at(11, 0),
+                 magnitude=6.0,
+                 description="credential-stuffing flood on /login from foreign hosting networks"),
+        Incident("inc-3-disk", "disk_failure", "ent-aura", at(11, 15), at(12, 0),
+                 host="ent-aura-web-2",
+                 description="failing drive on ent-aura-web-2: SMART 5/187/197 rising for days, "
+                             "then I/O errors; requests on that host slow down"),
+    ]
+    if concurrent:
+        out.append(Incident("inc-4-saturation", "capacity_saturation", "ent-grand-est",
+                            at(10, 15), at(10, 50), magnitude=4.0,
+                            description="surge on ent-grand-est while ent-idf is under attack"))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """What to simulate.
+
+    The run covers ``history_days`` days before ``incident_day`` and the
+    incident day itself, midnight to midnight in ``timezone`` (the daily
+    shape follows local school hours; events carry UTC times). ``scale`` is
+    the request rate, per second, of a weight-1 service at the weekday peak.
+    ``incidents=None`` means :func:`default_incidents` (``concurrent`` adds
+    the fourth); pass ``()`` for a quiet run. ``holidays`` are shaped like
+    Sundays (Easter Monday 2021 by default).
+    """
+
+    seed: int = 1
+    incident_day: date = date(2021, 4, 6)
+    history_days: int = 7
+    scale: float = 8.0
+    services: tuple[ServiceSpec, ...] = DEFAULT_SERVICES
+    incidents: tuple[Incident, ...] | None = None
+    concurrent: bool = False
+    disk_interval_s: int = 600
+    epoch_ts_ratio: float = 0.1
+    new_client_ratio: float = 0.12
+    timezone: str = "Europe/Paris"
+    holidays: tuple[date, ...] = (date(2021, 4, 5),)
+
+    def __post_init__(self) -> None:
+        if self.history_days < 0:
+            raise ValueError("history_days must be >= 0")
+        if not self.scale > 0:
+            raise ValueError("scale must be > 0")
+        if self.disk_interval_s < 60:
+            raise ValueError("disk_interval_s must be >= 60")
+        if not 0 <= self.epoch_ts_ratio <= 1:
+            raise ValueError("epoch_ts_ratio must be in [0, 1]")
+        names = [s.name for s in self.services]
+        if len(set(names)) != len(names) or not names:
+            raise ValueError("services must be a non-empty list of distinct names")
+        for inc in self.resolved_incidents():
+            if inc.service not in names:
+                raise ValueError(f"incident {inc.id}: unknown service {inc.service!r}")
+
+    @property
+    def start(self) -> float:
+        d = self.incident_day - timedelta(days=self.history_days)
+        return datetime(d.year, d.month, d.day, tzinfo=ZoneInfo(self.timezone)).timestamp()
+
+    @property
+    def end(self) -> float:
+        d = self.incident_day + timedelta(days=1)
+        return datetime(d.year, d.month, d.day, tzinfo=ZoneInfo(self.timezone)).timestamp()
+
+    def resolved_incidents(self) -> tuple[Incident, ...]:
+        if self.incidents is not None:
+            return tuple(self.incidents)
+        return default_incidents(self.incident_day, self.timezone, self.concurrent)
+
+
+# --------------------------------------------------------------------------
+# The fleet: hosts and drives
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class _Drive:
+    index: int
+    host: str
+    serial: str
+    model: str
+    capacity: int
+    io_ms: float
+    poh0: float  # power-on hours at the scenario start
+    smart5: int  # constant reallocated-sector count of a healthy old drive
+    temp: float
+    offset_s: float  # phase of its readings within the interval
+    first_ts: float | None = None  # replacement drives start late
+    last_ts: float | None = None  # failed drive: time of its last reading
+    failing: Any = None  # the _Failure, when it is the failing drive
+
+
+@dataclass
+class _Failure:
+    start: float
+    end: float
+    degrade_from: float
+    magnitude: float
+
+
+@dataclass
+class _Host:
+    index: int
+    name: str
+    service: int
+    median_ms: float
+    drives: list[_Drive] = field(default_factory=list)
+    failure: _Failure | None = None
+
+
+def _rng(seed: int, *key: int) -> np.random.Generator:
+    return np.random.default_rng([seed & 0xFFFFFFFF, *key])
+
+
+def _name_key(name: str) -> int:
+    h = 2166136261
+    for ch in name.encode():
+        h = ((h ^ ch) * 16777619) & 0xFFFFFFFF
+    return h
+
+
+def _serial(rng: np.random.Generator, prefix: str) -> str:
+    alphabet = "0123456789ABCDEFGHJKLMNPQRSTVWXYZ"
+    return prefix + "".join(alphabet[i] for i in rng.integers(0, len(alphabet), 5))
+
+
+def fleet(scenario: Scenario) -> list[dict[str, Any]]:
+    """The hosts of the scenario and their drives (serials, models), as dicts."""
+    return [
+        {"service": scenario.services[h.service].name, "host": h.name,
+         "median_latency_ms": round(h.median_ms, 1),
+         "drives": [{"disk": d.serial, "model": d.model, "capacity_bytes": d.capacity,
+                     "replacement": d.first_ts is not None} for d in h.drives]}
+        for h in _World.of(scenario).hosts
+    ]
+
+
+# --------------------------------------------------------------------------
+# Client populations
+# --------------------------------------------------------------------------
+
+
+class _Clients:
+    """Parallel arrays of client attributes (object arrays for fast indexing)."""
+
+    __slots__ = ("ip", "country", "asn", "ua")
+
+    def __init__(self, ip: list[str], country: list[str], asn: list[int], ua: list[str]):
+        self.ip = np.array(ip, dtype=object)
+        self.country = np.array(country, dtype=object)
+        self.asn = np.array(asn, dtype=np.int64)
+        self.ua = np.array(ua, dtype=object)
+
+    def __len__(self) -> int:
+        return len(self.ip)
+
+
+def _v4(rng: np.random.Generator, cidr: str, n: int) -> list[str]:
+    net, bits = cidr.split("/")
+    a, b, c, d = (int(x) for x in net.split("."))
+    base = (a << 24) | (b << 16) | (c << 8) | d
+    size = 1 << (32 - int(bits))
+    vals = base + rng.integers(1, size - 1, n)
+    return [f"{v >> 24}.{(v >> 16) & 255}.{(v >> 8) & 255}.{v & 255}" for v in vals.tolist()]
+
+
+def _v6(rng: np.random.Generator, prefix: str, n: int) -> list[str]:
+    parts = rng.integers(0, 65536, (n, 4)).tolist()
+    return [f"{prefix}{p[0] & 0xFF:02x}:{p[1]:x}:{p[2]:x}:{p[3]:x}::{(p[0] >> 8) + 1:x}"
+            for p in parts]
+
+
+def _ua_choice(rng: np.random.Generator, table: Sequence[tuple[int, str]], n: int) -> list[str]:
+    w = np.array([x for x, _ in table], dtype=float)
+    idx = rng.choice(len(table), n, p=w / w.sum())
+    names = [s for _, s in table]
+    return [names[i] for i in idx.tolist()]
+
+
+def _residential(rng: np.random.Generator, n: int, foreign_share: float = _FOREIGN_SHARE) -> _Clients:
+    n_foreign = int(rng.binomial(n, foreign_share))
+    ip: list[str] = []
+    cc: list[str] = []
+    asn: list[int] = []
+    for table, total in ((RESIDENTIAL_FR_ASNS, n - n_foreign), (_FOREIGN_RESIDENTIAL, n_foreign)):
+        shares = np.array([t[3] for t in table])
+        counts = rng.multinomial(total, shares / shares.sum())
+        for (a, _name, country, _s, prefixes, v6), k in zip(table, counts.tolist(), strict=True):
+            if k == 0:
+                continue
+            k6 = int(rng.binomial(k, 0.25)) if v6 else 0
+            which = rng.integers(0, len(prefixes), k - k6)
+            for pi, m in enumerate(np.bincount(which, minlength=len(prefixes)).tolist()):
+                ip += _v4(rng, prefixes[pi], m)
+            if k6:
+                ip += _v6(rng, v6, k6)
+            cc += [country] * k
+            asn += [a] * k
+    ua = _ua_choice(rng, _BROWSER_UAS, n)
+    perm = rng.permutation(n)
+    return _Clients([ip[i] for i in perm], [cc[i] for i in perm], [asn[i] for i in perm], ua)
+
+
+def _hosting(rng: np.random.Generator, n: int) -> _Clients:
+    asns = list(_HOSTING_SHARE)
+    p = np.array([_HOSTING_SHARE[a] for a in asns])
+    pick = rng.choice(len(asns), n, p=p / p.sum()).tolist()
+    ip: list[str] = []
+    cc: list[str] = []
+    asn: list[int] = []
+    for i in pick:
+        a = asns[i]
+        nets = HOSTING_ASNS[a][1]
+        country, cidr = nets[int(rng.integers(0, len(nets)))]
+        ip += _v4(rng, cidr, 1)
+        cc.append(country)
+        asn.append(a)
+    return _Clients(ip, cc, asn, _ua_choice(rng, _ATTACK_UAS, n))
+
+
+# --------------------------------------------------------------------------
+# The world: everything derived from the scenario, built once
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class _Surge:
+    svc: int
+    start: float
+    end: float
+    magnitude: float
+    key: int
+
+
+@dataclass
+class _Attack:
+    svc: int
+    start: float
+    end: float
+    rate: float
+    endpoint: int
+    sources: int
+    key: int
+
+
+class _World:
+    _cache: dict[Scenario, _World] = {}
+
+    @classmethod
+    def of(cls, scenario: Scenario) -> _World:
+        w = cls._cache.get(scenario)
+        if w is None:
+            if len(cls._cache) > 8:
+                cls._cache.clear()
+            w = cls._cache[scenario] = cls(scenario)
+        return w
+
+    def __init__(self, sc: Scenario):
+        self.sc = sc
+        self.zone = ZoneInfo(sc.timezone)
+        self.start = sc.start
+        self.end = sc.end
+        self.n_days = sc.history_days + 1
+        self.svc_names = [s.name for s in sc.services]
+        self.regions = [s.region for s in sc.services]
+        rng = _rng(sc.seed, 7)
+        self.hosts: list[_Host] = []
+        self.svc_hosts: list[np.ndarray] = []
+        di = 0
+        for si, svc in enumerate(sc.services):
+            idx = []
+            for name in svc.host_names():
+                h = _Host(len(self.hosts), name, si, float(rng.uniform(80, 200)))
+                for _ in range(1 + int(rng.random() < 0.5)):
+                    model, cap, prefix, io_ms = _DRIVE_MODELS[int(rng.integers(0, len(_DRIVE_MODELS)))]
+                    old = rng.random() < 0.15
+                    h.drives.append(_Drive(
+                        di, name, _serial(rng, prefix), model, cap,
+                        io_ms * float(rng.uniform(0.85, 1.2)),
+                        float(rng.uniform(30_000, 48_000) if old else rng.uniform(2_000, 25_000)),
+                        int(rng.integers(8, 120)) if old else 0,
+                        float(rng.uniform(27, 36)), round(float(rng.uniform(0, 60)), 3)))
+                    di += 1
+                idx.append(h.index)
+                self.hosts.append(h)
+            self.svc_hosts.append(np.array(idx))
+        self.host_by_name = {h.name: h for h in self.hosts}
+        self.host_median = np.array([h.median_ms for h in self.hosts])
+        self.host_names = np.array([h.name for h in self.hosts], dtype=object)
+        # per service: capacity and the day-to-day variation of demand
+        self.capacity = np.array([s.weight * sc.scale * s.headroom for s in sc.services])
+        self.day_factor = _rng(sc.seed, 8).lognormal(0.0, 0.04, (self.n_days + 1, len(sc.services)))
+        self.pop_size = [max(60, int(700 * sc.scale * s.weight)) for s in sc.services]
+        self._pops: dict[tuple, _Clients] = {}
+        # incidents
+        self.surges: list[_Surge] = []
+        self.attacks: list[_Attack] = []
+        self.truth: list[dict[str, Any]] = []
+        for k, inc in enumerate(sc.resolved_incidents()):
+            si = self.svc_names.index(inc.service)
+            t0, t1 = _to_epoch(inc.start), _to_epoch(inc.end)
+            host, disk = inc.host, inc.disk
+            if inc.cause == "capacity_saturation":
+                self.surges.append(_Surge(si, t0, t1, inc.magnitude or 5.0, k))
+            elif inc.cause == "suspected_attack":
+                rate = (inc.magnitude or 6.0) * sc.scale * sc.services[si].weight
+                total = rate * (t1 - t0)
+                n_src = inc.sources or int(min(4000, max(50, total / 100)))
+                if inc.endpoint not in ENDPOINTS:
+                    raise ValueError(f"incident {inc.id}: unknown endpoint {inc.endpoint!r}")
+                self.attacks.append(_Attack(si, t0, t1, rate, ENDPOINTS.index(inc.endpoint), n_src, k))
+            else:
+                h = self.host_by_name.get(host or "")
+                if h is None or h.service != si:
+                    raise ValueError(f"incident {inc.id}: host {host!r} is not a host of {inc.service}")
+                drives = [d for d in h.drives if d.first_ts is None]
+                drive = next((d for d in drives if d.serial == disk), None) if disk else drives[0]
+                if drive is None:
+                    raise ValueError(f"incident {inc.id}: no drive {disk!r} on {host}")
+                fail = _Failure(t0, t1, t0 - inc.lead_days * 86400.0, inc.magnitude or 12.0)
+                h.failure = fail
+                drive.failing = fail
+                drive.smart5 = 0
+                # last reading: the first scheduled one at or after the end
+                iv = sc.disk_interval_s
+                k_last = int(np.ceil((t1 - self.start - drive.offset_s) / iv))
+                drive.last_ts = self.start + drive.offset_s + k_last * iv
+                model, cap, prefix, io_ms = _DRIVE_MODELS[int(_rng(sc.seed, 9, k).integers(0, len(_DRIVE_MODELS)))]
+                h.drives.append(_Drive(
+                    len(self.hosts) * 10 + k, h.name, _serial(_rng(sc.seed, 10, k), prefix), model,
+                    cap, io_ms, 0.0, 0, drive.temp, drive.offset_s, first_ts=drive.last_ts + 1e-3))
+                disk = drive.serial
+            self.truth.append({
+                "id": inc.id, "cause": inc.cause, "service": inc.service,
+                "host": host if inc.cause == "disk_failure" else inc.host,
+                "disk": disk if inc.cause == "disk_failure" else inc.disk,
+                "start": _rfc3339(t0), "end": _rfc3339(t1),
+                "description": inc.description or f"{inc.cause} on {inc.service}",
+            })
+        self.failing_hosts = [h for h in self.hosts if h.failure is not None]
+        self.drives = [d for h in self.hosts for d in h.drives]
+
+    # --- demand ---------------------------------------------------------
+
+    def day_index(self, t: float) -> int:
+        return int((t - self.start) // 86400)
+
+    def shape(self, t0: float, n: int) -> np.ndarray:
+        """Share of the weekday peak for the n seconds from t0."""
+        local = datetime.fromtimestamp(t0, self.zone)
+        d = local.date()
+        kind = ("sunday" if d in self.sc.holidays or local.weekday() == 6 else
+                "saturday" if local.weekday() == 5 else
+                "wednesday" if local.weekday() == 2 else "weekday")
+        xs, ys = _DAY_TABLES[kind]
+        sod = local.hour * 3600 + local.minute * 60 + local.second + np.arange(n)
+        return np.interp(np.minimum(sod, 86399), xs, ys)
+
+    def population(self, si: int, day: int) -> _Clients:
+        """Returning users of service si on a day, plus that day's newcomers."""
+        key = (si, day)
+        pop = self._pops.get(key)
+        if pop is None:
+            if len(self._pops) > 64:
+                self._pops.clear()
+            base = self._base_pop(si)
+            rng = _rng(self.sc.seed, 11, si, day)
+            n = len(base)
+            keep = np.sort(rng.choice(n, int(n * (1 - self.sc.new_client_ratio)), replace=False))
+            new = _residential(rng, n - len(keep))
+            pop = _Clients(list(base.ip[keep]) + list(new.ip), list(base.country[keep]) + list(new.country),
+                           list(base.asn[keep]) + list(new.asn), list(base.ua[keep]) + list(new.ua))
+            order = rng.permutation(len(pop))  # newcomers anywhere in the activity ranking
+            pop = _Clients(list(pop.ip[order]), list(pop.country[order]), list(pop.asn[order]),
+                           list(pop.ua[order]))
+            self._pops[key] = pop
+        return pop
+
+    def _base_pop(self, si: int) -> _Clients:
+        key = ("base", si)
+        pop = self._pops.get(key)
+        if pop is None:
+            pop = self._pops[key] = _residential(_rng(self.sc.seed, 12, si), self.pop_size[si])
+        return pop
+
+    def surge_pop(self, s: _Surge) -> _Clients:
+        key = ("surge", s.key)
+        pop = self._pops.get(key)
+        if pop is None:
+            peak = self.sc.scale * self.sc.services[s.svc].weight
+            extra = peak * (s.magnitude - 1) * (s.end - s.start)
+            pop = self._pops[key] = _residential(_rng(self.sc.seed, 13, s.key), max(50, int(extra / 20)))
+        return pop
+
+    def attack_pop(self, a: _Attack) -> _Clients:
+        key = ("attack", a.key)
+        pop = self._pops.get(key)
+        if pop is None:
+            pop = self._pops[key] = _hosting(_rng(self.sc.seed, 14, a.key), a.sources)
+        return pop
+
+
+def _ramp(t: np.ndarray, start: float, end: float, up: float, down: float) -> np.ndarray:
+    return np.clip((t - start) / up, 0, 1) * np.clip((end - t) / down, 0, 1)
+
+
+# --------------------------------------------------------------------------
+# Generation
+# --------------------------------------------------------------------------
+
+
+_SKEW = 2.2  # activity skew of users: index = floor(n * u**_SKEW)
+
+
+def _pick(rng: np.random.Generator, n_pop: int, n: int, skew: float) -> np.ndarray:
+    return np.minimum((n_pop * rng.random(n) ** skew).astype(np.int64), n_pop - 1)
+
+
+def _chunk_requests(w: _World, c0: float, n_sec: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    sc = w.sc
+    t_sec = c0 + np.arange(n_sec, dtype=float)
+    shape = w.shape(c0, n_sec)
+    day = w.day_index(c0)
+    cols: dict[str, list[np.ndarray]] = {k: [] for k in (
+        "sec", "svc", "host", "ep", "status", "lat", "ip", "cc", "asn", "ua", "attack")}
+    n_hosts = len(w.hosts)
+    # per host and second: latency and error factors of a failing drive
+    disk_lat = np.ones((n_hosts, n_sec))
+    disk_err = np.zeros((n_hosts, n_sec))
+    for h in w.failing_hosts:
+        f = h.failure
+        assert f is not None
+        if f.end > c0 and f.start < c0 + n_sec:
+            prog = np.clip((t_sec - f.start) / (f.end - f.start), 0, 1)
+            inside = (t_sec >= f.start) & (t_sec < f.end)
+            disk_lat[h.index] = np.where(inside, 2.5 + (f.magnitude - 2.5) * prog**1.5, 1.0)
+            disk_err[h.index] = np.where(inside, 0.01 + 0.15 * prog**2, 0.0)
+    for si, svc in enumerate(sc.services):
+        usual = sc.scale * svc.weight * w.day_factor[day, si] * shape
+        noise = float(rng.lognormal(0.0, 0.03))
+        usual = usual * noise
+        streams: list[tuple[str, np.ndarray, Any]] = [("normal", usual, None)]
+        for s in w.surges:
+            if s.svc == si and s.end > c0 and s.start < c0 + n_sec:
+                extra = usual * (s.magnitude - 1) * _ramp(t_sec, s.start, s.end, 600.0, 900.0)
+                streams.append(("surge", extra, s))
+        for a in w.attacks:
+            if a.svc == si and a.end > c0 and a.start < c0 + n_sec:
+                streams.append(("attack", a.rate * _ramp(t_sec, a.start, a.end, 60.0, 30.0), a))
+        load = sum(lam for _, lam, _ in streams)
+        rho = load / w.capacity[si]
+        rq = np.minimum(rho, 0.97)
+        util_lat = 1.0 + 0.3 * rq / (1.0 - rq)
+        p_drop = np.where(rho > 1.0, 1.0 - 1.0 / np.maximum(rho, 1.0), 0.0)
+        p_5xx = 0.03 * np.clip((rho - 0.85) / 0.15, 0.0, 1.0)
+        hosts = w.svc_hosts[si]
+        for kind, lam, obj in streams:
+            counts = rng.poisson(lam)
+            n = int(counts.sum())
+            if n == 0:
+                continue
+            sec = np.repeat(np.arange(n_sec), counts)
+            if kind == "attack":
+                pop = w.attack_pop(obj)
+                ci = rng.integers(0, len(pop), n)
+                ep = np.where(rng.random(n) < 0.95, obj.endpoint, rng.integers(0, len(ENDPOINTS), n))
+                u = rng.random(n)
+                status = _ATTACK_STATUSES[np.searchsorted(_ATTACK_CUM, u * _ATTACK_CUM[-1])]
+            else:
+                pop = w.population(si, day) if kind == "normal" else w.surge_pop(obj)
+                ci = _pick(rng, len(pop), n, _SKEW if kind == "normal" else 1.3)
+                ep = rng.choice(len(ENDPOINTS), n, p=_EP_SHARE)
+                u = rng.random(n)[:, None]
+                status = _STATUSES[np.minimum((u > _STATUS_CUM[ep]).sum(axis=1), len(_STATUSES) - 1)]
+            host = hosts[rng.integers(0, len(hosts), n)]
+            lat = (w.host_median[host] * _EP_LAT[ep] * rng.lognormal(0.0, 0.45, n)
+                   * util_lat[sec] * disk_lat[host, sec])
+            tail = rng.random(n) < 0.003
+            if tail.any():
+                lat[tail] *= 5.0 + rng.pareto(1.5, int(tail.sum())) * 8.0
+            # overload: shed (503, fast) or time out (504 at 30 s); near-overload 5xx
+            r = rng.random(n)
+            shed = r < p_drop[sec]
+            soft = ~shed & (r < p_drop[sec] + p_5xx[sec])
+            derr = ~shed & ~soft & (rng.random(n) < disk_err[host, sec])
+            if shed.any():
+                k = int(shed.sum())
+                timeout = rng.random(k) < 0.45
+                status[shed] = np.where(timeout, 504, 503)
+                lat[shed] = np.where(timeout, 30_000.0 + rng.random(k) * 40.0,
+                                     rng.lognormal(np.log(15.0), 0.5, k))
+            if soft.any():
+                status[soft] = np.where(rng.random(int(soft.sum())) < 0.6, 502, 500)
+            if derr.any():
+                k = int(derr.sum())
+                timeout = rng.random(k) < 0.5
+                status[derr] = np.where(timeout, 504, 500)
+                lat[derr] = np.where(timeout, 30_000.0 + rng.random(k) * 40.0, lat[derr])
+            cols["sec"].append(sec)
+            cols["svc"].append(np.full(n, si))
+            cols["host"].append(host)
+            cols["ep"].append(ep)
+            cols["status"].append(status)
+            cols["lat"].append(lat)
+            cols["ip"].append(pop.ip[ci])
+            cols["cc"].append(pop.country[ci])
+            cols["asn"].append(pop.asn[ci])
+            cols["ua"].append(pop.ua[ci])
+            cols["attack"].append(np.full(n, kind == "attack"))
+    if not cols["sec"]:
+        return {}
+    out = {k: np.concatenate(v) for k, v in cols.items()}
+    n = len(out["sec"])
+    out["ms"] = out["sec"] * 1000 + rng.integers(0, 1000, n)
+    order = np.argsort(out["ms"], kind="stable")
+    out = {k: v[order] for k, v in out.items()}
+    ep = out["ep"]
+    status = out["status"]
+    size = _EP_BYTES[ep] * rng.lognormal(0.0, 0.6, n)
+    size = np.where(status == 304, 0.0, np.where(status >= 400, 180.0 + 400 * rng.random(n), size))
+    out["bytes"] = size.astype(np.int64)
+    out["epoch"] = rng.random(n) < sc.epoch_ts_ratio
+    out["lat"] = np.round(out["lat"], 1)
+    return out
+
+
+def _disk_events(w: _World, c0: float, c1: float, lo: float, hi: float) -> list[tuple[float, dict]]:
+    """Readings of every drive in [c0, c1) ∩ [lo, hi), in time order."""
+    sc = w.sc
+    iv = sc.disk_interval_s
+    out: list[tuple[float, dict]] = []
+    for d in w.drives:
+        k0 = int(np.ceil((max(c0, lo) - w.start - d.offset_s) / iv))
+        t = w.start + d.offset_s + k0 * iv
+        while t < c1 and t < hi:
+            k = k0
+            k0 += 1
+            ts = t
+            t += iv
+            if ts < w.start or ts >= w.end:
+                continue
+            if d.first_ts is not None and ts < d.first_ts:
+                continue
+            if d.last_ts is not None and ts > d.last_ts + 1e-6:
+                continue
+            out.append((ts, _reading(w, d, ts, k)))
+    out.sort(key=lambda x: x[0])
+    return out
+
+
+def _reading(w: _World, d: _Drive, ts: float, k: int) -> dict[str, Any]:
+    rng = _rng(w.sc.seed, 20, d.index, k)
+    since = ts - (d.first_ts if d.first_ts is not None else w.start)
+    local = datetime.fromtimestamp(ts, w.zone)
+    busy = float(np.interp(local.hour * 3600 + local.minute * 60, *_DAY_TABLES["weekday"]))
+    io = d.io_ms * (1.0 + 0.25 * busy) * float(rng.lognormal(0.0, 0.08))
+    errors = 0
+    s5, s187, s188, s197, s198 = d.smart5, 0, 0, 0, 0
+    f = d.failing
+    if f is not None and ts >= f.degrade_from:
+        p = min(1.0, (ts - f.degrade_from) / (f.end - f.degrade_from))
+        s5 = int(640 * p**2)
+        s187 = int(48 * p**3)
+        s197 = max(0, int(96 * p**1.5 + rng.normal(0, 3)))
+        s198 = int(24 * p**4)
+        s188 = int(3 * p**4)
+        io *= 1.0 + 2.0 * p**2
+        errors = int(rng.poisson(4.0 * max(0.0, p - 0.5) ** 2))
+        if ts >= f.start:
+            q = min(1.0, (ts - f.start) / (f.end - f.start))
+            io *= 8.0 + 50.0 * q
+            errors += int(rng.poisson(10 + 60 * q))
+    elif rng.random() < 0.002:
+        errors = 1  # a stray error on a healthy drive
+    smart = {"5": s5, "187": s187, "188": s188, "197": s197, "198": s198,
+             "9": int(d.poh0 + since / 3600.0),
+             "194": int(round(d.temp + 3.0 * busy + rng.normal(0, 0.7)))}
+    ev: dict[str, Any] = {
+        "ts": round(ts, 3) if rng.random() < w.sc.epoch_ts_ratio else _fmt_ms(int(round(ts * 1000))),
+        "host": d.host, "disk": d.serial, "model": d.model, "capacity_bytes": d.capacity,
+        "smart": smart, "io_latency_ms": round(io, 2), "io_errors": errors,
+    }
+    if d.last_ts is not None and abs(ts - d.last_ts) < 1e-6:
+        ev["failure"] = True
+    return ev
+
+
+def _fmt_ms(ms: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}Z"
+
+
+def _second_prefixes(c0: float, n: int) -> list[str]:
+    base = int(c0)
+    return [time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(base + i)) for i in range(n)]
+
+
+def _iter_chunks(w: _World, lo: float, hi: float) -> Iterator[tuple[float, int, dict, list]]:
+    first = int((lo - w.start) // CHUNK_S)
+    c = first
+    while True:
+        c0 = w.start + c * CHUNK_S
+        if c0 >= hi or c0 >= w.end:
+            return
+        n_sec = int(min(CHUNK_S, w.end - c0))
+        req = _chunk_requests(w, c0, n_sec, _rng(w.sc.seed, 1, c))
+        disks = _disk_events(w, c0, c0 + n_sec, lo, hi)
+        yield c0, n_sec, req, disks
+        c += 1
+
+
+def generate(
+    scenario: Scenario, start: TimeLike | None = None, end: TimeLike | None = None
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Yield ``(topic, event)`` in nondecreasing event time.
+
+    ``topic`` is ``"requests"`` or ``"disk-health"``. ``start``/``end``
+    restrict to a slice ``[start, end)`` of the scenario; the slice holds
+    exactly the events that the full run has there.
+    """
+    w = _World.of(scenario)
+    lo = max(w.start, _to_epoch(start)) if start is not None else w.start
+    hi = min(w.end, _to_epoch(end)) if end is not None else w.end
+    names = w.svc_names
+    regions = w.regions
+    hnames = w.host_names.tolist()
+    for c0, n_sec, req, disks in _iter_chunks(w, lo, hi):
+        base_ms = int(round(c0 * 1000))
+        if req:
+            ms = req["ms"]
+            a = int(np.searchsorted(ms, int(round((lo - c0) * 1000)), "left")) if lo > c0 else 0
+            b = (int(np.searchsorted(ms, int(round((hi - c0) * 1000)), "left"))
+                 if hi < c0 + n_sec else len(ms))
+            tms = (ms[a:b] + base_ms).tolist()
+            pre = _second_prefixes(c0, n_sec)
+            rows = zip(tms, req["epoch"][a:b].tolist(), req["svc"][a:b].tolist(),
+                       req["host"][a:b].tolist(), req["ep"][a:b].tolist(),
+                       req["status"][a:b].tolist(), req["lat"][a:b].tolist(),
+                       req["bytes"][a:b].tolist(), req["ip"][a:b].tolist(),
+                       req["cc"][a:b].tolist(), req["asn"][a:b].tolist(),
+                       req["ua"][a:b].tolist(), strict=True)
+        else:
+            tms, rows, pre = [], iter(()), []
+        di = 0
+        nd = len(disks)
+        for tm, ep_, si, hi_, ei, st, lat, by, ip, cc, asn, ua in rows:
+            while di < nd and disks[di][0] * 1000 <= tm:
+                yield DISK_HEALTH, disks[di][1]
+                di += 1
+            yield REQUESTS, {
+                "ts": tm / 1000 if ep_ else f"{pre[(tm - base_ms) // 1000]}.{tm % 1000:03d}Z",
+                "service": names[si], "host": hnames[hi_], "region": regions[si],
+                "endpoint": ENDPOINTS[ei], "status": st, "latency_ms": lat, "bytes": by,
+                "client_ip": ip, "country": cc, "asn": asn, "user_agent": ua,
+            }
+        while di < nd:
+            yield DISK_HEALTH, disks[di][1]
+            di += 1
+
+
+def ground_truth(scenario: Scenario) -> list[dict[str, Any]]:
+    """The incidents of the scenario (times as RFC 3339 Z strings)."""
+    return [dict(x) for x in _World.of(scenario).truth]
+
+
+# --------------------------------------------------------------------------
+# Sinks
+# --------------------------------------------------------------------------
+
+
+def write_jsonl(
+    scenario: Scenario, out_dir: str | os.PathLike[str],
+    start: TimeLike | None = None, end: TimeLike | None = None,
+) -> dict[str, int]:
+    """Write ``requests.jsonl.gz``, ``disks.jsonl`` and ``truth.json``; return counts."""
+    os.makedirs(out_dir, exist_ok=True)
+    n_req = n_disk = 0
+    dumps = orjson.dumps
+    buf: list[bytes] = []
+    with gzip.open(os.path.join(out_dir, "requests.jsonl.gz"), "wb", compresslevel=1) as rf, \
+            open(os.path.join(out_dir, "disks.jsonl"), "wb") as df:
+        for topic, ev in generate(scenario, start, end):
+            if topic == REQUESTS:
+                buf.append(dumps(ev))
+                n_req += 1
+                if len(buf) >= 20_000:
+                    buf.append(b"")
+                    rf.write(b"\n".join(buf))
+                    buf.clear()
+            else:
+                df.write(dumps(ev) + b"\n")
+                n_disk += 1
+        if buf:
+            buf.append(b"")
+            rf.write(b"\n".join(buf))
+    with open(os.path.join(out_dir, "truth.json"), "wb") as tf:
+        tf.write(orjson.dumps(ground_truth(scenario), option=orjson.OPT_INDENT_2) + b"\n")
+    return {"requests": n_req, "disk-health": n_disk}
+
+
+MALFORMED_KINDS = ("bad_json", "missing_field", "wrong_type", "out_of_range", "oversized")
+
+
+def make_malformed(kind: str, topic: str, event: dict[str, Any], rng: np.random.Generator) -> bytes:
+    """A message of ``kind`` (one of MALFORMED_KINDS) derived from a good event."""
+    ev = dict(event)
+    if kind == "bad_json":
+        raw = orjson.dumps(ev)
+        return raw[: max(1, int(len(raw) * float(rng.uniform(0.2, 0.9))))]
+    if kind == "missing_field":
+        ev.pop(("status" if rng.random() < 0.5 else "service") if topic == REQUESTS
+               else ("smart" if rng.random() < 0.5 else "disk"), None)
+    elif kind == "wrong_type":
+        if topic == REQUESTS:
+            ev["status"] = str(ev["status"])
+        else:
+            ev["smart"] = "ok"
+    elif kind == "out_of_range":
+        if topic == REQUESTS:
+            if rng.random() < 0.5:
+                ev["status"] = 700
+            else:
+                ev["latency_ms"] = -abs(float(ev["latency_ms"])) - 1.0
+        else:
+            ev["io_errors"] = -3
+    elif kind == "oversized":
+        ev["padding"] = "x" * (70 * 1024)
+    else:
+        raise ValueError(f"unknown malformed kind {kind!r}")
+    return orjson.dumps(ev)
+
+
+def send_to_kafka(
+    scenario: Scenario,
+    bootstrap_servers: str | Sequence[str],
+    requests_topic: str = "requests",
+    disk_topic: str = "disk-health",
+    speedup: float | None = None,
+    start_at: TimeLike | None = None,
+    end_at: TimeLike | None = None,
+    malformed_ratio: float = 0.0,
+    producer_config: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Produce the scenario (or the slice ``[start_at, end_at)``) to Kafka.
+
+    One KafkaProducer; key = service for requests, host for disks.
+    ``speedup`` is event-time seconds per wall second (None: as fast as
+    possible). ``malformed_ratio`` adds that share of malformed messages
+    (cycling through MALFORMED_KINDS, on the topic of the event they derive
+    from) on top of the good ones. Returns the counts sent.
+    """
+    from kafka import KafkaProducer  # the only Kafka import of the simulator
+
+    if speedup is not None and not speedup > 0:
+        raise ValueError("speedup must be > 0")
+    if not 0.0 <= malformed_ratio <= 1.0:
+        raise ValueError("malformed_ratio must be in [0, 1]")
+    cfg: dict[str, Any] = {"linger_ms": 20, "batch_size": 256 * 1024, "acks": 1,
+                           "max_request_size": 4 * 1024 * 1024}
+    cfg.update(producer_config or {})
+    producer = KafkaProducer(bootstrap_servers=bootstrap_servers, **cfg)
+    rng = _rng(scenario.seed, 99)
+    counts: dict[str, Any] = {"requests": 0, "disk-health": 0, "malformed": 0,
+                              "malformed_by_kind": {k: 0 for k in MALFORMED_KINDS}}
+    dumps = orjson.dumps
+    wall0 = time.monotonic()
+    t0: float | None = None
+    next_check = 0
+    m_i = 0
+    try:
+        for i, (topic, ev) in enumerate(generate(scenario, start_at, end_at)):
+            if speedup is not None and i >= next_check:
+                ts = ev["ts"] if not isinstance(ev["ts"], str) else _to_epoch(ev["ts"])
+                if t0 is None:
+                    t0 = ts
+                ahead = (ts - t0) / speedup - (time.monotonic() - wall0)
+                if ahead > 0.005:
+                    time.sleep(ahead)
+                next_check = i + 50
+            if topic == REQUESTS:
+                producer.send(requests_topic, key=ev["service"].encode(), value=dumps(ev))
+                counts["requests"] += 1
+            else:
+                producer.send(disk_topic, key=ev["host"].encode(), value=dumps(ev))
+                counts["disk-health"] += 1
+            if malformed_ratio and rng.random() < malformed_ratio:
+                kind = MALFORMED_KINDS[m_i % len(MALFORMED_KINDS)]
+                m_i += 1
+                key = (ev["service"] if topic == REQUESTS else ev["host"]).encode()
+                producer.send(requests_topic if topic == REQUESTS else disk_topic, key=key,
+                              value=make_malformed(kind, topic, ev, rng))
+                counts["malformed"] += 1
+                counts["malformed_by_kind"][kind] += 1
+        producer.flush()
+    finally:
+        producer.close()
+    return counts
+
+
+# --------------------------------------------------------------------------
+# Command line: `tocsin simulate`
+# --------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``tocsin simulate``."""
+    dest = parser.add_mutually_exclusive_group(required=True)
+    dest.add_argument("--out", metavar="DIR",
+                      help="write requests.jsonl.gz, disks.jsonl and truth.json to DIR")
+    dest.add_argument("--bootstrap-servers", metavar="HOST:PORT",
+                      help="produce to this Kafka cluster")
+    parser.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    parser.add_argument("--history-days", type=int, default=7,
+                        help="ordinary days before the incident day (default 7)")
+    parser.add_argument("--incident-day", type=date.fromisoformat, default=date(2021, 4, 6),
+                        help="YYYY-MM-DD (default 2021-04-06)")
+    parser.add_argument("--scale", type=float, default=8.0,
+                        help="requests per second of a service at the weekday peak (default 8)")
+    parser.add_argument("--concurrent", action="store_true",
+                        help="add a fourth incident overlapping the attack")
+    parser.add_argument("--speedup", type=float, default=None,
+                        help="event-time seconds per wall second (Kafka only; default: as fast as possible)")
+    parser.add_argument("--start", default=None, help="only events at or after this time (RFC 3339 or epoch)")
+    parser.add_argument("--end", default=None, help="only events before this time (RFC 3339 or epoch)")
+    parser.add_argument("--requests-topic", default="requests")
+    parser.add_argument("--disk-topic", default="disk-health")
+    parser.add_argument("--malformed-ratio", type=float, default=0.0,
+                        help="share of extra malformed messages (Kafka only; default 0)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``tocsin simulate``; 0 on success, 2 on bad arguments."""
+    try:
+        sc = Scenario(seed=args.seed, incident_day=args.incident_day,
+                      history_days=args.history_days, scale=args.scale,
+                      concurrent=args.concurrent)
+        for name in ("start", "end"):
+            if getattr(args, name) is not None:
+                _to_epoch(getattr(args, name))
+        if args.speedup is not None and not args.speedup > 0:
+            raise ValueError("--speedup must be > 0")
+        if not 0.0 <= args.malformed_ratio <= 1.0:
+            raise ValueError("--malformed-ratio must be in [0, 1]")
+    except ValueError as exc:
+        print(f"tocsin simulate: error: {exc}", file=sys.stderr)
+        return 2
+    t = time.monotonic()
+    if args.out:
+        counts: dict[str, Any] = write_jsonl(sc, args.out, args.start, args.end)
+        where = args.out
+    else:
+        counts = send_to_kafka(sc, args.bootstrap_servers, args.requests_topic, args.disk_topic,
+                               speedup=args.speedup, start_at=args.start, end_at=args.end,
+                               malformed_ratio=args.malformed_ratio)
+        where = args.bootstrap_servers
+    dt = time.monotonic() - t
+    n = counts["requests"] + counts["disk-health"]
+    print(f"tocsin simulate: {counts['requests']} requests, {counts['disk-health']} disk readings"
+          + (f", {counts['malformed']} malformed" if counts.get("malformed") else "")
+          + f" to {where} in {dt:.1f}s ({n / max(dt, 1e-9):,.0f} events/s)", file=sys.stderr)
+    return 0
