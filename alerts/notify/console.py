@@ -12,6 +12,7 @@ from detectors.timeutil import format_ts
 
 __all__ = ["ConsoleReceiver"]
 
+_KEY_WIDTH = 10  # "evidence" and "resolved" plus two spaces
 _RESET = "\033[0m"
 _BOLD = "\033[1m"
 _DIM = "\033[2m"
@@ -97,7 +98,7 @@ class ConsoleReceiver(Receiver):
             )
         for i, ev in enumerate(alert.evidence):
             rows.append(("evidence" if i == 0 else "", ev.text))
-        width = max(len(k) for k, _ in rows) + 2
+        width = _KEY_WIDTH
         lines = [head]
         for key, value in rows:
             # keep multi-line values aligned under their first line
