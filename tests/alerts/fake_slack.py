@@ -8,7 +8,8 @@ fails on demand:
   ``Retry-After``), ``error500``, ``drop`` (close the connection without an
   answer), ``invalid_auth`` (HTTP 200, ``ok: false``);
 - ``fail_next(n, mode)``: the next ``n`` calls fail that way, then ``mode``
-  applies again.
+  applies again;
+- ``delay``: seconds to wait before answering, to make clients time out.
 
 A call that fails is recorded (``Call.outcome`` says how) but changes no
 message, as on Slack, so a retry after it cannot duplicate a message.
@@ -65,6 +66,7 @@ class FakeSlack:
         self.channels = channels if channels is not None else {"alerts": "C0ALERTS01"}
         self.retry_after = retry_after
         self.mode = "ok"
+        self.delay = 0.0  # seconds to wait before answering (timeouts)
         self.calls: list[Call] = []
         self.messages: dict[str, Message] = {}
         self._failures: deque[str] = deque()
@@ -150,6 +152,8 @@ class FakeSlack:
         self.calls.append(call)
 
         mode = self._failures.popleft() if self._failures else self.mode
+        if self.delay:
+            await asyncio.sleep(self.delay)
         call.outcome = mode
         if mode == "drop":
             assert request.transport is not None

@@ -311,6 +311,14 @@ async def test_dropped_connection_every_time_is_retryable(fake_slack, receivers,
     assert not fake_slack.messages
 
 
+async def test_timeout_is_retryable(fake_slack, receivers, make_alert):
+    fake_slack.delay = 2.0
+    with pytest.raises(NotifyError) as info:
+        await receivers(timeout=0.3, max_retries=0).notify(make_alert(), None)
+    assert info.value.retryable is True
+    assert "timed out" in str(info.value)
+
+
 async def test_unreachable_server_is_retryable(fake_slack_factory, make_alert):
     fake = await fake_slack_factory()
     url = fake.base_url
