@@ -19,7 +19,7 @@ of each kind, on distinct services and at distinct times:
   ``failure: true`` and a replacement drive reports afterwards.
 
 Everything is a pure function of the scenario: events are generated in
-five-minute chunks, each from its own random stream keyed by (seed, chunk),
+fifteen-minute chunks, each from its own random stream keyed by (seed, chunk),
 so a time slice yields exactly the events of the full run in that slice.
 
 API
@@ -76,7 +76,7 @@ __all__ = [
 
 REQUESTS = "requests"
 DISK_HEALTH = "disk-health"
-CHUNK_S = 300
+CHUNK_S = 900  # divides an hour: chunks stay aligned on local hours across DST
 CAUSES = ("capacity_saturation", "suspected_attack", "disk_failure")
 
 # --------------------------------------------------------------------------
@@ -844,32 +844,24 @@ def _chunk_requests(w: _World, c0: float, n_sec: int, rng: np.random.Generator) 
     return out
 
 
-def _disk_events(w: _World, c0: float, c1: float, lo: float, hi: float) -> list[tuple[float, dict]]:
-    """Readings of every drive in [c0, c1) ∩ [lo, hi), in time order."""
-    sc = w.sc
-    iv = sc.disk_interval_s
-    out: list[tuple[float, dict]] = []
+def _disk_events(w: _World, c0: float, c1: float, rng: np.random.Generator) -> list[tuple[float, dict]]:
+    """Readings of every drive in [c0, c1), in time order."""
+    iv = w.sc.disk_interval_s
+    due: list[tuple[float, int, _Drive]] = []
     for d in w.drives:
-        k0 = int(np.ceil((max(c0, lo) - w.start - d.offset_s) / iv))
-        t = w.start + d.offset_s + k0 * iv
-        while t < c1 and t < hi:
-            k = k0
-            k0 += 1
-            ts = t
+        k = int(np.ceil((c0 - w.start - d.offset_s) / iv))
+        t = w.start + d.offset_s + k * iv
+        while t < c1:
+            if (w.start <= t < w.end and (d.first_ts is None or t >= d.first_ts)
+                    and (d.last_ts is None or t <= d.last_ts + 1e-6)):
+                due.append((t, d.index, d))
+            k += 1
             t += iv
-            if ts < w.start or ts >= w.end:
-                continue
-            if d.first_ts is not None and ts < d.first_ts:
-                continue
-            if d.last_ts is not None and ts > d.last_ts + 1e-6:
-                continue
-            out.append((ts, _reading(w, d, ts, k)))
-    out.sort(key=lambda x: x[0])
-    return out
+    due.sort(key=lambda x: (x[0], x[1]))
+    return [(t, _reading(w, d, t, rng)) for t, _, d in due]
 
 
-def _reading(w: _World, d: _Drive, ts: float, k: int) -> dict[str, Any]:
-    rng = _rng(w.sc.seed, 20, d.index, k)
+def _reading(w: _World, d: _Drive, ts: float, rng: np.random.Generator) -> dict[str, Any]:
     since = ts - (d.first_ts if d.first_ts is not None else w.start)
     local = datetime.fromtimestamp(ts, w.zone)
     busy = float(np.interp(local.hour * 3600 + local.minute * 60, *_DAY_TABLES["weekday"]))
@@ -909,9 +901,13 @@ def _fmt_ms(ms: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}Z"
 
 
-def _second_prefixes(c0: float, n: int) -> list[str]:
-    base = int(c0)
-    return [time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(base + i)) for i in range(n)]
+_HMS: list[str] = []
+
+
+def _hms() -> list[str]:
+    if not _HMS:
+        _HMS.extend(f"{h:02d}:{m:02d}:{x:02d}" for h in range(24) for m in range(60) for x in range(60))
+    return _HMS
 
 
 def _iter_chunks(w: _World, lo: float, hi: float) -> Iterator[tuple[float, int, dict, list]]:
@@ -923,7 +919,7 @@ def _iter_chunks(w: _World, lo: float, hi: float) -> Iterator[tuple[float, int, 
             return
         n_sec = int(min(CHUNK_S, w.end - c0))
         req = _chunk_requests(w, c0, n_sec, _rng(w.sc.seed, 1, c))
-        disks = _disk_events(w, c0, c0 + n_sec, lo, hi)
+        disks = [x for x in _disk_events(w, c0, c0 + n_sec, _rng(w.sc.seed, 2, c)) if lo <= x[0] < hi]
         yield c0, n_sec, req, disks
         c += 1
 
@@ -951,7 +947,10 @@ def generate(
             b = (int(np.searchsorted(ms, int(round((hi - c0) * 1000)), "left"))
                  if hi < c0 + n_sec else len(ms))
             tms = (ms[a:b] + base_ms).tolist()
-            pre = _second_prefixes(c0, n_sec)
+            day0 = int(c0 // 86400) * 86400
+            date_pre = time.strftime("%Y-%m-%dT", time.gmtime(day0))
+            hms = _hms()
+            sod0 = int(c0) - day0
             rows = zip(tms, req["epoch"][a:b].tolist(), req["svc"][a:b].tolist(),
                        req["host"][a:b].tolist(), req["ep"][a:b].tolist(),
                        req["status"][a:b].tolist(), req["lat"][a:b].tolist(),
@@ -959,7 +958,8 @@ def generate(
                        req["cc"][a:b].tolist(), req["asn"][a:b].tolist(),
                        req["ua"][a:b].tolist(), strict=True)
         else:
-            tms, rows, pre = [], iter(()), []
+            rows = iter(())
+            date_pre, hms, sod0 = "", [], 0
         di = 0
         nd = len(disks)
         for tm, ep_, si, hi_, ei, st, lat, by, ip, cc, asn, ua in rows:
@@ -967,7 +967,7 @@ def generate(
                 yield DISK_HEALTH, disks[di][1]
                 di += 1
             yield REQUESTS, {
-                "ts": tm / 1000 if ep_ else f"{pre[(tm - base_ms) // 1000]}.{tm % 1000:03d}Z",
+                "ts": tm / 1000 if ep_ else f"{date_pre}{hms[sod0 + (tm - base_ms) // 1000]}.{tm % 1000:03d}Z",
                 "service": names[si], "host": hnames[hi_], "region": regions[si],
                 "endpoint": ENDPOINTS[ei], "status": st, "latency_ms": lat, "bytes": by,
                 "client_ip": ip, "country": cc, "asn": asn, "user_agent": ua,

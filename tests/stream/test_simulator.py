@@ -1,0 +1,243 @@
+"""The simulator: deterministic, decodable, time-ordered, and the incidents look like their causes."""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import statistics
+from collections import Counter, defaultdict
+from datetime import UTC, date, datetime
+
+import numpy as np
+import orjson
+import pytest
+
+from detectors.errors import InvalidEvent
+from detectors.events import decode_disk, decode_request
+from stream import simulator as sim
+from stream.simulator import HOSTING_ASNS, MALFORMED_KINDS, Scenario, generate, ground_truth
+
+SC = Scenario(seed=3, history_days=7, scale=0.2)
+DAY = 86400.0
+
+
+def _parse(ts):
+    return decode_request(orjson.dumps({"ts": ts, "service": "x", "status": 200, "latency_ms": 0})).ts
+
+
+@pytest.fixture(scope="module")
+def run():
+    """The whole small scenario: decoded requests and disk readings."""
+    reqs, disks, raw_ts, ts = [], [], [], []
+    for topic, ev in generate(SC):
+        raw = orjson.dumps(ev)
+        if topic == "requests":
+            reqs.append(decode_request(raw))
+            ts.append(reqs[-1].ts)
+        else:
+            assert topic == "disk-health"
+            disks.append(decode_disk(raw))
+            ts.append(disks[-1].ts)
+        raw_ts.append(ev["ts"])
+    return reqs, disks, raw_ts, ts
+
+
+def _truth(cause):
+    return next(i for i in ground_truth(SC) if i["cause"] == cause)
+
+
+def _window(inc):
+    return _parse(inc["start"]), _parse(inc["end"])
+
+
+def _history_days(start, end):
+    """History days shaped like the incident day (school days, not Wednesday or holidays)."""
+    out = []
+    for d in range(1, SC.history_days + 1):
+        s, e = start - d * DAY, end - d * DAY
+        day = datetime.fromtimestamp(s, UTC).date()
+        if day.weekday() in (0, 1, 3, 4) and day not in SC.holidays:
+            out.append((s, e))
+    assert out
+    return out
+
+
+def test_ground_truth_lists_the_three_causes():
+    truth = ground_truth(SC)
+    assert [i["cause"] for i in truth] == ["capacity_saturation", "suspected_attack", "disk_failure"]
+    assert len({i["service"] for i in truth}) == 3
+    for inc in truth:
+        assert set(inc) == {"id", "cause", "service", "host", "disk", "start", "end", "description"}
+        assert inc["start"].endswith("Z") and inc["end"].endswith("Z")
+        s, e = _window(inc)
+        assert s < e
+        assert datetime.fromtimestamp(s, UTC).date() == date(2021, 4, 6)
+    disk = _truth("disk_failure")
+    assert disk["host"].startswith(disk["service"]) and disk["disk"]
+    # distinct times
+    windows = sorted(_window(i) for i in truth)
+    assert all(a[1] <= b[0] for a, b in zip(windows, windows[1:], strict=False))
+
+
+def test_concurrent_option_adds_an_overlapping_incident():
+    truth = ground_truth(Scenario(history_days=0, scale=0.1, concurrent=True))
+    assert len(truth) == 4
+    attack = next(i for i in truth if i["cause"] == "suspected_attack")
+    extra = truth[3]
+    assert extra["service"] != attack["service"]
+    assert _parse(extra["start"]) < _parse(attack["end"]) and _parse(attack["start"]) < _parse(extra["end"])
+
+
+def test_every_event_decodes_in_time_order_with_both_ts_forms(run):
+    reqs, disks, raw_ts, ts = run
+    assert len(reqs) > 100_000 and len(disks) > 1000
+    assert all(a <= b for a, b in zip(ts, ts[1:], strict=False))
+    assert SC.start <= ts[0] and ts[-1] < SC.end
+    epoch = sum(not isinstance(t, str) for t in raw_ts) / len(raw_ts)
+    assert 0.07 < epoch < 0.13
+
+
+def test_deterministic_for_a_seed_and_slices_match_the_full_run(run):
+    lo, hi = "2021-04-06T06:55:00Z", "2021-04-06T07:10:00Z"
+    a = list(generate(SC, lo, hi))
+    b = list(generate(Scenario(seed=3, history_days=7, scale=0.2), lo, hi))
+    c = list(generate(Scenario(seed=4, history_days=7, scale=0.2), lo, hi))
+    assert a == b and a != c
+    _, _, raw_ts, ts = run
+    lo_, hi_ = _parse(lo), _parse(hi)
+    full = [r for r, t in zip(raw_ts, ts, strict=True) if lo_ <= t < hi_]
+    assert [ev["ts"] for _, ev in a] == full
+
+
+def test_surge_is_several_times_usual_while_other_services_stay_normal(run):
+    reqs, _, _, _ = run
+    inc = _truth("capacity_saturation")
+    s, e = _window(inc)
+
+    def count(service, lo, hi):
+        return sum(1 for r in reqs if r.service == service and lo <= r.ts < hi)
+
+    usual = statistics.mean(count(inc["service"], a, b) for a, b in _history_days(s, e))
+    assert count(inc["service"], s, e) > 3.5 * usual
+    # the other services at their own usual morning peak
+    for svc in {x.name for x in SC.services} - {inc["service"]}:
+        hist = statistics.mean(count(svc, a, b) for a, b in _history_days(s, e))
+        assert 0.75 < count(svc, s, e) / hist < 1.33, svc
+    # real French users, many first seen that day; all endpoints; every host slower, 5xx up
+    during = [r for r in reqs if r.service == inc["service"] and s <= r.ts < e]
+    assert sum(r.country == "FR" for r in during) / len(during) > 0.9
+    assert not {r.asn for r in during} & set(HOSTING_ASNS)
+    assert {r.endpoint for r in during} == set(sim.ENDPOINTS)
+    before = {r.client_ip for r in reqs if r.service == inc["service"] and r.ts < s - 12 * 3600}
+    ips = {r.client_ip for r in during}
+    assert len(ips - before) / len(ips) > 0.5
+    assert sum(r.status >= 500 for r in during) / len(during) > 0.2
+    hist = [r for r in reqs if r.service == inc["service"]
+            and any(a <= r.ts < b for a, b in _history_days(s, e))]
+    for host in {r.host for r in during}:
+        now = np.median([r.latency_ms for r in during if r.host == host and r.status < 500])
+        then = np.median([r.latency_ms for r in hist if r.host == host and r.status < 500])
+        assert now > 3 * then, host
+
+
+def test_attack_comes_from_foreign_hosting_networks_on_one_endpoint(run):
+    reqs, _, _, _ = run
+    inc = _truth("suspected_attack")
+    s, e = _window(inc)
+    hosting = [r for r in reqs if r.asn in HOSTING_ASNS]
+    assert hosting and all(r.service == inc["service"] and s <= r.ts < e for r in hosting)
+    assert {r.country for r in hosting} <= {"US", "NL", "DE", "RU", "CN", "SG"}
+    assert Counter(r.endpoint for r in hosting).most_common(1)[0] == ("/login", pytest.approx(len(hosting), rel=0.08))
+    during = [r for r in reqs if r.service == inc["service"] and s <= r.ts < e]
+    assert len(hosting) / len(during) > 0.6
+    per_attacker = len(hosting) / len({r.client_ip for r in hosting})
+    users = [r for r in during if r.asn not in HOSTING_ASNS]
+    per_user = len(users) / len({r.client_ip for r in users})
+    assert per_attacker > 10 * per_user
+    assert len({r.user_agent for r in hosting}) <= 5
+    assert sum(r.status >= 500 for r in during) / len(during) > 0.2
+
+
+def test_failing_disk_readings_and_only_its_host_slows_down(run):
+    reqs, disks, _, _ = run
+    inc = _truth("disk_failure")
+    s, e = _window(inc)
+    mine = [d for d in disks if d.disk == inc["disk"]]
+    assert all(d.host == inc["host"] for d in mine)
+    smart5 = [d.smart["5"] for d in mine]
+    assert smart5 == sorted(smart5) and smart5[-1] > 100
+    two_days_before = [d for d in mine if d.ts < s - 2 * DAY]
+    assert two_days_before and 0 < two_days_before[-1].smart["5"] < smart5[-1] / 2
+    assert mine[-1].smart["197"] > 0 and mine[-1].smart["187"] > 0
+    assert mine[-1].failure is True and not any(d.failure for d in mine[:-1])
+    assert s <= mine[-1].ts < e + SC.disk_interval_s
+    assert mine[-1].io_latency_ms > 20 * mine[0].io_latency_ms and mine[-1].io_errors > 0
+    assert not any(d.failure for d in disks if d.disk != inc["disk"])
+    # a replacement drive reports on that host afterwards
+    assert any(d.host == inc["host"] and d.disk != inc["disk"] and d.ts > mine[-1].ts for d in disks)
+    # some healthy drives carry a constant non-zero SMART 5
+    other5 = defaultdict(set)
+    for d in disks:
+        if d.disk != inc["disk"]:
+            other5[d.disk].add(d.smart["5"])
+    assert any(len(v) == 1 and min(v) > 0 for v in other5.values())
+    # requests: only the failing host slows down
+    hist = _history_days(s, e)
+    for host in {r.host for r in reqs if r.service == inc["service"]}:
+        now = [r.latency_ms for r in reqs if r.host == host and s <= r.ts < e]
+        then = [r.latency_ms for r in reqs if r.host == host and any(a <= r.ts < b for a, b in hist)]
+        ratio = np.median(now) / np.median(then)
+        if host == inc["host"]:
+            assert ratio > 3
+        else:
+            assert 0.7 < ratio < 1.4, host
+
+
+def test_regular_peaks_stay_normal_on_history_days(run):
+    reqs, _, _, _ = run
+    per_day = Counter(int((r.ts - SC.start) // DAY) for r in reqs if r.status >= 500)
+    n_day = Counter(int((r.ts - SC.start) // DAY) for r in reqs)
+    for d in range(SC.history_days):
+        assert per_day[d] / n_day[d] < 0.005
+
+
+def test_malformed_messages_fail_to_decode():
+    rng = np.random.default_rng(0)
+    req = {"ts": "2021-04-06T08:00:00Z", "service": "ent-idf", "status": 200, "latency_ms": 90.0}
+    disk = {"ts": 1617696000, "host": "h", "disk": "d", "smart": {"5": 0}, "io_errors": 0}
+    for kind in MALFORMED_KINDS:
+        for _ in range(4):
+            with pytest.raises(InvalidEvent):
+                decode_request(sim.make_malformed(kind, "requests", req, rng))
+            with pytest.raises(InvalidEvent):
+                decode_disk(sim.make_malformed(kind, "disk-health", disk, rng))
+
+
+def test_write_jsonl_and_cli(tmp_path):
+    parser = argparse.ArgumentParser()
+    sim.add_arguments(parser)
+    args = parser.parse_args(["--out", str(tmp_path), "--history-days", "1", "--scale", "0.2",
+                              "--start", "2021-04-06T06:00:00Z", "--end", "2021-04-06T06:30:00Z"])
+    assert sim.run(args) == 0
+    with gzip.open(tmp_path / "requests.jsonl.gz") as f:
+        lines = f.read().splitlines()
+    assert lines and all(decode_request(x).service for x in lines)
+    disks = (tmp_path / "disks.jsonl").read_bytes().splitlines()
+    assert disks and all(decode_disk(x).disk for x in disks)
+    truth = orjson.loads((tmp_path / "truth.json").read_bytes())
+    assert {i["cause"] for i in truth} == set(sim.CAUSES)
+    bad = parser.parse_args(["--out", str(tmp_path), "--start", "yesterday"])
+    assert sim.run(bad) == 2
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--seed", "1"])  # neither --out nor --bootstrap-servers
+
+
+def test_generation_is_fast_enough():
+    import time
+
+    sc = Scenario(history_days=0, scale=2.0)
+    t = time.perf_counter()
+    n = sum(1 for _ in generate(sc, "2021-04-06T06:00:00Z", "2021-04-06T10:00:00Z"))
+    rate = n / (time.perf_counter() - t)
+    assert n > 50_000
+    assert rate > 30_000  # ~190k/s on the dev machines; generous for shared CI
