@@ -81,13 +81,18 @@ FEATURES: tuple[str, ...] = (
     "rise_188",  # log2(1 + rise of SMART 188)
     "increases",  # number of readings where a tracked counter rose (capped)
     "level",  # log2(1 + current 5 + 197 + 187 + 198)
+    "recent",  # log2(1 + rises of the tracked counters, decayed over recent_days)
     "stalls",  # readings where power-on hours did not advance (capped)
     "latency",  # log2(latency / the drive's usual latency), >= 0
     "errors",  # log2(1 + recent I/O errors)
+    "family",  # log2(how much rarer counter rises are in the drive's model than overall), if rising
 )
 #: Prior weights (logit units per feature unit): the rules, before any label.
-PRIOR_WEIGHTS: tuple[float, ...] = (0.9, 0.9, 1.0, 0.35, 0.45, 0.12, 6.0, 2.0, 1.4)
+PRIOR_WEIGHTS: tuple[float, ...] = (1.3, 0.9, 0.9, 0.45, 0.3, 0.13, 0.7, 7.0, 2.0, 1.4, 1.0)
 _NF = len(FEATURES)
+_R5, _R197, _RUNC, _R188, _INC, _LEVEL, _RECENT, _STALL, _LAT, _ERR, _FAM = range(_NF)
+_MAX_FAMILIES = 1024
+_LEVEL_KEYS = ("5", "187", "197", "198")
 
 
 class DiskStateError(DetectorError):
@@ -98,7 +103,7 @@ class DiskStateError(DetectorError):
 
 # version, readings, stalls, io readings | first_ts, last_ts, poh, lat_mean, lat_var, err_recent
 # then per tracked counter: first, last, peak, confirmed peak, rise start ts (f64) and increases (u16)
-_DRIVE_HEAD = struct.Struct("<BIHI6d")
+_DRIVE_HEAD = struct.Struct("<BIHHI7d")
 _DRIVE_ATTR = struct.Struct("<" + "d" * (5 * _K) + "H" * _K)
 _DRIVE_VERSION = 1
 
@@ -120,6 +125,9 @@ class DriveState:
         "confirmed",
         "rise_ts",
         "inc",
+        "n_inc",
+        "recent",
+        "rising",
         "poh",
         "stalls",
         "lat_n",
@@ -138,6 +146,9 @@ class DriveState:
         self.confirmed = [_NAN] * _K  # peak of values seen on two readings in a row
         self.rise_ts = [_NAN] * _K  # last reading before the counter first rose
         self.inc = [0] * _K
+        self.n_inc = 0  # sum of inc
+        self.recent = 0.0  # rises of the tracked counters, decayed with the time constant
+        self.rising = 0  # readings where a counter rose
         self.poh = _NAN
         self.stalls = 0
         self.lat_n = 0
@@ -151,6 +162,7 @@ class DriveState:
             _DRIVE_VERSION,
             self.n,
             min(self.stalls, 0xFFFF),
+            min(self.rising, 0xFFFF),
             self.lat_n,
             self.first_ts,
             self.last_ts,
@@ -158,6 +170,7 @@ class DriveState:
             self.lat_mean,
             self.lat_var,
             self.err_recent,
+            self.recent,
         )
         inc = [min(i, 0xFFFF) for i in self.inc]
         return head + _DRIVE_ATTR.pack(*self.first, *self.last, *self.peak, *self.confirmed, *self.rise_ts, *inc)
@@ -168,13 +181,14 @@ class DriveState:
         if len(b) != _DRIVE_HEAD.size + _DRIVE_ATTR.size or b[0] != _DRIVE_VERSION:
             raise DiskStateError(f"not a version-{_DRIVE_VERSION} drive state ({len(b)} bytes)")
         s = cls()
-        (_, s.n, s.stalls, s.lat_n, s.first_ts, s.last_ts, s.poh, s.lat_mean, s.lat_var, s.err_recent) = (
+        (_, s.n, s.stalls, s.rising, s.lat_n, s.first_ts, s.last_ts, s.poh, s.lat_mean, s.lat_var, s.err_recent, s.recent) = (
             _DRIVE_HEAD.unpack_from(b)
         )
         v = _DRIVE_ATTR.unpack_from(b, _DRIVE_HEAD.size)
         s.first, s.last, s.peak = list(v[0:_K]), list(v[_K : 2 * _K]), list(v[2 * _K : 3 * _K])
         s.confirmed, s.rise_ts = list(v[3 * _K : 4 * _K]), list(v[4 * _K : 5 * _K])
         s.inc = list(v[5 * _K :])
+        s.n_inc = sum(s.inc)
         return s
 
     def __eq__(self, other: object) -> bool:
@@ -209,6 +223,9 @@ class DiskVerdict:
 
 _MODEL = struct.Struct("<BII" + "d" * _NF)
 _MODEL_VERSION = 1
+_U16 = struct.Struct("<H")
+_FAMILY = struct.Struct("<B")
+_COUNTS = struct.Struct("<2d")
 
 
 def _log2p(x: float) -> float:
@@ -242,6 +259,13 @@ class DiskFailureDetector:
         Weight of a new reading in the drive's latency baseline (EWMA).
     max_stalls
         Cap of the stall count used as a feature.
+    recent_days
+        Time constant of the decayed sum of recent counter rises: a counter
+        that climbs fast weighs more than one that crept up over months.
+    family_prior
+        Readings of pseudo-count behind each drive model's rate of counter
+        rises (learned from the drives not labelled failed); 0 ignores models.
+        A rise in a model whose healthy drives seldom rise weighs more.
 
     Examples
     --------
@@ -259,6 +283,8 @@ class DiskFailureDetector:
         stall_ratio: float = 0.25,
         latency_alpha: float = 0.1,
         max_stalls: int = 3,
+        recent_days: float = 7.0,
+        family_prior: float = 200.0,
     ) -> None:
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"threshold must be in (0, 1), got {threshold!r}")
@@ -271,79 +297,106 @@ class DiskFailureDetector:
         self.stall_ratio = stall_ratio
         self.latency_alpha = latency_alpha
         self.max_stalls = max_stalls
+        self.recent_days = recent_days
+        self.family_prior = family_prior
         self._weights = list(PRIOR_WEIGHTS)
         self._n_pos = 0
         self._n_neg = 0
+        # per drive model: [readings after a drive's first, readings where a counter rose],
+        # from drives not (yet) known to have failed; "" sums all models
+        self._family: dict[str, list[float]] = {"": [0.0, 0.0]}
         self._z_cut = math.log(threshold / (1.0 - threshold))
+        self._z_explain = self._z_cut - 3.0  # evidence is written for scores within ~20x of the threshold
 
     # ------------------------------------------------------------------ features
 
     def _features(self, ev: DiskHealthEvent, st: DriveState | None) -> list[float]:
         """Feature vector of the drive once this reading is included (state unchanged)."""
-        smart = ev.smart
+        get = ev.smart.get
         x = [0.0] * _NF
-        level = 0.0
-        incs = 0
-        rise_unc = 0.0
+        err = float(ev.io_errors or 0)
+        if st is None or not st.n:  # first reading: only the levels are known
+            level = 0.0
+            for key in _LEVEL_KEYS:
+                v = get(key)
+                if v is not None:
+                    level += v
+            x[_LEVEL] = _log2p(level)
+            x[_ERR] = _log2p(err)
+            return x
+        lasts, firsts = st.last, st.first
+        level = rise_unc = jump = 0.0
+        incs = st.n_inc
         for i in range(_K):
-            v = smart.get(TRACKED[i])
-            if st is None or st.n == 0:
-                if v is not None and i != 2:
+            last = lasts[i]
+            v = get(TRACKED[i])
+            if v is None:
+                if last != last:
+                    continue
+                v = last
+            elif last != last:  # first time this counter is reported
+                if i != 2:
                     level += v
                 continue
-            last = st.last[i]
-            if v is None:
-                v = last
-                if v != v:
-                    continue
             elif v > last:
                 incs += 1
-            first = st.first[i]
-            if first != first:
-                first = v
-            if i == 3:  # 197: pending sectors come and go; a rise counts once seen twice
+                if i != 2:
+                    jump += v - last
+            if i == 3:  # 197: pending sectors come and go; a rise counts once seen on two readings
                 conf = st.confirmed[i]
-                c = min(v, last) if last == last else _NAN
-                if c == c and (conf != conf or c > conf):
-                    conf = c
-                rise = conf - first if conf == conf else 0.0
+                c = v if v < last else last
+                rise = (c if c > conf else conf) - firsts[i]
             else:
-                rise = v - first
-            if rise > 0.0:
-                if i == 0:
-                    x[0] = _log2p(rise)
-                elif i == 3:
-                    x[1] = _log2p(rise)
-                elif i == 2:
-                    x[3] = _log2p(rise)
-                else:
-                    rise_unc += rise
+                rise = v - firsts[i]
             if i != 2:
                 level += v
-            incs += st.inc[i]
-        x[2] = _log2p(rise_unc)
-        x[4] = float(min(incs, 6))
-        x[5] = _log2p(level)
-        if st is not None and st.n:
-            stalls = st.stalls
-            poh = smart.get("9")
-            if poh is not None and st.poh == st.poh:
-                wall_h = (ev.ts - st.last_ts) / 3600.0
-                if wall_h >= 12.0 and 0.0 <= poh - st.poh < self.stall_ratio * wall_h:
-                    stalls += 1
-            x[6] = float(min(stalls, self.max_stalls))
-            lat = ev.io_latency_ms
-            if lat is not None and st.lat_n >= self.warmup and st.lat_mean > 0.0:
-                r = lat / st.lat_mean
-                if r > 1.0:
-                    x[7] = min(5.0, math.log2(r))
-            err = st.err_recent * 0.5
-        else:
-            err = 0.0
-        if ev.io_errors:
-            err += ev.io_errors
-        x[8] = _log2p(err)
+            if rise > 0.0:
+                if i == 0:
+                    x[_R5] = _log2p(rise)
+                elif i == 3:
+                    x[_R197] = _log2p(rise)
+                elif i == 2:
+                    x[_R188] = _log2p(rise)
+                else:
+                    rise_unc += rise
+        if rise_unc:
+            x[_RUNC] = _log2p(rise_unc)
+        if incs:
+            x[_INC] = float(incs if incs < 6 else 6)
+            if self.family_prior > 0.0:
+                x[_FAM] = self._rarity(ev.model)
+        if level:
+            x[_LEVEL] = _log2p(level)
+        dt = ev.ts - st.last_ts
+        recent = st.recent
+        if recent:
+            recent *= math.exp(-dt / (self.recent_days * _DAY))
+        if recent or jump:
+            x[_RECENT] = _log2p(recent + jump)
+        stalls = st.stalls
+        poh = get("9")
+        if poh is not None and dt >= 43200.0 and 0.0 <= poh - st.poh < self.stall_ratio * dt / 3600.0:
+            stalls += 1
+        if stalls:
+            x[_STALL] = float(min(stalls, self.max_stalls))
+        lat = ev.io_latency_ms
+        if lat is not None and st.lat_n >= self.warmup and lat > st.lat_mean > 0.0:
+            x[_LAT] = min(5.0, math.log2(lat / st.lat_mean))
+        err += st.err_recent * 0.5
+        if err:
+            x[_ERR] = _log2p(err)
         return x
+
+    def _rarity(self, model: str | None) -> float:
+        """log2 of how much rarer counter rises are among the model's healthy drives than overall."""
+        tot = self._family[""]
+        fam = self._family.get(model or "")
+        if fam is None or tot[0] <= 0.0 or fam is tot:
+            return 0.0
+        g = (tot[1] + 1.0) / (tot[0] + 100.0)
+        k = self.family_prior
+        r = (fam[1] + k * g) / (fam[0] + k)
+        return max(-3.0, min(3.0, math.log2(g / r)))
 
     def _z(self, x: list[float]) -> float:
         z = self.bias
@@ -370,11 +423,14 @@ class DiskFailureDetector:
         DiskVerdict
         """
         x = self._features(event, state)
-        z = self._z(x)
+        z = self.bias
+        w = self._weights
+        for i in range(_NF):
+            if x[i]:
+                z += w[i] * x[i]
         score = 1.0 / (1.0 + math.exp(-z)) if z > -700.0 else 0.0
-        n = 0 if state is None else state.n
-        warming = n + 1 < self.warmup
-        if z <= self.bias + 1e-12:  # nothing at all: the cheap, common path
+        warming = (0 if state is None else state.n) + 1 < self.warmup
+        if z < self._z_explain:  # far below the threshold: the cheap, common path
             return DiskVerdict(score, False, "smart_5_raw", _cur(event, state, 0), _first(state, 0), [], warming)
         return self._explain(event, state, x, z, score, warming)
 
@@ -416,16 +472,23 @@ class DiskFailureDetector:
         poh = smart.get("9")
         if poh is not None:
             st.poh = poh
+        if st.recent:
+            st.recent *= math.exp(-(ts - st.last_ts) / (self.recent_days * _DAY))
+        rose = 0
         for i in range(_K):
             v = smart.get(TRACKED[i])
             if v is None:
                 continue
             last = st.last[i]
             if last != last:
-                st.first[i] = st.last[i] = st.peak[i] = v
+                st.first[i] = st.last[i] = st.peak[i] = st.confirmed[i] = v
                 continue
             if v > last:
                 st.inc[i] += 1
+                st.n_inc += 1
+                if i != 2:
+                    st.recent += v - last
+                    rose = 1
                 if st.rise_ts[i] != st.rise_ts[i]:
                     st.rise_ts[i] = st.last_ts
             if v > st.peak[i]:
@@ -449,6 +512,18 @@ class DiskFailureDetector:
             st.lat_n += 1
         if event.io_errors is not None or st.err_recent:
             st.err_recent = st.err_recent * 0.5 + (event.io_errors or 0)
+        if st.n and self.family_prior > 0.0:
+            fam = self._family.get(event.model or "")
+            if fam is None and len(self._family) < _MAX_FAMILIES:
+                fam = self._family[event.model or ""] = [0.0, 0.0]
+            tot = self._family[""]
+            for f in (tot,) if fam is None or fam is tot else (tot, fam):
+                f[0] += 1.0
+                f[1] += rose
+                if event.failure:  # a failed drive's history is not what healthy drives do
+                    f[0] = max(0.0, f[0] - st.n)
+                    f[1] = max(0.0, f[1] - st.rising - rose)
+        st.rising += rose
         st.n += 1
         st.last_ts = ts
         return st
@@ -476,21 +551,22 @@ class DiskFailureDetector:
     ) -> DiskVerdict:
         w = self._weights
         parts: list[tuple[float, str, float, float, str]] = []  # contribution, signal, value, expected, text
-        for feat, idx in ((0, 0), (1, 3), (3, 2)):
+        extra = w[_INC] * x[_INC] + w[_RECENT] * x[_RECENT]  # shared by the rising counters
+        for feat, idx in ((_R5, 0), (_R197, 3), (_R188, 2)):
             if x[feat]:
-                parts.append((w[feat] * x[feat] + w[4] * _inc(st, idx, ev), *_rise_text(ev, st, idx)))
-        if x[2]:
+                parts.append((w[feat] * x[feat] + extra, *_rise_text(ev, st, idx)))
+        if x[_RUNC]:
             for idx in (1, 4):
                 text = _rise_text(ev, st, idx)
                 if text[1] > text[2]:
-                    parts.append((w[2] * x[2] + w[4] * _inc(st, idx, ev), *text))
-        if x[6]:
+                    parts.append((w[_RUNC] * x[_RUNC] + extra, *text))
+        if x[_STALL]:
             poh = ev.smart.get("9", _NAN)
             last = st.poh if st is not None else _NAN
-            k = int(x[6])
+            k = int(x[_STALL])
             parts.append(
                 (
-                    w[6] * x[6],
+                    w[_STALL] * x[_STALL],
                     "smart_9_raw",
                     poh,
                     last,
@@ -498,29 +574,29 @@ class DiskFailureDetector:
                     f" (now {poh:g} h): the drive is not running",
                 )
             )
-        if x[7] and st is not None:
+        if x[_LAT] and st is not None:
             lat = ev.io_latency_ms or 0.0
             parts.append(
                 (
-                    w[7] * x[7],
+                    w[_LAT] * x[_LAT],
                     "io_latency_ms",
                     lat,
                     st.lat_mean,
                     f"I/O latency {lat:.1f} ms against {st.lat_mean:.1f} ms usual ({lat / st.lat_mean:.1f}x)",
                 )
             )
-        if x[8]:
-            errs = 2.0**x[8] - 1.0
+        if x[_ERR]:
+            errs = 2.0 ** x[_ERR] - 1.0
             parts.append(
-                (w[8] * x[8], "io_errors", float(ev.io_errors or 0), 0.0, f"{errs:.0f} recent I/O errors (decayed count)")
+                (w[_ERR] * x[_ERR], "io_errors", float(ev.io_errors or 0), 0.0, f"{errs:.0f} recent I/O errors (decayed count)")
             )
-        if x[5] and w[5] * x[5] >= 1.0:
+        if x[_LEVEL] and w[_LEVEL] * x[_LEVEL] >= 1.0:
             lvl = [(TRACKED[i], _cur(ev, st, i)) for i in (0, 3, 1, 4)]
             lvl = [(k, v) for k, v in lvl if v == v and v > 0]
             if lvl:
                 k, v = max(lvl, key=lambda t: t[1])
                 parts.append(
-                    (w[5] * x[5], f"smart_{k}_raw", v, 0.0, f"SMART {k} ({_NAMES[k]}) at {v:g} (non-zero)")
+                    (w[_LEVEL] * x[_LEVEL], f"smart_{k}_raw", v, 0.0, f"SMART {k} ({_NAMES[k]}) at {v:g} (non-zero)")
                 )
         if not parts:
             return DiskVerdict(score, False, "smart_5_raw", _cur(ev, st, 0), _first(st, 0), [], warming)
@@ -531,18 +607,44 @@ class DiskFailureDetector:
     # ------------------------------------------------------------------ shared state
 
     def to_bytes(self) -> bytes:
-        """Serialise the shared model (weights and label counts), ``struct``, no pickle."""
-        return _MODEL.pack(_MODEL_VERSION, self._n_pos, self._n_neg, *self._weights)
+        """Serialise the shared model, ``struct``, no pickle.
+
+        The weights, the label counts and, per drive model, the readings and
+        counter rises of its healthy drives (about 20 bytes a model).
+        """
+        out = [_MODEL.pack(_MODEL_VERSION, self._n_pos, self._n_neg, *self._weights)]
+        out.append(_U16.pack(len(self._family)))
+        for name, (readings, rises) in self._family.items():
+            raw = name.encode("utf-8")[:255]
+            out.append(_FAMILY.pack(len(raw)) + raw + _COUNTS.pack(readings, rises))
+        return b"".join(out)
 
     @classmethod
     def from_bytes(cls, b: bytes, **params: float) -> DiskFailureDetector:
         """Rebuild a detector from :meth:`to_bytes`; ``params`` are the constructor arguments."""
-        if len(b) != _MODEL.size or b[0] != _MODEL_VERSION:
-            raise DiskStateError(f"not a version-{_MODEL_VERSION} disk model ({len(b)} bytes)")
-        det = cls(**params)  # type: ignore[arg-type]
-        v = _MODEL.unpack(b)
-        det._n_pos, det._n_neg = v[1], v[2]
-        det._weights = list(v[3:])
+        try:
+            if b[0] != _MODEL_VERSION:
+                raise ValueError("version")
+            det = cls(**params)  # type: ignore[arg-type]
+            v = _MODEL.unpack_from(b)
+            det._n_pos, det._n_neg = v[1], v[2]
+            det._weights = list(v[3:])
+            off = _MODEL.size
+            (n,) = _U16.unpack_from(b, off)
+            off += _U16.size
+            family: dict[str, list[float]] = {}
+            for _ in range(n):
+                (k,) = _FAMILY.unpack_from(b, off)
+                name = b[off + 1 : off + 1 + k].decode("utf-8", "replace")
+                off += 1 + k
+                family[name] = list(_COUNTS.unpack_from(b, off))
+                off += _COUNTS.size
+        except (IndexError, ValueError, struct.error) as exc:
+            raise DiskStateError(f"not a version-{_MODEL_VERSION} disk model ({len(b)} bytes): {exc}") from None
+        if off != len(b):
+            raise DiskStateError(f"disk model has {len(b) - off} trailing bytes")
+        family.setdefault("", [0.0, 0.0])
+        det._family = family
         return det
 
     @property

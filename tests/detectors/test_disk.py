@@ -1,0 +1,211 @@
+"""DiskFailureDetector on seeded synthetic drives (no dependence on shared data)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from detectors.disk import DiskFailureDetector, DiskVerdict, DriveState
+from detectors.events import DiskHealthEvent
+
+DAY = 86400.0
+T0 = 1_600_000_000.0
+
+
+def drive(
+    seed: int,
+    days: int = 40,
+    smart5=lambda d, r: 0.0,
+    smart197=lambda d, r: 0.0,
+    latency=None,
+    errors=None,
+    poh_stall_from: int | None = None,
+    disk: str = "d1",
+    model: str = "ACME 4TB",
+    fail: bool = False,
+) -> list[DiskHealthEvent]:
+    """A daily series of readings of one synthetic drive."""
+    r = random.Random(seed)
+    poh = r.uniform(1_000, 30_000)
+    out = []
+    for d in range(days):
+        if poh_stall_from is None or d < poh_stall_from:
+            poh += 24.0
+        smart = {
+            "1": r.uniform(0, 2e8),
+            "5": float(smart5(d, r)),
+            "9": poh,
+            "194": float(r.randint(20, 35)),
+            "197": float(smart197(d, r)),
+        }
+        out.append(
+            DiskHealthEvent(
+                ts=T0 + d * DAY + r.uniform(-600, 600),
+                host="node-1",
+                disk=disk,
+                smart=smart,
+                model=model,
+                io_latency_ms=None if latency is None else float(latency(d, r)),
+                io_errors=None if errors is None else int(errors(d, r)),
+                failure=True if fail and d == days - 1 else None,
+            )
+        )
+    return out
+
+
+def replay(det: DiskFailureDetector, events: list[DiskHealthEvent]) -> list[DiskVerdict]:
+    state = None
+    verdicts = []
+    for ev in events:
+        verdicts.append(det.score_one(ev, state))
+        state = det.learn_one(ev, state)
+    return verdicts
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_constant_nonzero_reallocated_count_is_not_flagged(seed):
+    events = drive(seed, days=60, smart5=lambda d, r: 1479.0, smart197=lambda d, r: 8.0)
+    verdicts = replay(DiskFailureDetector(), events)
+    assert not any(v.flagged for v in verdicts)
+    assert max(v.score for v in verdicts) < 0.1
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_healthy_drives_with_noisy_vendor_attributes_are_not_flagged(seed):
+    # SMART 1 and 194 swing wildly; they must not matter.
+    verdicts = replay(DiskFailureDetector(), drive(seed, days=90))
+    assert not any(v.flagged for v in verdicts)
+
+
+@pytest.mark.parametrize("attr", ["5", "197"])
+def test_rising_counter_is_flagged_with_evidence_naming_it(attr):
+    def rising(d, r):
+        return 0.0 if d < 20 else float(4 * (d - 19) + r.randint(0, 3))
+
+    kw = {"smart5": rising} if attr == "5" else {"smart197": rising}
+    verdicts = replay(DiskFailureDetector(), drive(3, days=40, **kw))
+    flagged = [i for i, v in enumerate(verdicts) if v.flagged]
+    assert flagged, "a climbing error counter must be flagged"
+    assert flagged[0] >= 20  # not before it starts to climb
+    assert flagged[0] <= 26  # and within days of it
+    v = verdicts[-1]
+    assert v.signal == f"smart_{attr}_raw"
+    assert v.evidence and v.evidence[0].startswith(f"SMART {attr} (")
+    assert "rose from 0 to" in v.evidence[0]
+    assert v.value > v.expected == 0.0
+
+
+def test_rising_latency_with_io_errors_is_flagged():
+    def latency(d, r):
+        return r.gauss(8.0, 0.8) if d < 25 else 8.0 * 1.35 ** (d - 24)
+
+    def errors(d, r):
+        return 0 if d < 27 else r.randint(2, 9)
+
+    verdicts = replay(DiskFailureDetector(), drive(5, days=35, latency=latency, errors=errors))
+    assert not any(v.flagged for v in verdicts[:25])
+    assert any(v.flagged for v in verdicts[25:])
+    v = verdicts[-1]
+    assert v.flagged and v.signal in ("io_latency_ms", "io_errors")
+    assert any("I/O latency" in e for e in v.evidence)
+    assert any("I/O errors" in e for e in v.evidence)
+
+
+def test_noisy_but_steady_latency_is_not_flagged():
+    verdicts = replay(
+        DiskFailureDetector(), drive(6, days=120, latency=lambda d, r: r.lognormvariate(2.0, 0.25), errors=lambda d, r: 0)
+    )
+    assert not any(v.flagged for v in verdicts)
+
+
+def test_power_on_hours_that_stop_advancing_are_flagged():
+    verdicts = replay(DiskFailureDetector(), drive(7, days=30, poh_stall_from=25))
+    assert not any(v.flagged for v in verdicts[:25])
+    assert verdicts[-1].flagged and verdicts[-1].signal == "smart_9_raw"
+    assert "power-on hours" in verdicts[-1].evidence[0]
+
+
+def test_first_readings_are_warming_up():
+    verdicts = replay(DiskFailureDetector(), drive(8, days=5))
+    assert verdicts[0].warming_up and not verdicts[-1].warming_up
+
+
+def _same(a: DiskVerdict, b: DiskVerdict) -> bool:
+    return repr(a) == repr(b)  # repr: NaN-safe equality
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_state_round_trip_gives_identical_verdicts(seed):
+    det = DiskFailureDetector()
+    r = random.Random(seed)
+    events = drive(
+        seed,
+        days=50,
+        smart5=lambda d, rr: 0.0 if d < 30 else 3.0 * (d - 29),
+        latency=lambda d, rr: rr.gauss(6.0, 1.0) if d < 40 else 30.0,
+        errors=lambda d, rr: int(d > 42),
+        poh_stall_from=r.choice([None, 45]),
+    )
+    state = None
+    for ev in events:
+        copy = None if state is None else DriveState.from_bytes(state.to_bytes())
+        assert _same(det.score_one(ev, state), det.score_one(ev, copy))
+        state = det.learn_one(ev, state)
+        copy = det.learn_one(ev, copy)
+        assert state.to_bytes() == copy.to_bytes()
+    assert len(state.to_bytes()) < 1024
+
+
+def test_shared_model_learns_from_labels_and_round_trips():
+    det = DiskFailureDetector(learning_rate=0.05, negative_after_days=10.0)
+    before = det.weights
+    for k in range(6):
+        replay(det, drive(100 + k, days=20, smart5=lambda d, r: d // 2, disk=f"f{k}", fail=True))
+        replay(det, drive(200 + k, days=25, disk=f"h{k}"))
+    after = det.weights
+    assert after != before
+    assert after["rise_5"] > before["rise_5"]  # failed drives all showed rising SMART 5
+    clone = DiskFailureDetector.from_bytes(det.to_bytes(), learning_rate=0.05, negative_after_days=10.0)
+    assert clone.weights == after
+    events = drive(9, days=30, smart5=lambda d, r: max(0, d - 20))
+    assert [repr(v) for v in replay(det, events)] == [repr(v) for v in replay(clone, events)]
+
+
+def test_no_learning_by_default():
+    det = DiskFailureDetector()
+    before = det.to_bytes()
+    replay(det, drive(1, days=20, smart5=lambda d, r: d, fail=True))
+    assert det.weights == DiskFailureDetector().weights
+    assert len(before) < 64 * 1024
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_scores_stay_in_unit_interval(seed):
+    r = random.Random(seed)
+    det = DiskFailureDetector(learning_rate=0.1)
+    states: dict[str, DriveState] = {}
+    for i in range(3000):
+        disk = f"d{r.randrange(30)}"
+        smart = {k: r.choice([0.0, 1.0, r.uniform(0, 1e9), 65535.0]) for k in ("5", "9", "187", "188", "197", "198")}
+        ev = DiskHealthEvent(
+            ts=T0 + i * 3600.0,
+            host="h",
+            disk=disk,
+            smart=smart,
+            model=r.choice([None, "A", "B"]),
+            io_latency_ms=r.choice([None, 0.0, r.expovariate(0.01)]),
+            io_errors=r.choice([None, 0, r.randrange(10**6)]),
+            failure=r.random() < 0.01 or None,
+        )
+        v = det.score_one(ev, states.get(disk))
+        assert 0.0 <= v.score <= 1.0
+        assert v.flagged == (v.score >= det.threshold) or abs(v.score - det.threshold) < 1e-9
+        states[disk] = det.learn_one(ev, states.get(disk))
+
+
+def test_constructor_arguments_are_stored_and_validated():
+    det = DiskFailureDetector(threshold=0.8, bias=-5.0, learning_rate=0.01)
+    assert (det.threshold, det.bias, det.learning_rate) == (0.8, -5.0, 0.01)
+    with pytest.raises(ValueError):
+        DiskFailureDetector(threshold=1.5)
