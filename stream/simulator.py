@@ -1083,7 +1083,7 @@ def send_to_kafka(
                               "malformed_by_kind": {k: 0 for k in MALFORMED_KINDS}}
     dumps = orjson.dumps
     wall0 = time.monotonic()
-    t0: float | None = None
+    t0: float | None = None if start_at is None else _to_epoch(start_at)
     next_check = 0
     m_i = 0
     try:

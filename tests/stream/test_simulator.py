@@ -241,3 +241,32 @@ def test_generation_is_fast_enough():
     rate = n / (time.perf_counter() - t)
     assert n > 50_000
     assert rate > 30_000  # ~190k/s on the dev machines; generous for shared CI
+
+
+@pytest.mark.integration
+def test_send_to_kafka_counts_and_decodes():
+    import os
+
+    broker = os.environ.get("TOCSIN_TEST_BROKER")
+    if not broker:
+        pytest.skip("TOCSIN_TEST_BROKER not set")
+    from kafka import KafkaConsumer
+
+    sc = Scenario(seed=5, history_days=0, scale=0.5)
+    suffix = f"{os.getpid()}-{int(datetime.now(UTC).timestamp())}"
+    rt, dt = f"sim-req-{suffix}", f"sim-disk-{suffix}"
+    counts = sim.send_to_kafka(sc, broker, rt, dt, start_at="2021-04-06T06:00:00Z",
+                               end_at="2021-04-06T06:20:00Z", malformed_ratio=0.02)
+    assert counts["malformed"] == sum(counts["malformed_by_kind"].values()) > 0
+    consumer = KafkaConsumer(rt, dt, bootstrap_servers=broker, auto_offset_reset="earliest",
+                             consumer_timeout_ms=5000)
+    ok = bad = 0
+    for m in consumer:
+        try:
+            (decode_request if m.topic == rt else decode_disk)(m.value)
+            ok += 1
+        except InvalidEvent:
+            bad += 1
+    consumer.close()
+    assert ok == counts["requests"] + counts["disk-health"]
+    assert bad == counts["malformed"]
