@@ -55,7 +55,11 @@ def load(path: Path, order: str) -> tuple[list[DiskHealthEvent], set[str]]:
         rows = sorted(by_drive[serial], key=lambda t: t[0])
         for j, (date, row) in enumerate(rows):
             ts = datetime.fromisoformat(date).replace(tzinfo=UTC).timestamp()
-            smart = {k[6:-4]: float(v) for k, v in row.items() if k.startswith("smart_") and k.endswith("_raw") and v != ""}
+            smart = {
+                k[6:-4]: float(v)
+                for k, v in row.items()
+                if k.startswith("smart_") and k.endswith("_raw") and v != ""
+            }
             last = j == len(rows) - 1
             ev = DiskHealthEvent(
                 ts=ts,
@@ -63,7 +67,9 @@ def load(path: Path, order: str) -> tuple[list[DiskHealthEvent], set[str]]:
                 disk=serial,
                 smart=smart,
                 model=row.get("model") or None,
-                capacity_bytes=int(row["capacity_bytes"]) if row.get("capacity_bytes", "").lstrip("-").isdigit() else None,
+                capacity_bytes=int(row["capacity_bytes"])
+                if row.get("capacity_bytes", "").lstrip("-").isdigit()
+                else None,
                 failure=True if (last and serial in failed) else None,
             )
             key = ts if order == "date" else float(rank)
@@ -72,11 +78,12 @@ def load(path: Path, order: str) -> tuple[list[DiskHealthEvent], set[str]]:
     return [e for _, _, e in events], failed
 
 
-def replay(events: list[DiskHealthEvent], det: DiskFailureDetector) -> tuple[list[float], dict[str, DriveState], float]:
+def replay(
+    events: list[DiskHealthEvent], det: DiskFailureDetector
+) -> tuple[list[float], dict[str, DriveState]]:
     states: dict[str, DriveState] = {}
     scores = [0.0] * len(events)
     score_one, learn_one = det.score_one, det.learn_one
-    t0 = time.perf_counter()
     for k, ev in enumerate(events):
         st = states.get(ev.disk)
         scores[k] = score_one(ev, st).score
@@ -84,8 +91,20 @@ def replay(events: list[DiskHealthEvent], det: DiskFailureDetector) -> tuple[lis
             states[ev.disk] = learn_one(ev, None)
         else:
             learn_one(ev, st)
-    elapsed = time.perf_counter() - t0
-    return scores, states, elapsed / len(events) * 1e6
+    return scores, states
+
+
+def cost_us(events: list[DiskHealthEvent], make, repeats: int = 5) -> float:
+    """CPU time of score_one + learn_one per event: the best of a few fresh replays.
+
+    process_time and the minimum keep other jobs on a shared machine out of the figure.
+    """
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.process_time()
+        replay(events, make())
+        best = min(best, time.process_time() - t0)
+    return best / len(events) * 1e6
 
 
 def report(name: str, events, failed, scores, thresholds) -> None:
@@ -103,7 +122,9 @@ def report(name: str, events, failed, scores, thresholds) -> None:
                 continue  # a flag on the failure row itself is too late
             if s >= t and ev.disk not in first_flag:
                 first_flag[ev.disk] = ev.ts
-        caught = [d for d in failed if d in first_flag and first_flag[d] < fail_ts.get(d, float("inf"))]
+        caught = [
+            d for d in failed if d in first_flag and first_flag[d] < fail_ts.get(d, float("inf"))
+        ]
         warn = sorted((fail_ts[d] - first_flag[d]) / 86400.0 for d in caught)
         hflag = sum(1 for d in healthy if d in first_flag)
         q = statistics.quantiles(warn, n=4) if len(warn) >= 2 else [float("nan")] * 3
@@ -117,9 +138,20 @@ def report(name: str, events, failed, scores, thresholds) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parent.parent.parent / "shared/datasets/smart")
-    ap.add_argument("--thresholds", default="", help="comma-separated thresholds (default: the detector's)")
-    ap.add_argument("--learning-rate", type=float, default=None, help="override the shared model's learning rate")
+    ap.add_argument(
+        "--data",
+        type=Path,
+        default=Path(__file__).resolve().parent.parent.parent / "shared/datasets/smart",
+    )
+    ap.add_argument(
+        "--thresholds", default="", help="comma-separated thresholds (default: the detector's)"
+    )
+    ap.add_argument(
+        "--learning-rate",
+        type=float,
+        default=None,
+        help="override the shared model's learning rate",
+    )
     args = ap.parse_args(argv)
     present = [f for f in FILES if (args.data / f).is_file()]
     if not present:
@@ -130,12 +162,15 @@ def main(argv: list[str] | None = None) -> int:
         det = DiskFailureDetector(**kw)
         thresholds = [float(t) for t in args.thresholds.split(",") if t] or [det.threshold]
         events, failed = load(args.data / fname, FILES[fname])
-        scores, states, us = replay(events, det)
+        scores, states = replay(events, det)
+        us = cost_us(events, lambda kw=kw: DiskFailureDetector(**kw))
         sizes = [len(s.to_bytes()) for s in states.values()]
-        print(f"{fname}: {len(events)} events, {len(states)} drives ({len(failed)} failed), replay by {FILES[fname]}")
+        print(
+            f"{fname}: {len(events)} events, {len(states)} drives ({len(failed)} failed), replay by {FILES[fname]}"
+        )
         report(fname, events, failed, scores, thresholds)
         print(
-            f"  cost {us:.2f} us/event (score_one + learn_one), state {max(sizes)} bytes/drive, "
+            f"  cost {us:.2f} us/event (score_one + learn_one, CPU time, best of 5), state {max(sizes)} bytes/drive, "
             f"shared model {len(det.to_bytes())} bytes; {det!r}"
         )
     return 0

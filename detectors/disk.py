@@ -1,6 +1,6 @@
 """DiskFailureDetector: online, per-drive failure signals from disk-health events.
 
-Each drive keeps a small sketch (:class:`DriveState`, about 230 bytes once
+Each drive keeps a small sketch (:class:`DriveState`, 279 bytes once
 serialised) of what matters for an early warning:
 
 - the SMART error counters that Backblaze found most telling, 5 (reallocated
@@ -19,14 +19,21 @@ SMART 1 and other vendor-specific raw values are not used: their scale
 differs between vendors and models. Counts are taken on a log scale, so a
 family that counts in units of 8 sectors is not 8 times more alarming.
 
-The features are combined by one *shared* logistic model whose prior weights
-encode the rules above and which learns from the failure labels as they
-arrive (``failure=true`` on a drive's last reading: a positive example; a
-drive seen for ``negative_after_days`` days without failing: a negative
-one). Learning pulls the weights back toward the prior (L2), so a handful of
-labels refines the weights without overturning them. The intercept is not
-learned: the operating point stays where ``threshold`` puts it whatever the
-labelled sample's balance of failed and healthy drives.
+Two pieces of state are shared by all drives (:meth:`DiskFailureDetector.to_bytes`):
+
+- per drive model, how often the counters of its *healthy* drives rise (a
+  failed drive's readings are taken back out when its label arrives). A rise
+  in a model whose healthy drives seldom rise weighs more: many Seagate 1.5 TB
+  drives of 2013 creep up a few reallocated sectors a month and keep working,
+  a Hitachi that starts reallocating is more often dying;
+- one logistic model over the features, whose prior weights encode the rules
+  above. With ``learning_rate > 0`` it learns from the labels as they arrive
+  (``failure=true`` on a drive's last reading: a positive example; a drive
+  seen for ``negative_after_days`` days without failing: a negative one),
+  pulled back toward the prior (L2). The intercept is never learned, so the
+  operating point stays where ``threshold`` puts it. Off by default: on the
+  Backblaze 2013 replay, learning from labels bought recall only at the
+  price of false alarms, no better than lowering the threshold.
 
 Examples
 --------
@@ -111,7 +118,7 @@ _DRIVE_VERSION = 1
 class DriveState:
     """Per-drive sketch: SMART counters, power-on hours, I/O latency.
 
-    Serialises with :meth:`to_bytes` to a fixed 243 bytes (``struct``, no
+    Serialises with :meth:`to_bytes` to a fixed 279 bytes (``struct``, no
     pickle). Unseen values are NaN.
     """
 
@@ -173,7 +180,9 @@ class DriveState:
             self.recent,
         )
         inc = [min(i, 0xFFFF) for i in self.inc]
-        return head + _DRIVE_ATTR.pack(*self.first, *self.last, *self.peak, *self.confirmed, *self.rise_ts, *inc)
+        return head + _DRIVE_ATTR.pack(
+            *self.first, *self.last, *self.peak, *self.confirmed, *self.rise_ts, *inc
+        )
 
     @classmethod
     def from_bytes(cls, b: bytes) -> DriveState:
@@ -181,9 +190,20 @@ class DriveState:
         if len(b) != _DRIVE_HEAD.size + _DRIVE_ATTR.size or b[0] != _DRIVE_VERSION:
             raise DiskStateError(f"not a version-{_DRIVE_VERSION} drive state ({len(b)} bytes)")
         s = cls()
-        (_, s.n, s.stalls, s.rising, s.lat_n, s.first_ts, s.last_ts, s.poh, s.lat_mean, s.lat_var, s.err_recent, s.recent) = (
-            _DRIVE_HEAD.unpack_from(b)
-        )
+        (
+            _,
+            s.n,
+            s.stalls,
+            s.rising,
+            s.lat_n,
+            s.first_ts,
+            s.last_ts,
+            s.poh,
+            s.lat_mean,
+            s.lat_var,
+            s.err_recent,
+            s.recent,
+        ) = _DRIVE_HEAD.unpack_from(b)
         v = _DRIVE_ATTR.unpack_from(b, _DRIVE_HEAD.size)
         s.first, s.last, s.peak = list(v[0:_K]), list(v[_K : 2 * _K]), list(v[2 * _K : 3 * _K])
         s.confirmed, s.rise_ts = list(v[3 * _K : 4 * _K]), list(v[4 * _K : 5 * _K])
@@ -200,7 +220,7 @@ class DriveState:
         return f"DriveState(n={self.n}, last={self.last}, stalls={self.stalls}, lat_n={self.lat_n})"
 
 
-@dataclass
+@dataclass(slots=True)
 class DiskVerdict:
     """The detector's opinion on one reading of one drive.
 
@@ -243,7 +263,8 @@ class DiskFailureDetector:
         Intercept of the shared logistic model (not learned): with the prior
         weights, about 6.5 "points" of evidence reach a score of 0.5.
     learning_rate
-        SGD step of the shared model on each label; 0 keeps the prior rules.
+        SGD step of the shared model on each label; 0 (the default) keeps
+        the prior weights.
     l2
         Pull of the learned weights back toward the prior, per step.
     negative_after_days
@@ -306,7 +327,8 @@ class DiskFailureDetector:
         # from drives not (yet) known to have failed; "" sums all models
         self._family: dict[str, list[float]] = {"": [0.0, 0.0]}
         self._z_cut = math.log(threshold / (1.0 - threshold))
-        self._z_explain = self._z_cut - 3.0  # evidence is written for scores within ~20x of the threshold
+        # evidence is written only for scores within about 20x of the threshold
+        self._z_explain = self._z_cut - 3.0
 
     # ------------------------------------------------------------------ features
 
@@ -375,7 +397,11 @@ class DiskFailureDetector:
             x[_RECENT] = _log2p(recent + jump)
         stalls = st.stalls
         poh = get("9")
-        if poh is not None and dt >= 43200.0 and 0.0 <= poh - st.poh < self.stall_ratio * dt / 3600.0:
+        if (
+            poh is not None
+            and dt >= 43200.0
+            and 0.0 <= poh - st.poh < self.stall_ratio * dt / 3600.0
+        ):
             stalls += 1
         if stalls:
             x[_STALL] = float(min(stalls, self.max_stalls))
@@ -431,7 +457,9 @@ class DiskFailureDetector:
         score = 1.0 / (1.0 + math.exp(-z)) if z > -700.0 else 0.0
         warming = (0 if state is None else state.n) + 1 < self.warmup
         if z < self._z_explain:  # far below the threshold: the cheap, common path
-            return DiskVerdict(score, False, "smart_5_raw", _cur(event, state, 0), _first(state, 0), [], warming)
+            return DiskVerdict(
+                score, False, "smart_5_raw", _cur(event, state, 0), _first(state, 0), [], warming
+            )
         return self._explain(event, state, x, z, score, warming)
 
     def learn_one(self, event: DiskHealthEvent, state: DriveState | None) -> DriveState:
@@ -460,28 +488,29 @@ class DiskFailureDetector:
                     self._learn_label(self._features(event, st), 0.0)
                     self._n_neg += 1
         ts = event.ts
-        smart = event.smart
+        get = event.smart.get
+        poh = get("9")
         if st.n == 0:
             st.first_ts = ts
-        else:
-            poh = smart.get("9")
-            if poh is not None and st.poh == st.poh:
-                wall_h = (ts - st.last_ts) / 3600.0
-                if wall_h >= 12.0 and 0.0 <= poh - st.poh < self.stall_ratio * wall_h:
-                    st.stalls += 1
-        poh = smart.get("9")
+        elif poh is not None:
+            dt = ts - st.last_ts
+            if dt >= 43200.0 and 0.0 <= poh - st.poh < self.stall_ratio * dt / 3600.0:
+                st.stalls += 1
         if poh is not None:
             st.poh = poh
         if st.recent:
             st.recent *= math.exp(-(ts - st.last_ts) / (self.recent_days * _DAY))
         rose = 0
+        lasts = st.last
         for i in range(_K):
-            v = smart.get(TRACKED[i])
+            v = get(TRACKED[i])
             if v is None:
                 continue
-            last = st.last[i]
+            last = lasts[i]
+            if v == last and (i != 3 or st.confirmed[3] >= v):  # unchanged: the common case
+                continue
             if last != last:
-                st.first[i] = st.last[i] = st.peak[i] = st.confirmed[i] = v
+                st.first[i] = lasts[i] = st.peak[i] = st.confirmed[i] = v
                 continue
             if v > last:
                 st.inc[i] += 1
@@ -491,13 +520,13 @@ class DiskFailureDetector:
                     rose = 1
                 if st.rise_ts[i] != st.rise_ts[i]:
                     st.rise_ts[i] = st.last_ts
-            if v > st.peak[i]:
-                st.peak[i] = v
-            c = v if v < last else last
-            conf = st.confirmed[i]
-            if conf != conf or c > conf:
-                st.confirmed[i] = c
-            st.last[i] = v
+                if v > st.peak[i]:
+                    st.peak[i] = v
+            if i == 3:
+                c = v if v < last else last
+                if c > st.confirmed[3]:
+                    st.confirmed[3] = c
+            lasts[i] = v
         lat = event.io_latency_ms
         if lat is not None:
             if st.lat_n == 0:
@@ -513,20 +542,25 @@ class DiskFailureDetector:
         if event.io_errors is not None or st.err_recent:
             st.err_recent = st.err_recent * 0.5 + (event.io_errors or 0)
         if st.n and self.family_prior > 0.0:
-            fam = self._family.get(event.model or "")
-            if fam is None and len(self._family) < _MAX_FAMILIES:
-                fam = self._family[event.model or ""] = [0.0, 0.0]
-            tot = self._family[""]
-            for f in (tot,) if fam is None or fam is tot else (tot, fam):
-                f[0] += 1.0
-                f[1] += rose
-                if event.failure:  # a failed drive's history is not what healthy drives do
-                    f[0] = max(0.0, f[0] - st.n)
-                    f[1] = max(0.0, f[1] - st.rising - rose)
+            self._count_family(event, st, rose)
         st.rising += rose
         st.n += 1
         st.last_ts = ts
         return st
+
+    def _count_family(self, event: DiskHealthEvent, st: DriveState, rose: int) -> None:
+        """Count this reading in its drive model's rate of counter rises (and in the total)."""
+        name = event.model or ""
+        fam = self._family.get(name)
+        if fam is None and len(self._family) < _MAX_FAMILIES:
+            fam = self._family[name] = [0.0, 0.0]
+        tot = self._family[""]
+        for f in (tot,) if fam is None or fam is tot else (tot, fam):
+            f[0] += 1.0
+            f[1] += rose
+            if event.failure:  # a failed drive's history is not what healthy drives do
+                f[0] = max(0.0, f[0] - st.n)
+                f[1] = max(0.0, f[1] - st.rising - rose)
 
     def _learn_label(self, x: list[float], y: float) -> None:
         z = self._z(x)
@@ -550,7 +584,8 @@ class DiskFailureDetector:
         warming: bool,
     ) -> DiskVerdict:
         w = self._weights
-        parts: list[tuple[float, str, float, float, str]] = []  # contribution, signal, value, expected, text
+        # (contribution to the logit, signal, value, expected, sentence)
+        parts: list[tuple[float, str, float, float, str]] = []
         extra = w[_INC] * x[_INC] + w[_RECENT] * x[_RECENT]  # shared by the rising counters
         for feat, idx in ((_R5, 0), (_R197, 3), (_R188, 2)):
             if x[feat]:
@@ -588,7 +623,13 @@ class DiskFailureDetector:
         if x[_ERR]:
             errs = 2.0 ** x[_ERR] - 1.0
             parts.append(
-                (w[_ERR] * x[_ERR], "io_errors", float(ev.io_errors or 0), 0.0, f"{errs:.0f} recent I/O errors (decayed count)")
+                (
+                    w[_ERR] * x[_ERR],
+                    "io_errors",
+                    float(ev.io_errors or 0),
+                    0.0,
+                    f"{errs:.0f} recent I/O errors (decayed count)",
+                )
             )
         if x[_LEVEL] and w[_LEVEL] * x[_LEVEL] >= 1.0:
             lvl = [(TRACKED[i], _cur(ev, st, i)) for i in (0, 3, 1, 4)]
@@ -596,13 +637,23 @@ class DiskFailureDetector:
             if lvl:
                 k, v = max(lvl, key=lambda t: t[1])
                 parts.append(
-                    (w[_LEVEL] * x[_LEVEL], f"smart_{k}_raw", v, 0.0, f"SMART {k} ({_NAMES[k]}) at {v:g} (non-zero)")
+                    (
+                        w[_LEVEL] * x[_LEVEL],
+                        f"smart_{k}_raw",
+                        v,
+                        0.0,
+                        f"SMART {k} ({_NAMES[k]}) at {v:g} (non-zero)",
+                    )
                 )
         if not parts:
-            return DiskVerdict(score, False, "smart_5_raw", _cur(ev, st, 0), _first(st, 0), [], warming)
+            return DiskVerdict(
+                score, False, "smart_5_raw", _cur(ev, st, 0), _first(st, 0), [], warming
+            )
         parts.sort(key=lambda p: -p[0])
         top = parts[0]
-        return DiskVerdict(score, z >= self._z_cut, top[1], top[2], top[3], [p[4] for p in parts], warming)
+        return DiskVerdict(
+            score, z >= self._z_cut, top[1], top[2], top[3], [p[4] for p in parts], warming
+        )
 
     # ------------------------------------------------------------------ shared state
 
@@ -640,7 +691,9 @@ class DiskFailureDetector:
                 family[name] = list(_COUNTS.unpack_from(b, off))
                 off += _COUNTS.size
         except (IndexError, ValueError, struct.error) as exc:
-            raise DiskStateError(f"not a version-{_MODEL_VERSION} disk model ({len(b)} bytes): {exc}") from None
+            raise DiskStateError(
+                f"not a version-{_MODEL_VERSION} disk model ({len(b)} bytes): {exc}"
+            ) from None
         if off != len(b):
             raise DiskStateError(f"disk model has {len(b) - off} trailing bytes")
         family.setdefault("", [0.0, 0.0])
@@ -690,7 +743,9 @@ def _rise_text(ev: DiskHealthEvent, st: DriveState | None, i: int) -> tuple[str,
     if start != start:
         start = st.last_ts if st is not None and st.n else ev.ts
     days = max(0.0, (ev.ts - start) / _DAY)
-    span = f"{days:.0f} day{'s' if round(days) != 1 else ''}" if days >= 1.0 else f"{days * 24:.0f} h"
+    span = (
+        f"{days:.0f} day{'s' if round(days) != 1 else ''}" if days >= 1.0 else f"{days * 24:.0f} h"
+    )
     text = f"SMART {key} ({_NAMES[key]}) rose from {first:g} to {cur:g} in {span}"
     if i == 3 and st is not None and st.peak[i] == st.peak[i] and st.peak[i] > cur:
         text += f" (peak {st.peak[i]:g})"

@@ -114,7 +114,8 @@ def test_rising_latency_with_io_errors_is_flagged():
 
 def test_noisy_but_steady_latency_is_not_flagged():
     verdicts = replay(
-        DiskFailureDetector(), drive(6, days=120, latency=lambda d, r: r.lognormvariate(2.0, 0.25), errors=lambda d, r: 0)
+        DiskFailureDetector(),
+        drive(6, days=120, latency=lambda d, r: r.lognormvariate(2.0, 0.25), errors=lambda d, r: 0),
     )
     assert not any(v.flagged for v in verdicts)
 
@@ -166,7 +167,9 @@ def test_shared_model_learns_from_labels_and_round_trips():
     after = det.weights
     assert after != before
     assert after["rise_5"] > before["rise_5"]  # failed drives all showed rising SMART 5
-    clone = DiskFailureDetector.from_bytes(det.to_bytes(), learning_rate=0.05, negative_after_days=10.0)
+    clone = DiskFailureDetector.from_bytes(
+        det.to_bytes(), learning_rate=0.05, negative_after_days=10.0
+    )
     assert clone.weights == after
     events = drive(9, days=30, smart5=lambda d, r: max(0, d - 20))
     assert [repr(v) for v in replay(det, events)] == [repr(v) for v in replay(clone, events)]
@@ -187,7 +190,10 @@ def test_scores_stay_in_unit_interval(seed):
     states: dict[str, DriveState] = {}
     for i in range(3000):
         disk = f"d{r.randrange(30)}"
-        smart = {k: r.choice([0.0, 1.0, r.uniform(0, 1e9), 65535.0]) for k in ("5", "9", "187", "188", "197", "198")}
+        smart = {
+            k: r.choice([0.0, 1.0, r.uniform(0, 1e9), 65535.0])
+            for k in ("5", "9", "187", "188", "197", "198")
+        }
         ev = DiskHealthEvent(
             ts=T0 + i * 3600.0,
             host="h",
