@@ -1160,6 +1160,8 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("--speedup must be > 0")
         if not 0.0 <= args.malformed_ratio <= 1.0:
             raise ValueError("--malformed-ratio must be in [0, 1]")
+        if args.out and (args.speedup is not None or args.malformed_ratio):
+            raise ValueError("--speedup and --malformed-ratio apply to --bootstrap-servers only")
     except ValueError as exc:
         print(f"tocsin simulate: error: {exc}", file=sys.stderr)
         return 2
