@@ -1,14 +1,12 @@
 """Errors raised by the alerts package."""
 
-from detectors.errors import TocsinError
+from detectors.errors import ConfigError, TocsinError
+
+__all__ = ["AlertsError", "ConfigError", "NotifyError"]
 
 
 class AlertsError(TocsinError):
     """Base of the alerts package's errors."""
-
-
-class ConfigError(AlertsError):
-    """A configuration file that cannot be used; the message names file, line and field."""
 
 
 class NotifyError(AlertsError):

@@ -9,7 +9,7 @@ from typing import Any
 from detectors.model import Evidence
 from detectors.timeutil import format_ts
 
-__all__ = ["Alert", "Evidence", "fingerprint", "CAUSES"]
+__all__ = ["Alert", "Evidence", "fingerprint", "alert_from_record", "CAUSES"]
 
 SCHEMA = "tocsin.alert.v1"
 CAUSES = ("capacity_saturation", "suspected_attack", "disk_failure", "unknown")
@@ -67,3 +67,22 @@ class Alert:
             "evidence": [e.to_record() for e in self.evidence],
             "anomalies": list(self.anomalies),
         }
+
+
+def alert_from_record(rec: dict[str, Any]) -> Alert:
+    """Rebuild an Alert from its CONTRACT record (as read back from the ``alerts`` topic)."""
+    from detectors.timeutil import parse_ts
+
+    return Alert(
+        labels=dict(rec["labels"]),
+        status=rec["status"],
+        severity=rec["severity"],
+        title=rec["title"],
+        cause=rec["cause"],
+        confidence=float(rec["confidence"]),
+        starts_at=parse_ts(rec["starts_at"]),
+        ends_at=None if rec.get("ends_at") is None else parse_ts(rec["ends_at"]),
+        evidence=tuple(Evidence(e["signal"], e["value"], e["expected"], e["text"]) for e in rec.get("evidence", [])),
+        anomalies=tuple(rec.get("anomalies", [])),
+        fingerprint=rec["fingerprint"],
+    )

@@ -10,8 +10,10 @@ from __future__ import annotations
 import math
 import struct
 from array import array
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
+
+from .calendar import is_holiday
 
 __all__ = ["EWBaseline", "SeasonalBaseline", "day_type"]
 
@@ -42,6 +44,10 @@ class EWBaseline:
         self.n += 1
         a = max(self.alpha, 1.0 / self.n) * weight
         d = x - self.mean
+        if self.n > 30:
+            # Huber-like: one wild value moves the baseline by a bounded step.
+            lim = 4.0 * math.sqrt(self.var + 1e-9)
+            d = max(-lim, min(lim, d))
         self.mean += a * d
         self.var = (1.0 - a) * (self.var + a * d * d)
 
@@ -79,18 +85,28 @@ class SeasonalBaseline:
     """Mean and variance per (day type, hour of day), interpolated within the hour.
 
     4 day types x 24 hours, each slot a float32 mean, float32 variance and a
-    uint16 count: 960 bytes. A value at 08:40 is compared with a blend of the
+    uint16 learned weight: 960 bytes. A value at 08:40 is compared with a blend of the
     08:00 and 09:00 slots and teaches both in proportion, so the profile is
     smooth. ``slot_n(ts)`` says how much the model has seen at that time of
     the week (the warm-up).
     """
 
-    __slots__ = ("alpha", "tz", "_m", "_v", "_n")
+    __slots__ = ("alpha", "tz", "calendar", "holidays", "clip", "_m", "_v", "_n")
     SLOTS = 96
 
-    def __init__(self, alpha: float = 0.1, tz: str = "UTC") -> None:
+    def __init__(
+        self,
+        alpha: float = 0.005,
+        tz: str = "UTC",
+        calendar: str = "none",
+        holidays: frozenset[date] = frozenset(),
+        clip: float = 3.0,
+    ) -> None:
         self.alpha = alpha
         self.tz = tz
+        self.calendar = calendar
+        self.holidays = holidays
+        self.clip = clip
         self._m = array("f", bytes(4 * self.SLOTS))
         self._v = array("f", bytes(4 * self.SLOTS))
         self._n = array("H", bytes(2 * self.SLOTS))
@@ -100,14 +116,14 @@ class SeasonalBaseline:
         pos = d.hour + d.minute / 60.0 - 0.5  # slot centres at :30
         h0 = math.floor(pos)
         frac = pos - h0
-        dt = day_type(d.weekday())
+        dt = 3 if is_holiday(d.date(), self.calendar, self.holidays) else day_type(d.weekday())
         # Wrap around midnight within the same day type (good enough at night).
         return dt * 24 + (h0 % 24), dt * 24 + ((h0 + 1) % 24), frac
 
     def expect(self, ts: float) -> tuple[float, float, int]:
         """(mean, variance, count) expected at ``ts``; count is the smaller of the two slots."""
         a, b, f = self._slots(ts)
-        na, nb = self._n[a], self._n[b]
+        na, nb = self._n[a] >> 4, self._n[b] >> 4
         if na and nb:
             m = (1 - f) * self._m[a] + f * self._m[b]
             v = (1 - f) * self._v[a] + f * self._v[b]
@@ -122,13 +138,21 @@ class SeasonalBaseline:
     def learn(self, ts: float, x: float, weight: float = 1.0) -> None:
         a, b, f = self._slots(ts)
         for s, w in ((a, 1 - f), (b, f)):
+            w *= weight
             if w <= 0:
                 continue
-            n = self._n[s]
-            if n < 65535:
-                self._n[s] = n + 1
-            r = max(self.alpha, 1.0 / (n + 1)) * w * weight
+            # _n holds the weight learned so far, in 1/16ths (fixed point), so
+            # that the first values are averaged exactly whatever their weight.
+            n16 = self._n[s]
+            add = max(1, round(16 * w))
+            self._n[s] = min(65535, n16 + add)
+            r = max(self.alpha * w, add / (n16 + add))
             d = x - self._m[s]
+            if n16 > 30 * 16 and self.clip:
+                # One odd day (an unlisted holiday, an incident) must not
+                # blow the slot's variance up: Huber-like clipping.
+                lim = self.clip * math.sqrt(self._v[s] + 1e-6)
+                d = max(-lim, min(lim, d))
             self._m[s] += r * d
             self._v[s] = (1.0 - r) * (self._v[s] + r * d * d)
 
@@ -136,8 +160,8 @@ class SeasonalBaseline:
         return self._m.tobytes() + self._v.tobytes() + self._n.tobytes()
 
     @classmethod
-    def from_bytes(cls, data: bytes, alpha: float = 0.1, tz: str = "UTC") -> SeasonalBaseline:
-        b = cls(alpha, tz)
+    def from_bytes(cls, data: bytes, **params) -> SeasonalBaseline:
+        b = cls(**params)
         k = 4 * cls.SLOTS
         b._m = array("f", data[:k])
         b._v = array("f", data[k : 2 * k])

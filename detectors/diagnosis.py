@@ -57,6 +57,7 @@ class Finding:
     anomalies: list[str]
     ts: float
     hold: float | None = None  # how long the finding stays true without news (None: router default)
+    pending: float | None = None  # how long it must persist before it fires (None: router default)
 
 
 @dataclass(slots=True)
@@ -153,6 +154,10 @@ class Diagnoser:
         Learning rate of the composition baselines.
     composition_warmup
         Windows of composition learned before population evidence is used.
+    harm_traffic_z, harm_traffic_ratio
+        When latency or errors are flagged, a rate this far above the usual
+        (z and ratio) counts as "more traffic" even below the traffic
+        detector's own threshold.
     """
 
     def __init__(
@@ -162,12 +167,20 @@ class Diagnoser:
         disk_window: float = 3 * 86400.0,
         composition_alpha: float = 0.02,
         composition_warmup: int = 30,
+        harm_traffic_z: float = 3.0,
+        harm_traffic_ratio: float = 1.8,
+        unknown_pending_for: float = 180.0,
+        disk_pending_for: float = 120.0,
     ) -> None:
         self.attack_threshold = attack_threshold
         self.spread_share = spread_share
         self.disk_window = disk_window
         self.composition_alpha = composition_alpha
         self.composition_warmup = composition_warmup
+        self.harm_traffic_z = harm_traffic_z
+        self.harm_traffic_ratio = harm_traffic_ratio
+        self.unknown_pending_for = unknown_pending_for
+        self.disk_pending_for = disk_pending_for
 
     # -- population ---------------------------------------------------------
     def population_shift(self, f: WindowFeatures, base: CompositionState | None) -> tuple[float, list[Evidence]]:
@@ -236,10 +249,16 @@ class Diagnoser:
     ) -> list[Finding]:
         """Findings for one service window; empty when nothing is flagged."""
         svc = f.service
-        t_high = traffic is not None and traffic.flagged and traffic.value > traffic.expected
-        t_low = traffic is not None and traffic.flagged and traffic.value < traffic.expected
         svc_harm = [v for v in service_latency if v.flagged]
         slow_hosts = sorted(h for h, vs in host_latency.items() if any(v.flagged for v in vs))
+        t_high = traffic is not None and traffic.value > traffic.expected and (
+            traffic.flagged
+            # When the service is hurting, a clear rise short of the traffic
+            # detector's own threshold still explains it.
+            or (bool(svc_harm or slow_hosts) and not traffic.warming_up and traffic.z >= self.harm_traffic_z
+                and traffic.value >= self.harm_traffic_ratio * traffic.expected)
+        )
+        t_low = traffic is not None and traffic.flagged and traffic.value < traffic.expected
         n_hosts = max(1, len(f.hosts))
         if not (t_high or t_low or svc_harm or slow_hosts):
             return []
@@ -271,6 +290,7 @@ class Diagnoser:
                     {"service": svc, "host": h, "disk": sig.disk}, "disk_failure", conf, "critical",
                     f"Failing drive {sig.disk} on {h} slows {svc}: suspected disk failure",
                     dev, anomaly_ids + ([sig.anomaly_id] if sig.anomaly_id else []), f.end,
+                    pending=self.disk_pending_for,
                 ))
             return out
 
@@ -295,7 +315,8 @@ class Diagnoser:
         if slow_hosts and not widespread and not svc_harm:
             return [Finding({"service": svc, "host": h, "disk": None}, "unknown", 0.3, "warning",
                             f"{h} of {svc} slow, cause not established",
-                            ev + [e for e in harm_ev if h in e.text], anomaly_ids, f.end) for h in slow_hosts]
+                            ev + [e for e in harm_ev if h in e.text], anomaly_ids, f.end,
+                            pending=self.unknown_pending_for) for h in slow_hosts]
         if t_high:
             what = f"Traffic {ratio_txt} usual on {svc}, served normally"
         elif t_low:
@@ -304,15 +325,16 @@ class Diagnoser:
             what = f"{svc} slow or failing without more traffic than usual"
         sev = "critical" if (svc_harm and widespread) else "warning"
         return [Finding({"service": svc, "host": None, "disk": None}, "unknown", 0.3, sev,
-                        f"{what}: cause not established", ev + harm_ev, anomaly_ids, f.end)]
+                        f"{what}: cause not established", ev + harm_ev, anomaly_ids, f.end,
+                        pending=self.unknown_pending_for)]
 
     def _harm_evidence(self, f: WindowFeatures, svc_harm: list[Verdict],
                        host_latency: dict[str, list[Verdict]], slow_hosts: list[str]) -> list[Evidence]:
         out: list[Evidence] = []
         for v in svc_harm:
-            if v.signal == "latency_p95_ms":
+            if v.signal.startswith("latency_"):
                 out.append(Evidence(v.signal, v.value, v.expected,
-                                    f"p95 latency {_ms(v.value)} against {_ms(v.expected)} usual, "
+                                    f"{v.signal[8:11]} latency {_ms(v.value)} against {_ms(v.expected)} usual, "
                                     f"slow on {len(slow_hosts)} of {len(f.hosts) or 1} hosts"))
             else:
                 out.append(Evidence(v.signal, v.value, v.expected,
@@ -320,9 +342,9 @@ class Diagnoser:
         if len(slow_hosts) <= 3:
             for h in slow_hosts:
                 for v in host_latency[h]:
-                    if v.flagged and v.signal == "latency_p95_ms":
+                    if v.flagged and v.signal.startswith("latency_"):
                         out.append(Evidence(f"{v.signal}:{h}", v.value, v.expected,
-                                            f"p95 latency on {h} {_ms(v.value)} against {_ms(v.expected)} usual"))
+                                            f"{v.signal[8:11]} latency on {h} {_ms(v.value)} against {_ms(v.expected)} usual"))
                     elif v.flagged:
                         out.append(Evidence(f"{v.signal}:{h}", v.value, v.expected,
                                             f"{_pct(v.value)} 5xx on {h} against {_pct(v.expected)} usual"))

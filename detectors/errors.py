@@ -11,3 +11,7 @@ class DetectorError(TocsinError):
 
 class InvalidEvent(DetectorError):
     """An input event that does not follow the CONTRACT; the message says why."""
+
+
+class ConfigError(TocsinError):
+    """A configuration file that cannot be used; the message names file, line and field."""

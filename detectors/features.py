@@ -44,6 +44,7 @@ HOSTING_ASNS: dict[int, str] = {
 @dataclass(slots=True)
 class HostStats:
     count: int
+    p50_ms: float
     p95_ms: float
     error_ratio_5xx: float
 
@@ -275,7 +276,7 @@ class WindowAggregator:
         f.error_ratio_5xx = w.n5xx / n
         f.ratio_429 = w.n429 / n
         f.ratio_4xx = w.n4xx / n
-        f.hosts = {h: HostStats(c, hist.quantile(0.95), e / c) for h, (c, e, hist) in w.hosts.items()}
+        f.hosts = {h: HostStats(c, hist.quantile(0.50), hist.quantile(0.95), e / c) for h, (c, e, hist) in w.hosts.items()}
         f.known_fields = w.with_ip / n
         if w.with_ip:
             distinct = max(1, min(w.with_ip, round(w.hll.count())))

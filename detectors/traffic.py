@@ -29,7 +29,7 @@ class TrafficState:
     def from_bytes(cls, data: bytes, det: TrafficAnomalyDetector) -> TrafficState:
         (k,) = struct.unpack_from("<H", data)
         return cls(
-            SeasonalBaseline.from_bytes(data[2 : 2 + k], det.seasonal_alpha, det.timezone),
+            SeasonalBaseline.from_bytes(data[2 : 2 + k], **det._seasonal_params()),
             EWBaseline.from_bytes(data[2 + k :], det.recent_alpha),
         )
 
@@ -52,11 +52,17 @@ class TrafficAnomalyDetector:
     min_ratio
         The rate must also be this many times the expected one (or 1/that).
     seasonal_alpha, recent_alpha
-        Learning rates of the seasonal slots and of the fallback.
+        Learning rates of the seasonal slots (per window: 0.005 with 1-minute
+        windows remembers about 3 days of each hour) and of the fallback.
     warmup
         Windows a seasonal slot must have seen before it is trusted.
     timezone
         Time zone of the weekly shape (school hours are local).
+    holiday_calendar, holidays
+        Public holidays (a calendar name, ``FR``, and extra dates) are
+        learned and scored as Sundays.
+    learn_z
+        Windows with |z| at least this are learned with 5% weight.
     noise_floor
         Variance added to the learned one (relative noise never below this).
     min_count
@@ -70,15 +76,18 @@ class TrafficAnomalyDetector:
         self,
         threshold_z: float = 5.0,
         min_ratio: float = 2.0,
-        seasonal_alpha: float = 0.1,
+        seasonal_alpha: float = 0.005,
         recent_alpha: float = 0.05,
-        warmup: int = 20,
+        warmup: int = 45,
         fallback_z: float = 8.0,
         fallback_ratio: float = 3.0,
         fallback_warmup: int = 30,
         timezone: str = "UTC",
         noise_floor: float = 0.01,
         min_count: int = 30,
+        holiday_calendar: str = "none",
+        holidays: frozenset = frozenset(),
+        learn_z: float = 4.0,
     ) -> None:
         self.threshold_z = threshold_z
         self.min_ratio = min_ratio
@@ -91,11 +100,16 @@ class TrafficAnomalyDetector:
         self.timezone = timezone
         self.noise_floor = noise_floor
         self.min_count = min_count
+        self.holiday_calendar = holiday_calendar
+        self.holidays = holidays
+        self.learn_z = learn_z
+
+    def _seasonal_params(self) -> dict:
+        return {"alpha": self.seasonal_alpha, "tz": self.timezone,
+                "calendar": self.holiday_calendar, "holidays": frozenset(self.holidays)}
 
     def new_state(self) -> TrafficState:
-        return TrafficState(
-            SeasonalBaseline(self.seasonal_alpha, self.timezone), EWBaseline(self.recent_alpha)
-        )
+        return TrafficState(SeasonalBaseline(**self._seasonal_params()), EWBaseline(self.recent_alpha))
 
     def score_one(self, f: WindowFeatures, state: TrafficState | None) -> Verdict:
         """Score one window's rate before learning it."""
@@ -134,10 +148,10 @@ class TrafficAnomalyDetector:
         )
 
     def learn_one(self, f: WindowFeatures, state: TrafficState | None, verdict: Verdict | None = None) -> TrafficState:
-        """Learn one window; flagged windows are learned with a small weight so incidents do not become normal."""
+        """Learn one window; flagged or suspicious ones with a small weight so incidents do not become normal."""
         if state is None:
             state = self.new_state()
-        w = 0.05 if verdict is not None and verdict.flagged else 1.0
+        w = 0.05 if verdict is not None and (verdict.flagged or abs(verdict.z) >= self.learn_z) else 1.0
         x = math.log1p(f.count)
         state.seasonal.learn(f.start + (f.end - f.start) / 2, x, w)
         state.recent.learn(x, w)

@@ -47,6 +47,8 @@ import numpy as np
 __all__ = ["UnivariateDetector", "score_series"]
 
 _MAGIC = b"TUV1"
+import os as _os
+_DISABLE = {int(c) for c in _os.environ.get("TOCSIN_DISABLE", "").split(",") if c}
 
 
 class _Calibrator:
@@ -121,6 +123,9 @@ class UnivariateDetector:
         suppress: int = 200,
         damp: float = 0.5,
         half_score: float = 10.0,
+        smooth: int = 12,
+        context: float = 1.0,
+        scale_len: int = 1000,
     ) -> None:
         self.short_len = short_len
         self.long_blocks = long_blocks
@@ -132,18 +137,27 @@ class UnivariateDetector:
         self.suppress = suppress
         self.damp = damp
         self.half_score = half_score
+        self.smooth = smooth
+        self.context = context
+        self.scale_len = scale_len
         self._init_state()
 
     # ------------------------------------------------------------------ state
+    _N_CAL = 5  # short shape, long shape, jump, long shape in daily context, smoothed
+
     def _init_state(self) -> None:
         self._hlen = max(self.short_len, self.long_blocks * self.block) + 1
         self._hist = np.zeros(self._hlen, dtype=np.float64)
         self._n = 0
-        self._ref = 0.0  # offset subtracted before float32 storage
+        self._ref = 0.0  # first value, subtracted before float32 storage
+        self._mean = 0.0  # slow EW mean / mean absolute deviation (context scale)
+        self._mad = 0.0
         self._mem_s = np.zeros((self.memory, self.short_len), dtype=np.float32)
         self._mem_l = np.zeros((self.memory, self.long_blocks), dtype=np.float32)
+        self._mem_p = np.zeros((self.memory, 2), dtype=np.float32)
         self._m = 0
-        self._cal = [_Calibrator(self.calib, self.tail) for _ in range(3)]
+        self._cal = [_Calibrator(self.calib, self.tail) for _ in range(self._N_CAL)]
+        self._base = np.zeros(self.smooth, dtype=np.float32)
         self._ev = np.zeros(self.suppress, dtype=np.float32)
         self._cache: tuple | None = None
 
@@ -156,8 +170,9 @@ class UnivariateDetector:
         i = n % h  # slot of the oldest value
         return np.concatenate((self._hist[i + 1 :], self._hist[:i], (x,)))
 
-    def _stats(self, x: float) -> tuple:
-        w = self._window(x) - self._ref
+    def _stats(self, x: float, t: float | None) -> tuple:
+        ref = self._ref if self._n else x
+        w = self._window(x) - ref
         n = len(w)
         sl = min(self.short_len, n)
         fs = np.full(self.short_len, w[-sl], dtype=np.float64)
@@ -165,48 +180,64 @@ class UnivariateDetector:
         L = self.long_blocks * self.block
         wl = w[-L:] if n >= L else np.concatenate((np.full(L - n, w[0]), w))
         fl = wl.reshape(self.long_blocks, self.block).mean(axis=1)
+        if t is None:
+            ph = np.full(2, np.nan)
+        else:
+            a = 2.0 * math.pi * (float(t) % 86400.0) / 86400.0
+            ph = np.array((math.cos(a), math.sin(a)))
+        nan = float("nan")
+        ds = dl = dc = nan
         avail = min(self._m, self.memory) - self.gap
         if avail > 0:
             if self._m <= self.memory:
-                ms, ml = self._mem_s[:avail], self._mem_l[:avail]
-                ds = np.sqrt(((ms - fs) ** 2).sum(axis=1).min() / self.short_len)
-                dl = np.sqrt(((ml - fl) ** 2).sum(axis=1).min() / self.long_blocks)
+                sel = slice(0, avail)
+                es = ((self._mem_s[sel] - fs) ** 2).sum(axis=1)
+                el = ((self._mem_l[sel] - fl) ** 2).sum(axis=1)
+                mp = self._mem_p[sel]
             else:
-                # ring full: exclude slots holding the last `gap` vectors
+                # ring full: exclude the slots holding the last `gap` vectors
                 i = self._m % self.memory
                 idx = np.arange(i - self.gap, i) % self.memory
                 es = ((self._mem_s - fs) ** 2).sum(axis=1)
                 el = ((self._mem_l - fl) ** 2).sum(axis=1)
                 es[idx] = np.inf
                 el[idx] = np.inf
-                ds = math.sqrt(es.min() / self.short_len)
-                dl = math.sqrt(el.min() / self.long_blocks)
-        else:
-            ds = dl = float("nan")
-        jump = abs(w[-1] - w[-2]) if n >= 2 else float("nan")
-        raw = (ds, dl, jump)
-        stats = tuple(math.log(v + 1e-12) if v == v else float("nan") for v in raw)
-        return fs, fl, stats
+                mp = self._mem_p
+            ds = math.sqrt(es.min() / self.short_len)
+            dl = math.sqrt(el.min() / self.long_blocks)
+            if t is not None and self.context > 0.0:
+                lam = (self.context * self._mad) ** 2
+                ec = el / self.long_blocks + lam * ((mp - ph) ** 2).sum(axis=1)
+                dc = math.sqrt(float(np.nanmin(ec)))
+        jump = abs(w[-1] - w[-2]) if n >= 2 else nan
+        raw = (ds, dl, jump, dc)
+        stats = tuple(math.log(v + 1e-12) if v == v else nan for v in raw)
+        return fs, fl, ph, stats
 
-    def _evidence(self, stats: tuple) -> float:
+    def _evidence(self, stats: tuple) -> tuple[float, float, float]:
         best = 0.0
-        for cal, v in zip(self._cal, stats):
-            if v == v:
+        for ci, (cal, v) in enumerate(zip(self._cal, stats)):
+            if v == v and ci not in _DISABLE:
                 best = max(best, cal.neg_log_p(v))
-        return max(best - math.log(len(self._cal)), 0.0)
+        k = min(self._n, self.smooth - 1)
+        if k > 0:
+            j = (self._n - 1 - np.arange(k)) % self.smooth
+            avg = (float(self._base[j].sum()) + best) / (k + 1)
+        else:
+            avg = best
+        ev = max(best, self._cal[-1].neg_log_p(avg)) if self._n >= self.smooth else best
+        return best, avg, max(ev - math.log(len(self._cal)), 0.0)
 
     # ------------------------------------------------------------------- API
-    def _compute(self, x: float) -> tuple:
-        key = (self._n, x)
+    def _compute(self, x: float, t: float | None) -> tuple:
+        key = (self._n, x, t)
         if self._cache is not None and self._cache[0] == key:
             return self._cache
-        if self._n == 0:
-            self._ref = float(x)
-        fs, fl, stats = self._stats(x)
-        ev = self._evidence(stats)
+        fs, fl, ph, stats = self._stats(x, t)
+        best, avg, ev = self._evidence(stats)
         recent = float(self._ev[: min(self._n, self.suppress)].max()) if self._n else 0.0
         out = ev if ev > recent else ev * self.damp
-        self._cache = (key, fs, fl, stats, ev, out)
+        self._cache = (key, fs, fl, ph, stats + (avg,), best, ev, out)
         return self._cache
 
     def score_one(self, x: float, t: float | None = None) -> float:
@@ -217,7 +248,7 @@ class UnivariateDetector:
         x : float
             The observation.
         t : float, optional
-            Event time in epoch seconds (unused by this version).
+            Event time in epoch seconds (enables the time-of-day context).
 
         Returns
         -------
@@ -227,7 +258,7 @@ class UnivariateDetector:
         x = float(x)
         if not math.isfinite(x):
             return 0.0
-        out = self._compute(x)[5]
+        out = self._compute(x, t)[-1]
         return out / (out + self.half_score)
 
     def learn_one(self, x: float, t: float | None = None) -> None:
@@ -238,35 +269,44 @@ class UnivariateDetector:
         x : float
             The observation.
         t : float, optional
-            Event time in epoch seconds (unused by this version).
+            Event time in epoch seconds.
         """
         x = float(x)
         if not math.isfinite(x):
             return
-        _, fs, fl, stats, ev, _ = self._compute(x)
+        _, fs, fl, ph, stats, best, ev, _ = self._compute(x, t)
         self._cache = None
         for cal, v in zip(self._cal, stats):
             if v == v:
                 cal.add(v)
+        if self._n == 0:
+            self._ref = x
+        a = 1.0 / min(self._n + 1, self.scale_len)
+        self._mean += a * (x - self._mean)
+        self._mad += a * (abs(x - self._mean) - self._mad)
+        self._base[self._n % self.smooth] = best
         self._ev[self._n % self.suppress] = ev
         self._hist[self._n % self._hlen] = x
         self._n += 1
         j = self._m % self.memory
         self._mem_s[j] = fs
         self._mem_l[j] = fl
+        self._mem_p[j] = ph
         self._m += 1
 
     # ---------------------------------------------------------- persistence
     _PARAMS = (
         "short_len", "long_blocks", "block", "memory", "gap", "calib", "tail",
-        "suppress", "damp", "half_score",
+        "suppress", "damp", "half_score", "smooth", "context", "scale_len",
     )
 
     def _arrays(self) -> list[np.ndarray]:
-        return [self._hist, self._mem_s, self._mem_l, self._ev] + [c.buf for c in self._cal]
+        return [self._hist, self._mem_s, self._mem_l, self._mem_p, self._ev, self._base] + [c.buf for c in self._cal]
 
     def _scalars(self) -> list[float]:
-        return [float(self._n), float(self._m), self._ref] + [float(c.n) for c in self._cal]
+        return [float(self._n), float(self._m), self._ref, self._mean, self._mad] + [
+            float(c.n) for c in self._cal
+        ]
 
     def to_bytes(self) -> bytes:
         """Serialise parameters and learned state (``struct`` + numpy, no pickle).
@@ -319,8 +359,8 @@ class UnivariateDetector:
             if n_sc != len(det._scalars()):
                 raise ValueError("incompatible snapshot version")
             sc = vals[n_par:]
-            det._n, det._m, det._ref = int(sc[0]), int(sc[1]), float(sc[2])
-            for c, v in zip(det._cal, sc[3:]):
+            det._n, det._m, det._ref, det._mean, det._mad = int(sc[0]), int(sc[1]), *sc[2:5]
+            for c, v in zip(det._cal, sc[5:]):
                 c.n = int(v)
             off = 8 + 8 * (n_par + n_sc)
             for a in det._arrays():

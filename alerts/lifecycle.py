@@ -1,0 +1,141 @@
+"""Alert lifecycle in event time: pending, firing, resolved, with hysteresis.
+
+A :class:`~detectors.diagnosis.Finding` says "this is wrong now". The
+tracker turns findings into alert state changes:
+
+* a new fingerprint waits ``pending_for`` seconds of being seen before it
+  fires (0: fire at once);
+* a firing alert stays firing while findings keep coming, and
+  ``keep_firing_for`` seconds after the last one (a flapping signal makes
+  one incident, not ten);
+* a firing alert is re-sent (status firing) only when its cause changes for
+  a better-supported one or its severity rises: the receivers thread these
+  as updates;
+* then it resolves, once.
+
+Time is passed in (``now``), never read from a clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from detectors.diagnosis import Finding
+
+from .model import Alert
+
+__all__ = ["AlertTracker"]
+
+_SEV = {"info": 0, "warning": 1, "critical": 2}
+_MAX_IDS = 50
+
+
+@dataclass(slots=True)
+class _Tracked:
+    alert: Alert
+    first_seen: float
+    last_seen: float
+    hold: float
+    pending: float
+    firing: bool = False
+    ids: list[str] = field(default_factory=list)
+
+
+class AlertTracker:
+    """Findings in, alert state changes out.
+
+    Parameters
+    ----------
+    pending_for
+        Seconds a finding must persist before its alert fires.
+    keep_firing_for
+        Seconds without a finding before a firing alert resolves (unless the
+        finding brings its own ``hold``).
+    pending_gap
+        A pending (not yet firing) problem unseen for this long starts its
+        pending time over: "persisting" means without gaps.
+    """
+
+    def __init__(self, pending_for: float = 0.0, keep_firing_for: float = 300.0, pending_gap: float = 90.0) -> None:
+        self.pending_for = pending_for
+        self.keep_firing_for = keep_firing_for
+        self.pending_gap = pending_gap
+        self._alerts: dict[str, _Tracked] = {}
+
+    @property
+    def active(self) -> dict[str, Alert]:
+        return {fp: t.alert for fp, t in self._alerts.items() if t.firing}
+
+    def observe(self, finding: Finding) -> list[Alert]:
+        """Take one finding; return the alert state changes it causes."""
+        now = finding.ts
+        hold = finding.hold if finding.hold is not None else self.keep_firing_for
+        pending = finding.pending if finding.pending is not None else self.pending_for
+        new = Alert(
+            labels=dict(finding.labels),
+            status="firing",
+            severity="critical" if finding.severity == "critical" else "warning",
+            title=finding.title,
+            cause=finding.cause,
+            confidence=finding.confidence,
+            starts_at=now,
+            evidence=tuple(finding.evidence),
+            anomalies=tuple(finding.anomalies[:_MAX_IDS]),
+        )
+        t = self._alerts.get(new.fingerprint)
+        if t is None:
+            t = self._alerts[new.fingerprint] = _Tracked(new, now, now, hold, pending, ids=list(new.anomalies))
+            return self._maybe_fire(t, now)
+        if not t.firing and now - t.last_seen > self.pending_gap:
+            # A pending problem that went away and came back starts over.
+            t.first_seen = now
+        t.last_seen = max(t.last_seen, now)
+        t.hold = max(t.hold, hold)
+        t.pending = min(t.pending, pending)
+        for i in finding.anomalies:
+            if i not in t.ids and len(t.ids) < _MAX_IDS:
+                t.ids.append(i)
+        cur = t.alert
+        better_cause = new.cause != cur.cause and (
+            (cur.cause == "unknown" and new.cause != "unknown")
+            or (new.cause != "unknown" and new.confidence >= cur.confidence + 0.1)
+        )
+        worse = _SEV[new.severity] > _SEV[cur.severity]
+        if better_cause or worse:
+            t.alert = replace(
+                new, starts_at=cur.starts_at, anomalies=tuple(t.ids),
+                severity=max(new.severity, cur.severity, key=_SEV.__getitem__),
+            )
+            if t.firing:
+                return [t.alert]
+        elif new.cause == cur.cause:
+            # Same story: keep the freshest evidence, quietly.
+            t.alert = replace(cur, evidence=new.evidence, confidence=max(cur.confidence, new.confidence),
+                              anomalies=tuple(t.ids))
+        return self._maybe_fire(t, now)
+
+    def _maybe_fire(self, t: _Tracked, now: float) -> list[Alert]:
+        if t.firing or t.last_seen - t.first_seen < t.pending:
+            return []
+        t.firing = True
+        t.alert = replace(t.alert, starts_at=t.first_seen, anomalies=tuple(t.ids))
+        return [t.alert]
+
+    def resolve(self, fp: str, now: float) -> list[Alert]:
+        """Resolve one alert now (e.g. its drive was replaced)."""
+        t = self._alerts.pop(fp, None)
+        if t is None or not t.firing:
+            return []
+        return [t.alert.resolved(now)]
+
+    def tick(self, now: float) -> list[Alert]:
+        """Advance time: fire pending alerts that are due, resolve quiet ones."""
+        out: list[Alert] = []
+        for fp, t in list(self._alerts.items()):
+            if now - t.last_seen > (t.hold if t.firing else max(self.pending_gap, t.pending)):
+                del self._alerts[fp]
+                if t.firing:
+                    out.append(t.alert.resolved(t.last_seen + t.hold))
+            elif not t.firing:
+                out.extend(self._maybe_fire(t, now))
+        return out

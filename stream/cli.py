@@ -1,0 +1,213 @@
+"""The ``tocsin`` command line.
+
+``tocsin demo | worker | backtest | score | simulate | check-config``. Bad
+arguments or input files exit with status 2 and one line that says what is
+wrong and where.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import math
+import sys
+from pathlib import Path
+
+from detectors.errors import ConfigError, TocsinError
+from detectors.timeutil import parse_ts
+
+__all__ = ["main"]
+
+
+class _UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2
+        raise _UsageError(f"{self.prog}: {message}")
+
+
+def _fail(msg: str) -> int:
+    print(f"tocsin: error: {msg}", file=sys.stderr)
+    return 2
+
+
+# -- score -------------------------------------------------------------------
+def _cmd_score(args: argparse.Namespace) -> int:
+    from detectors.univariate import score_series
+
+    if args.detector not in ("tocsin", "default"):
+        return _fail(f"unknown detector {args.detector!r} (available: tocsin)")
+    path = Path(args.input)
+    try:
+        fh = open(path, newline="", encoding="utf-8")
+    except OSError as exc:
+        return _fail(f"{path}: cannot read: {exc.strerror}")
+    rows: list[tuple[str, str]] = []
+    values: list[float] = []
+    stamps: list[float] = []
+    with fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if header is None:
+            return _fail(f"{path}:1: empty file, expected a header timestamp,value")
+        cols = [h.strip().lower() for h in header]
+        if "timestamp" not in cols or "value" not in cols:
+            return _fail(f"{path}:1: header must have timestamp and value columns, got {','.join(header)}")
+        it, iv = cols.index("timestamp"), cols.index("value")
+        for n, row in enumerate(reader, 2):
+            if not row:
+                continue
+            try:
+                ts_s, v_s = row[it], row[iv]
+                v = float(v_s)
+                if not math.isfinite(v):
+                    raise ValueError
+            except (IndexError, ValueError):
+                return _fail(f"{path}:{n}: value {row[iv] if len(row) > iv else ''!r} is not a finite number")
+            try:
+                t = parse_ts(ts_s.strip().replace(" ", "T") + ("" if _has_tz(ts_s) else "Z"))
+            except ValueError:
+                try:
+                    t = float(ts_s)
+                except ValueError:
+                    return _fail(f"{path}:{n}: timestamp {ts_s!r} is not a time")
+            rows.append((ts_s, v_s))
+            values.append(v)
+            stamps.append(t)
+    scores = score_series(values, stamps)
+    out = open(args.output, "w", newline="", encoding="utf-8") if args.output else sys.stdout
+    try:
+        w = csv.writer(out, lineterminator="\n")
+        w.writerow(["timestamp", "value", "anomaly_score"])
+        for (ts_s, v_s), s in zip(rows, scores, strict=True):
+            w.writerow([ts_s, v_s, f"{s:.6f}"])
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    return 0
+
+
+def _has_tz(s: str) -> bool:
+    s = s.strip()
+    return s.endswith(("Z", "z")) or (len(s) > 19 and ("+" in s[19:] or "-" in s[19:]))
+
+
+# -- backtest ----------------------------------------------------------------
+def _cmd_backtest(args: argparse.Namespace) -> int:
+    from .backtest import run_backtest
+    from .engine import Engine
+    from .files import InputFileError
+    from .settings import load_config
+
+    if not args.requests and not args.disks:
+        return _fail("backtest: give --requests FILE, --disks FILE or both")
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        return _fail(str(exc))
+    try:
+        res = run_backtest(args.requests, args.disks, args.out, Engine(cfg.detectors, cfg.alerting))
+    except InputFileError as exc:
+        return _fail(str(exc))
+    print(res.summary())
+    print(f"wrote {Path(args.out) / 'anomalies.jsonl'} and {Path(args.out) / 'alerts.jsonl'}")
+    if res.events == 0 and res.invalid:
+        return _fail(f"no valid event in the input ({res.invalid} malformed lines, see {Path(args.out) / 'dead-letter.jsonl'})")
+    return 0
+
+
+# -- config ------------------------------------------------------------------
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    from .settings import load_config
+
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        return _fail(str(exc))
+    print(f"{args.config or '(defaults)'}: OK; broker: {cfg.kafka.bootstrap_servers or 'embedded tansu'}; "
+          f"receivers: {', '.join(r.name for r in cfg.alerting.receivers)}")
+    return 0
+
+
+# -- worker / demo -------------------------------------------------------------
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from .worker import run_worker
+
+    return run_worker(args.config, loglevel=args.loglevel)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(args)
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from . import simulator
+
+    return simulator.run(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="tocsin", description="Anomaly detection and alerting on request and disk-health streams.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    d = sub.add_parser("demo", help="the whole system on the embedded broker, with a simulated incident day")
+    d.add_argument("--seed", type=int, default=1)
+    d.add_argument("--history-days", type=int, default=4, help="simulated days learned before the incident day")
+    d.add_argument("--scale", type=float, default=3.0, help="requests per second of a service at its weekday peak")
+    d.set_defaults(func=_cmd_demo)
+
+    w = sub.add_parser("worker", help="the Faust worker, on the configured broker or the embedded one")
+    w.add_argument("--config", help="YAML configuration file (or TOCSIN_CONFIG)")
+    w.add_argument("--loglevel", default="info")
+    w.set_defaults(func=_cmd_worker)
+
+    b = sub.add_parser("backtest", help="replay recorded events through the detectors, diagnosis and router")
+    b.add_argument("--requests", metavar="FILE", help="request events, .jsonl or .jsonl.gz")
+    b.add_argument("--disks", metavar="FILE", help="disk-health events, .jsonl or .jsonl.gz")
+    b.add_argument("--out", metavar="DIR", required=True)
+    b.add_argument("--config", metavar="FILE")
+    b.set_defaults(func=_cmd_backtest)
+
+    s = sub.add_parser("score", help="score one metric series (NAB format)")
+    s.add_argument("input", metavar="IN.csv")
+    s.add_argument("--detector", default="tocsin")
+    s.add_argument("-o", "--output", metavar="OUT.csv")
+    s.set_defaults(func=_cmd_score)
+
+    c = sub.add_parser("check-config", help="validate a configuration file")
+    c.add_argument("config", nargs="?")
+    c.set_defaults(func=_cmd_check_config)
+
+    from . import simulator
+
+    sim = sub.add_parser("simulate", help="generate school-platform traffic with an incident day")
+    simulator.add_arguments(sim)
+    sim.set_defaults(func=_cmd_simulate)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except _UsageError as exc:
+        print(f"{exc}", file=sys.stderr)
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        return _fail(str(exc))
+    except TocsinError as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

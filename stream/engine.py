@@ -1,0 +1,230 @@
+"""The processing core: events in, anomalies and alert state changes out.
+
+No Kafka and no Faust here: the worker's agents and ``tocsin backtest`` feed
+the same :class:`Engine`, so a backtest shows exactly what the worker would
+have done. Time is event time throughout.
+
+Per-key models (traffic and latency per service and host, composition per
+service, one sketch per drive) are kept in plain dicts of small objects;
+:meth:`Engine.dirty_states` and :meth:`Engine.load_state` let the worker
+checkpoint the changed ones to a Faust table and restore them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+
+from alerts.config import AlertingConfig
+from alerts.lifecycle import AlertTracker
+from alerts.model import Alert, fingerprint
+from detectors.config import DetectorsConfig
+from detectors.diagnosis import CompositionState, Diagnoser, DiskSignal
+from detectors.disk import DiskFailureDetector, DriveState
+from detectors.events import DiskHealthEvent, RequestEvent
+from detectors.features import WindowAggregator, WindowFeatures
+from detectors.latency import LatencySpikeDetector, LatencyState
+from detectors.model import Anomaly, Entity, Verdict
+from detectors.traffic import TrafficAnomalyDetector, TrafficState
+
+__all__ = ["Engine", "Output"]
+
+_DISK_HOLD = 2 * 86400.0
+
+
+@dataclass(slots=True)
+class Output:
+    anomalies: list[Anomaly] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)
+
+    def extend(self, other: Output) -> None:
+        self.anomalies.extend(other.anomalies)
+        self.alerts.extend(other.alerts)
+
+    def __bool__(self) -> bool:
+        return bool(self.anomalies or self.alerts)
+
+
+def _severity(v: Verdict) -> str:
+    return "critical" if v.score >= 0.95 else "warning"
+
+
+class Engine:
+    """Detectors, diagnosis and alert lifecycle for one worker (or one backtest)."""
+
+    def __init__(self, detectors: DetectorsConfig | None = None, alerting: AlertingConfig | None = None) -> None:
+        self.config = detectors or DetectorsConfig()
+        self.alerting = alerting or AlertingConfig()
+        c = self.config
+        self.aggregator = WindowAggregator(window=c.window, lateness=c.lateness)
+        self.diagnoser = Diagnoser(**c.diagnosis.model_dump())
+        self.disk_detector = DiskFailureDetector(**c.disk)
+        self.tracker = AlertTracker(self.alerting.pending_for, self.alerting.keep_firing_for)
+        self._traffic_det: dict[str, TrafficAnomalyDetector] = {}
+        self._latency_det: dict[str, LatencySpikeDetector] = {}
+        self.traffic: dict[str, TrafficState] = {}
+        self.latency: dict[str, LatencyState] = {}
+        self.composition: dict[str, CompositionState] = {}
+        self.drives: dict[str, DriveState] = {}
+        self.disk_signals: dict[str, list[DiskSignal]] = {}
+        self.counts: Counter[str] = Counter()
+        self._dirty: set[tuple[str, str]] = set()
+
+    # -- detectors per service (overrides apply) ------------------------------
+    def _detectors(self, service: str) -> tuple[TrafficAnomalyDetector, LatencySpikeDetector]:
+        t = self._traffic_det.get(service)
+        if t is None:
+            tc, lc = self.config.for_service(service)
+            c = self.config
+            t = self._traffic_det[service] = TrafficAnomalyDetector(
+                timezone=c.timezone, holiday_calendar=c.holiday_calendar, holidays=frozenset(c.holidays),
+                **tc.model_dump(),
+            )
+            self._latency_det[service] = LatencySpikeDetector(**lc.model_dump())
+        return t, self._latency_det[service]
+
+    # -- events ------------------------------------------------------------
+    def process_request(self, ev: RequestEvent) -> Output:
+        self.counts["requests"] += 1
+        agg = self.aggregator
+        agg.add(ev)
+        if agg.due():
+            return self._close(agg.advance())
+        return Output()
+
+    def advance(self, watermark: float) -> Output:
+        """Close the windows that ``watermark`` (event time) has passed."""
+        return self._close(self.aggregator.advance(watermark))
+
+    def flush(self) -> Output:
+        """Close every open window (end of a backtest or of a demo)."""
+        return self._close(self.aggregator.flush())
+
+    def process_disk(self, ev: DiskHealthEvent) -> Output:
+        self.counts["disk_readings"] += 1
+        out = Output()
+        key = f"{ev.host}/{ev.disk}"
+        state = self.drives.get(key)
+        verdict = self.disk_detector.score_one(ev, state)
+        self.drives[key] = self.disk_detector.learn_one(ev, state)
+        self._dirty.add(("drive", key))
+        if verdict.flagged:
+            a = Anomaly(
+                ts=ev.ts, detector="disk", entity=Entity(host=ev.host, disk=ev.disk), signal=verdict.signal,
+                value=verdict.value, expected=verdict.expected, lower=0.0, upper=verdict.expected,
+                score=verdict.score, severity="critical" if verdict.score >= 0.9 else "warning",
+            )
+            self.counts["anomalies.disk"] += 1
+            out.anomalies.append(a)
+            sig = DiskSignal(ev.host, ev.disk, ev.ts, verdict.score, list(verdict.evidence), a.id)
+            sigs = [s for s in self.disk_signals.get(ev.host, []) if s.disk != ev.disk]
+            self.disk_signals[ev.host] = [*sigs, sig]
+            out.alerts.extend(self.tracker.observe(self.diagnoser.disk_finding(sig, a.severity, _DISK_HOLD)))
+        if ev.failure:
+            # The drive is gone (replaced): its alert ends, and it no longer
+            # explains its host's latency.
+            out.alerts.extend(self.tracker.resolve(fingerprint({"service": None, "host": ev.host, "disk": ev.disk}), ev.ts))
+            self.drives.pop(key, None)
+            left = [s for s in self.disk_signals.get(ev.host, []) if s.disk != ev.disk]
+            if left:
+                self.disk_signals[ev.host] = left
+            else:
+                self.disk_signals.pop(ev.host, None)
+        out.alerts.extend(self.tracker.tick(ev.ts))
+        return out
+
+    # -- windows -----------------------------------------------------------
+    def _close(self, windows: list[WindowFeatures]) -> Output:
+        out = Output()
+        last_end = -math.inf
+        for f in windows:
+            out.extend(self._window(f))
+            last_end = max(last_end, f.end)
+        if windows:
+            out.alerts.extend(self.tracker.tick(last_end))
+        return out
+
+    def _window(self, f: WindowFeatures) -> Output:
+        out = Output()
+        svc = f.service
+        tdet, ldet = self._detectors(svc)
+        self.counts["windows"] += 1
+        tstate = self.traffic.get(svc)
+        tv = tdet.score_one(f, tstate)
+        self.traffic[svc] = tdet.learn_one(f, tstate, tv)
+        self._dirty.add(("traffic", svc))
+        ids: list[str] = []
+        svc_entity = Entity(service=svc)
+        if tv.flagged:
+            ids.append(self._anomaly(out, f, "traffic", svc_entity, tv).id)
+
+        lstate = self.latency.get(svc)
+        sv = ldet.score_one(f.count, f.p50_ms, f.p95_ms, f.error_ratio_5xx, lstate)
+        for v in sv:
+            if v.flagged:
+                ids.append(self._anomaly(out, f, "latency", svc_entity, v).id)
+        self.latency[svc] = ldet.learn_one(f.count, f.p50_ms, f.p95_ms, f.error_ratio_5xx, lstate, sv)
+        self._dirty.add(("latency", svc))
+
+        host_verdicts: dict[str, list[Verdict]] = {}
+        for host, hs in f.hosts.items():
+            key = f"{svc}|{host}"
+            st = self.latency.get(key)
+            hv = ldet.score_one(hs.count, hs.p50_ms, hs.p95_ms, hs.error_ratio_5xx, st)
+            host_verdicts[host] = hv
+            ent = Entity(service=svc, host=host)
+            for v in hv:
+                if v.flagged:
+                    ids.append(self._anomaly(out, f, "latency", ent, v).id)
+            new = ldet.learn_one(hs.count, hs.p50_ms, hs.p95_ms, hs.error_ratio_5xx, st, hv)
+            if new is not None:
+                self.latency[key] = new
+                self._dirty.add(("latency", key))
+
+        comp = self.composition.get(svc)
+        findings = self.diagnoser.diagnose(f, tv, sv, host_verdicts, comp, self.disk_signals, ids)
+        if not ids:
+            if comp is None:
+                comp = self.composition[svc] = CompositionState()
+            comp.learn(f, self.diagnoser.composition_alpha)
+            self._dirty.add(("composition", svc))
+        for finding in findings:
+            self.counts[f"findings.{finding.cause}"] += 1
+            out.alerts.extend(self.tracker.observe(finding))
+        return out
+
+    def _anomaly(self, out: Output, f: WindowFeatures, detector: str, entity: Entity, v: Verdict) -> Anomaly:
+        a = Anomaly(
+            ts=f.end, detector=detector, entity=entity, signal=v.signal, value=v.value,
+            expected=v.expected, lower=v.lower, upper=v.upper, score=v.score, severity=_severity(v),
+        )
+        self.counts[f"anomalies.{detector}"] += 1
+        out.anomalies.append(a)
+        return a
+
+    # -- state for checkpoints ------------------------------------------------
+    def dirty_states(self) -> dict[str, bytes]:
+        """Serialised per-key models changed since the last call, keyed ``kind:key``."""
+        out: dict[str, bytes] = {}
+        for kind, key in self._dirty:
+            obj = {"traffic": self.traffic, "latency": self.latency,
+                   "composition": self.composition, "drive": self.drives}[kind].get(key)
+            if obj is not None:
+                out[f"{kind}:{key}"] = obj.to_bytes()
+        self._dirty.clear()
+        return out
+
+    def load_state(self, name: str, data: bytes) -> None:
+        """Restore one model written by :meth:`dirty_states`."""
+        kind, _, key = name.partition(":")
+        if kind == "traffic":
+            svc = key
+            self.traffic[key] = TrafficState.from_bytes(data, self._detectors(svc)[0])
+        elif kind == "latency":
+            svc = key.split("|", 1)[0]
+            self.latency[key] = LatencyState.from_bytes(data, self._detectors(svc)[1])
+        elif kind == "composition":
+            self.composition[key] = CompositionState.from_bytes(data)
+        elif kind == "drive":
+            self.drives[key] = DriveState.from_bytes(data)
