@@ -111,13 +111,14 @@ class _Window:
 
 
 class _Service:
-    __slots__ = ("windows", "closed_until", "seen", "rotated_at")
+    __slots__ = ("windows", "closed_until", "seen", "rotated_at", "watermark")
 
     def __init__(self, seen_bits: int) -> None:
         self.windows: dict[float, _Window] = {}
         self.closed_until = -math.inf
         self.seen = SeenFilter(seen_bits)
         self.rotated_at = -math.inf
+        self.watermark = -math.inf
 
 
 _MAX_ENDPOINTS = 64
@@ -126,6 +127,12 @@ _MAX_AGENTS = 256
 
 class WindowAggregator:
     """Tumbling event-time windows per service.
+
+    Each service has its own watermark (its latest event time): a service's
+    events arrive in order from one Kafka partition, but two partitions can
+    be minutes apart in event time when a consumer catches up. A service
+    that goes quiet has its windows closed once the latest event time of
+    all services is ``idle_after`` seconds past them.
 
     Parameters
     ----------
@@ -140,6 +147,8 @@ class WindowAggregator:
         "client seen before" filter is dropped.
     seen_bits
         Size in bits of each generation of that filter.
+    idle_after
+        Event-time seconds after which a silent service's windows close.
     """
 
     def __init__(
@@ -149,15 +158,18 @@ class WindowAggregator:
         max_gap: int = 60,
         seen_rotation: float = 7 * 86400.0,
         seen_bits: int = 1 << 20,
+        idle_after: float = 300.0,
     ) -> None:
         self.window = window
         self.lateness = lateness
         self.max_gap = max_gap
         self.seen_rotation = seen_rotation
         self.seen_bits = seen_bits
+        self.idle_after = idle_after
         self._services: dict[str, _Service] = {}
         self._watermark = -math.inf
-        self._closed_boundary = -math.inf
+        self._idle_boundary = -math.inf
+        self._due = False
         self.late_events = 0
 
     @property
@@ -227,26 +239,41 @@ class WindowAggregator:
                 a[ev.user_agent] = a.get(ev.user_agent, 0) + 1
             else:
                 a["(other)"] = a.get("(other)", 0) + 1
-        if ev.ts > self._watermark:
-            self._watermark = ev.ts
+        if ev.ts > svc.watermark:
+            svc.watermark = ev.ts
+            if ev.ts > self._watermark:
+                self._watermark = ev.ts
+            if (ev.ts - self.lateness) // W * W > max(svc.closed_until, min(svc.windows)):
+                self._due = True
 
     def due(self) -> bool:
         """True when ``advance`` would close at least one window."""
-        return (self._watermark - self.lateness) // self.window * self.window > self._closed_boundary
+        if self._due:
+            return True
+        return (self._watermark - self.idle_after) // self.window * self.window > self._idle_boundary
 
     def advance(self, watermark: float | None = None) -> list[WindowFeatures]:
-        """Close every window that ended before ``watermark - lateness``."""
+        """Close every window its service's watermark (less ``lateness``) has passed.
+
+        ``watermark``, when given, is the event time now for every service
+        (a live worker's clock, or the end of a replay).
+        """
+        W = self.window
         if watermark is not None and watermark > self._watermark:
             self._watermark = watermark
-        W = self.window
-        boundary = (self._watermark - self.lateness) // W * W
-        if boundary <= self._closed_boundary:
-            return []
-        self._closed_boundary = boundary
+        self._due = False
+        idle = (self._watermark - self.idle_after) // W * W
+        self._idle_boundary = max(self._idle_boundary, idle)
         out: list[WindowFeatures] = []
         for name, svc in self._services.items():
+            own = svc.watermark if watermark is None else max(svc.watermark, watermark)
+            boundary = max((own - self.lateness) // W * W, idle)
             if svc.closed_until == -math.inf:
-                svc.closed_until = min(svc.windows) if svc.windows else boundary
+                if not svc.windows:
+                    continue
+                svc.closed_until = min(svc.windows)
+            if boundary <= svc.closed_until:
+                continue
             gap_start = max(svc.closed_until, boundary - self.max_gap * W)
             t = gap_start
             while t < boundary:
@@ -260,7 +287,7 @@ class WindowAggregator:
         return out
 
     def flush(self) -> list[WindowFeatures]:
-        """Close everything (end of a backtest)."""
+        """Close everything up to the latest event time (end of a backtest)."""
         if self._watermark == -math.inf:
             return []
         return self.advance(self._watermark + self.window + self.lateness)
