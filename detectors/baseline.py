@@ -136,7 +136,11 @@ class SeasonalBaseline:
         return m, v, min(na, nb) if (na and nb) else max(na, nb) // 2
 
     def learn(self, ts: float, x: float, weight: float = 1.0) -> None:
+        """Fit the piecewise-linear profile: both knots move toward ``x`` in
+        proportion to their share of the prediction, and learn its error."""
         a, b, f = self._slots(ts)
+        m, _, _ = self.expect(ts)
+        err = x - m if (self._n[a] or self._n[b]) else 0.0
         for s, w in ((a, 1 - f), (b, f)):
             w *= weight
             if w <= 0:
@@ -147,7 +151,7 @@ class SeasonalBaseline:
             add = max(1, round(16 * w))
             self._n[s] = min(65535, n16 + add)
             r = max(self.alpha * w, add / (n16 + add))
-            d = x - self._m[s]
+            d = err if n16 else x - self._m[s]
             if n16 > 30 * 16 and self.clip:
                 # One odd day (an unlisted holiday, an incident) must not
                 # blow the slot's variance up: Huber-like clipping.
