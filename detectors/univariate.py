@@ -47,39 +47,70 @@ import numpy as np
 __all__ = ["UnivariateDetector", "score_series"]
 
 _MAGIC = b"TUV1"
-import os as _os
-_DISABLE = {int(c) for c in _os.environ.get("TOCSIN_DISABLE", "").split(",") if c}
 
 
 class _Calibrator:
-    """Conformal tail probability of a statistic against its recent history."""
+    """Conformal tail probability of a log-statistic against all its history.
 
-    __slots__ = ("size", "tail", "buf", "n")
+    The history is a fixed histogram (``bins`` bins of ``width`` nats,
+    anchored on the first value), so the state is constant in size.  Inside
+    the sample the exceedance rate is interpolated within a bin; above the
+    ``tail`` highest values an exponential tail fitted to them extrapolates
+    (peaks over threshold), so the evidence keeps growing without ties.
+    """
 
-    def __init__(self, size: int, tail: int) -> None:
-        self.size = size
+    __slots__ = ("bins", "width", "tail", "counts", "lo", "n")
+
+    def __init__(self, bins: int, width: float, tail: int) -> None:
+        self.bins = bins
+        self.width = width
         self.tail = tail
-        self.buf = np.zeros(size, dtype=np.float32)
+        self.counts = np.zeros(bins, dtype=np.float32)
+        self.lo = math.nan  # anchored on the first non-degenerate value
         self.n = 0
 
+    def _pos(self, v: float) -> tuple[int, float]:
+        pos = (v - self.lo) / self.width
+        if pos < 0.0:
+            return 0, 0.0
+        if pos >= self.bins:
+            return self.bins - 1, 1.0
+        i = int(pos)
+        return i, pos - i
+
     def neg_log_p(self, v: float) -> float:
-        n = min(self.n, self.size)
+        n = self.n
         if n == 0:
             return 0.0
-        hist = self.buf[:n]
-        k = int(np.count_nonzero(hist >= v))
+        i, frac = self._pos(v)
+        c = self.counts
+        k = float(c[i + 1 :].sum()) + float(c[i]) * (1.0 - frac)
         if k >= self.tail or n <= 2 * self.tail:
             return -math.log((k + 1.0) / (n + 1.0))
-        top = np.partition(hist, n - self.tail)[n - self.tail :]
-        u = float(top.min())
-        beta = float(top.mean()) - u
-        base = self.tail / (n + 1.0)
-        if beta <= 0.0:
-            return -math.log(base) + (1.0 if v > u else 0.0) * 10.0
-        return -math.log(base) + max(v - u, 0.0) / beta
+        # threshold u holding `tail` values above it, and their mean excess
+        rev = np.cumsum(c[::-1], dtype=np.float64)
+        j = int(np.searchsorted(rev, self.tail))  # bins counted from the top
+        b = self.bins - 1 - j
+        prev = float(rev[j - 1]) if j else 0.0
+        need = self.tail - prev
+        top_edge = self.lo + (b + 1) * self.width
+        u = top_edge - self.width * need / max(float(c[b]), 1e-9)
+        if j:
+            centers = self.lo + (np.arange(b + 1, self.bins) + 0.5) * self.width
+            excess = float((c[b + 1 :] * (centers - u)).sum())
+        else:
+            excess = 0.0
+        excess += need * (top_edge - u) / 2.0
+        beta = max(excess / self.tail, self.width / 2.0)
+        return -math.log(self.tail / (n + 1.0)) + max(v - u, 0.0) / beta
 
     def add(self, v: float) -> None:
-        self.buf[self.n % self.size] = v
+        if self.lo != self.lo:
+            if v < 1.0:  # degenerate (zero distance): wait for a real value to anchor on
+                return
+            self.lo = v - self.width * self.bins / 2.0
+        i, _ = self._pos(v)
+        self.counts[i] += 1.0
         self.n += 1
 
 
@@ -99,29 +130,41 @@ class UnivariateDetector:
     gap : int
         The most recent ``gap`` vectors are excluded from the search (they
         overlap the current one).
-    calib : int
-        Number of past statistic values kept for calibration.
+    bins : int
+        Histogram bins per calibrated statistic.
+    bin_width : float
+        Histogram bin width in nats of the log-statistic.
     tail : int
-        Number of top calibration values fitting the exponential tail.
+        Number of top historical values fitting the exponential tail.
     suppress : int
         Echo-suppression horizon in points.
     damp : float
         Factor applied to evidence that does not beat the recent maximum.
     half_score : float
         Evidence (nats) mapped to a score of 0.5.
+    smooth : int
+        Length of the moving average of per-point evidence (a calibrated
+        component of its own, for sustained moderate surprises).
+    context : float
+        Weight of the time-of-day distance in the contextual shape component
+        (0 disables it; it is also skipped when no timestamp is given).
+    scale_len : int
+        Horizon (points) of the running mean absolute deviation that scales
+        the time-of-day distance.
     """
 
     def __init__(
         self,
         short_len: int = 8,
         long_blocks: int = 8,
-        block: int = 8,
+        block: int = 16,
         memory: int = 1024,
         gap: int = 8,
-        calib: int = 1024,
+        bins: int = 320,
+        bin_width: float = 0.1,
         tail: int = 20,
-        suppress: int = 200,
-        damp: float = 0.5,
+        suppress: int = 400,
+        damp: float = 0.2,
         half_score: float = 10.0,
         smooth: int = 12,
         context: float = 1.0,
@@ -132,7 +175,8 @@ class UnivariateDetector:
         self.block = block
         self.memory = memory
         self.gap = gap
-        self.calib = calib
+        self.bins = bins
+        self.bin_width = bin_width
         self.tail = tail
         self.suppress = suppress
         self.damp = damp
@@ -156,7 +200,7 @@ class UnivariateDetector:
         self._mem_l = np.zeros((self.memory, self.long_blocks), dtype=np.float32)
         self._mem_p = np.zeros((self.memory, 2), dtype=np.float32)
         self._m = 0
-        self._cal = [_Calibrator(self.calib, self.tail) for _ in range(self._N_CAL)]
+        self._cal = [_Calibrator(self.bins, self.bin_width, self.tail) for _ in range(self._N_CAL)]
         self._base = np.zeros(self.smooth, dtype=np.float32)
         self._ev = np.zeros(self.suppress, dtype=np.float32)
         self._cache: tuple | None = None
@@ -211,13 +255,14 @@ class UnivariateDetector:
                 dc = math.sqrt(float(np.nanmin(ec)))
         jump = abs(w[-1] - w[-2]) if n >= 2 else nan
         raw = (ds, dl, jump, dc)
-        stats = tuple(math.log(v + 1e-12) if v == v else nan for v in raw)
+        eps = 1e-9 * (abs(ref) + 1.0)  # resolution floor relative to the series level
+        stats = tuple(math.log(v + eps) - math.log(eps) if v == v else nan for v in raw)
         return fs, fl, ph, stats
 
     def _evidence(self, stats: tuple) -> tuple[float, float, float]:
         best = 0.0
-        for ci, (cal, v) in enumerate(zip(self._cal, stats)):
-            if v == v and ci not in _DISABLE:
+        for cal, v in zip(self._cal, stats):
+            if v == v:
                 best = max(best, cal.neg_log_p(v))
         k = min(self._n, self.smooth - 1)
         if k > 0:
@@ -296,16 +341,16 @@ class UnivariateDetector:
 
     # ---------------------------------------------------------- persistence
     _PARAMS = (
-        "short_len", "long_blocks", "block", "memory", "gap", "calib", "tail",
+        "short_len", "long_blocks", "block", "memory", "gap", "bins", "bin_width", "tail",
         "suppress", "damp", "half_score", "smooth", "context", "scale_len",
     )
 
     def _arrays(self) -> list[np.ndarray]:
-        return [self._hist, self._mem_s, self._mem_l, self._mem_p, self._ev, self._base] + [c.buf for c in self._cal]
+        return [self._hist, self._mem_s, self._mem_l, self._mem_p, self._ev, self._base] + [c.counts for c in self._cal]
 
     def _scalars(self) -> list[float]:
         return [float(self._n), float(self._m), self._ref, self._mean, self._mad] + [
-            float(c.n) for c in self._cal
+            v for c in self._cal for v in (float(c.n), c.lo)
         ]
 
     def to_bytes(self) -> bytes:
@@ -360,8 +405,8 @@ class UnivariateDetector:
                 raise ValueError("incompatible snapshot version")
             sc = vals[n_par:]
             det._n, det._m, det._ref, det._mean, det._mad = int(sc[0]), int(sc[1]), *sc[2:5]
-            for c, v in zip(det._cal, sc[5:]):
-                c.n = int(v)
+            for i, c in enumerate(det._cal):
+                c.n, c.lo = int(sc[5 + 2 * i]), float(sc[6 + 2 * i])
             off = 8 + 8 * (n_par + n_sc)
             for a in det._arrays():
                 nb = a.nbytes
