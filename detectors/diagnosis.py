@@ -170,7 +170,7 @@ class Diagnoser:
         harm_traffic_z: float = 3.0,
         harm_traffic_ratio: float = 1.8,
         unknown_pending_for: float = 180.0,
-        disk_pending_for: float = 120.0,
+        disk_pending_for: float = 60.0,
     ) -> None:
         self.attack_threshold = attack_threshold
         self.spread_share = spread_share
@@ -199,9 +199,9 @@ class Diagnoser:
         d = base.country_share - main
         if base.country and d >= 0.1:
             score += min(2.0, d / 0.2)
-            others = ", ".join(f"{k} {_pct(v)}" for k, v in f.countries.items() if k != base.country)
+            others = ", ".join(f"{k} {_pct(v)}" for k, v in f.countries.items() if k != base.country and v >= 0.01)
             ev.append(Evidence("home_country_share", main, base.country_share,
-                               f"{_pct(main)} of requests from {base.country} against {_pct(base.country_share)} usual (now {others[:80]})"))
+                               f"{_pct(main)} of requests from {base.country} against {_pct(base.country_share)} usual (now {others})"))
         d = f.top10_share - base.top10
         if d >= 0.15:
             score += min(1.5, d / 0.2)

@@ -37,6 +37,7 @@ class BacktestResult:
     alerts: Counter[str] = field(default_factory=Counter)
     causes: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
+    first_error: str = ""
 
     def summary(self) -> str:
         rate = self.events / self.seconds if self.seconds else 0.0
@@ -83,6 +84,8 @@ def run_backtest(
 
         def bad(path: str, n: int, line: bytes, reason: str) -> None:
             res.invalid += 1
+            if not res.first_error:
+                res.first_error = f"{path}:{n}: {reason}"
             fd.write(orjson.dumps({"file": path, "line": n, "error": reason, "payload": line.decode("utf-8", "replace")}) + b"\n")
 
         def emit(o: Output) -> None:

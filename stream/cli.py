@@ -115,7 +115,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     print(res.summary())
     print(f"wrote {Path(args.out) / 'anomalies.jsonl'} and {Path(args.out) / 'alerts.jsonl'}")
     if res.events == 0 and res.invalid:
-        return _fail(f"no valid event in the input ({res.invalid} malformed lines, see {Path(args.out) / 'dead-letter.jsonl'})")
+        return _fail(f"{res.first_error} (and every other line: no valid event in the input)")
     return 0
 
 

@@ -30,6 +30,9 @@ __all__ = ["NotificationPipeline", "state_id"]
 
 log = logging.getLogger(__name__)
 
+#: State changes remembered per receiver and alert (an incident has a few).
+_KEEP = 32
+
 
 def state_id(alert: Alert) -> str:
     """Identifies one state change of one alert (same change replayed: same id)."""
@@ -49,7 +52,7 @@ class NotificationPipeline:
         Picks the receivers of each alert.
     deliveries
         ``"<receiver>|<fingerprint>"`` to a small JSON document: the
-        receiver's memory and the last state change delivered.
+        receiver's memory and the ids of the state changes delivered.
     backoff_initial, backoff_max
         Retry delays in seconds (doubling, capped); a receiver's
         ``retry_after`` wins when longer.
@@ -84,11 +87,12 @@ class NotificationPipeline:
             key = f"{name}|{alert.fingerprint}"
             raw = self.deliveries.get(key)
             rec = orjson.loads(raw) if raw else {}
-            if rec.get("last") == sid:
+            done = rec.get("done", [])
+            if sid in done:
                 self.counts[f"duplicate.{name}"] += 1
                 continue
             memory = await self._send(receiver, alert, rec.get("memory"))
-            self.deliveries[key] = orjson.dumps({"memory": memory, "last": sid})
+            self.deliveries[key] = orjson.dumps({"memory": memory, "done": [*done, sid][-_KEEP:]})
             self.counts[f"sent.{name}"] += 1
 
     async def _send(self, receiver: Receiver, alert: Alert, memory: dict | None) -> dict | None:

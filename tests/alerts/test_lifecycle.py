@@ -1,0 +1,66 @@
+"""Alert lifecycle: pending, hysteresis, cause updates, resolve once."""
+
+from alerts.lifecycle import AlertTracker
+from detectors.diagnosis import Finding
+from detectors.model import Evidence
+
+
+def finding(ts, cause="capacity_saturation", conf=0.8, sev="critical", service="ent", pending=None, hold=None):
+    return Finding({"service": service, "host": None, "disk": None}, cause, conf, sev, f"{cause} on {service}",
+                   [Evidence("request_rate", 10, 2, "10 req/s against 2 usual")], [f"a{ts}"], ts, hold, pending)
+
+
+def run(tracker, findings, until):
+    out = []
+    by_t = {}
+    for f in findings:
+        by_t.setdefault(f.ts, []).append(f)
+    for t in range(0, until + 1, 60):
+        for f in by_t.get(t, []):
+            out += tracker.observe(f)
+        out += tracker.tick(t)
+    return out
+
+
+def test_a_flapping_signal_makes_one_incident():
+    tr = AlertTracker(keep_firing_for=300)
+    # on, off, on, off ... every other minute for 20 minutes
+    out = run(tr, [finding(t) for t in range(0, 1200, 120)], 3000)
+    assert [a.status for a in out] == ["firing", "resolved"]
+    assert out[1].ends_at == 1080 + 300
+    assert out[0].fingerprint == out[1].fingerprint
+
+
+def test_pending_needs_persistence_without_gaps():
+    tr = AlertTracker(pending_gap=90)
+    blips = [finding(t, cause="unknown", conf=0.3, sev="warning", pending=180) for t in (0, 600, 1200)]
+    assert run(tr, blips, 2400) == []
+    tr = AlertTracker(pending_gap=90)
+    steady = [finding(t, cause="unknown", conf=0.3, sev="warning", pending=180) for t in range(0, 300, 60)]
+    out = run(tr, steady, 1200)
+    assert [a.status for a in out] == ["firing", "resolved"]
+    assert out[0].starts_at == 0
+
+
+def test_a_better_supported_cause_updates_the_alert_and_a_weaker_one_does_not():
+    tr = AlertTracker()
+    out = tr.observe(finding(0, cause="unknown", conf=0.3, sev="warning"))
+    out += tr.observe(finding(60, cause="suspected_attack", conf=0.9))
+    out += tr.observe(finding(120, cause="capacity_saturation", conf=0.8))
+    assert [(a.status, a.cause, a.severity) for a in out] == [
+        ("firing", "unknown", "warning"), ("firing", "suspected_attack", "critical")]
+    assert out[1].starts_at == 0
+
+
+def test_two_services_two_alerts():
+    tr = AlertTracker()
+    out = tr.observe(finding(0, service="a")) + tr.observe(finding(0, service="b", cause="suspected_attack"))
+    assert len({a.fingerprint for a in out}) == 2
+
+
+def test_explicit_resolve():
+    tr = AlertTracker()
+    (a,) = tr.observe(finding(0))
+    (r,) = tr.resolve(a.fingerprint, 500)
+    assert r.status == "resolved" and r.ends_at == 500
+    assert tr.tick(10_000) == []
