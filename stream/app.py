@@ -147,12 +147,12 @@ class TocsinApp:
         @app.agent(self.requests_topic, name="detect_requests")
         async def detect_requests(stream: faust.StreamT) -> None:
             async for event in stream.events():
-                await self._consume(event, decode_request, self.engine.process_request)
+                await self._consume(event, "requests", decode_request, self.engine.process_request)
 
         @app.agent(self.disk_topic, name="detect_disks")
         async def detect_disks(stream: faust.StreamT) -> None:
             async for event in stream.events():
-                await self._consume(event, decode_disk, self.engine.process_disk)
+                await self._consume(event, "disk-health", decode_disk, self.engine.process_disk)
 
         @app.agent(self.alerts_topic, name="notify_alerts")
         async def notify_alerts(stream: faust.StreamT) -> None:
@@ -170,19 +170,19 @@ class TocsinApp:
         self.detect_disks = detect_disks
         self.notify_alerts = notify_alerts
 
-    async def _consume(self, event: faust.EventT, decode: Callable, process: Callable[[Any], Output]) -> None:
+    async def _consume(self, event: faust.EventT, kind: str, decode: Callable, process: Callable[[Any], Output]) -> None:
         msg = event.message
         if not self._restored:
             self.restore()
         try:
             ev = decode(event.value)
         except InvalidEvent as exc:
-            self.counts[f"dead_letter.{msg.topic}"] += 1
+            self.counts[f"dead_letter.{kind}"] += 1
             await self.dead_letter_topic.send(
                 key=None, value=dead_letter_record(msg.topic, msg.partition, msg.offset, str(exc), event.value)
             )
             return
-        self.counts[f"processed.{msg.topic}"] += 1
+        self.counts[f"processed.{kind}"] += 1
         out = process(ev)
         if out:
             await self.emit(out)
