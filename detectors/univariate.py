@@ -196,9 +196,8 @@ class UnivariateDetector:
         self._ref = 0.0  # first value, subtracted before float32 storage
         self._mean = 0.0  # slow EW mean / mean absolute deviation (context scale)
         self._mad = 0.0
-        self._mem_s = np.zeros((self.memory, self.short_len), dtype=np.float32)
-        self._mem_l = np.zeros((self.memory, self.long_blocks), dtype=np.float32)
-        self._mem_p = np.zeros((self.memory, 2), dtype=np.float32)
+        # one row per past point: short vector | long vector | (cos, sin) of time of day
+        self._mem = np.zeros((self.memory, self.short_len + self.long_blocks + 2), dtype=np.float32)
         self._m = 0
         self._cal = [_Calibrator(self.bins, self.bin_width, self.tail) for _ in range(self._N_CAL)]
         self._base = np.zeros(self.smooth, dtype=np.float32)
@@ -233,25 +232,25 @@ class UnivariateDetector:
         ds = dl = dc = nan
         avail = min(self._m, self.memory) - self.gap
         if avail > 0:
-            if self._m <= self.memory:
-                sel = slice(0, avail)
-                es = ((self._mem_s[sel] - fs) ** 2).sum(axis=1)
-                el = ((self._mem_l[sel] - fl) ** 2).sum(axis=1)
-                mp = self._mem_p[sel]
-            else:
+            q = np.concatenate((fs, fl, ph)).astype(np.float32)
+            mem = self._mem[:avail] if self._m <= self.memory else self._mem
+            d2 = mem - q
+            d2 *= d2
+            k1 = self.short_len
+            k2 = k1 + self.long_blocks
+            es = d2[:, :k1].sum(axis=1)
+            el = d2[:, k1:k2].sum(axis=1)
+            if self._m > self.memory:
                 # ring full: exclude the slots holding the last `gap` vectors
                 i = self._m % self.memory
                 idx = np.arange(i - self.gap, i) % self.memory
-                es = ((self._mem_s - fs) ** 2).sum(axis=1)
-                el = ((self._mem_l - fl) ** 2).sum(axis=1)
                 es[idx] = np.inf
                 el[idx] = np.inf
-                mp = self._mem_p
-            ds = math.sqrt(es.min() / self.short_len)
-            dl = math.sqrt(el.min() / self.long_blocks)
+            ds = math.sqrt(float(es.min()) / self.short_len)
+            dl = math.sqrt(float(el.min()) / self.long_blocks)
             if t is not None and self.context > 0.0:
                 lam = (self.context * self._mad) ** 2
-                ec = el / self.long_blocks + lam * ((mp - ph) ** 2).sum(axis=1)
+                ec = el / self.long_blocks + lam * d2[:, k2:].sum(axis=1)
                 dc = math.sqrt(float(np.nanmin(ec)))
         jump = abs(w[-1] - w[-2]) if n >= 2 else nan
         raw = (ds, dl, jump, dc)
@@ -334,9 +333,9 @@ class UnivariateDetector:
         self._hist[self._n % self._hlen] = x
         self._n += 1
         j = self._m % self.memory
-        self._mem_s[j] = fs
-        self._mem_l[j] = fl
-        self._mem_p[j] = ph
+        self._mem[j, : self.short_len] = fs
+        self._mem[j, self.short_len : self.short_len + self.long_blocks] = fl
+        self._mem[j, self.short_len + self.long_blocks :] = ph
         self._m += 1
 
     # ---------------------------------------------------------- persistence
@@ -346,7 +345,7 @@ class UnivariateDetector:
     )
 
     def _arrays(self) -> list[np.ndarray]:
-        return [self._hist, self._mem_s, self._mem_l, self._mem_p, self._ev, self._base] + [c.counts for c in self._cal]
+        return [self._hist, self._mem, self._ev, self._base] + [c.counts for c in self._cal]
 
     def _scalars(self) -> list[float]:
         return [float(self._n), float(self._m), self._ref, self._mean, self._mad] + [
