@@ -74,6 +74,8 @@ class TocsinApp:
         Faust app id (consumer group and table topic prefix).
     checkpoint_interval
         Seconds between checkpoints of the changed models.
+    local_outputs
+        Write anomalies, alerts and dead letters to in-memory channels (tests).
     """
 
     def __init__(
@@ -88,6 +90,7 @@ class TocsinApp:
         checkpoint_interval: float = 5.0,
         web: bool = False,
         data_dir: str | None = None,
+        local_outputs: bool = False,
     ) -> None:
         self.config = config
         self.engine = engine or Engine(config.detectors, config.alerting)
@@ -107,7 +110,7 @@ class TocsinApp:
         self.app = faust.App(
             app_id or kafka.group_id,
             broker=[f"kafka://{s.strip()}" for s in bootstrap_servers.split(",")],
-            client_id=kafka.client_id,
+            broker_client_id=kafka.client_id,
             value_serializer="raw",
             key_serializer="raw",
             store="memory://",
@@ -127,13 +130,15 @@ class TocsinApp:
         topic = self._topic
         self.requests_topic = topic(t.requests)
         self.disk_topic = topic(t.disk_health)
-        self.anomalies_topic = topic(t.anomalies)
-        self.alerts_topic = topic(t.alerts)
-        self.dead_letter_topic = topic(t.dead_letter)
-        self.models_table = self.app.Table("models", default=None, key_type=bytes, value_type=bytes,
-                                           key_serializer="raw", value_serializer="raw")
-        self.deliveries_table = self.app.Table("deliveries", default=None, key_type=bytes, value_type=bytes,
-                                               key_serializer="raw", value_serializer="raw")
+        # local_outputs: in-memory channels instead of topics, so agents can be
+        # tested with ``agent.test_context()`` and no broker (faust testing guide).
+        out = (lambda _name: self.app.channel(maxsize=100_000)) if local_outputs else topic
+        self.anomalies_topic = out(t.anomalies)
+        self.alerts_topic = out(t.alerts)
+        self.dead_letter_topic = out(t.dead_letter)
+        # Keys and values are raw bytes (the app's serializers): compact, no pickle.
+        self.models_table = self.app.Table("models", default=None, key_type=bytes, value_type=bytes)
+        self.deliveries_table = self.app.Table("deliveries", default=None, key_type=bytes, value_type=bytes)
         self.pipeline = NotificationPipeline(self.receivers, Router(config.alerting.route), _BytesKeyed(self.deliveries_table))
         self._register_agents()
 
