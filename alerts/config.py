@@ -25,7 +25,7 @@ class _Strict(BaseModel):
 
 class SlackConfig(_Strict):
     channel: str = Field(min_length=1)
-    token_env: str | None = "SLACK_BOT_TOKEN"
+    token_env: str | None = "SLACK_BOT_TOKEN"  # noqa: S105 - the name of a variable, not a secret
     token_file: str | None = None
     api_url: str | None = None  # for tests or Slack-compatible gateways
     runbook_url: str | None = None

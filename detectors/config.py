@@ -10,7 +10,6 @@ from __future__ import annotations
 import fnmatch
 from datetime import date
 from typing import Annotated, Any, Literal
-
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model, field_validator

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -123,7 +124,7 @@ class TocsinApp:
             web_port=config.web.port,
             autodiscover=False,
             stream_wait_empty=False,
-            datadir=data_dir or "/tmp/tocsin-faust",
+            datadir=data_dir or tempfile.mkdtemp(prefix="tocsin-faust-"),
             **opts,
         )
         t = config.topics

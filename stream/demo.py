@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 import threading
 import time
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -66,7 +65,7 @@ async def _demo(seed: int, history_days: int, scale: float) -> int:
 
     t_start = time.monotonic()
     sc = simulator.Scenario(seed=seed, history_days=history_days, scale=scale)
-    day = datetime(sc.incident_day.year, sc.incident_day.month, sc.incident_day.day, tzinfo=timezone.utc)
+    day = datetime(sc.incident_day.year, sc.incident_day.month, sc.incident_day.day, tzinfo=UTC)
     live_from = (day + timedelta(hours=4)).timestamp()  # 06:00 in Paris
     live_to = (day + timedelta(hours=10, minutes=30)).timestamp()
     truth = simulator.ground_truth(sc)
@@ -110,7 +109,7 @@ async def _demo(seed: int, history_days: int, scale: float) -> int:
             if time.monotonic() - last > 15:
                 last = time.monotonic()
                 _say(f"  ... {tapp.counts['processed.requests']:,} requests processed, event time "
-                     f"{datetime.fromtimestamp(engine.aggregator.watermark, timezone.utc):%H:%M} UTC")
+                     f"{datetime.fromtimestamp(engine.aggregator.watermark, UTC):%H:%M} UTC")
         total = sent.get("requests", 0)
         _say(f"simulator sent {total:,} requests and {sent.get('disk-health', 0):,} disk readings")
         await wait_until(lambda: tapp.counts["processed.requests"] >= total

@@ -122,7 +122,7 @@ def test_corrupt_gzip_exits_2(tmp_path, capsys):
 
 def test_score_writes_one_bounded_score_per_row(tmp_path):
     src = tmp_path / "in.csv"
-    rows = [("2014-04-01 00:%02d:00" % (i % 60), 10.0 + (50.0 if i == 150 else 0.0) + (i % 7)) for i in range(300)]
+    rows = [(f"2014-04-01 00:{i % 60:02d}:00", 10.0 + (50.0 if i == 150 else 0.0) + (i % 7)) for i in range(300)]
     with open(src, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["timestamp", "value"])
