@@ -28,8 +28,9 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from multiprocessing import Pool
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -43,7 +44,7 @@ DEFAULT_SCORER = os.path.join(ROOT, "..", "shared", "tools", "nab_score.py")
 
 
 def _epoch(ts: str) -> float:
-    return datetime.strptime(ts.split(".")[0], "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone.utc).timestamp()
+    return datetime.strptime(ts.split(".")[0], "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC).timestamp()
 
 
 def _parse_value(v: str) -> float | int | bool:
@@ -76,7 +77,7 @@ def run_file(job: tuple) -> tuple[str, int, float]:
     epochs = [_epoch(t) for t in ts]
     model = UnivariateDetector(**params)
     t0 = time.perf_counter()
-    scores = [model.score_learn_one(v, e) for v, e in zip(vals, epochs)]
+    scores = [model.score_learn_one(v, e) for v, e in zip(vals, epochs, strict=True)]
     dt = time.perf_counter() - t0
     spans = [(a.split(".")[0], b.split(".")[0]) for a, b in windows]
     cat, fn = rel.split("/")
@@ -85,17 +86,21 @@ def run_file(job: tuple) -> tuple[str, int, float]:
     with open(os.path.join(out_dir, f"{det}_{fn}"), "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["timestamp", "value", "anomaly_score", "label"])
-        for t, v, s in zip(ts, vals, scores):
+        for t, v, s in zip(ts, vals, scores, strict=True):
             lab = int(any(a <= t <= b for a, b in spans))
             w.writerow([t, repr(v), repr(s), lab])
     return rel, len(vals), dt
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default=DEFAULT_DATA, help="NAB folder with files.txt, data/, labels/")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--data", default=DEFAULT_DATA, help="NAB folder with files.txt, data/, labels/"
+    )
     ap.add_argument("--scorer", default=DEFAULT_SCORER, help="path of nab_score.py")
-    ap.add_argument("--results", default=os.path.join("/tmp", "tocsin-nab-results"))
+    ap.add_argument("--results", default=os.path.join(tempfile.gettempdir(), "tocsin-nab-results"))
     ap.add_argument("--det", default="tocsin", help="detector name (no '_')")
     ap.add_argument("--procs", type=int, default=2, help="worker processes (max 2)")
     ap.add_argument("--param", action="append", default=[], help="constructor override name=value")
@@ -128,7 +133,18 @@ def main(argv: list[str] | None = None) -> int:
     list_path = os.path.join(a.results, a.det, "files.txt")
     with open(list_path, "w") as f:
         f.write("\n".join(files) + "\n")
-    cmd = [sys.executable, a.scorer, "--results", a.results, "-d", a.det, "--nab", a.data, "--files", list_path]
+    cmd = [
+        sys.executable,
+        a.scorer,
+        "--results",
+        a.results,
+        "-d",
+        a.det,
+        "--nab",
+        a.data,
+        "--files",
+        list_path,
+    ]
     if a.save_thresholds:
         cmd += ["--save-thresholds", a.save_thresholds]
     res = subprocess.run(cmd, capture_output=True, text=True, check=False)

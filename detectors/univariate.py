@@ -1,32 +1,45 @@
 """Online univariate anomaly scorer behind ``tocsin score``.
 
-The detector combines a few *novelty* statistics computed on every new point,
-turns each of them into a calibrated tail probability against its own recent
-history, and reports the strongest evidence with a post-processing step that
-keeps the first alarm of an episode and damps its echoes.
+The detector computes a few *novelty* statistics on every new point, turns
+each into a calibrated tail probability against that statistic's own whole
+history, and reports the strongest evidence through a post-processing step
+that keeps the first alarm of an episode and damps its echoes.
 
-Pipeline for one observation ``x`` (scored before it is learned):
+Pipeline for one observation ``x`` at time ``t`` (scored before it is learned):
 
 1. **Shape novelty** (in the spirit of KNN-CAD / ARTime): the recent values
-   are summarised as two feature vectors, a *short* one (the last few raw
-   values) and a *long* one (block means over a longer window).  Each vector
-   is compared with a ring-buffer memory of the vectors seen earlier; the
-   distance to the nearest neighbour (excluding the trivially overlapping
-   most recent vectors) is the novelty.
-2. **Jump novelty**: the absolute one-step change.
-3. **Calibration** (conformal, with a peaks-over-threshold tail): each
-   statistic is log-transformed and ranked against a ring buffer of its past
-   values.  Inside the sample the tail probability is the empirical
-   exceedance rate; beyond the ``tail`` highest past values an exponential
-   tail fitted to them extrapolates, so scores keep growing (no ties at the
-   top).  This makes the evidence comparable across series of any scale.
-4. **Evidence** ``S = max_c(-log p_c) - log(n_components)`` in nats.
-5. **Echo suppression**: ``S`` is reported unchanged only if it exceeds the
+   are summarised as a *short* vector (the last ``short_len`` raw values) and
+   a *long* vector (``long_blocks`` means of ``block`` points).  Each one is
+   compared with a ring-buffer memory of the last ``memory`` vectors; the
+   RMS distance to the nearest neighbour (the ``gap`` most recent, overlapping
+   vectors excluded) is the novelty.
+2. **Contextual novelty** (in the spirit of CAD OSE's contexts): the same
+   nearest-neighbour search on the long vector, with the time-of-day
+   distance (``context`` times the running mean absolute deviation) added,
+   so a pattern that is normal at 3 pm but not at 3 am stands out.  Skipped
+   without timestamps.
+3. **Jump novelty**: the absolute one-step change.
+4. **Calibration** (conformal, with a peaks-over-threshold tail): each
+   statistic is log-transformed and ranked in a fixed-size histogram of its
+   whole history.  Inside the sample the tail probability is the empirical
+   exceedance rate; beyond the ``tail`` highest values an exponential tail
+   fitted to them extrapolates, so the evidence keeps growing (no ties at
+   the top).  This makes evidence comparable across series of any scale,
+   which matters because NAB picks a single threshold for the corpus.
+5. **Evidence** ``e = max_c(-log p_c)`` in nats; its moving average over
+   ``smooth`` points is calibrated the same way (sustained moderate
+   surprise, like HTM's anomaly likelihood), and
+   ``S = max(e, -log p_avg) - log(n_components)``.
+6. **Echo suppression**: ``S`` is reported unchanged only if it exceeds the
    largest evidence of the previous ``suppress`` points, otherwise it is
    multiplied by ``damp``.  Whatever threshold is used downstream, the first
    crossing of an episode is kept and its repetitions are damped.
-6. The score is ``S / (S + half_score)``: strictly increasing, in [0, 1),
-   and it never saturates.
+7. The score is ``S / (S + half_score)``: strictly increasing, in [0, 1),
+   never saturating.
+
+Cost: about 110-120 us per point (numpy, dominated by the nearest-neighbour scan
+of the 1024 x 18 float32 memory) and an ~83 KB snapshot with the defaults
+(``to_bytes``: struct header + raw numpy arrays, no pickle).
 
 Example
 -------
@@ -260,7 +273,7 @@ class UnivariateDetector:
 
     def _evidence(self, stats: tuple) -> tuple[float, float, float]:
         best = 0.0
-        for cal, v in zip(self._cal, stats):
+        for cal, v in zip(self._cal[:-1], stats, strict=True):
             if v == v:
                 best = max(best, cal.neg_log_p(v))
         k = min(self._n, self.smooth - 1)
@@ -320,7 +333,7 @@ class UnivariateDetector:
             return
         _, fs, fl, ph, stats, best, ev, _ = self._compute(x, t)
         self._cache = None
-        for cal, v in zip(self._cal, stats):
+        for cal, v in zip(self._cal, stats, strict=True):
             if v == v:
                 cal.add(v)
         if self._n == 0:
@@ -340,8 +353,20 @@ class UnivariateDetector:
 
     # ---------------------------------------------------------- persistence
     _PARAMS = (
-        "short_len", "long_blocks", "block", "memory", "gap", "bins", "bin_width", "tail",
-        "suppress", "damp", "half_score", "smooth", "context", "scale_len",
+        "short_len",
+        "long_blocks",
+        "block",
+        "memory",
+        "gap",
+        "bins",
+        "bin_width",
+        "tail",
+        "suppress",
+        "damp",
+        "half_score",
+        "smooth",
+        "context",
+        "scale_len",
     )
 
     def _arrays(self) -> list[np.ndarray]:
@@ -362,7 +387,9 @@ class UnivariateDetector:
         """
         params = [float(getattr(self, k)) for k in self._PARAMS]
         scal = self._scalars()
-        head = _MAGIC + struct.pack(f"<HH{len(params)}d{len(scal)}d", len(params), len(scal), *params, *scal)
+        head = _MAGIC + struct.pack(
+            f"<HH{len(params)}d{len(scal)}d", len(params), len(scal), *params, *scal
+        )
         return head + b"".join(np.ascontiguousarray(a).tobytes() for a in self._arrays())
 
     @classmethod
@@ -396,7 +423,7 @@ class UnivariateDetector:
             vals = struct.unpack_from(f"<{n_par}d{n_sc}d", data, 8)
             defaults = cls()
             stored = {}
-            for k, v in zip(cls._PARAMS, vals[:n_par]):
+            for k, v in zip(cls._PARAMS, vals[:n_par], strict=True):
                 stored[k] = int(v) if isinstance(getattr(defaults, k), int) else v
             stored.update(params)
             det = cls(**stored)
@@ -411,7 +438,9 @@ class UnivariateDetector:
                 nb = a.nbytes
                 if off + nb > len(data):
                     raise ValueError("truncated snapshot")
-                a[...] = np.frombuffer(data, dtype=a.dtype, count=a.size, offset=off).reshape(a.shape)
+                a[...] = np.frombuffer(data, dtype=a.dtype, count=a.size, offset=off).reshape(
+                    a.shape
+                )
                 off += nb
             if off != len(data):
                 raise ValueError("snapshot size mismatch (layout parameters differ?)")
@@ -457,4 +486,4 @@ def score_series(values: Iterable[float], timestamps: Sequence[float] | None = N
     det = UnivariateDetector()
     vals = list(values)
     ts = list(timestamps) if timestamps is not None else [None] * len(vals)
-    return [det.score_learn_one(v, t) for v, t in zip(vals, ts)]
+    return [det.score_learn_one(v, t) for v, t in zip(vals, ts, strict=True)]

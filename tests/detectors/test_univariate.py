@@ -20,7 +20,10 @@ def _noisy_daily(n: int, seed: int = 0, period: int = 96) -> tuple[np.ndarray, n
 
 def _run(det: UnivariateDetector, xs, ts=None) -> list[float]:
     ts = [None] * len(xs) if ts is None else ts
-    return [det.score_learn_one(float(x), None if t is None else float(t)) for x, t in zip(xs, ts)]
+    return [
+        det.score_learn_one(float(x), None if t is None else float(t))
+        for x, t in zip(xs, ts, strict=True)
+    ]
 
 
 def test_scores_in_unit_interval_and_finite():
