@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 from .calendar import is_holiday
 
-__all__ = ["EWBaseline", "SeasonalBaseline", "day_type"]
+__all__ = ["EWBaseline", "HoltBaseline", "SeasonalBaseline", "day_type"]
 
 
 class EWBaseline:
@@ -61,6 +61,59 @@ class EWBaseline:
     def from_bytes(cls, data: bytes, alpha: float = 0.05) -> EWBaseline:
         b = cls(alpha)
         b.mean, b.var, b.n = cls._FMT.unpack(data)
+        return b
+
+
+class HoltBaseline:
+    """Level and trend (Holt's linear method) with the variance of its one-step errors.
+
+    Follows a ramp (the school morning) so that only a break from it counts
+    as a surprise; used where no seasonal profile has been learned yet.
+
+    >>> b = HoltBaseline(alpha=0.2, beta=0.1)
+    >>> for i in range(200):
+    ...     b.learn(float(i))
+    >>> round(b.predict(), 1)
+    200.0
+    """
+
+    __slots__ = ("alpha", "beta", "level", "trend", "var", "n")
+    _FMT = struct.Struct("<dddI")
+
+    def __init__(self, alpha: float = 0.1, beta: float = 0.05) -> None:
+        self.alpha = alpha
+        self.beta = beta
+        self.level = self.trend = self.var = 0.0
+        self.n = 0
+
+    @property
+    def mean(self) -> float:
+        return self.predict()
+
+    def predict(self) -> float:
+        return self.level + self.trend
+
+    def learn(self, x: float, weight: float = 1.0) -> None:
+        self.n += 1
+        if self.n == 1:
+            self.level = x
+            return
+        a = max(self.alpha, 1.0 / self.n) * weight
+        err = x - self.predict()
+        if self.n > 30:
+            lim = 4.0 * math.sqrt(self.var + 1e-9)
+            err = max(-lim, min(lim, err))
+        self.level = self.predict() + a * err
+        self.trend += self.beta * a * err
+        self.var = (1.0 - a) * (self.var + a * err * err)
+
+    def to_bytes(self) -> bytes:
+        return self._FMT.pack(self.level, self.trend, self.var, self.n)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, alpha: float = 0.1, beta: float = 0.05) -> HoltBaseline:
+        b = cls(alpha, beta)
+        b.level, b.trend, b.var, b.n = cls._FMT.unpack(data)
         return b
 
 

@@ -29,7 +29,7 @@ class TrafficConfig(_Strict):
     threshold_z: float = Field(5.0, gt=0)
     min_ratio: float = Field(2.0, ge=1)
     seasonal_alpha: float = Field(0.005, gt=0, le=1)
-    recent_alpha: float = Field(0.05, gt=0, le=1)
+    recent_alpha: float = Field(0.1, gt=0, le=1)
     warmup: int = Field(45, ge=0)
     fallback_z: float = Field(8.0, gt=0)
     fallback_ratio: float = Field(3.0, ge=1)
@@ -57,7 +57,7 @@ class DiagnosisConfig(_Strict):
     disk_window: Duration = 3 * 86400.0
     composition_alpha: float = Field(0.02, gt=0, le=1)
     composition_warmup: int = Field(30, ge=0)
-    harm_traffic_z: float = Field(3.0, gt=0)
+    harm_traffic_z: float = Field(2.5, gt=0)
     harm_traffic_ratio: float = Field(1.8, ge=1)
     unknown_pending_for: Duration = 180.0
     disk_pending_for: Duration = 60.0

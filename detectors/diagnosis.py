@@ -167,7 +167,7 @@ class Diagnoser:
         disk_window: float = 3 * 86400.0,
         composition_alpha: float = 0.02,
         composition_warmup: int = 30,
-        harm_traffic_z: float = 3.0,
+        harm_traffic_z: float = 2.5,
         harm_traffic_ratio: float = 1.8,
         unknown_pending_for: float = 180.0,
         disk_pending_for: float = 60.0,

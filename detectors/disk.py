@@ -93,11 +93,15 @@ FEATURES: tuple[str, ...] = (
     "latency",  # log2(latency / the drive's usual latency), >= 0
     "errors",  # log2(1 + recent I/O errors)
     "family",  # log2(how much rarer counter rises are in the drive's model than overall), if rising
+    "soft_stalls",  # readings where power-on hours advanced too slowly (capped), x the model's rarity of it
+    "spike_197",  # log2(1 + peak rise of SMART 197, even if seen once), x the model's rarity of 197 rises
 )
 #: Prior weights (logit units per feature unit): the rules, before any label.
-PRIOR_WEIGHTS: tuple[float, ...] = (1.3, 0.9, 0.9, 0.45, 0.3, 0.13, 0.7, 7.0, 2.0, 1.4, 1.0)
+PRIOR_WEIGHTS: tuple[float, ...] = (1.3, 0.9, 0.9, 0.45, 0.3, 0.13, 0.7, 7.0, 2.0, 1.4, 1.0, 7.0, 1.5)
 _NF = len(FEATURES)
-_R5, _R197, _RUNC, _R188, _INC, _LEVEL, _RECENT, _STALL, _LAT, _ERR, _FAM = range(_NF)
+_R5, _R197, _RUNC, _R188, _INC, _LEVEL, _RECENT, _STALL, _LAT, _ERR, _FAM, _SOFT, _SPIKE = range(_NF)
+# per-model counts of healthy readings: [readings, counter rises, SMART 197 rises, soft stalls]
+_C_N, _C_RISE, _C_197, _C_SOFT = range(4)
 _MAX_FAMILIES = 1024
 _LEVEL_KEYS = ("5", "187", "197", "198")
 
@@ -110,9 +114,9 @@ class DiskStateError(DetectorError):
 
 # version, readings, stalls, io readings | first_ts, last_ts, poh, lat_mean, lat_var, err_recent
 # then per tracked counter: first, last, peak, confirmed peak, rise start ts (f64) and increases (u16)
-_DRIVE_HEAD = struct.Struct("<BIHHI7d")
+_DRIVE_HEAD = struct.Struct("<BIHHHI7d")
 _DRIVE_ATTR = struct.Struct("<" + "d" * (5 * _K) + "H" * _K)
-_DRIVE_VERSION = 1
+_DRIVE_VERSION = 2
 
 
 class DriveState:
@@ -137,6 +141,7 @@ class DriveState:
         "rising",
         "poh",
         "stalls",
+        "soft",
         "lat_n",
         "lat_mean",
         "lat_var",
@@ -158,6 +163,7 @@ class DriveState:
         self.rising = 0  # readings where a counter rose
         self.poh = _NAN
         self.stalls = 0
+        self.soft = 0  # readings where power-on hours advanced, but too slowly
         self.lat_n = 0
         self.lat_mean = 0.0
         self.lat_var = 0.0
@@ -170,6 +176,7 @@ class DriveState:
             self.n,
             min(self.stalls, 0xFFFF),
             min(self.rising, 0xFFFF),
+            min(self.soft, 0xFFFF),
             self.lat_n,
             self.first_ts,
             self.last_ts,
@@ -195,6 +202,7 @@ class DriveState:
             s.n,
             s.stalls,
             s.rising,
+            s.soft,
             s.lat_n,
             s.first_ts,
             s.last_ts,
@@ -242,10 +250,10 @@ class DiskVerdict:
 # --------------------------------------------------------------------------- the detector
 
 _MODEL = struct.Struct("<BII" + "d" * _NF)
-_MODEL_VERSION = 1
+_MODEL_VERSION = 2
 _U16 = struct.Struct("<H")
 _FAMILY = struct.Struct("<B")
-_COUNTS = struct.Struct("<2d")
+_COUNTS = struct.Struct("<4d")
 
 
 def _log2p(x: float) -> float:
@@ -287,6 +295,15 @@ class DiskFailureDetector:
         Readings of pseudo-count behind each drive model's rate of counter
         rises (learned from the drives not labelled failed); 0 ignores models.
         A rise in a model whose healthy drives seldom rise weighs more.
+    soft_stall_ratio
+        An interval of at least 12 h where power-on hours advance by less than
+        this fraction of it (but more than ``stall_ratio``) is a soft stall; it
+        counts only in drive models whose healthy drives seldom show it.
+    event_ref_rate
+        Rate per reading, among a model's healthy drives, at which a soft
+        stall or a SMART 197 rise stops being evidence; at 1/8 of it or less
+        it weighs fully (a log2 scale in between). Learned online per model
+        from the drives not labelled failed.
 
     Examples
     --------
@@ -306,6 +323,8 @@ class DiskFailureDetector:
         max_stalls: int = 3,
         recent_days: float = 7.0,
         family_prior: float = 200.0,
+        soft_stall_ratio: float = 0.6,
+        event_ref_rate: float = 0.01,
     ) -> None:
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"threshold must be in (0, 1), got {threshold!r}")
@@ -320,12 +339,14 @@ class DiskFailureDetector:
         self.max_stalls = max_stalls
         self.recent_days = recent_days
         self.family_prior = family_prior
+        self.soft_stall_ratio = soft_stall_ratio
+        self.event_ref_rate = event_ref_rate
         self._weights = list(PRIOR_WEIGHTS)
         self._n_pos = 0
         self._n_neg = 0
         # per drive model: [readings after a drive's first, readings where a counter rose],
         # from drives not (yet) known to have failed; "" sums all models
-        self._family: dict[str, list[float]] = {"": [0.0, 0.0]}
+        self._family: dict[str, list[float]] = {"": [0.0, 0.0, 0.0, 0.0]}
         self._z_cut = math.log(threshold / (1.0 - threshold))
         # evidence is written only for scores within about 20x of the threshold
         self._z_explain = self._z_cut - 3.0
@@ -368,6 +389,12 @@ class DiskFailureDetector:
                 conf = st.confirmed[i]
                 c = v if v < last else last
                 rise = (c if c > conf else conf) - firsts[i]
+                peak = st.peak[i]
+                spike = (v if v > peak else peak) - firsts[i]
+                if spike > 0.0:  # ... unless the drive's model seldom shows 197 rises at all
+                    g = self._gate(ev.model, _C_197)
+                    if g:
+                        x[_SPIKE] = _log2p(spike) * g
             else:
                 rise = v - firsts[i]
             if i != 2:
@@ -396,15 +423,20 @@ class DiskFailureDetector:
         if recent or jump:
             x[_RECENT] = _log2p(recent + jump)
         stalls = st.stalls
+        soft = st.soft
         poh = get("9")
-        if (
-            poh is not None
-            and dt >= 43200.0
-            and 0.0 <= poh - st.poh < self.stall_ratio * dt / 3600.0
-        ):
-            stalls += 1
+        if poh is not None and dt >= 43200.0 and 0.0 <= poh - st.poh:
+            adv = (poh - st.poh) * 3600.0 / dt
+            if adv < self.stall_ratio:
+                stalls += 1
+            elif adv < self.soft_stall_ratio:
+                soft += 1
         if stalls:
             x[_STALL] = float(min(stalls, self.max_stalls))
+        if soft:
+            g = self._gate(ev.model, _C_SOFT)
+            if g:
+                x[_SOFT] = float(min(soft, self.max_stalls)) * g
         lat = ev.io_latency_ms
         if lat is not None and st.lat_n >= self.warmup and lat > st.lat_mean > 0.0:
             x[_LAT] = min(5.0, math.log2(lat / st.lat_mean))
@@ -423,6 +455,21 @@ class DiskFailureDetector:
         k = self.family_prior
         r = (fam[1] + k * g) / (fam[0] + k)
         return max(-3.0, min(3.0, math.log2(g / r)))
+
+    def _gate(self, model: str | None, j: int) -> float:
+        """How rare event ``j`` is among the model's healthy readings, in [0, 1] (0: common)."""
+        tot = self._family[""]
+        fam = self._family.get(model or "")
+        ref = self.event_ref_rate
+        g = (tot[j] + ref * 100.0) / (tot[_C_N] + 100.0)
+        if fam is None or fam is tot:
+            r = g
+        else:
+            k = self.family_prior
+            r = (fam[j] + k * g) / (fam[_C_N] + k)
+        if r >= ref:
+            return 0.0
+        return min(1.0, math.log2(ref / r) / 3.0) if r > 0.0 else 1.0
 
     def _z(self, x: list[float]) -> float:
         z = self.bias
@@ -490,17 +537,23 @@ class DiskFailureDetector:
         ts = event.ts
         get = event.smart.get
         poh = get("9")
+        soft = 0
         if st.n == 0:
             st.first_ts = ts
         elif poh is not None:
             dt = ts - st.last_ts
-            if dt >= 43200.0 and 0.0 <= poh - st.poh < self.stall_ratio * dt / 3600.0:
-                st.stalls += 1
+            if dt >= 43200.0 and 0.0 <= poh - st.poh:
+                adv = (poh - st.poh) * 3600.0 / dt
+                if adv < self.stall_ratio:
+                    st.stalls += 1
+                elif adv < self.soft_stall_ratio:
+                    st.soft += 1
+                    soft = 1
         if poh is not None:
             st.poh = poh
         if st.recent:
             st.recent *= math.exp(-(ts - st.last_ts) / (self.recent_days * _DAY))
-        rose = 0
+        rose = rose197 = 0
         lasts = st.last
         for i in range(_K):
             v = get(TRACKED[i])
@@ -518,6 +571,8 @@ class DiskFailureDetector:
                 if i != 2:
                     st.recent += v - last
                     rose = 1
+                    if i == 3:
+                        rose197 = 1
                 if st.rise_ts[i] != st.rise_ts[i]:
                     st.rise_ts[i] = st.last_ts
                 if v > st.peak[i]:
@@ -542,25 +597,31 @@ class DiskFailureDetector:
         if event.io_errors is not None or st.err_recent:
             st.err_recent = st.err_recent * 0.5 + (event.io_errors or 0)
         if st.n and self.family_prior > 0.0:
-            self._count_family(event, st, rose)
+            self._count_family(event, st, rose, rose197, soft)
         st.rising += rose
         st.n += 1
         st.last_ts = ts
         return st
 
-    def _count_family(self, event: DiskHealthEvent, st: DriveState, rose: int) -> None:
-        """Count this reading in its drive model's rate of counter rises (and in the total)."""
+    def _count_family(
+        self, event: DiskHealthEvent, st: DriveState, rose: int, rose197: int, soft: int
+    ) -> None:
+        """Count this reading in its drive model's rates of counter rises and soft stalls (and in the total)."""
         name = event.model or ""
         fam = self._family.get(name)
         if fam is None and len(self._family) < _MAX_FAMILIES:
-            fam = self._family[name] = [0.0, 0.0]
+            fam = self._family[name] = [0.0, 0.0, 0.0, 0.0]
         tot = self._family[""]
         for f in (tot,) if fam is None or fam is tot else (tot, fam):
             f[0] += 1.0
             f[1] += rose
+            f[2] += rose197
+            f[3] += soft
             if event.failure:  # a failed drive's history is not what healthy drives do
                 f[0] = max(0.0, f[0] - st.n)
                 f[1] = max(0.0, f[1] - st.rising - rose)
+                f[2] = max(0.0, f[2] - st.inc[3])  # inc[3] already counts this reading's rise
+                f[3] = max(0.0, f[3] - st.soft)
 
     def _learn_label(self, x: list[float], y: float) -> None:
         z = self._z(x)
@@ -590,6 +651,20 @@ class DiskFailureDetector:
         for feat, idx in ((_R5, 0), (_R197, 3), (_R188, 2)):
             if x[feat]:
                 parts.append((w[feat] * x[feat] + extra, *_rise_text(ev, st, idx)))
+        if x[_SPIKE]:
+            sig, cur, first, text = _rise_text(ev, st, 3)
+            peak = max(cur, st.peak[3]) if st is not None else cur
+            if not x[_R197]:
+                text = f"SMART 197 ({_NAMES['197']}) reached {peak:g} from {first:g} (now {cur:g})"
+            parts.append(
+                (
+                    w[_SPIKE] * x[_SPIKE] + w[_R197] * x[_R197] + extra,
+                    sig,
+                    peak,
+                    first,
+                    text + ", rare in healthy drives of this model",
+                )
+            )
         if x[_RUNC]:
             for idx in (1, 4):
                 text = _rise_text(ev, st, idx)
@@ -607,6 +682,20 @@ class DiskFailureDetector:
                     last,
                     f"SMART 9 (power-on hours) stopped advancing on {k} reading{'s' if k > 1 else ''}"
                     f" (now {poh:g} h): the drive is not running",
+                )
+            )
+        if x[_SOFT] and st is not None:
+            poh = ev.smart.get("9", _NAN)
+            hours = (ev.ts - st.last_ts) / 3600.0
+            parts.append(
+                (
+                    w[_SOFT] * x[_SOFT],
+                    "smart_9_raw",
+                    poh,
+                    st.poh,
+                    f"SMART 9 (power-on hours) advanced {poh - st.poh:g} h in {hours:.0f} h"
+                    f" ({st.soft + 1} slow reading{'s' if st.soft else ''} or more): the drive is"
+                    " often not running, rare in healthy drives of this model",
                 )
             )
         if x[_LAT] and st is not None:
@@ -665,9 +754,9 @@ class DiskFailureDetector:
         """
         out = [_MODEL.pack(_MODEL_VERSION, self._n_pos, self._n_neg, *self._weights)]
         out.append(_U16.pack(len(self._family)))
-        for name, (readings, rises) in self._family.items():
+        for name, counts in self._family.items():
             raw = name.encode("utf-8")[:255]
-            out.append(_FAMILY.pack(len(raw)) + raw + _COUNTS.pack(readings, rises))
+            out.append(_FAMILY.pack(len(raw)) + raw + _COUNTS.pack(*counts))
         return b"".join(out)
 
     @classmethod
@@ -696,7 +785,7 @@ class DiskFailureDetector:
             ) from None
         if off != len(b):
             raise DiskStateError(f"disk model has {len(b) - off} trailing bytes")
-        family.setdefault("", [0.0, 0.0])
+        family.setdefault("", [0.0, 0.0, 0.0, 0.0])
         det._family = family
         return det
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import struct
 
-from .baseline import EWBaseline, SeasonalBaseline
+from .baseline import HoltBaseline, SeasonalBaseline
 from .features import WindowFeatures
 from .model import Verdict, z_score_to_unit
 
@@ -17,7 +17,7 @@ class TrafficState:
 
     __slots__ = ("seasonal", "recent")
 
-    def __init__(self, seasonal: SeasonalBaseline, recent: EWBaseline) -> None:
+    def __init__(self, seasonal: SeasonalBaseline, recent: HoltBaseline) -> None:
         self.seasonal = seasonal
         self.recent = recent
 
@@ -30,7 +30,7 @@ class TrafficState:
         (k,) = struct.unpack_from("<H", data)
         return cls(
             SeasonalBaseline.from_bytes(data[2 : 2 + k], **det._seasonal_params()),
-            EWBaseline.from_bytes(data[2 + k :], det.recent_alpha),
+            HoltBaseline.from_bytes(data[2 + k :], det.recent_alpha),
         )
 
 
@@ -41,7 +41,8 @@ class TrafficAnomalyDetector:
     see :class:`SeasonalBaseline`): an 08:00 school-morning peak is expected
     and does not alert, three times that level does. Until the profile has
     seen ``warmup`` windows at this time of the week, a short-memory baseline
-    stands in, with stricter thresholds (``fallback_z``, ``fallback_ratio``).
+    (level and trend, so it follows a ramp) stands in, with stricter
+    thresholds (``fallback_z``, ``fallback_ratio``).
     Both directions are flagged (a collapse of traffic is news too) but only
     with at least ``min_count`` requests expected or seen.
 
@@ -77,7 +78,7 @@ class TrafficAnomalyDetector:
         threshold_z: float = 5.0,
         min_ratio: float = 2.0,
         seasonal_alpha: float = 0.005,
-        recent_alpha: float = 0.05,
+        recent_alpha: float = 0.1,
         warmup: int = 45,
         fallback_z: float = 8.0,
         fallback_ratio: float = 3.0,
@@ -109,7 +110,7 @@ class TrafficAnomalyDetector:
                 "calendar": self.holiday_calendar, "holidays": frozenset(self.holidays)}
 
     def new_state(self) -> TrafficState:
-        return TrafficState(SeasonalBaseline(**self._seasonal_params()), EWBaseline(self.recent_alpha))
+        return TrafficState(SeasonalBaseline(**self._seasonal_params()), HoltBaseline(self.recent_alpha))
 
     def score_one(self, f: WindowFeatures, state: TrafficState | None) -> Verdict:
         """Score one window's rate before learning it."""
@@ -123,7 +124,7 @@ class TrafficAnomalyDetector:
             rec = state.recent if state is not None else None
             if rec is None or rec.n < self.fallback_warmup:
                 return Verdict(self.signal, f.count / dur, 0.0, 0.0, 0.0, 0.0, False, warming_up=True)
-            mean, var = rec.mean, rec.var
+            mean, var = rec.predict(), rec.var
             zt, rt = self.fallback_z, self.fallback_ratio
         expected = math.expm1(mean)
         # Poisson noise of a count c is 1/c in log terms; never trust less than noise_floor.
@@ -143,7 +144,7 @@ class TrafficAnomalyDetector:
             math.expm1(mean + zt * sd) / dur,
             z_score_to_unit(z * 5.0 / zt),
             flagged,
-            warming_up=not seasonal,
+            warming_up=False,
             z=z,
         )
 
