@@ -172,6 +172,12 @@ class TocsinApp:
                 await self.pipeline.deliver(alert)
                 self.counts["alerts.notified"] += 1
 
+        @app.timer(interval=max(1.0, self.config.detectors.window / 4), name="close_idle_windows")
+        async def close_idle_windows() -> None:
+            # Live traffic: event time follows the clock, so a service that
+            # went silent (an outage!) still gets its windows closed.
+            await self.tick(time.time())
+
         self.detect_requests = detect_requests
         self.detect_disks = detect_disks
         self.notify_alerts = notify_alerts
@@ -226,6 +232,14 @@ class TocsinApp:
             log.info("restored %d models from the models table", n)
         self.counts["restored"] = n
         return n
+
+    async def tick(self, now: float, live_within: float = 600.0) -> None:
+        """Advance event time to ``now`` when the stream is live (its events are recent)."""
+        wm = self.engine.aggregator.watermark
+        if 0.0 <= now - wm <= live_within:
+            out = self.engine.advance(now)
+            if out:
+                await self.emit(out)
 
     async def flush(self) -> None:
         """Close the open windows and publish what they give (end of a demo)."""
