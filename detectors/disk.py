@@ -1,6 +1,6 @@
 """DiskFailureDetector: online, per-drive failure signals from disk-health events.
 
-Each drive keeps a small sketch (:class:`DriveState`, 279 bytes once
+Each drive keeps a small sketch (:class:`DriveState`, 281 bytes once
 serialised) of what matters for an early warning:
 
 - the SMART error counters that Backblaze found most telling, 5 (reallocated
@@ -11,7 +11,9 @@ serialised) of what matters for an early warning:
   healthy drives carry constant counts for years;
 - SMART 9 (power-on hours) against the wall clock: a drive whose power-on
   hours stop advancing while readings keep coming has stopped spinning, a
-  frequent last sign before it is replaced;
+  frequent last sign before it is replaced. Hours that advance, but by less
+  than ``soft_stall_ratio`` of the wall clock (a drive often down or
+  restarting), count too, in drive models whose healthy drives seldom do so;
 - I/O latency (an EWMA baseline of the drive's own latency) and recent I/O
   errors, when the events carry them.
 
@@ -25,7 +27,11 @@ Two pieces of state are shared by all drives (:meth:`DiskFailureDetector.to_byte
   failed drive's readings are taken back out when its label arrives). A rise
   in a model whose healthy drives seldom rise weighs more: many Seagate 1.5 TB
   drives of 2013 creep up a few reallocated sectors a month and keep working,
-  a Hitachi that starts reallocating is more often dying;
+  a Hitachi that starts reallocating is more often dying. Likewise, per model,
+  how often healthy drives show a SMART 197 rise and a soft stall of their
+  power-on hours: in a model where they are rare (under ``event_ref_rate``
+  per reading), a single 197 rise (even one not confirmed on the next
+  reading) and a soft stall are evidence on their own;
 - one logistic model over the features, whose prior weights encode the rules
   above. With ``learning_rate > 0`` it learns from the labels as they arrive
   (``failure=true`` on a drive's last reading: a positive example; a drive
@@ -122,7 +128,7 @@ _DRIVE_VERSION = 2
 class DriveState:
     """Per-drive sketch: SMART counters, power-on hours, I/O latency.
 
-    Serialises with :meth:`to_bytes` to a fixed 279 bytes (``struct``, no
+    Serialises with :meth:`to_bytes` to a fixed 281 bytes (``struct``, no
     pickle). Unseen values are NaN.
     """
 
@@ -324,7 +330,7 @@ class DiskFailureDetector:
         recent_days: float = 7.0,
         family_prior: float = 200.0,
         soft_stall_ratio: float = 0.6,
-        event_ref_rate: float = 0.01,
+        event_ref_rate: float = 0.001,
     ) -> None:
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"threshold must be in (0, 1), got {threshold!r}")
@@ -392,7 +398,7 @@ class DiskFailureDetector:
                 peak = st.peak[i]
                 spike = (v if v > peak else peak) - firsts[i]
                 if spike > 0.0:  # ... unless the drive's model seldom shows 197 rises at all
-                    g = self._gate(ev.model, _C_197)
+                    g = self._gate(ev.model, _C_197, st.inc[3], st.n)
                     if g:
                         x[_SPIKE] = _log2p(spike) * g
             else:
@@ -434,7 +440,7 @@ class DiskFailureDetector:
         if stalls:
             x[_STALL] = float(min(stalls, self.max_stalls))
         if soft:
-            g = self._gate(ev.model, _C_SOFT)
+            g = self._gate(ev.model, _C_SOFT, st.soft, st.n)
             if g:
                 x[_SOFT] = float(min(soft, self.max_stalls)) * g
         lat = ev.io_latency_ms
@@ -456,8 +462,12 @@ class DiskFailureDetector:
         r = (fam[1] + k * g) / (fam[0] + k)
         return max(-3.0, min(3.0, math.log2(g / r)))
 
-    def _gate(self, model: str | None, j: int) -> float:
-        """How rare event ``j`` is among the model's healthy readings, in [0, 1] (0: common)."""
+    def _gate(self, model: str | None, j: int, own: float, n: int) -> float:
+        """How rare event ``j`` is among the healthy readings of the model's other drives, in [0, 1].
+
+        0: common; ``own`` and ``n`` are the drive's own count of the event
+        and readings, taken out.
+        """
         tot = self._family[""]
         fam = self._family.get(model or "")
         ref = self.event_ref_rate
@@ -466,7 +476,7 @@ class DiskFailureDetector:
             r = g
         else:
             k = self.family_prior
-            r = (fam[j] + k * g) / (fam[_C_N] + k)
+            r = (max(0.0, fam[j] - own) + k * g) / (max(0.0, fam[_C_N] - n) + k)
         if r >= ref:
             return 0.0
         return min(1.0, math.log2(ref / r) / 3.0) if r > 0.0 else 1.0
@@ -649,7 +659,7 @@ class DiskFailureDetector:
         parts: list[tuple[float, str, float, float, str]] = []
         extra = w[_INC] * x[_INC] + w[_RECENT] * x[_RECENT]  # shared by the rising counters
         for feat, idx in ((_R5, 0), (_R197, 3), (_R188, 2)):
-            if x[feat]:
+            if x[feat] and not (idx == 3 and x[_SPIKE]):
                 parts.append((w[feat] * x[feat] + extra, *_rise_text(ev, st, idx)))
         if x[_SPIKE]:
             sig, cur, first, text = _rise_text(ev, st, 3)
@@ -687,15 +697,16 @@ class DiskFailureDetector:
         if x[_SOFT] and st is not None:
             poh = ev.smart.get("9", _NAN)
             hours = (ev.ts - st.last_ts) / 3600.0
+            adv = poh - st.poh
+            k = st.soft + (hours >= 12.0 and self.stall_ratio <= adv / hours < self.soft_stall_ratio)
             parts.append(
                 (
                     w[_SOFT] * x[_SOFT],
                     "smart_9_raw",
                     poh,
                     st.poh,
-                    f"SMART 9 (power-on hours) advanced {poh - st.poh:g} h in {hours:.0f} h"
-                    f" ({st.soft + 1} slow reading{'s' if st.soft else ''} or more): the drive is"
-                    " often not running, rare in healthy drives of this model",
+                    f"SMART 9 (power-on hours) advanced too slowly on {k} reading{'s' if k > 1 else ''}"
+                    f" (last: {adv:g} h in {hours:.0f} h), rare in healthy drives of this model",
                 )
             )
         if x[_LAT] and st is not None:

@@ -215,3 +215,49 @@ def test_constructor_arguments_are_stored_and_validated():
     assert (det.threshold, det.bias, det.learning_rate) == (0.8, -5.0, 0.01)
     with pytest.raises(ValueError):
         DiskFailureDetector(threshold=1.5)
+
+
+def _fleet(det: DiskFailureDetector, model: str, n: int, days: int, **kw) -> None:
+    """Replay ``n`` healthy drives of one model, interleaved by day, so the model's rates are learned."""
+    series = [drive(300 + k, days=days, disk=f"{model}-{k}", model=model, **kw) for k in range(n)]
+    states: dict[str, DriveState] = {}
+    for d in range(days):
+        for s in series:
+            ev = s[d]
+            det.score_one(ev, states.get(ev.disk))
+            states[ev.disk] = det.learn_one(ev, states.get(ev.disk))
+
+
+def _spike(d, r):
+    return 0.0 if d < 20 else 2.0
+
+
+def test_single_pending_sector_rise_counts_only_in_a_model_where_it_is_rare():
+    quiet = DiskFailureDetector()
+    _fleet(quiet, "ACME 4TB", 40, 30)  # healthy drives of this model never show SMART 197
+    v = replay(quiet, drive(11, days=21, smart197=_spike))[-1]
+    assert v.flagged and v.signal == "smart_197_raw"
+    assert "rare in healthy drives of this model" in v.evidence[0]
+
+    noisy = DiskFailureDetector()
+    _fleet(noisy, "ACME 4TB", 40, 30, smart197=lambda d, r: float(d % 3 == 0))  # 197 flickers
+    assert not replay(noisy, drive(11, days=21, smart197=_spike))[-1].flagged
+
+
+def test_slow_power_on_hours_count_only_in_a_model_where_they_are_rare():
+    def slow(seed):
+        events = drive(seed, days=25)
+        out = []
+        for i, ev in enumerate(events):  # the last 2 days advance 12 h, not 24
+            poh = ev.smart["9"] - 12.0 * max(0, i - 22)
+            out.append(ev.__class__(**{**{f: getattr(ev, f) for f in ev.__struct_fields__}, "smart": {**ev.smart, "9": poh}}))
+        return out
+
+    det = DiskFailureDetector()
+    _fleet(det, "ACME 4TB", 40, 30)
+    verdicts = replay(det, slow(12))
+    assert not any(v.flagged for v in verdicts[:23])
+    assert verdicts[-1].flagged and verdicts[-1].signal == "smart_9_raw"
+    assert "too slowly" in verdicts[-1].evidence[0]
+    # a fresh detector knows nothing of the model yet: slow hours alone are not evidence
+    assert not any(v.flagged for v in replay(DiskFailureDetector(), slow(12)))
