@@ -200,7 +200,9 @@ def wait_for_broker(
         remaining = deadline - time.monotonic()
         admin = None
         try:
-            admin = _admin(bootstrap_servers, request_timeout_ms=max(1000, int(min(remaining, 5) * 1000)))
+            admin = _admin(
+                bootstrap_servers, request_timeout_ms=max(1000, int(min(remaining, 5) * 1000))
+            )
             admin.list_topics()
             return
         except BrokerError:
@@ -245,8 +247,10 @@ def create_topics(
         missing = [name for name in wanted if name not in existing]
 
         def request(topic_names: list[str]) -> None:
-            topics = [NewTopic(n, num_partitions=partitions, replication_factor=replication)
-                      for n in topic_names]
+            topics = [
+                NewTopic(n, num_partitions=partitions, replication_factor=replication)
+                for n in topic_names
+            ]
             with warnings.catch_warnings():  # NewTopic lists are deprecated in kafka-python 3
                 warnings.simplefilter("ignore", DeprecationWarning)
                 admin.create_topics(topics, timeout_ms=int(timeout * 1000))
@@ -271,8 +275,10 @@ def create_topics(
             if not absent:
                 return created
             if time.monotonic() >= deadline:
-                raise BrokerError(f"topics {absent} not listed by {bootstrap_servers} "
-                                  f"{timeout:.0f} s after their creation")
+                raise BrokerError(
+                    f"topics {absent} not listed by {bootstrap_servers} "
+                    f"{timeout:.0f} s after their creation"
+                )
             time.sleep(0.1)
     except BrokerError:
         raise
@@ -353,9 +359,12 @@ class EmbeddedBroker:
         return [
             str(binary),
             "broker",
-            "--listener-url", url,
-            "--advertised-listener-url", url,
-            "--storage-engine", "memory://tansu/",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
         ]
 
     def start(self) -> EmbeddedBroker:
@@ -389,11 +398,19 @@ class EmbeddedBroker:
                         start_new_session=True,  # a Ctrl-C in a terminal is ours to handle
                     )
                 atexit.register(self.stop)
-                log.info("started tansu (pid %s) on %s, log %s",
-                         self._process.pid, self.bootstrap_servers, self._log_path)
+                log.info(
+                    "started tansu (pid %s) on %s, log %s",
+                    self._process.pid,
+                    self.bootstrap_servers,
+                    self._log_path,
+                )
                 try:
-                    wait_for_broker(self.bootstrap_servers, self.startup_timeout,
-                                    process=self._process, log_path=self._log_path)
+                    wait_for_broker(
+                        self.bootstrap_servers,
+                        self.startup_timeout,
+                        process=self._process,
+                        log_path=self._log_path,
+                    )
                     return self
                 except BrokerError:
                     exited = self._process.poll() is not None
@@ -419,8 +436,11 @@ class EmbeddedBroker:
                 try:
                     process.wait(timeout=self.stop_timeout)
                 except subprocess.TimeoutExpired:
-                    log.warning("tansu (pid %s) ignored SIGTERM for %.0f s: SIGKILL",
-                                process.pid, self.stop_timeout)
+                    log.warning(
+                        "tansu (pid %s) ignored SIGTERM for %.0f s: SIGKILL",
+                        process.pid,
+                        self.stop_timeout,
+                    )
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(process.pid, signal.SIGKILL)
                     with contextlib.suppress(subprocess.TimeoutExpired):
