@@ -64,6 +64,7 @@ count is not:
 from __future__ import annotations
 
 import math
+from operator import mul as _mul
 import struct
 from dataclasses import dataclass, field
 
@@ -482,12 +483,7 @@ class DiskFailureDetector:
         return min(1.0, math.log2(ref / r) / 3.0) if r > 0.0 else 1.0
 
     def _z(self, x: list[float]) -> float:
-        z = self.bias
-        w = self._weights
-        for i in range(_NF):
-            if x[i]:
-                z += w[i] * x[i]
-        return z
+        return self.bias + sum(map(_mul, self._weights, x))
 
     # ------------------------------------------------------------------ verbs
 
@@ -506,11 +502,7 @@ class DiskFailureDetector:
         DiskVerdict
         """
         x = self._features(event, state)
-        z = self.bias
-        w = self._weights
-        for i in range(_NF):
-            if x[i]:
-                z += w[i] * x[i]
+        z = self.bias + sum(map(_mul, self._weights, x))
         score = 1.0 / (1.0 + math.exp(-z)) if z > -700.0 else 0.0
         warming = (0 if state is None else state.n) + 1 < self.warmup
         if z < self._z_explain:  # far below the threshold: the cheap, common path
@@ -622,6 +614,11 @@ class DiskFailureDetector:
         if fam is None and len(self._family) < _MAX_FAMILIES:
             fam = self._family[name] = [0.0, 0.0, 0.0, 0.0]
         tot = self._family[""]
+        if not (rose or soft or event.failure):  # the common case
+            tot[0] += 1.0
+            if fam is not None and fam is not tot:
+                fam[0] += 1.0
+            return
         for f in (tot,) if fam is None or fam is tot else (tot, fam):
             f[0] += 1.0
             f[1] += rose
