@@ -64,9 +64,9 @@ count is not:
 from __future__ import annotations
 
 import math
-from operator import mul as _mul
 import struct
 from dataclasses import dataclass, field
+from operator import mul as _mul
 
 from .errors import DetectorError
 from .events import DiskHealthEvent
@@ -104,9 +104,25 @@ FEATURES: tuple[str, ...] = (
     "spike_197",  # log2(1 + peak rise of SMART 197, even if seen once), x the model's rarity of 197 rises
 )
 #: Prior weights (logit units per feature unit): the rules, before any label.
-PRIOR_WEIGHTS: tuple[float, ...] = (1.3, 0.9, 0.9, 0.45, 0.3, 0.13, 0.7, 7.0, 2.0, 1.4, 1.0, 7.0, 1.5)
+PRIOR_WEIGHTS: tuple[float, ...] = (
+    1.3,
+    0.9,
+    0.9,
+    0.45,
+    0.3,
+    0.13,
+    0.7,
+    7.0,
+    2.0,
+    1.4,
+    1.0,
+    7.0,
+    1.5,
+)
 _NF = len(FEATURES)
-_R5, _R197, _RUNC, _R188, _INC, _LEVEL, _RECENT, _STALL, _LAT, _ERR, _FAM, _SOFT, _SPIKE = range(_NF)
+_R5, _R197, _RUNC, _R188, _INC, _LEVEL, _RECENT, _STALL, _LAT, _ERR, _FAM, _SOFT, _SPIKE = range(
+    _NF
+)
 # per-model counts of healthy readings: [readings, counter rises, SMART 197 rises, soft stalls]
 _C_N, _C_RISE, _C_197, _C_SOFT = range(4)
 _MAX_FAMILIES = 1024
@@ -124,6 +140,7 @@ class DiskStateError(DetectorError):
 _DRIVE_HEAD = struct.Struct("<BIHHHI7d")
 _DRIVE_ATTR = struct.Struct("<" + "d" * (5 * _K) + "H" * _K)
 _DRIVE_VERSION = 2
+_DRIVE_HEAD_V1 = struct.Struct("<BIHHI7d")  # version 1: no soft-stall count
 
 
 class DriveState:
@@ -200,7 +217,13 @@ class DriveState:
 
     @classmethod
     def from_bytes(cls, b: bytes) -> DriveState:
-        """Read back what :meth:`to_bytes` wrote."""
+        """Read back what :meth:`to_bytes` wrote (this version or version 1)."""
+        if len(b) == _DRIVE_HEAD_V1.size + _DRIVE_ATTR.size and b[:1] == b"\x01":
+            head = _DRIVE_HEAD_V1.unpack_from(b)  # checkpoints of the previous release
+            b = (
+                _DRIVE_HEAD.pack(_DRIVE_VERSION, *head[1:4], 0, *head[4:])
+                + b[_DRIVE_HEAD_V1.size :]
+            )
         if len(b) != _DRIVE_HEAD.size + _DRIVE_ATTR.size or b[0] != _DRIVE_VERSION:
             raise DiskStateError(f"not a version-{_DRIVE_VERSION} drive state ({len(b)} bytes)")
         s = cls()
@@ -506,8 +529,19 @@ class DiskFailureDetector:
         score = 1.0 / (1.0 + math.exp(-z)) if z > -700.0 else 0.0
         warming = (0 if state is None else state.n) + 1 < self.warmup
         if z < self._z_explain:  # far below the threshold: the cheap, common path
+            v5 = event.smart.get("5")
+            if state is None:
+                return DiskVerdict(
+                    score, False, "smart_5_raw", _NAN if v5 is None else v5, _NAN, [], warming
+                )
             return DiskVerdict(
-                score, False, "smart_5_raw", _cur(event, state, 0), _first(state, 0), [], warming
+                score,
+                False,
+                "smart_5_raw",
+                state.last[0] if v5 is None else v5,
+                state.first[0],
+                [],
+                warming,
             )
         return self._explain(event, state, x, z, score, warming)
 
@@ -695,7 +729,9 @@ class DiskFailureDetector:
             poh = ev.smart.get("9", _NAN)
             hours = (ev.ts - st.last_ts) / 3600.0
             adv = poh - st.poh
-            k = st.soft + (hours >= 12.0 and self.stall_ratio <= adv / hours < self.soft_stall_ratio)
+            k = st.soft + (
+                hours >= 12.0 and self.stall_ratio <= adv / hours < self.soft_stall_ratio
+            )
             parts.append(
                 (
                     w[_SOFT] * x[_SOFT],

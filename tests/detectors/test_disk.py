@@ -250,7 +250,14 @@ def test_slow_power_on_hours_count_only_in_a_model_where_they_are_rare():
         out = []
         for i, ev in enumerate(events):  # the last 2 days advance 12 h, not 24
             poh = ev.smart["9"] - 12.0 * max(0, i - 22)
-            out.append(ev.__class__(**{**{f: getattr(ev, f) for f in ev.__struct_fields__}, "smart": {**ev.smart, "9": poh}}))
+            out.append(
+                ev.__class__(
+                    **{
+                        **{f: getattr(ev, f) for f in ev.__struct_fields__},
+                        "smart": {**ev.smart, "9": poh},
+                    }
+                )
+            )
         return out
 
     det = DiskFailureDetector()
@@ -261,3 +268,18 @@ def test_slow_power_on_hours_count_only_in_a_model_where_they_are_rare():
     assert "too slowly" in verdicts[-1].evidence[0]
     # a fresh detector knows nothing of the model yet: slow hours alone are not evidence
     assert not any(v.flagged for v in replay(DiskFailureDetector(), slow(12)))
+
+
+def test_version_1_drive_state_still_reads():
+    import struct
+
+    state = None
+    det = DiskFailureDetector()
+    for ev in drive(4, days=10, smart5=lambda d, r: float(d)):
+        state = det.learn_one(ev, state)
+    b = state.to_bytes()
+    head = struct.Struct("<BIHHHI7d")
+    v = head.unpack_from(b)
+    v1 = struct.pack("<BIHHI7d", 1, *v[1:4], *v[5:]) + b[head.size :]
+    assert len(v1) == 279
+    assert DriveState.from_bytes(v1) == state
