@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import random
 import time
 
@@ -62,7 +63,8 @@ def read_all(bootstrap: str, topic: str, expect: int, timeout: float = 20.0) -> 
     return out
 
 
-def test_10k_events_with_10pct_malformed(kafka_bootstrap, unique_names, embedded_broker):
+def test_10k_events_with_10pct_malformed(kafka_bootstrap, unique_names):
+    embedded_broker = not os.environ.get("TOCSIN_TEST_BROKER")
     names = unique_names()
     topics = TopicsConfig(requests=f"{names}-requests", disk_health=f"{names}-disk", anomalies=f"{names}-anomalies",
                           alerts=f"{names}-alerts", dead_letter=f"{names}-dead-letter")
