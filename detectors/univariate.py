@@ -182,6 +182,9 @@ class UnivariateDetector:
         smooth: int = 12,
         context: float = 1.0,
         scale_len: int = 1000,
+        decay: float = 0.0,
+        week_slot: float = 300.0,
+        length_penalty: float = 0.6,
     ) -> None:
         self.short_len = short_len
         self.long_blocks = long_blocks
@@ -197,10 +200,14 @@ class UnivariateDetector:
         self.smooth = smooth
         self.context = context
         self.scale_len = scale_len
+        self.decay = decay
+        self.week_slot = week_slot
+        self.length_penalty = length_penalty
         self._init_state()
 
     # ------------------------------------------------------------------ state
-    _N_CAL = 5  # short shape, long shape, jump, long shape in daily context, smoothed
+    _N_CAL = 6  # short shape, long shape, jump, daily context, weekly lag, smoothed
+    _WEEK = 604800.0
 
     def _init_state(self) -> None:
         self._hlen = max(self.short_len, self.long_blocks * self.block) + 1
@@ -214,8 +221,13 @@ class UnivariateDetector:
         self._m = 0
         self._cal = [_Calibrator(self.bins, self.bin_width, self.tail) for _ in range(self._N_CAL)]
         self._base = np.zeros(self.smooth, dtype=np.float32)
+        # value seen one week earlier, by time slot (with the week it was written in)
+        n_slots = max(1, int(round(self._WEEK / self.week_slot)))
+        self._wval = np.zeros(n_slots, dtype=np.float32)
+        self._wnum = np.full(n_slots, -1, dtype=np.int16)
         self._ev = np.zeros(self.suppress, dtype=np.float32)
         self._cache: tuple | None = None
+        self._wdec: np.ndarray | None = None
 
     # -------------------------------------------------------------- features
     def _window(self, x: float) -> np.ndarray:
@@ -266,10 +278,20 @@ class UnivariateDetector:
                 ec = el / self.long_blocks + lam * d2[:, k2:].sum(axis=1)
                 dc = math.sqrt(float(np.nanmin(ec)))
         jump = abs(w[-1] - w[-2]) if n >= 2 else nan
-        raw = (ds, dl, jump, dc)
+        wk = nan
+        if t is not None:
+            slot, week = self._week_slot(float(t))
+            if self._wnum[slot] == (week - 1) % 32768:
+                wk = abs(w[-1] - float(self._wval[slot]))
+        raw = (ds, dl, jump, dc, wk)
         eps = 1e-9 * (abs(ref) + 1.0)  # resolution floor relative to the series level
         stats = tuple(math.log(v + eps) - math.log(eps) if v == v else nan for v in raw)
         return fs, fl, ph, stats
+
+    def _week_slot(self, t: float) -> tuple[int, int]:
+        week = math.floor(t / self._WEEK)
+        slot = int((t - week * self._WEEK) / self.week_slot) % len(self._wval)
+        return slot, week
 
     def _evidence(self, stats: tuple) -> tuple[float, float, float]:
         best = 0.0
@@ -283,7 +305,22 @@ class UnivariateDetector:
         else:
             avg = best
         ev = max(best, self._cal[-1].neg_log_p(avg)) if self._n >= self.smooth else best
-        return best, avg, max(ev - math.log(len(self._cal)), 0.0)
+        # multiplicity: the number of statistics, and the length watched so far
+        ev -= math.log(len(self._cal)) + self.length_penalty * math.log1p(self._n / 100.0)
+        return best, avg, max(ev, 0.0)
+
+    def _recent_max(self) -> float:
+        """Largest evidence of the last ``suppress`` points, discounted by age."""
+        n, h = self._n, self.suppress
+        if n == 0:
+            return 0.0
+        if self.decay <= 0.0:
+            return float(self._ev[: min(n, h)].max())
+        if self._wdec is None:
+            self._wdec = np.exp(-np.arange(h, dtype=np.float32) / np.float32(self.decay))
+        k = min(n, h)
+        slots = (n - 1 - np.arange(k)) % h  # age 0, 1, ... k-1
+        return float((self._ev[slots] * self._wdec[:k]).max())
 
     # ------------------------------------------------------------------- API
     def _compute(self, x: float, t: float | None) -> tuple:
@@ -292,7 +329,7 @@ class UnivariateDetector:
             return self._cache
         fs, fl, ph, stats = self._stats(x, t)
         best, avg, ev = self._evidence(stats)
-        recent = float(self._ev[: min(self._n, self.suppress)].max()) if self._n else 0.0
+        recent = self._recent_max()
         out = ev if ev > recent else ev * self.damp
         self._cache = (key, fs, fl, ph, stats + (avg,), best, ev, out)
         return self._cache
@@ -344,6 +381,10 @@ class UnivariateDetector:
         self._base[self._n % self.smooth] = best
         self._ev[self._n % self.suppress] = ev
         self._hist[self._n % self._hlen] = x
+        if t is not None:
+            slot, week = self._week_slot(float(t))
+            self._wval[slot] = x - self._ref
+            self._wnum[slot] = week % 32768
         self._n += 1
         j = self._m % self.memory
         self._mem[j, : self.short_len] = fs
@@ -367,10 +408,15 @@ class UnivariateDetector:
         "smooth",
         "context",
         "scale_len",
+        "decay",
+        "week_slot",
+        "length_penalty",
     )
 
     def _arrays(self) -> list[np.ndarray]:
-        return [self._hist, self._mem, self._ev, self._base] + [c.counts for c in self._cal]
+        return [self._hist, self._mem, self._ev, self._base, self._wval, self._wnum] + [
+            c.counts for c in self._cal
+        ]
 
     def _scalars(self) -> list[float]:
         return [float(self._n), float(self._m), self._ref, self._mean, self._mad] + [
