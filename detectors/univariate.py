@@ -294,17 +294,19 @@ class UnivariateDetector:
         return slot, week
 
     def _evidence(self, stats: tuple) -> tuple[float, float, float]:
-        best = 0.0
-        for cal, v in zip(self._cal[:-1], stats, strict=True):
-            if v == v:
-                best = max(best, cal.neg_log_p(v))
+        ev = [cal.neg_log_p(v) if v == v else 0.0 for cal, v in zip(self._cal[:-1], stats, strict=True)]
+        # the smoothed component averages the shape, jump and context evidence only:
+        # a weekly-lag mismatch persists by nature for as long as last week's event
+        best = max(ev[:-1])
         k = min(self._n, self.smooth - 1)
         if k > 0:
             j = (self._n - 1 - np.arange(k)) % self.smooth
             avg = (float(self._base[j].sum()) + best) / (k + 1)
         else:
             avg = best
-        ev = max(best, self._cal[-1].neg_log_p(avg)) if self._n >= self.smooth else best
+        ev = max(ev)
+        if self._n >= self.smooth:
+            ev = max(ev, self._cal[-1].neg_log_p(avg))
         # multiplicity: the number of statistics, and the length watched so far
         ev -= math.log(len(self._cal)) + self.length_penalty * math.log1p(self._n / 100.0)
         return best, avg, max(ev, 0.0)
