@@ -61,6 +61,7 @@ class DiagnosisConfig(_Strict):
     harm_traffic_ratio: float = Field(1.8, ge=1)
     unknown_pending_for: Duration = 180.0
     disk_pending_for: Duration = 60.0
+    replaced_grace: Duration = 1800.0
 
 
 def _partial(model: type[_Strict]) -> type[_Strict]:

@@ -70,6 +70,17 @@ class DiskSignal:
     score: float
     evidence: list[str] = field(default_factory=list)
     anomaly_id: str = ""
+    replaced_at: float | None = None  # the drive's failure record (it was replaced)
+
+    def explains(self, t: float, window: float, grace: float) -> bool:
+        """Can this drive explain its host's requests at event time ``t``?
+
+        The disk-health and request topics are read independently and may be
+        hours apart in event time, so the test is on ``t``, not on arrival.
+        """
+        if self.replaced_at is not None and t > self.replaced_at + grace:
+            return False
+        return t - self.ts <= window
 
 
 class CompositionState:
@@ -171,6 +182,7 @@ class Diagnoser:
         harm_traffic_ratio: float = 1.8,
         unknown_pending_for: float = 180.0,
         disk_pending_for: float = 60.0,
+        replaced_grace: float = 1800.0,
     ) -> None:
         self.attack_threshold = attack_threshold
         self.spread_share = spread_share
@@ -181,6 +193,7 @@ class Diagnoser:
         self.harm_traffic_ratio = harm_traffic_ratio
         self.unknown_pending_for = unknown_pending_for
         self.disk_pending_for = disk_pending_for
+        self.replaced_grace = replaced_grace
 
     # -- population ---------------------------------------------------------
     def population_shift(self, f: WindowFeatures, base: CompositionState | None) -> tuple[float, list[Evidence]]:
@@ -273,7 +286,9 @@ class Diagnoser:
         harm_ev = self._harm_evidence(f, svc_harm, host_latency, slow_hosts)
 
         # Disk: the slowdown sits on hosts with a failing drive, not elsewhere.
-        sick = {h: sigs for h, sigs in disks.items() if h in f.hosts and any(f.start - s.ts <= self.disk_window for s in sigs)}
+        sick = {h: [s for s in sigs if s.explains(f.start, self.disk_window, self.replaced_grace)]
+                for h, sigs in disks.items() if h in f.hosts}
+        sick = {h: sigs for h, sigs in sick.items() if sigs}
         sick_slow = [h for h in slow_hosts if h in sick]
         healthy_slow = [h for h in slow_hosts if h not in sick]
         if sick_slow and len(healthy_slow) <= max(0, (n_hosts - len(sick)) // 3) and not t_high:

@@ -122,15 +122,13 @@ class Engine:
             self.disk_signals[ev.host] = [*sigs, sig]
             out.alerts.extend(self.tracker.observe(self.diagnoser.disk_finding(sig, a.severity, _DISK_HOLD)))
         if ev.failure:
-            # The drive is gone (replaced): its alert ends, and it no longer
-            # explains its host's latency.
+            # The drive is gone (replaced): its alert ends, and soon after it
+            # no longer explains its host's latency.
             out.alerts.extend(self.tracker.resolve(fingerprint({"service": None, "host": ev.host, "disk": ev.disk}), ev.ts))
             self.drives.pop(key, None)
-            left = [s for s in self.disk_signals.get(ev.host, []) if s.disk != ev.disk]
-            if left:
-                self.disk_signals[ev.host] = left
-            else:
-                self.disk_signals.pop(ev.host, None)
+            for s in self.disk_signals.get(ev.host, []):
+                if s.disk == ev.disk:
+                    s.replaced_at = ev.ts
         if not self.counts["requests"]:
             # Without request streams the disk readings drive the clock; with
             # them, window closes do (the two topics may be far apart).
