@@ -280,14 +280,9 @@ class UnivariateDetector:
         jump = abs(w[-1] - w[-2]) if n >= 2 else nan
         wk = nan
         if t is not None:
-            # the smaller mismatch with the value one week and one day earlier: an
-            # anomaly must differ from both, and last week's incident does not echo
-            for lag in (self._WEEK, 86400.0):
-                slot, week = self._week_slot(float(t) - lag)
-                if self._wnum[slot] != week % 32768:
-                    break
-                d = abs(w[-1] - float(self._wval[slot]))
-                wk = d if wk != wk else min(wk, d)
+            slot, week = self._week_slot(float(t))
+            if self._wnum[slot] == (week - 1) % 32768:
+                wk = abs(w[-1] - float(self._wval[slot]))
         raw = (ds, dl, jump, dc, wk)
         eps = 1e-9 * (abs(ref) + 1.0)  # resolution floor relative to the series level
         stats = tuple(math.log(v + eps) - math.log(eps) if v == v else nan for v in raw)
