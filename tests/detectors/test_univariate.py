@@ -118,3 +118,42 @@ def test_non_finite_input_is_ignored():
     _run(det, np.linspace(0.0, 1.0, 50))
     assert det.score_learn_one(float("nan")) == 0.0
     assert 0.0 <= det.score_learn_one(0.5) <= 1.0
+
+
+def _weekly_routine(days: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """5-minute samples: high during the day, a low night, small noise."""
+    rng = np.random.default_rng(seed)
+    n = 288 * days
+    i = np.arange(n)
+    hour = (i % 288) / 12.0
+    x = np.where((hour >= 8) & (hour < 20), 10.0, 2.0) + rng.normal(0.0, 0.3, n)
+    t = 1.4e9 - (1.4e9 % 604800.0) + 300.0 * i
+    return x, t
+
+
+def test_missing_night_drop_is_caught_by_the_weekly_lag():
+    x, t = _weekly_routine(14, seed=8)
+    night = slice(288 * 10 + 240, 288 * 11 + 96)  # night of day 10 stays high
+    x[night] = 10.0 + np.random.default_rng(9).normal(0.0, 0.3, night.stop - night.start)
+    s = np.array(_run(UnivariateDetector(), x, t))
+    baseline = s[288 * 8 : 288 * 10 + 200].max()
+    assert s[night.start : night.start + 60].max() > baseline
+
+
+def test_weekly_lag_needs_timestamps_and_survives_round_trip():
+    x, t = _weekly_routine(9, seed=10)
+    det = UnivariateDetector()
+    _run(det, x[: 288 * 8], t[: 288 * 8])
+    clone = UnivariateDetector.from_bytes(det.to_bytes())
+    rest = slice(288 * 8, None)
+    assert _run(det, x[rest], t[rest]) == _run(clone, x[rest], t[rest])
+    quiet = UnivariateDetector()
+    _run(quiet, x[: 288 * 8])  # no timestamps: the weekly ring stays empty
+    assert (quiet._wnum == -1).all()
+
+
+def test_snapshot_stays_compact():
+    x, t = _noisy_daily(3000, seed=11)
+    det = UnivariateDetector()
+    _run(det, x, t)
+    assert len(det.to_bytes()) <= 100_000
