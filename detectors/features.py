@@ -111,7 +111,7 @@ class _Window:
 
 
 class _Service:
-    __slots__ = ("windows", "closed_until", "seen", "rotated_at", "watermark")
+    __slots__ = ("windows", "closed_until", "seen", "rotated_at", "watermark", "source")
 
     def __init__(self, seen_bits: int) -> None:
         self.windows: dict[float, _Window] = {}
@@ -119,6 +119,7 @@ class _Service:
         self.seen = SeenFilter(seen_bits)
         self.rotated_at = -math.inf
         self.watermark = -math.inf
+        self.source = 0
 
 
 _MAX_ENDPOINTS = 64
@@ -128,11 +129,13 @@ _MAX_AGENTS = 256
 class WindowAggregator:
     """Tumbling event-time windows per service.
 
-    Each service has its own watermark (its latest event time): a service's
-    events arrive in order from one Kafka partition, but two partitions can
-    be minutes apart in event time when a consumer catches up. A service
-    that goes quiet has its windows closed once the latest event time of
-    all services is ``idle_after`` seconds past them.
+    Watermarks are kept per *source* (a Kafka partition; a file in a
+    backtest): within a source events arrive in event-time order, but two
+    partitions can be minutes apart when a consumer catches up. A service's
+    windows close when its source's watermark passes them, so a service that
+    goes quiet still gets (empty) windows while its partition flows; a
+    partition that goes entirely quiet is advanced by the caller's clock
+    (``advance(now, source)``).
 
     Parameters
     ----------
@@ -147,8 +150,6 @@ class WindowAggregator:
         "client seen before" filter is dropped.
     seen_bits
         Size in bits of each generation of that filter.
-    idle_after
-        Event-time seconds after which a silent service's windows close.
     """
 
     def __init__(
@@ -158,17 +159,16 @@ class WindowAggregator:
         max_gap: int = 60,
         seen_rotation: float = 7 * 86400.0,
         seen_bits: int = 1 << 20,
-        idle_after: float = 300.0,
     ) -> None:
         self.window = window
         self.lateness = lateness
         self.max_gap = max_gap
         self.seen_rotation = seen_rotation
         self.seen_bits = seen_bits
-        self.idle_after = idle_after
         self._services: dict[str, _Service] = {}
         self._watermark = -math.inf
-        self._idle_boundary = -math.inf
+        self._sources: dict[int, float] = {}  # source -> watermark
+        self._source_boundary: dict[int, float] = {}
         self._due = False
         self.late_events = 0
 
@@ -176,7 +176,7 @@ class WindowAggregator:
     def watermark(self) -> float:
         return self._watermark
 
-    def add(self, ev: RequestEvent) -> None:
+    def add(self, ev: RequestEvent, source: int = 0) -> None:
         """Count one request into its window (closing windows is ``advance``'s job)."""
         svc = self._services.get(ev.service)
         if svc is None:
@@ -239,35 +239,43 @@ class WindowAggregator:
                 a[ev.user_agent] = a.get(ev.user_agent, 0) + 1
             else:
                 a["(other)"] = a.get("(other)", 0) + 1
+        svc.source = source
         if ev.ts > svc.watermark:
             svc.watermark = ev.ts
+        if ev.ts > self._sources.get(source, -math.inf):
+            self._sources[source] = ev.ts
             if ev.ts > self._watermark:
                 self._watermark = ev.ts
-            if (ev.ts - self.lateness) // W * W > max(svc.closed_until, min(svc.windows)):
+            b = (ev.ts - self.lateness) // W * W
+            if b > self._source_boundary.get(source, -math.inf):
+                self._source_boundary[source] = b
                 self._due = True
 
     def due(self) -> bool:
-        """True when ``advance`` would close at least one window."""
-        if self._due:
-            return True
-        return (self._watermark - self.idle_after) // self.window * self.window > self._idle_boundary
+        """True when ``advance`` may close a window (a source crossed a window boundary)."""
+        return self._due
 
-    def advance(self, watermark: float | None = None) -> list[WindowFeatures]:
-        """Close every window its service's watermark (less ``lateness``) has passed.
+    def source_watermark(self, source: int) -> float:
+        return self._sources.get(source, -math.inf)
 
-        ``watermark``, when given, is the event time now for every service
-        (a live worker's clock, or the end of a replay).
+    def advance(self, watermark: float | None = None, source: int | None = None) -> list[WindowFeatures]:
+        """Close every window that its source's watermark (less ``lateness``) has passed.
+
+        ``watermark``, when given, is the event time now for ``source`` (all
+        sources when None): a live worker's clock for a quiet partition, or
+        the end of a replay.
         """
         W = self.window
-        if watermark is not None and watermark > self._watermark:
-            self._watermark = watermark
+        if watermark is not None:
+            for src in [source] if source is not None else list(self._sources):
+                if watermark > self._sources.get(src, -math.inf):
+                    self._sources[src] = watermark
+            self._watermark = max(self._watermark, watermark)
         self._due = False
-        idle = (self._watermark - self.idle_after) // W * W
-        self._idle_boundary = max(self._idle_boundary, idle)
         out: list[WindowFeatures] = []
         for name, svc in self._services.items():
-            own = svc.watermark if watermark is None else max(svc.watermark, watermark)
-            boundary = max((own - self.lateness) // W * W, idle)
+            own = self._sources.get(svc.source, svc.watermark)
+            boundary = (own - self.lateness) // W * W
             if svc.closed_until == -math.inf:
                 if not svc.windows:
                     continue
@@ -290,7 +298,7 @@ class WindowAggregator:
         """Close everything up to the latest event time (end of a backtest)."""
         if self._watermark == -math.inf:
             return []
-        return self.advance(self._watermark + self.window + self.lateness)
+        return self.advance(max(self._sources.values()) + self.window + self.lateness)
 
     def _features(self, service: str, start: float, w: _Window) -> WindowFeatures:
         n = w.n

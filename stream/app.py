@@ -99,6 +99,7 @@ class TocsinApp:
         self.checkpoint_interval = checkpoint_interval
         self.counts: Counter[str] = Counter()
         self._last_checkpoint = time.monotonic()
+        self._last_seen: dict[int, float] = {}  # requests partition -> wall time of its last event
         self._restored = False
         kafka = config.kafka
         opts: dict[str, Any] = {}
@@ -153,7 +154,9 @@ class TocsinApp:
         @app.agent(self.requests_topic, name="detect_requests")
         async def detect_requests(stream: faust.StreamT) -> None:
             async for event in stream.events():
-                await self._consume(event, "requests", decode_request, self.engine.process_request)
+                self._last_seen[event.message.partition] = time.monotonic()
+                await self._consume(event, "requests", decode_request,
+                                    lambda ev, p=event.message.partition: self.engine.process_request(ev, p))
 
         @app.agent(self.disk_topic, name="detect_disks")
         async def detect_disks(stream: faust.StreamT) -> None:
@@ -234,12 +237,20 @@ class TocsinApp:
         return n
 
     async def tick(self, now: float, live_within: float = 600.0) -> None:
-        """Advance event time to ``now`` when the stream is live (its events are recent)."""
-        wm = self.engine.aggregator.watermark
-        if 0.0 <= now - wm <= live_within:
-            out = self.engine.advance(now)
-            if out:
-                await self.emit(out)
+        """Advance event time to ``now`` for partitions that went quiet on live traffic.
+
+        A partition is quiet when nothing arrived from it for two windows of
+        wall time; it is live when its last event time is recent. Partitions
+        that lag (a consumer catching up) are not quiet and are left alone.
+        """
+        quiet_after = 2 * self.config.detectors.window
+        mono = time.monotonic()
+        agg = self.engine.aggregator
+        for partition, seen in list(self._last_seen.items()):
+            if mono - seen >= quiet_after and 0.0 <= now - agg.source_watermark(partition) <= live_within:
+                out = self.engine.advance(now, partition)
+                if out:
+                    await self.emit(out)
 
     async def flush(self) -> None:
         """Close the open windows and publish what they give (end of a demo)."""

@@ -85,17 +85,18 @@ class Engine:
         return t, self._latency_det[service]
 
     # -- events ------------------------------------------------------------
-    def process_request(self, ev: RequestEvent) -> Output:
+    def process_request(self, ev: RequestEvent, source: int = 0) -> Output:
+        """One request; ``source`` is where it came from (its Kafka partition)."""
         self.counts["requests"] += 1
         agg = self.aggregator
-        agg.add(ev)
+        agg.add(ev, source)
         if agg.due():
             return self._close(agg.advance())
         return Output()
 
-    def advance(self, watermark: float) -> Output:
-        """Close the windows that ``watermark`` (event time) has passed."""
-        return self._close(self.aggregator.advance(watermark))
+    def advance(self, watermark: float, source: int | None = None) -> Output:
+        """Close the windows that ``watermark`` (event time) has passed, for one source or all."""
+        return self._close(self.aggregator.advance(watermark, source))
 
     def flush(self) -> Output:
         """Close every open window (end of a backtest or of a demo)."""

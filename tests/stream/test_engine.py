@@ -37,15 +37,25 @@ def test_checkpointed_models_restore_to_the_same_verdicts():
     assert ids_a and ids_a == ids_b
 
 
-def test_a_silent_service_gets_empty_windows_when_time_moves_on():
+def test_a_silent_service_gets_empty_windows_while_its_partition_flows():
     e = Engine()
     feed(e, 5, service="quiet")
-    feed(e, 20, start=T0 + 5 * 60, service="busy")
-    closed_quiet = e.counts["windows"]
-    assert closed_quiet > 20  # quiet's windows were closed by busy's progress (idle_after)
-    out = e.advance(T0 + 40 * 60)
-    assert e.aggregator.watermark == T0 + 40 * 60
-    assert out is not None and e.counts["windows"] > closed_quiet
+    feed(e, 20, start=T0 + 5 * 60, service="busy")  # same source (partition 0)
+    assert e.counts["windows"] > 20  # quiet's windows closed too, empty ones included
+    closed = e.counts["windows"]
+    # A whole partition that went quiet is advanced by the caller's clock.
+    e.advance(T0 + 40 * 60, source=0)
+    assert e.counts["windows"] > closed
+
+
+def test_a_lagging_partition_is_not_cut_short():
+    e = Engine()
+    # partition 1 carries "slow", 10 minutes of event time behind partition 0
+    for m in range(30):
+        for i in range(60):
+            e.process_request(RequestEvent(T0 + m * 60 + i, "fast", 200, 100.0), source=0)
+            e.process_request(RequestEvent(T0 + (m - 10) * 60 + i, "slow", 200, 100.0), source=1)
+    assert e.aggregator.late_events == 0
 
 
 def test_partitions_apart_in_event_time_do_not_make_late_events():
@@ -53,8 +63,8 @@ def test_partitions_apart_in_event_time_do_not_make_late_events():
     # service b is 3 minutes of event time behind service a (two partitions read unevenly)
     for m in range(10):
         for i in range(60):
-            e.process_request(RequestEvent(T0 + m * 60 + i, "a", 200, 100.0))
-            e.process_request(RequestEvent(T0 + (m - 3) * 60 + i, "b", 200, 100.0))
+            e.process_request(RequestEvent(T0 + m * 60 + i, "a", 200, 100.0), source=0)
+            e.process_request(RequestEvent(T0 + (m - 3) * 60 + i, "b", 200, 100.0), source=1)
     assert e.aggregator.late_events == 0
 
 
