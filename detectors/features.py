@@ -258,6 +258,10 @@ class WindowAggregator:
     def source_watermark(self, source: int) -> float:
         return self._sources.get(source, -math.inf)
 
+    def low_watermark(self) -> float:
+        """Event time that every source has reached (the slowest partition's)."""
+        return min(self._sources.values()) - self.lateness if self._sources else -math.inf
+
     def advance(self, watermark: float | None = None, source: int | None = None) -> list[WindowFeatures]:
         """Close every window that its source's watermark (less ``lateness``) has passed.
 

@@ -12,7 +12,6 @@ checkpoint the changed ones to a Faust table and restore them.
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -139,12 +138,12 @@ class Engine:
     # -- windows -----------------------------------------------------------
     def _close(self, windows: list[WindowFeatures]) -> Output:
         out = Output()
-        last_end = -math.inf
         for f in windows:
             out.extend(self._window(f))
-            last_end = max(last_end, f.end)
         if windows:
-            out.alerts.extend(self.tracker.tick(last_end))
+            # Alerts age on the slowest partition's clock: a partition that is
+            # ahead must not resolve the alerts of one that lags.
+            out.alerts.extend(self.tracker.tick(self.aggregator.low_watermark()))
         return out
 
     def _window(self, f: WindowFeatures) -> Output:

@@ -74,3 +74,20 @@ def test_counts_and_scores_are_finite():
     outs += feed(e, 5, start=T0 + 3600, per_minute=2000)
     anomalies = [a for o in outs for a in o.anomalies]
     assert anomalies and all(math.isfinite(a.value) and 0 <= a.score <= 1 for a in anomalies)
+
+
+def test_an_incident_on_a_lagging_partition_is_one_alert_not_a_storm():
+    e = Engine()
+    alerts = []
+    for m in range(100):
+        for i in range(120):
+            lag_m = m - 10  # partition 1 is 10 minutes of event time behind
+            slow = 8.0 if 70 <= lag_m < 85 else 1.0
+            for src, svc, mm, f in ((0, "fast", m, 1.0), (1, "slow", lag_m, slow)):
+                o = e.process_request(RequestEvent(T0 + mm * 60 + i * 0.5, svc, 200, 100.0 * f + i % 9,
+                                                   host=f"w{i % 3}"), source=src)
+                alerts += o.alerts
+    slow_alerts = [a for a in alerts if a.labels["service"] == "slow"]
+    assert [a.status for a in slow_alerts][:1] == ["firing"]
+    assert sum(a.status == "firing" and a.severity == slow_alerts[0].severity for a in slow_alerts) == 1
+    assert all(a.labels["service"] != "fast" for a in alerts)
