@@ -35,6 +35,7 @@ import math
 import struct
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 from .features import WindowFeatures
 from .model import Evidence, Verdict
@@ -144,9 +145,9 @@ def _ms(x: float) -> str:
     return f"{x / 1000:.1f} s" if x >= 1000 else f"{x:.0f} ms"
 
 
-def _when(ts: float) -> str:
-    d = datetime.fromtimestamp(ts, UTC)
-    return f"a {_DAYS[d.weekday()]} {d:%H:%M} UTC"
+def _when(ts: float, tz: str = "UTC") -> str:
+    d = datetime.fromtimestamp(ts, UTC if tz == "UTC" else ZoneInfo(tz))
+    return f"a {_DAYS[d.weekday()]} {d:%H:%M}" + (" UTC" if tz == "UTC" else f" ({tz})")
 
 
 class Diagnoser:
@@ -183,6 +184,7 @@ class Diagnoser:
         unknown_pending_for: float = 180.0,
         disk_pending_for: float = 60.0,
         replaced_grace: float = 1800.0,
+        timezone: str = "UTC",
     ) -> None:
         self.attack_threshold = attack_threshold
         self.spread_share = spread_share
@@ -194,6 +196,7 @@ class Diagnoser:
         self.unknown_pending_for = unknown_pending_for
         self.disk_pending_for = disk_pending_for
         self.replaced_grace = replaced_grace
+        self.timezone = timezone
 
     # -- population ---------------------------------------------------------
     def population_shift(self, f: WindowFeatures, base: CompositionState | None) -> tuple[float, list[Evidence]]:
@@ -282,7 +285,7 @@ class Diagnoser:
         if traffic is not None and (t_high or t_low):
             ratio = traffic.value / traffic.expected if traffic.expected > 0 else float("inf")
             ev.append(Evidence("request_rate", traffic.value, traffic.expected,
-                               f"{_num(traffic.value)} req/s against {_num(traffic.expected)} usual for {_when(f.start)} ({ratio:.1f}x)"))
+                               f"{_num(traffic.value)} req/s against {_num(traffic.expected)} usual for {_when(f.start, self.timezone)} ({ratio:.1f}x)"))
         harm_ev = self._harm_evidence(f, svc_harm, host_latency, slow_hosts)
 
         # Disk: the slowdown sits on hosts with a failing drive, not elsewhere.

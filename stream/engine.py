@@ -57,7 +57,7 @@ class Engine:
         self.alerting = alerting or AlertingConfig()
         c = self.config
         self.aggregator = WindowAggregator(window=c.window, lateness=c.lateness)
-        self.diagnoser = Diagnoser(**c.diagnosis.model_dump())
+        self.diagnoser = Diagnoser(timezone=c.timezone, **c.diagnosis.model_dump())
         self.disk_detector = DiskFailureDetector(**c.disk)
         self.tracker = AlertTracker(self.alerting.pending_for, self.alerting.keep_firing_for)
         self._traffic_det: dict[str, TrafficAnomalyDetector] = {}
