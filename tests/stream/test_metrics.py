@@ -1,0 +1,168 @@
+"""Metrics: reason classes from the decoders' own messages, and a real scrape over HTTP."""
+
+from __future__ import annotations
+
+import urllib.request
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from detectors.errors import InvalidEvent
+from detectors.events import decode_disk, decode_request
+from detectors.model import Anomaly, Entity
+from stream.metrics import DEAD_LETTER_REASONS, Metrics, classify_dead_letter, update_lag
+
+
+def _error(decode, raw: bytes) -> str:
+    with pytest.raises(InvalidEvent) as exc:
+        decode(raw)
+    return str(exc.value)
+
+
+REQ = b'{"ts": 1617696000, "service": "ent", "status": 200, "latency_ms": 12}'
+
+
+@pytest.mark.parametrize("decode, raw, reason", [
+    (decode_request, b'{"ts": 1, "service": "ent"', "bad_json"),
+    (decode_request, b"\xff\xfe", "bad_json"),
+    (decode_request, b'{"ts": 1, "status": 200, "latency_ms": 1}', "missing_field"),
+    (decode_disk, b'{"ts": 1, "host": "h", "disk": "d"}', "missing_field"),
+    (decode_request, b'{"ts": 1, "service": "ent", "status": "200", "latency_ms": 1}', "wrong_type"),
+    (decode_request, b'[1, 2]', "wrong_type"),
+    (decode_request, b'{"ts": "yesterday", "service": "ent", "status": 200, "latency_ms": 1}', "wrong_type"),
+    (decode_request, b'{"ts": "2021-04-06T08:00:00", "service": "ent", "status": 200, "latency_ms": 1}', "wrong_type"),
+    (decode_request, b'{"ts": true, "service": "ent", "status": 200, "latency_ms": 1}', "wrong_type"),
+    (decode_disk, b'{"ts": 1, "host": "h", "disk": "d", "smart": {"x": 1}}', "wrong_type"),
+    (decode_disk, b'{"ts": 1, "host": "h", "disk": "d", "smart": {"5": "a"}}', "wrong_type"),
+    (decode_request, b'{"ts": 1, "service": "ent", "status": 700, "latency_ms": 1}', "out_of_range"),
+    (decode_request, b'{"ts": 1, "service": "ent", "status": 200, "latency_ms": -3}', "out_of_range"),
+    (decode_request, b'{"ts": 1, "service": "", "status": 200, "latency_ms": 1}', "out_of_range"),
+    (decode_request, b'{"ts": 1e20, "service": "ent", "status": 200, "latency_ms": 1}', "out_of_range"),
+    (decode_disk, b'{"ts": 1, "host": "h", "disk": "d", "smart": {"5": -1}}', "out_of_range"),
+    (decode_request, b'{"pad": "' + b"x" * 70_000 + b'"}', "oversized"),
+])
+def test_dead_letter_reason_is_read_from_the_decoder_message(decode, raw, reason):
+    assert classify_dead_letter(_error(decode, raw)) == reason
+
+
+def test_unknown_messages_are_other():
+    assert classify_dead_letter("the broker ate it") == "other"
+    assert set(DEAD_LETTER_REASONS) >= {"bad_json", "missing_field", "wrong_type", "out_of_range", "oversized", "other"}
+
+
+def _scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - 127.0.0.1
+        assert resp.status == 200
+        assert resp.headers["Content-Type"].startswith("text/plain")
+        text = resp.read().decode()
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def _anomaly(detector: str, severity: str) -> Anomaly:
+    return Anomaly(
+        id="a1", ts=1617696000.0, detector=detector, entity=Entity(service="ent"), signal="request_rate",
+        value=800.0, expected=100.0, lower=50.0, upper=200.0, score=0.99, severity=severity,
+    )
+
+
+def test_scrape_over_http_sees_every_metric():
+    m = Metrics(sample_every=1)
+    for _ in range(3):
+        m.event_in("requests")
+    m.event_in("disk-health")
+    m.dead_letter(_error(decode_request, b"{"), topic="requests")
+    m.dead_letter(_error(decode_request, b'{"ts": 1, "service": "ent", "status": 99, "latency_ms": 1}'), topic="requests")
+    m.anomaly(_anomaly("traffic", "critical"))
+    m.anomaly({"detector": "disk", "severity": "warning"})
+    m.alert({"cause": "suspected_attack", "status": "firing"})
+    m.alert({"cause": "suspected_attack", "status": "resolved"})
+    m.notification("oncall", "sent")
+    m.notification("oncall", "retried")
+    m.notification("oncall", "failed")
+    m.lag("requests", 3, 42)
+    m.tracked_keys("traffic", 17)
+    assert m.sample()
+    m.processing_time(0.00002)
+    m.processing_time(0.003)
+
+    with m.serve("127.0.0.1", 0) as srv:
+        assert srv.port > 0 and srv.host == "127.0.0.1"
+        got = _scrape(srv.url)
+
+    def v(name, **labels):
+        return got[(name, tuple(sorted(labels.items())))]
+
+    assert v("tocsin_events_total", topic="requests") == 3
+    assert v("tocsin_events_total", topic="disk-health") == 1
+    assert v("tocsin_dead_letters_total", topic="requests", reason="bad_json") == 1
+    assert v("tocsin_dead_letters_total", topic="requests", reason="out_of_range") == 1
+    assert v("tocsin_anomalies_total", detector="traffic", severity="critical") == 1
+    assert v("tocsin_anomalies_total", detector="disk", severity="warning") == 1
+    assert v("tocsin_alerts_total", cause="suspected_attack", status="firing") == 1
+    assert v("tocsin_alerts_total", cause="suspected_attack", status="resolved") == 1
+    for outcome in ("sent", "retried", "failed"):
+        assert v("tocsin_notifications_total", receiver="oncall", outcome=outcome) == 1
+    assert v("tocsin_consumer_lag", topic="requests", partition="3") == 42
+    assert v("tocsin_tracked_keys", kind="traffic") == 17
+    assert v("tocsin_event_processing_seconds_count") == 2
+    assert v("tocsin_event_processing_seconds_bucket", le="2.5e-05") == 1
+    assert v("tocsin_event_processing_seconds_sum") == pytest.approx(0.00302)
+
+
+def test_registries_are_isolated():
+    a, b = Metrics(), Metrics()
+    a.event_in("requests")
+    assert b'tocsin_events_total{topic="requests"}' not in b.render()
+    from prometheus_client import REGISTRY
+
+    assert REGISTRY.get_sample_value("tocsin_events_total", {"topic": "requests"}) is None
+
+
+def test_sampling_times_one_event_in_n():
+    m = Metrics(sample_every=4)
+    assert [m.sample() for _ in range(8)] == [False, False, False, True] * 2
+    with pytest.raises(ValueError):
+        Metrics(sample_every=0)
+
+
+def test_notification_outcome_is_checked():
+    with pytest.raises(ValueError, match="outcome"):
+        Metrics().notification("console", "lost")
+
+
+class _TP:
+    def __init__(self, topic: str, partition: int) -> None:
+        self.topic, self.partition = topic, partition
+
+    def __hash__(self) -> int:
+        return hash((self.topic, self.partition))
+
+
+class _FakeConsumer:
+    """The three calls of a Faust consumer that update_lag uses."""
+
+    def __init__(self, offsets: dict[tuple[str, int], tuple[int | None, int | None]]) -> None:
+        self.offsets = {_TP(t, p): v for (t, p), v in offsets.items()}
+
+    def assignment(self):
+        return set(self.offsets)
+
+    def highwater(self, tp):
+        return self.offsets[tp][0]
+
+    async def position(self, tp):
+        return self.offsets[tp][1]
+
+
+async def test_update_lag_sets_the_gauge_per_partition():
+    m = Metrics()
+    consumer = _FakeConsumer({("requests", 0): (100, 60), ("requests", 1): (5, 5), ("disk-health", 0): (None, 3)})
+    assert await update_lag(m, consumer) == 40
+    r = m.registry
+    assert r.get_sample_value("tocsin_consumer_lag", {"topic": "requests", "partition": "0"}) == 40
+    assert r.get_sample_value("tocsin_consumer_lag", {"topic": "requests", "partition": "1"}) == 0
+    assert r.get_sample_value("tocsin_consumer_lag", {"topic": "disk-health", "partition": "0"}) is None
