@@ -1,7 +1,14 @@
 """Alerting configuration (the ``alerting`` section of tocsin's YAML file).
 
+Modelled on Alertmanager's: ``receivers``, a ``route`` tree (matchers,
+``continue``, ``group_by``, ``group_wait``, ``group_interval``,
+``repeat_interval``, ``mute_time_intervals``, ``active_time_intervals``, all
+inherited by child routes), ``inhibit_rules`` and named ``time_intervals``.
+Defaults are Alertmanager's (30s, 5m, 4h).
+
 Secrets are never written in the file: a Slack token or webhook URL is named
-by an environment variable (``token_env``) or a file (``token_file``).
+by an environment variable (``token_env``, ``url_env``) or a file
+(``token_file``, ``url_file``).
 """
 
 from __future__ import annotations
@@ -13,18 +20,49 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 from detectors.configfile import parse_duration
 
 from .matchers import Matcher
+from .timeinterval import TimeRange
 
-__all__ = ["AlertingConfig", "ReceiverConfig", "RouteConfig", "SlackConfig"]
+__all__ = [
+    "AlertingConfig",
+    "AlertmanagerConfig",
+    "InhibitRuleConfig",
+    "ReceiverConfig",
+    "RouteConfig",
+    "SlackConfig",
+    "SlackWebhookConfig",
+    "TimeIntervalConfig",
+    "WebhookConfig",
+    "DEFAULT_GROUP_WAIT",
+    "DEFAULT_GROUP_INTERVAL",
+    "DEFAULT_REPEAT_INTERVAL",
+]
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+#: Alertmanager's defaults for the root route.
+DEFAULT_GROUP_WAIT = 30.0
+DEFAULT_GROUP_INTERVAL = 300.0
+DEFAULT_REPEAT_INTERVAL = 4 * 3600.0
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _refuse_clear_secret(v: Any) -> None:
+    raise ValueError(
+        "secrets are never written in the configuration file: name an environment "
+        "variable (<field>_env) or a file (<field>_file) instead"
+    )
+
+
+#: A field that exists only to refuse a secret written in clear, with a clear message.
+ClearSecret = Annotated[None, BeforeValidator(_refuse_clear_secret)]
+
+
 class SlackConfig(_Strict):
     channel: str = Field(min_length=1)
+    token: ClearSecret = None
     token_env: str | None = "SLACK_BOT_TOKEN"  # noqa: S105 - the name of a variable, not a secret
     token_file: str | None = None
     api_url: str | None = None  # for tests or Slack-compatible gateways
@@ -37,17 +75,75 @@ class ConsoleConfig(_Strict):
     color: bool | None = None
 
 
+class WebhookConfig(_Strict):
+    """A generic webhook: Alertmanager's webhook payload (version 4), one POST per group."""
+
+    url: ClearSecret = None
+    url_env: str | None = None
+    url_file: str | None = None
+    bearer_token: ClearSecret = None
+    bearer_token_env: str | None = None
+    bearer_token_file: str | None = None
+    timeout: Duration = 10.0
+    max_alerts: int = Field(0, ge=0)  # 0: all (Alertmanager's default)
+
+    @model_validator(mode="after")
+    def _has_url(self) -> WebhookConfig:
+        if not (self.url_env or self.url_file):
+            raise ValueError("a webhook needs url_env or url_file (the URL may carry a token)")
+        return self
+
+
+class SlackWebhookConfig(_Strict):
+    """A Slack incoming webhook: one message per group notification, no threads."""
+
+    url: ClearSecret = None
+    url_env: str | None = None
+    url_file: str | None = None
+    runbook_url: str | None = None
+    dashboard_url: str | None = None
+    timeout: Duration = 10.0
+
+    @model_validator(mode="after")
+    def _has_url(self) -> SlackWebhookConfig:
+        if not (self.url_env or self.url_file):
+            raise ValueError("a Slack incoming webhook needs url_env or url_file")
+        return self
+
+
+class AlertmanagerConfig(_Strict):
+    """Pushes alerts to an Alertmanager's ``/api/v2/alerts`` (its base URL is not a secret)."""
+
+    url: str = Field(pattern=r"^https?://[^\s]+$")
+    bearer_token: ClearSecret = None
+    bearer_token_env: str | None = None
+    bearer_token_file: str | None = None
+    timeout: Duration = 10.0
+    generator_url: str | None = None
+
+
+_KINDS = ("console", "slack", "webhook", "slack_webhook", "alertmanager")
+
+
 class ReceiverConfig(_Strict):
     name: str = Field(min_length=1)
+    send_resolved: bool = True
     console: ConsoleConfig | None = None
     slack: SlackConfig | None = None
+    webhook: WebhookConfig | None = None
+    slack_webhook: SlackWebhookConfig | None = None
+    alertmanager: AlertmanagerConfig | None = None
 
     @model_validator(mode="after")
     def _one_kind(self) -> ReceiverConfig:
-        kinds = [k for k in ("console", "slack") if getattr(self, k) is not None]
+        kinds = [k for k in _KINDS if getattr(self, k) is not None]
         if len(kinds) != 1:
-            raise ValueError("a receiver needs exactly one of: console, slack")
+            raise ValueError(f"a receiver needs exactly one of: {', '.join(_KINDS)}")
         return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in _KINDS if getattr(self, k) is not None)
 
 
 def _parse_matchers(v: Any) -> Any:
@@ -56,17 +152,63 @@ def _parse_matchers(v: Any) -> Any:
     return v
 
 
+Matchers = Annotated[list[Matcher], BeforeValidator(_parse_matchers)]
+
+
 class RouteConfig(_Strict):
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
 
     receiver: str | None = None
-    matchers: Annotated[list[Matcher], BeforeValidator(_parse_matchers)] = Field(default_factory=list)
+    matchers: Matchers = Field(default_factory=list)
     continue_: bool = Field(False, alias="continue")
     group_by: list[str] | None = None
     group_wait: Duration | None = None
     group_interval: Duration | None = None
     repeat_interval: Duration | None = None
+    mute_time_intervals: list[str] = Field(default_factory=list)
+    active_time_intervals: list[str] = Field(default_factory=list)
     routes: list[RouteConfig] = Field(default_factory=list)
+
+    @field_validator("group_by")
+    @classmethod
+    def _group_by(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return v
+        if "..." in v and len(v) > 1:
+            raise ValueError("'...' groups by all labels and cannot be combined with label names")
+        if len(set(v)) != len(v):
+            raise ValueError("group_by names a label twice")
+        for name in v:
+            if name != "..." and not name.replace("_", "a").isalnum():
+                raise ValueError(f"{name!r} is not a label name")
+        return v
+
+    @field_validator("group_interval")
+    @classmethod
+    def _positive(cls, v: float | None) -> float | None:
+        if v is not None and v <= 0:
+            raise ValueError("group_interval must be more than 0")
+        return v
+
+
+class InhibitRuleConfig(_Strict):
+    """While an alert matching ``source_matchers`` fires, alerts matching
+    ``target_matchers`` with the same values of the ``equal`` labels are muted."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    source_matchers: Matchers = Field(min_length=1)
+    target_matchers: Matchers = Field(min_length=1)
+    equal: list[str] = Field(default_factory=list)
+
+
+class TimeIntervalConfig(_Strict):
+    """A named set of time ranges (Alertmanager's ``time_intervals``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    name: str = Field(min_length=1)
+    time_intervals: list[Annotated[TimeRange, BeforeValidator(TimeRange.parse)]] = Field(default_factory=list)
 
 
 class AlertingConfig(_Strict):
@@ -74,6 +216,8 @@ class AlertingConfig(_Strict):
     keep_firing_for: Duration = 300.0
     receivers: list[ReceiverConfig] = Field(default_factory=lambda: [ReceiverConfig(name="console", console=ConsoleConfig())])
     route: RouteConfig = RouteConfig(receiver="console")
+    inhibit_rules: list[InhibitRuleConfig] = Field(default_factory=list)
+    time_intervals: list[TimeIntervalConfig] = Field(default_factory=list)
 
     @field_validator("receivers")
     @classmethod
@@ -84,17 +228,38 @@ class AlertingConfig(_Strict):
             raise ValueError(f"receiver names must be unique: {', '.join(sorted(dup))}")
         return v
 
+    @field_validator("time_intervals")
+    @classmethod
+    def _unique_intervals(cls, v: list[TimeIntervalConfig]) -> list[TimeIntervalConfig]:
+        names = [t.name for t in v]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"time interval names must be unique: {', '.join(sorted(dup))}")
+        return v
+
     @model_validator(mode="after")
     def _known_receivers(self) -> AlertingConfig:
         names = {r.name for r in self.receivers}
+        intervals = {t.name for t in self.time_intervals}
 
         def walk(r: RouteConfig, path: str) -> None:
             if r.receiver is not None and r.receiver not in names:
                 raise ValueError(f"{path}.receiver: no receiver named {r.receiver!r} (have: {', '.join(sorted(names))})")
+            for key in ("mute_time_intervals", "active_time_intervals"):
+                for name in getattr(r, key):
+                    if name not in intervals:
+                        have = ", ".join(sorted(intervals)) or "none"
+                        raise ValueError(f"{path}.{key}: no time interval named {name!r} (have: {have})")
             for i, c in enumerate(r.routes):
                 walk(c, f"{path}.routes.{i}")
 
         if self.route.receiver is None:
             raise ValueError("route.receiver: the root route needs a receiver")
+        if self.route.matchers:
+            raise ValueError("route.matchers: the root route matches every alert and takes no matchers")
         walk(self.route, "route")
         return self
+
+    def intervals(self) -> dict[str, list[TimeRange]]:
+        """Time intervals by name."""
+        return {t.name: list(t.time_intervals) for t in self.time_intervals}

@@ -8,15 +8,30 @@ fingerprint and hands it back next time, so a restarted worker carries on in
 the same thread. A failure raises :class:`alerts.errors.NotifyError`, whose
 ``retryable`` and ``retry_after`` tell the retry stage what to do; receivers
 do not retry beyond a small bounded number of in-call attempts.
+
+Two kinds of receivers, told apart by :attr:`Receiver.groups`:
+
+- per alert (``groups = False``: console, Slack bot): the pipeline calls
+  :meth:`Receiver.notify` once per alert state change in a group
+  notification, so one incident (one fingerprint) is one Slack thread;
+- per group (``groups = True``: webhook, Slack incoming webhook,
+  Alertmanager): the pipeline calls :meth:`Receiver.notify_group` once per
+  group notification with the group's alerts, as Alertmanager does.
+
+``send_resolved`` (default True, set from the configuration) says whether
+the receiver is told when alerts resolve.
 """
 
 from __future__ import annotations
 
 import abc
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from alerts.model import Alert
+
+if TYPE_CHECKING:
+    from alerts.group import GroupNotification
 
 __all__ = ["Receiver", "Memory", "format_duration", "cause_text", "labels_text"]
 
@@ -38,6 +53,18 @@ class Receiver(abc.ABC):
     """
 
     name: str
+    #: True: one message per group notification (:meth:`notify_group`).
+    groups: bool = False
+    #: Tell the receiver when alerts resolve.
+    send_resolved: bool = True
+
+    async def notify_group(self, notification: GroupNotification, memory: Memory | None) -> Memory | None:
+        """Send one group notification (receivers with ``groups = True``).
+
+        ``memory`` is what this receiver returned last time for the same
+        group. Raises NotifyError on failure.
+        """
+        raise NotImplementedError(f"{type(self).__name__} sends alerts one by one (groups = False)")
 
     @abc.abstractmethod
     async def notify(self, alert: Alert, memory: Memory | None) -> Memory | None:

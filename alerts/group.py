@@ -1,0 +1,222 @@
+"""Aggregation groups (Alertmanager's dispatcher): alerts batched per route and label values.
+
+Each matched route (see :meth:`alerts.dispatch.Router.routes`) puts an alert
+into the group of that route whose ``group_by`` label values are the
+alert's. ``cause`` and ``severity`` group like labels; ``group_by: ['...']``
+makes every label set its own group; ``group_by: []`` (the default) puts all
+the route's alerts in one group.
+
+Timing, driven by the ``now`` passed in (never a clock):
+
+* a new group is flushed ``group_wait`` after its first alert (at once when
+  that alert started more than ``group_wait`` ago, as in Alertmanager);
+* then every ``group_interval``, with all its alerts (latest state of each);
+  the notification pipeline decides from its log whether anything changed
+  or ``repeat_interval`` has passed (:meth:`NotificationPipeline.deliver_group`);
+* a resolved alert leaves its group once a flush that carried it has been
+  delivered (:meth:`Dispatcher.done`); an empty group is dropped.
+
+Groups are kept in an optional ``store`` (a mapping of group key to JSON
+bytes: a Faust table in the worker), so a restarted worker continues the
+same groups: :meth:`Dispatcher.restore` reads them back.
+
+>>> from alerts.config import AlertingConfig, RouteConfig
+>>> from alerts.dispatch import Router
+>>> from alerts.model import Alert
+>>> d = Dispatcher(Router(RouteConfig(receiver="r", group_by=["service"], group_wait=30)))
+>>> a = Alert({"service": "ent", "host": None, "disk": None}, "firing", "warning", "t", "unknown", 0.5, 0.0)
+>>> d.add(a, now=0.0)
+>>> d.flush(now=10.0)
+[]
+>>> [(n.receiver, n.labels, len(n.alerts)) for n in d.flush(now=30.0)]
+[('r', {'service': 'ent'}, 1)]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, MutableMapping
+from dataclasses import dataclass, field
+
+import orjson
+
+from .dispatch import RouteOpts, Router
+from .model import Alert, alert_from_record
+
+__all__ = ["AggregationGroup", "Dispatcher", "GroupNotification", "group_labels"]
+
+_SCHEMA = "tocsin.group.v1"
+
+
+def group_labels(alert: Alert, group_by: tuple[str, ...]) -> dict[str, str]:
+    """The values of ``group_by`` for ``alert`` (unset labels left out; ``...``: all)."""
+    labels = {k: v for k, v in alert.labels.items() if v is not None}
+    labels["cause"] = alert.cause
+    labels["severity"] = alert.severity
+    if group_by == ("...",):
+        return dict(sorted(labels.items()))
+    return {k: labels[k] for k in sorted(group_by) if labels.get(k) is not None}
+
+
+def _group_key(route: RouteOpts, labels: dict[str, str]) -> str:
+    inner = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    return f"{route.path or '/'}:{route.receiver}:{{{inner}}}"
+
+
+@dataclass(frozen=True, slots=True)
+class GroupNotification:
+    """One flush of one group: what its receiver is to be told.
+
+    ``alerts`` holds the latest state of each alert in the group, firing and
+    resolved, ordered by start time; muting and the choice of what is new are
+    the notification pipeline's.
+    """
+
+    key: str
+    receiver: str
+    route: RouteOpts
+    labels: dict[str, str]
+    alerts: tuple[Alert, ...]
+    now: float
+
+    @property
+    def firing(self) -> tuple[Alert, ...]:
+        return tuple(a for a in self.alerts if a.status == "firing")
+
+    @property
+    def resolved(self) -> tuple[Alert, ...]:
+        return tuple(a for a in self.alerts if a.status == "resolved")
+
+
+@dataclass(slots=True)
+class AggregationGroup:
+    key: str
+    route: RouteOpts
+    labels: dict[str, str]
+    next_flush: float
+    alerts: dict[str, Alert] = field(default_factory=dict)
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps({
+            "schema": _SCHEMA,
+            "key": self.key,
+            "labels": self.labels,
+            "next_flush": self.next_flush,
+            "alerts": [a.to_record() for a in self.alerts.values()],
+        })
+
+
+class Dispatcher:
+    """Alerts in (:meth:`add`), group notifications out when due (:meth:`flush`).
+
+    Parameters
+    ----------
+    router
+        The route tree.
+    store
+        Optional persistence of the groups (group key to JSON bytes).
+    """
+
+    def __init__(self, router: Router, store: MutableMapping[str, bytes] | None = None) -> None:
+        self.router = router
+        self.store = store
+        self.groups: dict[str, AggregationGroup] = {}
+
+    def add(self, alert: Alert, now: float) -> None:
+        """Put one alert state change into the groups of its routes."""
+        for route in self.router.routes(alert):
+            labels = group_labels(alert, route.group_by)
+            key = _group_key(route, labels)
+            g = self.groups.get(key)
+            if g is None:
+                if alert.status == "resolved":
+                    # A resolve for an alert this route never grouped (or already
+                    # told): nothing to batch it with, nothing to announce.
+                    continue
+                wait = 0.0 if alert.starts_at + route.group_wait < now else route.group_wait
+                g = self.groups[key] = AggregationGroup(key, route, labels, now + wait)
+            old = g.alerts.get(alert.fingerprint)
+            if old is not None and old.status == "resolved" and alert.status == "firing" and alert.starts_at < old.starts_at:
+                continue  # an older state replayed after the resolve
+            g.alerts[alert.fingerprint] = alert
+            self._save(g)
+
+    def flush(self, now: float) -> list[GroupNotification]:
+        """Notifications of the groups due at ``now``; each group's next flush is set."""
+        out = []
+        for g in list(self.groups.values()):
+            if g.next_flush > now or not g.alerts:
+                continue
+            g.next_flush = now + g.route.group_interval
+            alerts = tuple(sorted(g.alerts.values(), key=lambda a: (a.starts_at, a.fingerprint)))
+            out.append(GroupNotification(g.key, g.route.receiver, g.route, dict(g.labels), alerts, now))
+            self._save(g)
+        return out
+
+    def done(self, n: GroupNotification) -> None:
+        """The notification was delivered: its resolved alerts leave the group (unless changed since)."""
+        g = self.groups.get(n.key)
+        if g is None:
+            return
+        for a in n.resolved:
+            if g.alerts.get(a.fingerprint) == a:
+                del g.alerts[a.fingerprint]
+        if g.alerts:
+            self._save(g)
+        else:
+            del self.groups[n.key]
+            if self.store is not None:
+                self.store.pop(n.key, None)
+
+    def next_flush(self) -> float | None:
+        """When the next group is due (None: no group), for a timer."""
+        return min((g.next_flush for g in self.groups.values() if g.alerts), default=None)
+
+    def alerts(self) -> Iterator[Alert]:
+        """Every alert held in a group (latest state), each once."""
+        seen: set[str] = set()
+        for g in self.groups.values():
+            for fp, a in g.alerts.items():
+                if fp not in seen:
+                    seen.add(fp)
+                    yield a
+
+    # -- persistence ------------------------------------------------------
+
+    def _save(self, g: AggregationGroup) -> None:
+        if self.store is not None:
+            self.store[g.key] = g.to_bytes()
+
+    def restore(self) -> int:
+        """Read the groups back from the store (after a restart); returns how many.
+
+        A group whose route no longer exists in the configuration is dropped
+        and its alerts are re-added through the current routes.
+        """
+        if self.store is None:
+            return 0
+        routes: dict[str, RouteOpts] = {}
+        orphans: list[Alert] = []
+        n = 0
+        for key, raw in list(self.store.items()):
+            if raw is None:
+                continue
+            rec = orjson.loads(raw)
+            alerts = [alert_from_record(r) for r in rec["alerts"]]
+            route = None
+            for a in alerts:
+                for r in self.router.routes(a):
+                    routes[_group_key(r, group_labels(a, r.group_by))] = r
+                route = routes.get(key)
+                if route is not None:
+                    break
+            if route is None:
+                self.store.pop(key, None)
+                orphans.extend(alerts)
+                continue
+            self.groups[key] = AggregationGroup(
+                key, route, dict(rec["labels"]), float(rec["next_flush"]), {a.fingerprint: a for a in alerts}
+            )
+            n += 1
+        for a in orphans:
+            self.add(a, now=a.starts_at)
+        return n
