@@ -119,6 +119,19 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- report ------------------------------------------------------------------
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .files import InputFileError
+    from .report import write_report
+
+    try:
+        path = write_report(args.folder, args.out, args.timezone)
+    except InputFileError as exc:
+        return _fail(str(exc))
+    print(f"wrote {path}")
+    return 0
+
+
 # -- config ------------------------------------------------------------------
 def _cmd_check_config(args: argparse.Namespace) -> int:
     from .settings import load_config
@@ -178,6 +191,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--detector", default="tocsin")
     s.add_argument("-o", "--output", metavar="OUT.csv")
     s.set_defaults(func=_cmd_score)
+
+    rp = sub.add_parser("report", help="an HTML page of a backtest folder: signals, bands, anomalies, alerts by cause")
+    rp.add_argument("folder", metavar="BACKTEST_DIR", help="the --out folder of tocsin backtest")
+    rp.add_argument("--out", metavar="FILE.html", help="default: BACKTEST_DIR/report.html")
+    rp.add_argument("--timezone", default="UTC", help="time zone of the times shown (default UTC)")
+    rp.set_defaults(func=_cmd_report)
 
     c = sub.add_parser("check-config", help="validate a configuration file")
     c.add_argument("config", nargs="?")
