@@ -97,6 +97,24 @@ def test_constructor_arguments_are_stored():
     assert clone.suppress == 123 and clone.damp == 0.25
 
 
+def test_creeping_evidence_is_one_alarm():
+    """Within the echo horizon a new maximum must beat the last by ``rise``."""
+    x, t = _noisy_daily(1500, seed=5)
+    x[1200:1230] += np.linspace(4.0, 40.0, 30)  # a ramp: evidence creeps up point by point
+    det = UnivariateDetector(rise=1.1)
+    ev, out = [], []
+    for v, e in zip(x, t, strict=True):
+        c = det._compute(float(v), float(e))
+        ev.append(c[-2])
+        out.append(c[-1])
+        det.learn_one(float(v), float(e))
+    ev, out = np.array(ev), np.array(out)
+    full = np.flatnonzero((out == ev) & (ev > 0.0))
+    for i in full[full >= 1200]:
+        recent = ev[max(0, i - det.suppress) : i].max()
+        assert ev[i] > 1.1 * recent
+
+
 def test_scores_do_not_saturate():
     rng = np.random.default_rng(7)
     x = rng.standard_t(3, 4000) * 2.0 + 50.0
