@@ -57,6 +57,8 @@ class Receiver(abc.ABC):
     groups: bool = False
     #: Tell the receiver when alerts resolve.
     send_resolved: bool = True
+    #: Per-group receivers: re-send an unchanged group this often (None: the route's repeat_interval).
+    resend_interval: float | None = None
 
     async def notify_group(self, notification: GroupNotification, memory: Memory | None) -> Memory | None:
         """Send one group notification (receivers with ``groups = True``).

@@ -184,7 +184,8 @@ class NotificationPipeline:
         entry = orjson.loads(raw) if raw else None
         firing_ids = sorted(state_id(a) for a in firing)
         resolved_ids = sorted(state_id(a) for a in resolved)
-        if not _needs_update(entry, firing_ids, resolved_ids, now, n.route.repeat_interval):
+        repeat = n.route.repeat_interval if receiver.resend_interval is None else receiver.resend_interval
+        if not _needs_update(entry, firing_ids, resolved_ids, now, repeat):
             self.counts[f"duplicate.{name}"] += 1
             return 0
         memory = entry.get("memory") if entry else None
