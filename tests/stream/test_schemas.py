@@ -156,3 +156,14 @@ def test_a_resolved_alert_needs_its_end():
 ])
 def test_bad_dead_letters_are_rejected(rec):
     assert _errors(_validator("dead-letter.v1.json"), rec)
+
+
+def test_the_consumer_example_prints_one_line_per_anomaly(backtest_dir):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("consume_anomalies", SCHEMAS.parent / "examples" / "consume_anomalies.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    for r in _records(backtest_dir / "anomalies.jsonl")[:50] + [ANOMALY]:
+        line = example.format_anomaly("ent-grand-est/web-3", r)
+        assert "\n" not in line and r["signal"] in line and r["severity"] in line
