@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import inspect
+import json
+import re
+import shutil
+import subprocess
 import urllib.request
+from pathlib import Path
 
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from detectors.errors import InvalidEvent
@@ -166,3 +173,85 @@ async def test_update_lag_sets_the_gauge_per_partition():
     assert r.get_sample_value("tocsin_consumer_lag", {"topic": "requests", "partition": "0"}) == 40
     assert r.get_sample_value("tocsin_consumer_lag", {"topic": "requests", "partition": "1"}) == 0
     assert r.get_sample_value("tocsin_consumer_lag", {"topic": "disk-health", "partition": "0"}) is None
+
+
+# -- deploy/: Prometheus, Grafana and the compose services -------------------------
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+
+
+def _dashboard() -> dict:
+    return json.loads((DEPLOY / "grafana" / "dashboards" / "tocsin.json").read_text(encoding="utf-8"))
+
+
+def _exprs() -> list[str]:
+    return [t["expr"] for p in _dashboard()["panels"] for t in p.get("targets", [])]
+
+
+def test_prometheus_scrapes_the_port_the_worker_serves():
+    cfg = yaml.safe_load((DEPLOY / "prometheus.yml").read_text(encoding="utf-8"))
+    jobs = {j["job_name"]: j for j in cfg["scrape_configs"]}
+    tocsin = jobs["tocsin"]
+    assert tocsin["metrics_path"] == "/metrics"
+    default_port = inspect.signature(Metrics.serve).parameters["port"].default
+    assert tocsin["dns_sd_configs"][0]["port"] == default_port
+    assert tocsin["dns_sd_configs"][0]["names"] == ["tocsin-worker"]
+
+
+def test_grafana_dashboard_queries_only_metrics_that_exist():
+    dash = _dashboard()
+    ds = yaml.safe_load((DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yml").read_text())
+    uid = ds["datasources"][0]["uid"]
+    panels = dash["panels"]
+    assert len({p["id"] for p in panels}) == len(panels)
+    for p in panels:
+        if p["type"] != "row":
+            assert p["datasource"]["uid"] == uid and p["targets"], p["title"]
+    titles = {p["title"] for p in panels}
+    for needed in ("Throughput by topic", "Consumer lag by partition", "Anomalies by detector", "Alerts by cause",
+                   "Dead letters by reason"):
+        assert needed in titles
+    # Every series a query names is one the Metrics registry exposes.
+    m = Metrics()
+    m.event_in("requests")
+    m.dead_letter("x", "requests")
+    m.anomaly({"detector": "traffic", "severity": "warning"})
+    m.alert({"cause": "unknown", "status": "firing"})
+    m.notification("console", "sent")
+    m.lag("requests", 0, 1)
+    m.tracked_keys("traffic", 1)
+    m.processing_time(0.001)
+    exposed = {s.name for fam in text_string_to_metric_families(m.render().decode()) for s in fam.samples}
+    used = {name for e in _exprs() for name in re.findall(r"\btocsin_[a-z_]+", e)}
+    assert used and used <= exposed, used - exposed
+    provider = yaml.safe_load((DEPLOY / "grafana" / "provisioning" / "dashboards" / "tocsin.yml").read_text())
+    assert provider["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"
+
+
+def test_compose_adds_prometheus_and_grafana_on_localhost():
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
+    services = compose["services"]
+    assert {"kafka", "tocsin-worker", "tocsin-simulator", "prometheus", "grafana"} <= set(services)
+    for name in ("prometheus", "grafana"):
+        svc = services[name]
+        assert all(str(p).startswith("127.0.0.1:") for p in svc["ports"]), svc["ports"]
+        for vol in svc["volumes"]:
+            host = vol.split(":")[0]
+            assert (ROOT / host).exists(), vol
+    grafana_mounts = dict(v.split(":")[:2] for v in services["grafana"]["volumes"])
+    home = services["grafana"]["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert home == grafana_mounts["./deploy/grafana/dashboards"] + "/tocsin.json"
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed (Debian package prometheus)")
+def test_promtool_accepts_the_config_and_every_query(tmp_path):
+    run = subprocess.run(["promtool", "check", "config", "--syntax-only", str(DEPLOY / "prometheus.yml")],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stdout + run.stderr
+    rules = {"groups": [{"name": "dashboard", "rules": [
+        {"record": f"tocsin:query_{i}", "expr": e.replace("$__rate_interval", "5m")} for i, e in enumerate(_exprs())
+    ]}]}
+    path = tmp_path / "rules.yml"
+    path.write_text(yaml.safe_dump(rules))
+    run = subprocess.run(["promtool", "check", "rules", str(path)], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stdout + run.stderr
