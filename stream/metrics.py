@@ -34,7 +34,7 @@ True
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -127,6 +127,7 @@ class Metrics:
         self._tick = 0
         # Cache the labelled children of the per-event counters: .labels() costs a few µs.
         self._event_children: dict[str, Any] = {}
+        self._synced: dict[str, int] = {}
 
     # -- per event -----------------------------------------------------------
     def event_in(self, topic: str) -> None:
@@ -171,6 +172,23 @@ class Metrics:
             raise ValueError(f"outcome must be one of {', '.join(NOTIFICATION_OUTCOMES)}, got {outcome!r}")
         self._notifications.labels(receiver, outcome).inc()
 
+    def sync_notifications(self, counts: Mapping[str, int]) -> None:
+        """Catch up with a NotificationPipeline's ``counts`` (``sent.<receiver>``, ``failed.<receiver>``).
+
+        Adds what changed since the last call. The pipeline retries every
+        failed attempt, so each failure also counts as ``retried``.
+        """
+        for key, n in list(counts.items()):
+            outcome, _, receiver = key.partition(".")
+            if outcome not in ("sent", "failed") or not receiver:
+                continue
+            delta = n - self._synced.get(key, 0)
+            if delta > 0:
+                self._synced[key] = n
+                self._notifications.labels(receiver, outcome).inc(delta)
+                if outcome == "failed":
+                    self._notifications.labels(receiver, "retried").inc(delta)
+
     # -- state ---------------------------------------------------------------
     def lag(self, topic: str, partition: int, n: int) -> None:
         """Set the consumer lag of one partition (messages)."""
@@ -179,6 +197,11 @@ class Metrics:
     def tracked_keys(self, kind: str, n: int) -> None:
         """Set how many keys of ``kind`` (traffic, latency, composition, drives) have a model."""
         self._tracked.labels(kind).set(n)
+
+    def track_engine(self, engine: Any) -> None:
+        """Set the tracked-keys gauges from an :class:`~stream.engine.Engine`'s per-key models."""
+        for kind in ("traffic", "latency", "composition", "drives"):
+            self.tracked_keys(kind, len(getattr(engine, kind, ())))
 
     # -- exposition ----------------------------------------------------------
     def render(self) -> bytes:

@@ -255,3 +255,35 @@ def test_promtool_accepts_the_config_and_every_query(tmp_path):
     path.write_text(yaml.safe_dump(rules))
     run = subprocess.run(["promtool", "check", "rules", str(path)], capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_sync_notifications_adds_what_the_pipeline_counted_since_last_time():
+    from collections import Counter
+
+    m = Metrics()
+    counts = Counter({"sent.oncall": 2, "failed.oncall": 1, "duplicate.oncall": 5, "sent.console": 1})
+    m.sync_notifications(counts)
+    counts["sent.oncall"] += 1
+    m.sync_notifications(counts)
+    m.sync_notifications(counts)
+
+    def v(receiver, outcome):
+        return m.registry.get_sample_value("tocsin_notifications_total", {"receiver": receiver, "outcome": outcome})
+
+    assert (v("oncall", "sent"), v("oncall", "failed"), v("oncall", "retried"), v("console", "sent")) == (3, 1, 1, 1)
+    assert v("oncall", "duplicate") is None
+
+
+def test_track_engine_counts_the_models_per_kind(make_request):
+    from stream.engine import Engine
+
+    e = Engine()
+    for i in range(200):
+        e.process_request(make_request(1617696000.0 + i, service="ent", host="web-1"))
+        e.process_request(make_request(1617696000.0 + i, service="pronote", host="web-2"))
+    e.flush()
+    m = Metrics()
+    m.track_engine(e)
+    got = {k: m.registry.get_sample_value("tocsin_tracked_keys", {"kind": k}) for k in ("traffic", "latency", "composition", "drives")}
+    assert got == {k: len(getattr(e, k)) for k in got}
+    assert got["traffic"] >= 2 and got["drives"] == 0
