@@ -98,3 +98,29 @@ async def test_a_storm_that_settles_within_group_wait_is_one_message(fake_slack,
     assert len(fake_slack.calls_to("chat.postMessage")) == 1
     assert "SUSPECTED ATTACK" in fake_slack.top_level()[0].text.upper() or "suspected attack" in fake_slack.top_level()[0].text
     await slack.aclose()
+
+
+async def test_a_restarted_worker_continues_the_thread_and_sends_nothing_twice(fake_slack, make_alert):
+    deliveries: dict[str, bytes] = {}
+    groups: dict[str, bytes] = {}
+    slack = SlackReceiver(Secret(fake_slack.token), "alerts", base_url=fake_slack.base_url, name="oncall")
+    first = AlertNotifier(CFG, {"oncall": slack}, deliveries, groups=groups)
+    a = make_alert(starts_at=T0)
+    await first.receive(a, T0)
+    await first.flush(T0 + 30)
+    assert len(fake_slack.top_level()) == 1
+    await slack.aclose()
+    # The worker dies; a new one restores groups and the log, and the alerts topic is replayed.
+    slack2 = SlackReceiver(Secret(fake_slack.token), "alerts", base_url=fake_slack.base_url, name="oncall")
+    second = AlertNotifier(CFG, {"oncall": slack2}, deliveries, groups=groups)
+    assert second.restore() == 1
+    await second.receive(a, T0 + 40)  # replayed
+    await second.flush(T0 + 330)
+    assert len(fake_slack.calls_to("chat.postMessage")) == 1
+    await second.receive(a.resolved(T0 + 400), T0 + 400)
+    await second.flush(T0 + 630)
+    await slack2.aclose()
+    assert len(fake_slack.top_level()) == 1
+    assert len(fake_slack.calls_to("chat.update")) == 1
+    assert fake_slack.top_level()[0].text.startswith("[RESOLVED")
+    assert groups == {}
