@@ -164,8 +164,7 @@ class Dispatcher:
             self._save(g)
         else:
             del self.groups[n.key]
-            if self.store is not None:
-                self.store.pop(n.key, None)
+            self._drop(n.key)
 
     def next_flush(self) -> float | None:
         """When the next group is due (None: no group), for a timer."""
@@ -182,9 +181,15 @@ class Dispatcher:
 
     # -- persistence ------------------------------------------------------
 
+    # The store is used through get / set / del / iter only (a Faust table view).
+
     def _save(self, g: AggregationGroup) -> None:
         if self.store is not None:
             self.store[g.key] = g.to_bytes()
+
+    def _drop(self, key: str) -> None:
+        if self.store is not None and self.store.get(key) is not None:
+            del self.store[key]
 
     def restore(self) -> int:
         """Read the groups back from the store (after a restart); returns how many.
@@ -197,7 +202,8 @@ class Dispatcher:
         routes: dict[str, RouteOpts] = {}
         orphans: list[Alert] = []
         n = 0
-        for key, raw in list(self.store.items()):
+        for key in list(self.store):
+            raw = self.store.get(key)
             if raw is None:
                 continue
             rec = orjson.loads(raw)
@@ -210,7 +216,7 @@ class Dispatcher:
                 if route is not None:
                     break
             if route is None:
-                self.store.pop(key, None)
+                self._drop(key)
                 orphans.extend(alerts)
                 continue
             self.groups[key] = AggregationGroup(

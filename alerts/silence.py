@@ -147,7 +147,8 @@ class SilenceStore:
         self.table = table
         self._silences: dict[str, Silence] = {}
         if table is not None:
-            for raw in list(table.values()):
+            for key in list(table):
+                raw = table.get(key)
                 if raw is not None:
                     self.apply(raw)
 
@@ -180,8 +181,8 @@ class SilenceStore:
         old = [i for i, s in self._silences.items() if s.ends_at + retention < now]
         for i in old:
             del self._silences[i]
-            if self.table is not None:
-                self.table.pop(i, None)
+            if self.table is not None and self.table.get(i) is not None:
+                del self.table[i]
         return len(old)
 
 
