@@ -123,6 +123,7 @@ def day_type(wd: int) -> int:
 
 
 _TZ_CACHE: dict[str, object] = {}
+_SLOT_CACHE: dict[tuple, tuple[int, float]] = {}
 
 
 def _local(ts: float, tz: str) -> datetime:
@@ -165,11 +166,22 @@ class SeasonalBaseline:
         self._n = array("H", bytes(2 * self.SLOTS))
 
     def _slots(self, ts: float) -> tuple[int, int, float]:
-        d = _local(ts, self.tz)
-        pos = d.hour + d.minute / 60.0 - 0.5  # slot centres at :30
+        # Local hour and day type are cached per UTC hour (zone offsets change
+        # on hour boundaries), so the per-window cost is a dict lookup.
+        key = (self.tz, self.calendar, self.holidays, int(ts // 3600))
+        hit = _SLOT_CACHE.get(key)
+        if hit is None:
+            d = _local(ts, self.tz)
+            dt = 3 if is_holiday(d.date(), self.calendar, self.holidays) else day_type(d.weekday())
+            off = d.utcoffset()
+            hit = (dt, off.total_seconds() if off is not None else 0.0)
+            if len(_SLOT_CACHE) > 50_000:
+                _SLOT_CACHE.clear()
+            _SLOT_CACHE[key] = hit
+        dt, offset = hit
+        pos = ((ts + offset) % 86400.0) / 3600.0 - 0.5  # local hour of day; slot centres at :30
         h0 = math.floor(pos)
         frac = pos - h0
-        dt = 3 if is_holiday(d.date(), self.calendar, self.holidays) else day_type(d.weekday())
         # Wrap around midnight within the same day type (good enough at night).
         return dt * 24 + (h0 % 24), dt * 24 + ((h0 + 1) % 24), frac
 
@@ -196,8 +208,8 @@ class SeasonalBaseline:
         err = x - m if (self._n[a] or self._n[b]) else 0.0
         for s, w in ((a, 1 - f), (b, f)):
             w *= weight
-            if w <= 0:
-                continue
+            if w < 1.0 / 32:
+                continue  # below the 1/16 resolution of the learned weight
             # _n holds the weight learned so far, in 1/16ths (fixed point), so
             # that the first values are averaged exactly whatever their weight.
             n16 = self._n[s]

@@ -1,0 +1,115 @@
+"""Per-key detector cost: microseconds per update and bytes per key at 100,000 keys.
+
+Measures, for each per-key model of tocsin (latency per service/host, traffic
+per service, composition per service, drive state), the time of one
+score + learn on a key picked at random among N keys, the size of its
+serialised state (what the changelog carries) and the Python memory held per
+key (tracemalloc). Also the traffic-composition features of one service at
+10,000 and 1,000,000 distinct clients (bounded sketches).
+
+Usage::
+
+    .venv/bin/python benchmarks/keys_cost.py [--keys 100000] [--updates 300000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from detectors.diagnosis import CompositionState  # noqa: E402
+from detectors.disk import DiskFailureDetector  # noqa: E402
+from detectors.events import DiskHealthEvent, RequestEvent  # noqa: E402
+from detectors.features import WindowAggregator, WindowFeatures  # noqa: E402
+from detectors.latency import LatencySpikeDetector  # noqa: E402
+from detectors.traffic import TrafficAnomalyDetector  # noqa: E402
+
+T0 = 1617692400.0
+
+
+def measure(name, n_keys, n_updates, new_state, update, rng):
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    states = [new_state(i) for i in range(n_keys)]
+    for i in range(n_keys):  # one update each so the state is populated
+        states[i] = update(states[i], i, 0)
+    held = (tracemalloc.get_traced_memory()[0] - base) / n_keys
+    tracemalloc.stop()
+    keys = [rng.randrange(n_keys) for _ in range(n_updates)]
+    t = time.perf_counter()
+    for j, k in enumerate(keys):
+        states[k] = update(states[k], k, j)
+    us = (time.perf_counter() - t) / n_updates * 1e6
+    size = len(states[0].to_bytes())
+    print(f"{name:28s} {us:6.2f} us/update   {size:5d} B serialised   {held:7.0f} B in memory per key")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--keys", type=int, default=100_000)
+    ap.add_argument("--updates", type=int, default=300_000)
+    args = ap.parse_args()
+    rng = random.Random(1)
+    n, u = args.keys, args.updates
+    print(f"{n:,} keys, {u:,} random updates each (score + learn), one process")
+
+    lat = LatencySpikeDetector()
+
+    def lat_update(st, k, j):
+        p50 = 100.0 + (j % 17)
+        p95 = 250.0 + (j % 31)
+        vs = lat.score_one(60, p50, p95, 0.001, st)
+        return lat.learn_one(60, p50, p95, 0.001, st, vs)
+
+    measure("latency (service, host)", n, u, lambda i: lat.new_state(), lat_update, rng)
+
+    tr = TrafficAnomalyDetector(timezone="Europe/Paris")
+
+    def tr_update(st, k, j):
+        f = WindowFeatures("s", T0 + 60 * j, T0 + 60 * j + 60, 100 + j % 23)
+        v = tr.score_one(f, st)
+        return tr.learn_one(f, st, v)
+
+    measure("traffic (service)", n, u, lambda i: tr.new_state(), tr_update, rng)
+
+    def comp_update(st, k, j):
+        st.learn(WindowFeatures("s", T0, T0 + 60, 100, countries={"FR": 0.95}, top10_share=0.05), 0.02)
+        return st
+
+    measure("composition (service)", n, u, lambda i: CompositionState(), comp_update, rng)
+
+    disk = DiskFailureDetector()
+
+    def disk_update(st, k, j):
+        ev = DiskHealthEvent(T0 + 600 * j, f"h{k % 500}", f"d{k}", {"5": float(j % 3), "197": 0.0, "9": 1000.0 + j},
+                             model="M1", io_latency_ms=5.0, io_errors=0)
+        disk.score_one(ev, st)
+        return disk.learn_one(ev, st)
+
+    measure("drive (host, disk)", n, u, lambda i: None, disk_update, rng)
+
+    print("\ntraffic composition of one service (window sketches + first-seen filter):")
+    for clients in (10_000, 1_000_000):
+        tracemalloc.start()
+        agg = WindowAggregator()
+        per_window = 20_000
+        for i in range(clients):
+            ts = T0 + (i // per_window) * 60 + (i % per_window) * 60 / per_window
+            agg.add(RequestEvent(ts, "svc", 200, 100.0, host="web-1", client_ip=f"c{i}", country="FR", asn=3215,
+                                 endpoint=f"/e{i % 7}", user_agent=f"ua{i % 300}"))
+            if agg.due():
+                agg.advance()
+        cur = tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
+        print(f"  {clients:>9,} distinct clients: {cur / 1024:7.0f} KiB held for the service")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
