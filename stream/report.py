@@ -436,7 +436,7 @@ def _overview(data: ReportData, x0: float, x1: float, clock: _Clock) -> str:
         elif best == room_in:
             out.append(f'<text class="bar" x="{a + 6:.1f}" y="{y + 12}" style="fill:#fff">{_e(text)}</text>')
         else:
-            out.append(f'<text class="bar" x="{a - 4:.1f}" y="{y + 12}" text-anchor="end">{_e(text)}</text>')
+            out.append(f'<text class="bar" x="{a - 4:.1f}" y="{y + 12}" style="text-anchor:end">{_e(text)}</text>')
         y += lane
     bins = 120
     width = (x1 - x0) / bins
@@ -477,8 +477,8 @@ def _score_hist(scores_in: Sequence[float], scores_out: Sequence[float]) -> str:
         out.append(f'<rect class="in" x="{x}" y="{h - ha:.1f}" width="{bw - 2}" height="{ha:.1f}"><title>{rng}: {a[i]} during an alert</title></rect>')
         out.append(f'<rect class="out" x="{x}" y="{h - ha - hb:.1f}" width="{bw - 2}" height="{hb:.1f}"><title>{rng}: {b[i]} outside alerts</title></rect>')
     out.append(f'<line class="axis" x1="8" x2="{12 + bins * bw}" y1="{h + 0.5}" y2="{h + 0.5}"/>')
-    out.append(f'<text class="xtick" x="10" y="{h + 12}" text-anchor="start">score 0</text>')
-    out.append(f'<text class="xtick" x="{10 + bins * bw}" y="{h + 12}" text-anchor="end">1</text>')
+    out.append(f'<text x="10" y="{h + 12}" style="text-anchor:start">score 0</text>')
+    out.append(f'<text x="{10 + bins * bw}" y="{h + 12}" style="text-anchor:end">1</text>')
     out.append("</svg>")
     return "".join(out)
 
