@@ -33,6 +33,7 @@ True
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
@@ -48,6 +49,8 @@ __all__ = [
     "classify_dead_letter",
     "update_lag",
 ]
+
+log = logging.getLogger(__name__)
 
 #: Classes of dead letters (the ``reason`` label).
 DEAD_LETTER_REASONS = ("bad_json", "missing_field", "wrong_type", "out_of_range", "oversized", "other")
@@ -265,9 +268,13 @@ async def update_lag(metrics: Metrics, consumer: _Consumer) -> int:
     minus the consumer's position (the next offset it reads).
     """
     total = 0
-    for tp in consumer.assignment():
-        hw = consumer.highwater(tp)
-        pos = await consumer.position(tp)
+    for tp in list(consumer.assignment()):
+        try:
+            hw = consumer.highwater(tp)
+            pos = await consumer.position(tp)
+        except Exception as exc:  # noqa: BLE001 - a partition revoked mid-way must not stop the timer
+            log.debug("no lag for %s/%s: %s", tp.topic, tp.partition, exc)
+            continue
         if hw is None or pos is None:
             continue
         n = max(0, int(hw) - int(pos))

@@ -162,12 +162,15 @@ class _FakeConsumer:
         return self.offsets[tp][0]
 
     async def position(self, tp):
+        if self.offsets[tp][1] == "revoked":
+            raise RuntimeError("partition not assigned")
         return self.offsets[tp][1]
 
 
 async def test_update_lag_sets_the_gauge_per_partition():
     m = Metrics()
-    consumer = _FakeConsumer({("requests", 0): (100, 60), ("requests", 1): (5, 5), ("disk-health", 0): (None, 3)})
+    consumer = _FakeConsumer({("requests", 0): (100, 60), ("requests", 1): (5, 5), ("disk-health", 0): (None, 3),
+                              ("requests", 2): (9, "revoked")})
     assert await update_lag(m, consumer) == 40
     r = m.registry
     assert r.get_sample_value("tocsin_consumer_lag", {"topic": "requests", "partition": "0"}) == 40
