@@ -30,15 +30,16 @@ from typing import Any
 import faust
 import orjson
 
-from alerts.dispatch import Router
 from alerts.model import alert_from_record
 from alerts.notify.base import Receiver
 from alerts.notify.factory import build_receivers
-from alerts.notify.pipeline import NotificationPipeline
+from alerts.notify.notifier import AlertNotifier
+from alerts.silence import SilenceStore
 from detectors.errors import InvalidEvent
 from detectors.events import decode_disk, decode_request
 
 from .engine import Engine, Output
+from .metrics import Metrics, update_lag
 from .settings import Config
 
 __all__ = ["TocsinApp", "dead_letter_record"]
@@ -46,6 +47,8 @@ __all__ = ["TocsinApp", "dead_letter_record"]
 log = logging.getLogger(__name__)
 
 DEAD_LETTER_SCHEMA = "tocsin.dead-letter.v1"
+#: Internal message that makes the notify agent deliver the groups that are due.
+TICK = b"tocsin:notify-tick"
 
 
 def dead_letter_record(topic: str, partition: int, offset: int, error: str, payload: bytes | None) -> bytes:
@@ -77,6 +80,8 @@ class TocsinApp:
         Seconds between checkpoints of the changed models.
     local_outputs
         Write anomalies, alerts and dead letters to in-memory channels (tests).
+    clock
+        Wall clock of the notification timers (group_wait...), injected in tests.
     """
 
     def __init__(
@@ -92,12 +97,16 @@ class TocsinApp:
         web: bool = False,
         data_dir: str | None = None,
         local_outputs: bool = False,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         self.engine = engine or Engine(config.detectors, config.alerting)
         self.receivers = receivers if receivers is not None else build_receivers(config.alerting)
         self.checkpoint_interval = checkpoint_interval
+        self.clock = clock
         self.counts: Counter[str] = Counter()
+        self.metrics = metrics or Metrics()
         self._last_checkpoint = time.monotonic()
         self._last_seen: dict[int, float] = {}  # requests partition -> wall time of its last event
         self._restored = False
@@ -141,7 +150,22 @@ class TocsinApp:
         # Keys and values are raw bytes (the app's serializers): compact, no pickle.
         self.models_table = self.app.Table("models", default=None, key_type=bytes, value_type=bytes)
         self.deliveries_table = self.app.Table("deliveries", default=None, key_type=bytes, value_type=bytes)
-        self.pipeline = NotificationPipeline(self.receivers, Router(config.alerting.route), _BytesKeyed(self.deliveries_table))
+        self.groups_table = self.app.Table("alert_groups", default=None, key_type=bytes, value_type=bytes)
+        self.silences = SilenceStore()
+        self.notifier = AlertNotifier(config.alerting, self.receivers, _BytesKeyed(self.deliveries_table),
+                                      groups=_BytesKeyed(self.groups_table), silences=self.silences)
+        self._notifier_restored = False
+        # Group timers (group_wait, group_interval...) run in the notify agent,
+        # where the tables can be written: a timer sends a tick to every
+        # partition of this internal topic, which the agent reads with the
+        # alerts. In-memory outputs (tests) have no ticks.
+        self.silences_topic = topic(t.silences)
+        self.ticks_topic = None if local_outputs else self.app.topic(
+            f"{self.app.conf.id}-notify-ticks", key_type=bytes, value_type=bytes, key_serializer="raw",
+            value_serializer="raw", partitions=kafka.partitions, internal=True)
+        self.notify_source = self.alerts_topic if local_outputs else self.app.topic(
+            t.alerts, self.ticks_topic.get_topic_name(), key_type=bytes, value_type=bytes,
+            key_serializer="raw", value_serializer="raw")
         self._register_agents()
 
     def _topic(self, name: str) -> faust.TopicT:
@@ -163,23 +187,53 @@ class TocsinApp:
             async for event in stream.events():
                 await self._consume(event, "disk-health", decode_disk, self.engine.process_disk)
 
-        @app.agent(self.alerts_topic, name="notify_alerts")
+        ticks_name = self.ticks_topic.get_topic_name() if self.ticks_topic is not None else None
+
+        @app.agent(self.notify_source, name="notify_alerts")
         async def notify_alerts(stream: faust.StreamT) -> None:
+            async for event in stream.events():
+                if not self._notifier_restored:
+                    self._notifier_restored = True
+                    self.counts["groups_restored"] = self.notifier.restore()
+                if event.message.topic == ticks_name or event.value == TICK:
+                    await self.notifier.flush(self.clock())
+                else:
+                    try:
+                        alert = alert_from_record(orjson.loads(event.value))
+                    except (ValueError, KeyError, TypeError) as exc:
+                        log.error("unreadable record on the alerts topic skipped: %s", exc)
+                        self.counts["alerts.unreadable"] += 1
+                        continue
+                    await self.notifier.receive(alert, self.clock())
+                    self.counts["alerts.notified"] += 1
+                self.metrics.sync_notifications(self.notifier.counts)
+
+        @app.agent(self.silences_topic, name="apply_silences")
+        async def apply_silences(stream: faust.StreamT) -> None:
             async for value in stream:
                 try:
-                    alert = alert_from_record(orjson.loads(value))
+                    self.silences.apply(value)
                 except (ValueError, KeyError, TypeError) as exc:
-                    log.error("unreadable record on the alerts topic skipped: %s", exc)
-                    self.counts["alerts.unreadable"] += 1
-                    continue
-                await self.pipeline.deliver(alert)
-                self.counts["alerts.notified"] += 1
+                    log.error("unreadable silence record skipped: %s", exc)
+
+        if self.ticks_topic is not None:
+            ticks = self.ticks_topic
+            partitions = self.config.kafka.partitions
+
+            @app.timer(interval=1.0, name="notify_ticks")
+            async def notify_ticks() -> None:
+                if self.notifier.next_flush() is None:
+                    return
+                for p in range(partitions):
+                    await ticks.send(key=None, value=TICK, partition=p)
 
         @app.timer(interval=max(1.0, self.config.detectors.window / 4), name="close_idle_windows")
         async def close_idle_windows() -> None:
             # Live traffic: event time follows the clock, so a service that
             # went silent (an outage!) still gets its windows closed.
             await self.tick(time.time())
+            self.metrics.track_engine(self.engine)
+            await update_lag(self.metrics, self.app.consumer)
 
         self.detect_requests = detect_requests
         self.detect_disks = detect_disks
@@ -189,16 +243,22 @@ class TocsinApp:
         msg = event.message
         if not self._restored:
             self.restore()
+        self.metrics.event_in(msg.topic)
+        timed = self.metrics.sample()
+        t0 = time.perf_counter() if timed else 0.0
         try:
             ev = decode(event.value)
         except InvalidEvent as exc:
             self.counts[f"dead_letter.{kind}"] += 1
+            self.metrics.dead_letter(str(exc), msg.topic)
             await self.dead_letter_topic.send(
                 key=None, value=dead_letter_record(msg.topic, msg.partition, msg.offset, str(exc), event.value)
             )
             return
         self.counts[f"processed.{kind}"] += 1
         out = process(ev)
+        if timed:
+            self.metrics.processing_time(time.perf_counter() - t0)
         if out:
             await self.emit(out)
         now = time.monotonic()
@@ -210,9 +270,11 @@ class TocsinApp:
         for a in out.anomalies:
             await self.anomalies_topic.send(key=a.entity.key.encode(), value=orjson.dumps(a.to_record()))
             self.counts[f"anomalies.{a.detector}"] += 1
+            self.metrics.anomaly(a)
         for al in out.alerts:
             await self.alerts_topic.send(key=al.fingerprint.encode(), value=orjson.dumps(al.to_record()))
             self.counts[f"alerts.{al.status}"] += 1
+            self.metrics.alert(al)
 
     # -- state ---------------------------------------------------------------
     def checkpoint(self) -> int:

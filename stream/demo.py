@@ -25,6 +25,7 @@ import orjson
 from alerts.model import Alert
 from alerts.notify.base import Memory, Receiver
 from alerts.notify.console import ConsoleReceiver
+from detectors.configfile import load_model_text
 from detectors.events import decode_disk, decode_request
 
 from .app import TocsinApp, wait_until
@@ -72,7 +73,11 @@ async def _demo(seed: int, history_days: int, scale: float) -> int:
     _say(f"scenario: {history_days} ordinary days, then {sc.incident_day} "
          f"({', '.join(t['cause'] + ' on ' + (t['host'] or t['service']) for t in truth)}), seed {seed}")
 
-    cfg = Config()
+    # Alertmanager's default timers (30 s group_wait, 5 m group_interval) are
+    # for production; the demo compresses hours into a minute.
+    cfg = load_model_text(
+        "alerting:\n  route:\n    receiver: console\n    group_by: [service, host, disk]\n"
+        "    group_wait: 1s\n    group_interval: 2s\n", Config, "<demo>")
     engine = Engine(cfg.detectors, cfg.alerting)
     t0 = time.monotonic()
     n = 0
@@ -118,6 +123,7 @@ async def _demo(seed: int, history_days: int, scale: float) -> int:
         delivered = await wait_until(
             lambda: tapp.counts["alerts.notified"] >= tapp.counts["alerts.firing"] + tapp.counts["alerts.resolved"],
             timeout=60)
+        await asyncio.sleep(5)  # two group intervals: the last groups go out
         if not delivered:
             _say(f"WARNING: {tapp.counts['alerts.notified']} of "
                  f"{tapp.counts['alerts.firing'] + tapp.counts['alerts.resolved']} alert state changes delivered in time")

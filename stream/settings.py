@@ -39,6 +39,7 @@ class TopicsConfig(_Strict):
     anomalies: str = "anomalies"
     alerts: str = "alerts"
     dead_letter: str = "dead-letter"
+    silences: str = "silences"
 
 
 class WebConfig(_Strict):

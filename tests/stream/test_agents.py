@@ -6,16 +6,16 @@ import io
 import orjson
 
 from alerts.notify.console import ConsoleReceiver
-from stream.app import TocsinApp
+from stream.app import TICK, TocsinApp
 from stream.settings import Config
 
 T0 = 1617692400.0
 
 
-def make_app(stream=None):
+def make_app(stream=None, **kw):
     out = io.StringIO() if stream is None else stream
     tapp = TocsinApp(Config(), "127.0.0.1:1", receivers={"console": ConsoleReceiver(stream=out, color=False)},
-                     app_id="tocsin-agent-test", local_outputs=True)
+                     app_id="tocsin-agent-test", local_outputs=True, **kw)
     subs = {name: getattr(tapp, f"{name}_topic").clone(is_iterator=True) for name in ("anomalies", "alerts", "dead_letter")}
     return tapp, subs, out
 
@@ -66,7 +66,8 @@ async def test_a_flood_becomes_anomalies_and_one_alert():
 
 
 async def test_notify_agent_delivers_once_per_state_change():
-    tapp, subs, out = make_app()
+    now = [1_700_000_000.0]
+    tapp, subs, out = make_app(clock=lambda: now[0])
     record = {"schema": "tocsin.alert.v1", "fingerprint": "f1", "status": "firing", "severity": "critical",
               "title": "Traffic 8.2x usual on ent: suspected attack", "cause": "suspected_attack", "confidence": 0.9,
               "labels": {"service": "ent", "host": None, "disk": None}, "starts_at": "2021-04-06T08:04:00Z",
@@ -75,8 +76,12 @@ async def test_notify_agent_delivers_once_per_state_change():
     async with tapp.notify_alerts.test_context() as agent:
         await agent.put(orjson.dumps(record))
         await agent.put(orjson.dumps(record))  # redelivered after a restart: not sent again
+        now[0] += 60  # past group_wait
+        await agent.put(TICK)
         await agent.put(orjson.dumps({**record, "status": "resolved", "ends_at": "2021-04-06T08:30:00Z"}))
         await agent.put(b"not an alert")
+        now[0] += 600  # past group_interval
+        await agent.put(TICK)
     text = out.getvalue()
     assert text.count("[FIRING]") == 1
     assert "RESOLVED" in text.upper()
