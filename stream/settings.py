@@ -47,10 +47,16 @@ class WebConfig(_Strict):
     port: int = Field(6066, ge=0, le=65535)
 
 
+class MetricsConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(9464, ge=0, le=65535)
+
+
 class Config(_Strict):
     kafka: KafkaConfig = KafkaConfig()
     topics: TopicsConfig = TopicsConfig()
     web: WebConfig = WebConfig()
+    metrics: MetricsConfig = MetricsConfig()
     detectors: DetectorsConfig = DetectorsConfig()
     alerting: AlertingConfig = AlertingConfig()
 
@@ -63,6 +69,13 @@ class _KafkaEnv(BaseSettings):
     client_id: str | None = None
 
 
+class _MetricsEnv(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TOCSIN_METRICS_", extra="ignore")
+
+    host: str | None = None
+    port: int | None = None
+
+
 def load_config(path: str | Path | None = None) -> Config:
     """Load the file (if any), then apply environment overrides; raise ConfigError on bad input."""
     path = path or os.environ.get("TOCSIN_CONFIG")
@@ -70,4 +83,7 @@ def load_config(path: str | Path | None = None) -> Config:
     env = _KafkaEnv().model_dump(exclude_none=True)
     if env:
         cfg = cfg.model_copy(update={"kafka": cfg.kafka.model_copy(update=env)})
+    menv = _MetricsEnv().model_dump(exclude_none=True)
+    if menv:
+        cfg = cfg.model_copy(update={"metrics": cfg.metrics.model_copy(update=menv)})
     return cfg

@@ -31,11 +31,15 @@ def run_worker(config_path: str | None, loglevel: str = "info") -> int:
         print(f"tocsin worker: broker {servers}", file=sys.stderr)
     try:
         tapp = TocsinApp(cfg, servers, embedded=broker is not None, web=True)
+        srv = tapp.metrics.serve(cfg.metrics.host, cfg.metrics.port)
+        print(f"tocsin worker: Prometheus metrics on {srv.url}", file=sys.stderr)
         worker = faust.Worker(tapp.app, loglevel=loglevel, quiet=True)
         try:
             worker.execute_from_commandline()
         except SystemExit as exc:
             return int(exc.code or 0)
+        finally:
+            srv.close()
         return 0
     finally:
         if broker is not None:
