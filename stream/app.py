@@ -34,7 +34,7 @@ from alerts.model import alert_from_record
 from alerts.notify.base import Receiver
 from alerts.notify.factory import build_receivers
 from alerts.notify.notifier import AlertNotifier
-from alerts.silence import SilenceStore
+from alerts.silence import SilenceAPI, SilenceError, SilenceStore
 from detectors.errors import InvalidEvent
 from detectors.events import decode_disk, decode_request
 
@@ -216,6 +216,8 @@ class TocsinApp:
                 except (ValueError, KeyError, TypeError) as exc:
                     log.error("unreadable silence record skipped: %s", exc)
 
+        self._register_views()
+
         if self.ticks_topic is not None:
             ticks = self.ticks_topic
             partitions = self.config.kafka.partitions
@@ -238,6 +240,43 @@ class TocsinApp:
         self.detect_requests = detect_requests
         self.detect_disks = detect_disks
         self.notify_alerts = notify_alerts
+
+    def _register_views(self) -> None:
+        """HTTP API of the silences (``/silences/``), on the worker's web server."""
+        from faust.web import Request, Response, View
+
+        api = SilenceAPI(self.silences)
+        topic = self.silences_topic
+        clock = self.clock
+
+        async def publish(rec: dict) -> None:
+            await topic.send(key=rec["id"].encode(), value=orjson.dumps(rec))
+
+        @self.app.page("/silences/")
+        class Silences(View):
+            async def get(self, request: Request) -> Response:
+                return self.json(api.list_silences(clock()))
+
+            async def post(self, request: Request) -> Response:
+                try:
+                    payload = await request.json()
+                    rec = api.create_silence(payload, clock())
+                except SilenceError as exc:
+                    return self.json({"error": str(exc)}, status=exc.status)
+                except ValueError:
+                    return self.json({"error": "the body must be a JSON object"}, status=400)
+                await publish(rec)
+                return self.json(rec, status=201)
+
+        @self.app.page("/silences/{silence_id}")
+        class OneSilence(View):
+            async def delete(self, request: Request, silence_id: str) -> Response:
+                try:
+                    rec = api.expire_silence(silence_id, clock())
+                except SilenceError as exc:
+                    return self.json({"error": str(exc)}, status=exc.status)
+                await publish(rec)
+                return self.json(rec)
 
     async def _consume(self, event: faust.EventT, kind: str, decode: Callable, process: Callable[[Any], Output]) -> None:
         msg = event.message

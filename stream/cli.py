@@ -158,6 +158,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args)
 
 
+def _cmd_silence(args: argparse.Namespace) -> int:
+    from .settings import load_config
+    from .silences import run_silence
+
+    return run_silence(args, load_config(args.config))
+
+
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from . import simulator
 
@@ -201,6 +208,21 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check-config", help="validate a configuration file")
     c.add_argument("config", nargs="?")
     c.set_defaults(func=_cmd_check_config)
+
+    si = sub.add_parser("silence", help="add, expire or list silences (the silences topic)")
+    si.add_argument("--config", metavar="FILE")
+    si.add_argument("--bootstrap-servers", metavar="HOST:PORT")
+    sis = si.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    add = sis.add_parser("add", help="silence the alerts matching all the matchers")
+    add.add_argument("--matcher", "-m", action="append", required=True, help='e.g. service="ent-idf" (repeat)')
+    add.add_argument("--duration", default="2h", help="how long (default 2h)")
+    add.add_argument("--ends-at", help="RFC 3339 end instead of --duration")
+    add.add_argument("--author", required=True)
+    add.add_argument("--comment", required=True)
+    exp = sis.add_parser("expire", help="end a silence now")
+    exp.add_argument("id")
+    sis.add_parser("list", help="all silences with their state")
+    si.set_defaults(func=_cmd_silence)
 
     from . import simulator
 
