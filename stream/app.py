@@ -334,6 +334,7 @@ class TocsinApp:
                 n += 1
         if n:
             log.info("restored %d models from the models table", n)
+            self.engine.mark_resumed()
         self.counts["restored"] = n
         return n
 

@@ -69,6 +69,7 @@ class Engine:
         self.disk_signals: dict[str, list[DiskSignal]] = {}
         self.counts: Counter[str] = Counter()
         self._dirty: set[tuple[str, str]] = set()
+        self._partial: set[str] = set()
 
     # -- detectors per service (overrides apply) ------------------------------
     def _detectors(self, service: str) -> tuple[TrafficAnomalyDetector, LatencySpikeDetector]:
@@ -146,9 +147,22 @@ class Engine:
             out.alerts.extend(self.tracker.tick(self.aggregator.low_watermark()))
         return out
 
+    def mark_resumed(self) -> None:
+        """After a restart: the first window of each service is partial, neither scored nor learned.
+
+        Its events before the last committed offset were counted by the
+        previous process and are gone with it; judging the rest would see a
+        traffic drop that never happened.
+        """
+        self._partial = set(self.traffic) | {k.split("|", 1)[0] for k in self.latency}
+
     def _window(self, f: WindowFeatures) -> Output:
         out = Output()
         svc = f.service
+        if svc in self._partial:
+            self._partial.discard(svc)
+            self.counts["windows.partial"] += 1
+            return out
         tdet, ldet = self._detectors(svc)
         self.counts["windows"] += 1
         tstate = self.traffic.get(svc)

@@ -91,3 +91,17 @@ def test_an_incident_on_a_lagging_partition_is_one_alert_not_a_storm():
     assert [a.status for a in slow_alerts][:1] == ["firing"]
     assert sum(a.status == "firing" and a.severity == slow_alerts[0].severity for a in slow_alerts) == 1
     assert all(a.labels["service"] != "fast" for a in alerts)
+
+
+def test_after_a_restart_the_partial_window_is_not_judged():
+    a = Engine()
+    feed(a, 60)
+    states = a.dirty_states()
+    b = Engine()
+    for k, v in states.items():
+        b.load_state(k, v)
+    b.mark_resumed()
+    # The restarted worker sees only the end of the minute that was open.
+    outs = feed(b, 1, start=T0 + 60 * 60 + 50, per_minute=10) + feed(b, 10, start=T0 + 61 * 60)
+    assert not [x for o in outs for x in o.anomalies]
+    assert b.counts["windows.partial"] == 1
