@@ -112,6 +112,9 @@ class TocsinApp:
         self._restored = False
         kafka = config.kafka
         opts: dict[str, Any] = {}
+        creds = kafka.faust_credentials()
+        if creds is not None:
+            opts["broker_credentials"] = creds
         if embedded:
             opts.update(
                 broker_session_timeout=6.0,

@@ -9,14 +9,18 @@ default, so no file at all is a valid configuration. Environment variables
 from __future__ import annotations
 
 import os
+import ssl
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from alerts.config import AlertingConfig
+from alerts.secret import Secret
 from detectors.config import DetectorsConfig
 from detectors.configfile import load_model_file
+from detectors.errors import ConfigError
 
 __all__ = ["Config", "KafkaConfig", "TopicsConfig", "load_config"]
 
@@ -31,6 +35,72 @@ class KafkaConfig(_Strict):
     group_id: str = "tocsin"
     partitions: int = Field(4, ge=1)
     replication_factor: int = Field(1, ge=1)
+    # Security, passed to Faust (aiokafka) and to kafka-python alike.
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password_env: str | None = "TOCSIN_KAFKA_SASL_PASSWORD"  # noqa: S105 - a variable name
+    sasl_password_file: str | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> KafkaConfig:
+        sasl = self.security_protocol.startswith("SASL")
+        if sasl and not (self.sasl_mechanism and self.sasl_username):
+            raise ValueError(f"security_protocol {self.security_protocol} needs sasl_mechanism and sasl_username")
+        if not sasl and (self.sasl_mechanism or self.sasl_username):
+            raise ValueError("sasl_* settings need security_protocol SASL_PLAINTEXT or SASL_SSL")
+        if bool(self.ssl_certfile) != bool(self.ssl_keyfile):
+            raise ValueError("ssl_certfile and ssl_keyfile go together (client certificate and its key)")
+        return self
+
+    def sasl_password(self) -> Secret | None:
+        """The SASL password, from the file or the environment variable (never from the YAML)."""
+        if self.sasl_password_file:
+            try:
+                return Secret(Path(self.sasl_password_file).read_text(encoding="utf-8").strip())
+            except OSError as exc:
+                raise ConfigError(f"kafka.sasl_password_file: cannot read {self.sasl_password_file}: {exc.strerror}") from None
+        if self.sasl_password_env and os.environ.get(self.sasl_password_env):
+            return Secret(os.environ[self.sasl_password_env])
+        return None
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        if not self.security_protocol.endswith("SSL"):
+            return None
+        ctx = ssl.create_default_context(cafile=self.ssl_cafile)
+        if self.ssl_certfile:
+            ctx.load_cert_chain(self.ssl_certfile, self.ssl_keyfile)
+        return ctx
+
+    def faust_credentials(self):
+        """``broker_credentials`` for Faust, or None for PLAINTEXT."""
+        import faust
+
+        if self.security_protocol == "PLAINTEXT":
+            return None
+        if self.security_protocol == "SSL":
+            return faust.SSLCredentials(self._ssl_context())
+        pw = self.sasl_password()
+        if pw is None:
+            raise ConfigError(f"kafka: SASL needs a password: set {self.sasl_password_env} or kafka.sasl_password_file")
+        return faust.SASLCredentials(username=self.sasl_username, password=pw.get(),
+                                     ssl_context=self._ssl_context(), mechanism=self.sasl_mechanism)
+
+    def kafka_python_options(self) -> dict:
+        """Options for kafka-python clients (simulator, silence CLI)."""
+        opts: dict = {"security_protocol": self.security_protocol}
+        if self.security_protocol.endswith("SSL"):
+            opts.update(ssl_cafile=self.ssl_cafile, ssl_certfile=self.ssl_certfile, ssl_keyfile=self.ssl_keyfile)
+        if self.security_protocol.startswith("SASL"):
+            pw = self.sasl_password()
+            if pw is None:
+                raise ConfigError(f"kafka: SASL needs a password: set {self.sasl_password_env} or kafka.sasl_password_file")
+            opts.update(sasl_mechanism=self.sasl_mechanism, sasl_plain_username=self.sasl_username,
+                        sasl_plain_password=pw.get())
+        return opts
 
 
 class TopicsConfig(_Strict):
@@ -67,6 +137,10 @@ class _KafkaEnv(BaseSettings):
     bootstrap_servers: str | None = None
     group_id: str | None = None
     client_id: str | None = None
+    security_protocol: str | None = None
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    ssl_cafile: str | None = None
 
 
 class _MetricsEnv(BaseSettings):
@@ -82,7 +156,10 @@ def load_config(path: str | Path | None = None) -> Config:
     cfg = load_model_file(path, Config) if path else Config()
     env = _KafkaEnv().model_dump(exclude_none=True)
     if env:
-        cfg = cfg.model_copy(update={"kafka": cfg.kafka.model_copy(update=env)})
+        try:
+            cfg = cfg.model_copy(update={"kafka": KafkaConfig.model_validate({**cfg.kafka.model_dump(), **env})})
+        except ValueError as exc:
+            raise ConfigError(f"TOCSIN_KAFKA_* environment: {exc}") from None
     menv = _MetricsEnv().model_dump(exclude_none=True)
     if menv:
         cfg = cfg.model_copy(update={"metrics": cfg.metrics.model_copy(update=menv)})

@@ -26,7 +26,8 @@ def _load(cfg: Config, servers: str, timeout_ms: int = 3000) -> SilenceStore:
 
     store = SilenceStore()
     consumer = KafkaConsumer(cfg.topics.silences, bootstrap_servers=servers, auto_offset_reset="earliest",
-                             enable_auto_commit=False, consumer_timeout_ms=timeout_ms)
+                             enable_auto_commit=False, consumer_timeout_ms=timeout_ms,
+                             **cfg.kafka.kafka_python_options())
     try:
         for m in consumer:
             try:
@@ -41,7 +42,7 @@ def _load(cfg: Config, servers: str, timeout_ms: int = 3000) -> SilenceStore:
 def _publish(cfg: Config, servers: str, rec: dict[str, Any]) -> None:
     from kafka import KafkaProducer
 
-    producer = KafkaProducer(bootstrap_servers=servers, acks="all")
+    producer = KafkaProducer(bootstrap_servers=servers, acks="all", **cfg.kafka.kafka_python_options())
     try:
         producer.send(cfg.topics.silences, key=rec["id"].encode(), value=orjson.dumps(rec)).get(timeout=15)
     finally:
