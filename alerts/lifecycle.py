@@ -37,6 +37,7 @@ class _Tracked:
     last_seen: float
     hold: float
     pending: float
+    onset: float  # when the problem began (start of the first window it was seen in)
     firing: bool = False
     ids: list[str] = field(default_factory=list)
 
@@ -83,12 +84,15 @@ class AlertTracker:
             anomalies=tuple(finding.anomalies[:_MAX_IDS]),
         )
         t = self._alerts.get(new.fingerprint)
+        onset = finding.onset if finding.onset is not None else now
         if t is None:
-            t = self._alerts[new.fingerprint] = _Tracked(new, now, now, hold, pending, ids=list(new.anomalies))
+            t = self._alerts[new.fingerprint] = _Tracked(new, now, now, hold, pending, onset,
+                                                         ids=list(new.anomalies))
             return self._maybe_fire(t, now)
         if not t.firing and now - t.last_seen > self.pending_gap:
             # A pending problem that went away and came back starts over.
             t.first_seen = now
+            t.onset = onset
         t.last_seen = max(t.last_seen, now)
         t.hold = max(t.hold, hold)
         t.pending = min(t.pending, pending)
@@ -118,7 +122,7 @@ class AlertTracker:
         if t.firing or t.last_seen - t.first_seen < t.pending:
             return []
         t.firing = True
-        t.alert = replace(t.alert, starts_at=t.first_seen, anomalies=tuple(t.ids))
+        t.alert = replace(t.alert, starts_at=t.onset, anomalies=tuple(t.ids))
         return [t.alert]
 
     def resolve(self, fp: str, now: float) -> list[Alert]:

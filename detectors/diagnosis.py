@@ -59,6 +59,7 @@ class Finding:
     ts: float
     hold: float | None = None  # how long the finding stays true without news (None: router default)
     pending: float | None = None  # how long it must persist before it fires (None: router default)
+    onset: float | None = None  # when the problem began, if earlier than ``ts`` (the alert's starts_at)
 
 
 @dataclass(slots=True)

@@ -205,6 +205,9 @@ class Engine:
             comp.learn(f, self.diagnoser.composition_alpha)
             self._dirty.add(("composition", svc))
         for finding in findings:
+            # The alert starts when its first window started, though it can
+            # only be raised when that window closes.
+            finding.onset = f.start
             self.counts[f"findings.{finding.cause}"] += 1
             out.alerts.extend(self.tracker.observe(finding))
         return out
