@@ -47,12 +47,14 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
 import orjson
+
+from detectors.timeutil import format_ts, parse_ts
 
 __all__ = [
     "ServiceSpec",
@@ -230,37 +232,20 @@ TimeLike = str | float | int | datetime
 
 
 def _to_epoch(value: TimeLike) -> float:
+    """Epoch seconds from an aware datetime, a number, a numeric string or RFC 3339."""
     if isinstance(value, datetime):
         if value.tzinfo is None:
             raise ValueError(f"datetime {value!r} has no time zone")
         return value.timestamp()
-    if isinstance(value, bool):
-        raise ValueError("a time must be an RFC 3339 string, epoch seconds or a datetime")
-    if isinstance(value, int | float):
-        return float(value)
     if isinstance(value, str):
-        s = value.strip()
         try:
-            return float(s)
+            return float(value.strip())
         except ValueError:
             pass
-        if s.endswith(("Z", "z")):
-            s = s[:-1] + "+00:00"
-        try:
-            dt = datetime.fromisoformat(s)
-        except ValueError:
-            raise ValueError(f"{value!r} is not an RFC 3339 time") from None
-        if dt.tzinfo is None:
-            raise ValueError(f"{value!r} has no time zone offset")
-        return dt.timestamp()
-    raise ValueError(f"cannot read a time from {type(value).__name__}")
+    return parse_ts(value)
 
 
-def _rfc3339(ts: float) -> str:
-    dt = datetime.fromtimestamp(ts, UTC)
-    if dt.microsecond:
-        return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
-    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+_rfc3339 = format_ts
 
 
 @dataclass(frozen=True)
