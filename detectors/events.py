@@ -22,7 +22,7 @@ from typing import Annotated
 import msgspec
 
 from .errors import InvalidEvent
-from .timeutil import parse_ts
+from .timeutil import _fast_utc, parse_ts
 
 __all__ = [
     "MAX_EVENT_BYTES",
@@ -82,6 +82,10 @@ class _DiskWire(DiskHealthEvent, frozen=True, gc=False):
 _req_decoder = msgspec.json.Decoder(_RequestWire)
 _disk_decoder = msgspec.json.Decoder(_DiskWire)
 _REQ_FIELDS = RequestEvent.__struct_fields__
+assert _REQ_FIELDS == (
+    "ts", "service", "status", "latency_ms", "endpoint", "host", "region",
+    "client_ip", "country", "asn", "user_agent", "bytes",
+), "decode_request lists the fields of RequestEvent"
 _DISK_FIELDS = DiskHealthEvent.__struct_fields__
 
 
@@ -111,10 +115,27 @@ def _ts(value: Time) -> float:
         raise InvalidEvent(f"{exc} - at `$.ts`") from None
 
 
+_req_decode = _req_decoder.decode
+
+
 def decode_request(raw: bytes | str) -> RequestEvent:
     """Decode and validate one request event; raise InvalidEvent with the reason."""
-    w = _decode(raw, _req_decoder)
-    return RequestEvent(_ts(w.ts), *(getattr(w, f) for f in _REQ_FIELDS[1:]))
+    if raw.__class__ is bytes and len(raw) <= MAX_EVENT_BYTES:
+        try:
+            w = _req_decode(raw)
+        except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+            w = _decode(raw, _req_decoder)  # raises the reason
+    else:
+        w = _decode(raw, _req_decoder)
+    t = w.ts
+    ts = _fast_utc(t) if t.__class__ is str else None
+    if ts is None:
+        ts = _ts(t)
+    # The fields after ``ts``, in the order of _REQ_FIELDS.
+    return RequestEvent(
+        ts, w.service, w.status, w.latency_ms, w.endpoint, w.host, w.region,
+        w.client_ip, w.country, w.asn, w.user_agent, w.bytes,
+    )
 
 
 def decode_disk(raw: bytes | str) -> DiskHealthEvent:

@@ -2,9 +2,60 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 __all__ = ["parse_ts", "format_ts"]
+
+# Fast path for the usual wire form ``YYYY-MM-DDTHH:MM:SS[.fff|.ffffff]Z``:
+# the minute prefix is parsed once (by datetime, cached) and the seconds and
+# the fraction are added in integer microseconds, then divided by 10**6 like
+# ``datetime.timestamp()`` does, so the float is the same to the last bit.
+# Anything else goes to the full parser.
+_MINUTE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d", re.ASCII)
+_minutes: dict[str, int] = {}
+_MAX_MINUTES = 1 << 16
+
+
+def _minute_epoch(prefix: str) -> int | None:
+    """Epoch seconds of a ``YYYY-MM-DDTHH:MM`` prefix in UTC, None when it is not one."""
+    if not _MINUTE.fullmatch(prefix):
+        return None
+    try:
+        dt = datetime.fromisoformat(prefix + ":00+00:00")
+    except ValueError:
+        return None
+    base = int(dt.timestamp())
+    if len(_minutes) >= _MAX_MINUTES:
+        _minutes.clear()
+    _minutes[prefix] = base
+    return base
+
+
+def _fast_utc(s: str) -> float | None:
+    """``s`` in the usual Z form as epoch seconds, or None (the caller uses the full parser)."""
+    n = len(s)
+    if not (n == 24 or n == 20 or n == 27) or s[-1] not in "Zz" or s[16] != ":" or not s.isascii():
+        return None
+    base = _minutes.get(s[:16])
+    if base is None:
+        base = _minute_epoch(s[:16])
+        if base is None:
+            return None
+    sec = s[17:19]
+    if not sec.isdigit():
+        return None
+    sec = int(sec)
+    if sec >= 60:
+        return None
+    if n == 20:
+        us = 0
+    else:
+        frac = s[20:-1]
+        if s[19] != "." or not frac.isdigit():
+            return None
+        us = int(frac) * 1000 if n == 24 else int(frac)
+    return ((base + sec) * 1_000_000 + us) / 1_000_000
 
 
 def parse_ts(value: object) -> float:
@@ -23,6 +74,9 @@ def parse_ts(value: object) -> float:
             raise ValueError(f"ts {value!r} is out of range")
         return v
     if isinstance(value, str):
+        v = _fast_utc(value)
+        if v is not None:
+            return v
         s = value.strip()
         if s.endswith(("Z", "z")):
             s = s[:-1] + "+00:00"
