@@ -25,7 +25,8 @@ import math
 from dataclasses import dataclass, field
 
 from .events import RequestEvent
-from .sketches import HyperLogLog, LogHistogram, SeenFilter, SpaceSaving, hash64
+from .sketches import _bins as _log_bins
+from .sketches import HyperLogLog, LogHistogram, SeenFilter, SpaceSaving, hash64, log_bin
 
 __all__ = ["WindowAggregator", "WindowFeatures", "HostStats", "HOSTING_ASNS"]
 
@@ -99,7 +100,7 @@ class _Window:
         self.n = self.n5xx = self.n429 = self.n4xx = 0
         self.hist = LogHistogram()
         self.hosts: dict[str, list] = {}
-        self.hll = HyperLogLog()
+        self.hll = HyperLogLog(_HLL_P)
         self.top = SpaceSaving(32)
         self.new = 0
         self.countries: dict[str, int] = {}
@@ -124,6 +125,9 @@ class _Service:
 
 _MAX_ENDPOINTS = 64
 _MAX_AGENTS = 256
+_HLL_P = 10
+_MAX_CLIENT_KEYS = 1 << 16
+_NEG_INF = -math.inf
 
 
 class WindowAggregator:
@@ -171,6 +175,22 @@ class WindowAggregator:
         self._source_boundary: dict[int, float] = {}
         self._due = False
         self.late_events = 0
+        # client_ip -> its HyperLogLog register and rank and its SeenFilter
+        # bytes and masks (all from hash64, computed once per client).
+        self._client_keys: dict[str, tuple[int, int, int, int, int, int, int, int]] = {}
+
+    def _client_key(self, ip: str) -> tuple[int, int, int, int, int, int, int, int]:
+        h = hash64(ip)
+        idx = h & ((1 << _HLL_P) - 1)
+        rank = (64 - _HLL_P) - (h >> _HLL_P).bit_length() + 1
+        b = self.seen_bits
+        p0, p1, p2 = h % b, (h >> 21) % b, (h >> 42) % b  # as SeenFilter._positions
+        k = (idx, rank, p0 >> 3, 1 << (p0 & 7), p1 >> 3, 1 << (p1 & 7), p2 >> 3, 1 << (p2 & 7))
+        keys = self._client_keys
+        if len(keys) >= _MAX_CLIENT_KEYS:
+            keys.clear()
+        keys[ip] = k
+        return k
 
     @property
     def watermark(self) -> float:
@@ -178,11 +198,13 @@ class WindowAggregator:
 
     def add(self, ev: RequestEvent, source: int = 0) -> None:
         """Count one request into its window (closing windows is ``advance``'s job)."""
+        # Hot path: the sketches' add methods are inlined (same arithmetic).
         svc = self._services.get(ev.service)
         if svc is None:
             svc = self._services[ev.service] = _Service(self.seen_bits)
         W = self.window
-        start = (ev.ts // W) * W
+        ts = ev.ts
+        start = (ts // W) * W
         if start < svc.closed_until:
             # Its window is gone: count it into the oldest open one.
             self.late_events += 1
@@ -200,54 +222,84 @@ class WindowAggregator:
         elif st >= 400:
             w.n4xx += 1
         lat = ev.latency_ms
-        w.hist.add(lat)
-        if ev.host is not None:
-            h = w.hosts.get(ev.host)
+        b = _log_bins.get(lat)
+        if b is None:
+            b = log_bin(lat)
+        hist = w.hist
+        bins = hist.bins
+        bins[b] = bins.get(b, 0) + 1
+        hist.n += 1
+        host = ev.host
+        if host is not None:
+            h = w.hosts.get(host)
             if h is None:
-                h = w.hosts[ev.host] = [0, 0, LogHistogram()]
+                h = w.hosts[host] = [0, 0, LogHistogram()]
             h[0] += 1
             if st >= 500:
                 h[1] += 1
-            h[2].add(lat)
-        if ev.client_ip is not None:
+            hist = h[2]
+            bins = hist.bins
+            bins[b] = bins.get(b, 0) + 1
+            hist.n += 1
+        ip = ev.client_ip
+        if ip is not None:
             w.with_ip += 1
-            hv = hash64(ev.client_ip)
-            w.hll.add_hash(hv)
-            w.top.add(ev.client_ip)
-            if ev.ts - svc.rotated_at >= self.seen_rotation:
-                if svc.rotated_at != -math.inf:
+            k = self._client_keys.get(ip)
+            if k is None:
+                k = self._client_key(ip)
+            idx, rank, b0, m0, b1, m1, b2, m2 = k
+            reg = w.hll.reg
+            if rank > reg[idx]:
+                reg[idx] = rank
+            w.top.add(ip)
+            if ts - svc.rotated_at >= self.seen_rotation:
+                if svc.rotated_at != _NEG_INF:
                     svc.seen.rotate()
-                svc.rotated_at = ev.ts
-            if not svc.seen.check_and_add(hv):
-                w.new += 1
-        if ev.country is not None:
-            w.countries[ev.country] = w.countries.get(ev.country, 0) + 1
-        if ev.asn is not None:
-            name = HOSTING_ASNS.get(ev.asn)
+                svc.rotated_at = ts
+            seen = svc.seen
+            cur = seen.cur
+            if not (cur[b0] & m0 and cur[b1] & m1 and cur[b2] & m2):  # not in the current generation
+                cur[b0] |= m0
+                cur[b1] |= m1
+                cur[b2] |= m2
+                prev = seen.prev
+                if not (prev[b0] & m0 and prev[b1] & m1 and prev[b2] & m2):
+                    w.new += 1
+        c = ev.country
+        if c is not None:
+            d = w.countries
+            d[c] = d.get(c, 0) + 1
+        asn = ev.asn
+        if asn is not None:
+            name = HOSTING_ASNS.get(asn)
             if name is not None:
                 w.hosting += 1
-                w.hosting_by[name] = w.hosting_by.get(name, 0) + 1
-        if ev.endpoint is not None:
-            e = w.endpoints
-            if ev.endpoint in e or len(e) < _MAX_ENDPOINTS:
-                e[ev.endpoint] = e.get(ev.endpoint, 0) + 1
+                d = w.hosting_by
+                d[name] = d.get(name, 0) + 1
+        ep = ev.endpoint
+        if ep is not None:
+            d = w.endpoints
+            if ep in d or len(d) < _MAX_ENDPOINTS:
+                d[ep] = d.get(ep, 0) + 1
             else:
-                e["(other)"] = e.get("(other)", 0) + 1
-        if ev.user_agent is not None:
-            a = w.agents
-            if ev.user_agent in a or len(a) < _MAX_AGENTS:
-                a[ev.user_agent] = a.get(ev.user_agent, 0) + 1
+                d["(other)"] = d.get("(other)", 0) + 1
+        ua = ev.user_agent
+        if ua is not None:
+            d = w.agents
+            if ua in d or len(d) < _MAX_AGENTS:
+                d[ua] = d.get(ua, 0) + 1
             else:
-                a["(other)"] = a.get("(other)", 0) + 1
+                d["(other)"] = d.get("(other)", 0) + 1
         svc.source = source
-        if ev.ts > svc.watermark:
-            svc.watermark = ev.ts
-        if ev.ts > self._sources.get(source, -math.inf):
-            self._sources[source] = ev.ts
-            if ev.ts > self._watermark:
-                self._watermark = ev.ts
-            b = (ev.ts - self.lateness) // W * W
-            if b > self._source_boundary.get(source, -math.inf):
+        if ts > svc.watermark:
+            svc.watermark = ts
+        sources = self._sources
+        if ts > sources.get(source, _NEG_INF):
+            sources[source] = ts
+            if ts > self._watermark:
+                self._watermark = ts
+            b = (ts - self.lateness) // W * W
+            if b > self._source_boundary.get(source, _NEG_INF):
                 self._source_boundary[source] = b
                 self._due = True
 

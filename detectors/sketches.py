@@ -9,11 +9,26 @@ from __future__ import annotations
 import math
 from hashlib import blake2b
 
-__all__ = ["LogHistogram", "HyperLogLog", "SpaceSaving", "SeenFilter", "hash64"]
+__all__ = ["LogHistogram", "HyperLogLog", "SpaceSaving", "SeenFilter", "hash64", "log_bin"]
+
+_LOG_K = 1.0 / math.log(1.05)
+_bins: dict[float, int] = {}
+_MAX_BINS = 1 << 16
 
 
 def hash64(text: str) -> int:
     return int.from_bytes(blake2b(text.encode(), digest_size=8).digest(), "little")
+
+
+def log_bin(v: float) -> int:
+    """The LogHistogram bin of ``v`` (cached: latencies repeat)."""
+    b = _bins.get(v)
+    if b is None:
+        b = int(math.log1p(v) * _LOG_K)
+        if len(_bins) >= _MAX_BINS:
+            _bins.clear()
+        _bins[v] = b
+    return b
 
 
 class LogHistogram:
@@ -27,14 +42,14 @@ class LogHistogram:
     """
 
     __slots__ = ("bins", "n")
-    _K = 1.0 / math.log(1.05)
+    _K = _LOG_K
 
     def __init__(self) -> None:
         self.bins: dict[int, int] = {}
         self.n = 0
 
     def add(self, v: float) -> None:
-        b = int(math.log1p(v) * self._K)
+        b = log_bin(v)
         bins = self.bins
         bins[b] = bins.get(b, 0) + 1
         self.n += 1
@@ -71,38 +86,86 @@ class HyperLogLog:
 
     def count(self) -> float:
         m = self.m
-        z = 0.0
-        zeros = 0
-        for r in self.reg:
-            z += 2.0 ** -r
-            if r == 0:
-                zeros += 1
+        reg = self.reg
+        top = max(reg)
+        if top <= 40 and m <= 1 << 12:
+            # Every partial sum of 2**-r (r <= 40) below 2**12 is a multiple of
+            # 2**-40 under 2**53 of them: exact, so the order does not matter
+            # and this equals the register-by-register sum below.
+            zeros = reg.count(0)
+            z = float(zeros)
+            for r in range(1, top + 1):
+                k = reg.count(r)
+                if k:
+                    z += k * 2.0 ** -r
+        else:
+            z, zeros = self._sum(reg)
         est = (0.7213 / (1 + 1.079 / m)) * m * m / z
         if est <= 2.5 * m and zeros:
             est = m * math.log(m / zeros)
         return est
 
+    @staticmethod
+    def _sum(reg: bytearray) -> tuple[float, int]:
+        z = 0.0
+        zeros = 0
+        for r in reg:
+            z += 2.0 ** -r
+            if r == 0:
+                zeros += 1
+        return z, zeros
+
 
 class SpaceSaving:
-    """Top-k heavy hitters (Metwally et al.) in k counters."""
+    """Top-k heavy hitters (Metwally et al.) in k counters.
 
-    __slots__ = ("k", "counts", "total")
+    When full, a new key takes over the counter of the first key (in
+    insertion order) with the smallest count. Counts only grow, so the keys
+    at the minimum are listed once (``_low``, last to evict first) and used
+    up before the minimum is looked for again: O(1) amortised per new key
+    instead of a scan of the k counters.
+    """
+
+    __slots__ = ("k", "counts", "total", "_low", "_min")
 
     def __init__(self, k: int = 32) -> None:
         self.k = k
         self.counts: dict[str, int] = {}
         self.total = 0
+        self._low: list[str] | None = None  # keys at count _min, reversed insertion order
+        self._min = 0
 
     def add(self, key: str, n: int = 1) -> None:
         c = self.counts
         self.total += n
         if key in c:
             c[key] += n
+            if n < 0:
+                self._low = None
         elif len(c) < self.k:
             c[key] = n
+            self._low = None
         else:
-            victim = min(c, key=c.__getitem__)
-            c[key] = c.pop(victim) + n
+            low = self._low
+            m = self._min
+            while True:
+                if low is None:
+                    m = self._min = min(c.values())
+                    low = self._low = [k for k, v in c.items() if v == m]
+                    low.reverse()
+                victim = low.pop()
+                if c[victim] == m:
+                    break
+                if not low:
+                    low = None
+            v = c.pop(victim) + n
+            c[key] = v
+            if v == m:
+                low.insert(0, key)
+            elif v < m:
+                self._low = None
+            if not low:
+                self._low = None
 
     def top(self, n: int) -> list[tuple[str, int]]:
         return sorted(self.counts.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
