@@ -1,0 +1,97 @@
+"""Backtest throughput: request events per second, against a decode-only floor.
+
+Runs ``tocsin backtest`` (the engine, the windowed features, the decoders,
+the file reading) on a recording of request events, and a loop that only
+reads the same file and decodes each line with orjson. Prints both rates and
+their ratio (the backtest's share of the decode-only speed). The targets are
+>= 300,000 request events/s and a ratio >= 0.30.
+
+Usage::
+
+    .venv/bin/python benchmarks/backtest_speed.py [--requests FILE] [--repeat 3]
+        [--history-days 2] [--scale 3]
+
+Without ``--requests`` it simulates a recording (``tocsin simulate``) into a
+temporary folder first. Best of ``--repeat`` runs each, in CPU seconds of
+this process (``time.process_time``: one core, and steady on a busy machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import orjson  # noqa: E402
+
+from stream.backtest import run_backtest  # noqa: E402
+from stream.engine import Engine  # noqa: E402
+from stream.files import iter_lines  # noqa: E402
+
+
+def decode_only(path: str) -> tuple[int, float]:
+    """Read + orjson-decode every line; the plain reading loop, no tocsin code but iter_lines' job."""
+    import gzip
+
+    t0 = time.process_time()
+    n = 0
+    with open(path, "rb") as fh:
+        gz = fh.read(2) == b"\x1f\x8b"
+    with gzip.open(path, "rb") if gz else open(path, "rb") as fh:
+        loads = orjson.loads
+        for line in fh:
+            if line.strip():
+                loads(line)
+                n += 1
+    return n, time.process_time() - t0
+
+
+def backtest(path: str, out: str) -> tuple[int, float]:
+    t0 = time.process_time()
+    res = run_backtest(path, None, out, Engine())
+    return res.events, time.process_time() - t0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--requests", help="a requests .jsonl or .jsonl.gz (default: simulate one)")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--history-days", type=int, default=2)
+    ap.add_argument("--scale", type=float, default=3)
+    args = ap.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="tocsin-speed-") as tmp:
+        path = args.requests
+        if not path:
+            sim = Path(tmp) / "sim"
+            subprocess.run(
+                [sys.executable, "-c", "from stream.cli import main; raise SystemExit(main())",
+                 "simulate", "--out", str(sim),
+                 "--history-days", str(args.history_days), "--scale", str(args.scale)],
+                cwd=ROOT, check=True, stdout=subprocess.DEVNULL,
+            )
+            path = str(sim / "requests.jsonl.gz")
+        sum(1 for _ in iter_lines(path))  # warm the page cache
+        best_d = best_b = 0.0
+        n_d = n_b = 0
+        for _ in range(args.repeat):
+            n_d, s = decode_only(path)
+            best_d = max(best_d, n_d / s)
+            n_b, s = backtest(path, str(Path(tmp) / "out"))
+            best_b = max(best_b, n_b / s)
+    print(f"file: {args.requests or 'simulated'} ({n_b:,} request events)")
+    print(f"decode only (read + orjson.loads): {best_d:12,.0f} events/s")
+    print(f"backtest (tocsin engine):          {best_b:12,.0f} events/s")
+    print(f"ratio backtest / decode only:      {best_b / best_d:12.2f}")
+    if n_d != n_b:
+        print(f"note: {n_d - n_b} lines were not valid request events")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
