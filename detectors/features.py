@@ -251,7 +251,13 @@ class WindowAggregator:
             reg = w.hll.reg
             if rank > reg[idx]:
                 reg[idx] = rank
-            w.top.add(ip)
+            top = w.top
+            c = top.counts
+            if ip in c:  # SpaceSaving.add(ip), its common case inlined
+                c[ip] += 1
+                top.total += 1
+            else:
+                top.add(ip)
             if ts - svc.rotated_at >= self.seen_rotation:
                 if svc.rotated_at != _NEG_INF:
                     svc.seen.rotate()
@@ -361,21 +367,17 @@ class WindowAggregator:
         f = WindowFeatures(service, start, start + self.window, n)
         if not n:
             return f
-        f.p50_ms = w.hist.quantile(0.50)
-        f.p95_ms = w.hist.quantile(0.95)
-        f.p99_ms = w.hist.quantile(0.99)
+        f.p50_ms, f.p95_ms, f.p99_ms = w.hist.quantiles((0.50, 0.95, 0.99))
         f.error_ratio_5xx = w.n5xx / n
         f.ratio_429 = w.n429 / n
         f.ratio_4xx = w.n4xx / n
-        f.hosts = {h: HostStats(c, hist.quantile(0.50), hist.quantile(0.95), e / c) for h, (c, e, hist) in w.hosts.items()}
+        f.hosts = {h: HostStats(c, *hist.quantiles((0.50, 0.95)), e / c) for h, (c, e, hist) in w.hosts.items()}
         f.known_fields = w.with_ip / n
         if w.with_ip:
             distinct = max(1, min(w.with_ip, round(w.hll.count())))
             f.distinct_clients = distinct
             f.new_client_share = min(1.0, w.new / distinct)
-            f.top_clients = w.top.top(10)
-            f.top1_share = w.top.share_of_top(1)
-            f.top10_share = w.top.share_of_top(10)
+            f.top_clients, (f.top1_share, f.top10_share) = w.top.top_and_shares(10, (1, 10))
         total_c = sum(w.countries.values())
         if total_c:
             f.countries = {c: k / total_c for c, k in sorted(w.countries.items(), key=lambda kv: -kv[1])[:12]}

@@ -55,16 +55,28 @@ class LogHistogram:
         self.n += 1
 
     def quantile(self, q: float) -> float:
-        if not self.n:
-            return 0.0
-        target = q * self.n
-        acc = 0
-        for b in sorted(self.bins):
-            acc += self.bins[b]
-            if acc >= target:
-                # centre of the bin in value space
-                return math.expm1((b + 0.5) / self._K)
-        return math.expm1((max(self.bins) + 0.5) / self._K)
+        return self.quantiles((q,))[0]
+
+    def quantiles(self, qs: tuple[float, ...]) -> list[float]:
+        """``[quantile(q) for q in qs]``, the bins sorted once."""
+        n = self.n
+        if not n:
+            return [0.0] * len(qs)
+        K = self._K
+        items = sorted(self.bins.items())
+        out = []
+        for q in qs:
+            target = q * n
+            acc = 0
+            for b, c in items:
+                acc += c
+                if acc >= target:
+                    # centre of the bin in value space
+                    out.append(math.expm1((b + 0.5) / K))
+                    break
+            else:
+                out.append(math.expm1((items[-1][0] + 0.5) / K))
+        return out
 
 
 class HyperLogLog:
@@ -168,12 +180,24 @@ class SpaceSaving:
                 self._low = None
 
     def top(self, n: int) -> list[tuple[str, int]]:
-        return sorted(self.counts.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
+        return sorted(self.counts.items(), key=_by_count_then_key)[:n]
 
     def share_of_top(self, n: int) -> float:
         if not self.total:
             return 0.0
         return min(1.0, sum(c for _, c in self.top(n)) / self.total)
+
+    def top_and_shares(self, n: int, shares: tuple[int, ...]) -> tuple[list[tuple[str, int]], list[float]]:
+        """``top(n)`` and ``[share_of_top(k) for k in shares]`` (each k <= n), sorting once."""
+        top = self.top(n)
+        total = self.total
+        if not total:
+            return top, [0.0] * len(shares)
+        return top, [min(1.0, sum(c for _, c in top[:k]) / total) for k in shares]
+
+
+def _by_count_then_key(kv: tuple[str, int]) -> tuple[int, str]:
+    return -kv[1], kv[0]
 
 
 class SeenFilter:
