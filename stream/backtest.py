@@ -128,12 +128,12 @@ def run_backtest(
                         while dhead is not None and dhead[0] < ts:
                             events += 1
                             o = process_disk(dhead[3])
-                            if o:
+                            if o.anomalies or o.alerts:
                                 emit(o)
                             dhead = next(dstream, None)
                     events += 1
                     o = process_request(ev)
-                    if o:
+                    if o.anomalies or o.alerts:  # all that emit writes
                         emit(o)
         if dstream is not None:
             if not started:
