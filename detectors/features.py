@@ -112,10 +112,11 @@ class _Window:
 
 
 class _Service:
-    __slots__ = ("windows", "closed_until", "seen", "rotated_at", "watermark", "source")
+    __slots__ = ("windows", "closed_until", "seen", "rotated_at", "watermark", "source", "last")
 
     def __init__(self, seen_bits: int) -> None:
         self.windows: dict[float, _Window] = {}
+        self.last: _Window | None = None  # the window of the previous event
         self.closed_until = -math.inf
         self.seen = SeenFilter(seen_bits)
         self.rotated_at = -math.inf
@@ -209,9 +210,13 @@ class WindowAggregator:
             # Its window is gone: count it into the oldest open one.
             self.late_events += 1
             start = svc.closed_until
-        w = svc.windows.get(start)
-        if w is None:
-            w = svc.windows[start] = _Window(start)
+        w = svc.last
+        if w is None or w.start != start:
+            # (A window at or after closed_until is still open: never stale.)
+            w = svc.windows.get(start)
+            if w is None:
+                w = svc.windows[start] = _Window(start)
+            svc.last = w
         w.n += 1
         st = ev.status
         if st >= 500:
@@ -253,9 +258,14 @@ class WindowAggregator:
                 reg[idx] = rank
             top = w.top
             c = top.counts
-            if ip in c:  # SpaceSaving.add(ip), its common case inlined
+            # SpaceSaving.add(ip), but for the eviction when full
+            if ip in c:
                 c[ip] += 1
                 top.total += 1
+            elif len(c) < top.k:
+                c[ip] = 1
+                top.total += 1
+                top._low = None
             else:
                 top.add(ip)
             if ts - svc.rotated_at >= self.seen_rotation:

@@ -15,10 +15,8 @@ __all__ = ["parse_ts", "format_ts"]
 _MINUTE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d", re.ASCII)
 _minutes: dict[str, int] = {}
 _MAX_MINUTES = 1 << 16
-# Validated ``YYYY-MM-DDTHH:MM:SS`` prefixes -> epoch seconds, and the
-# milliseconds of the usual ``.fffZ`` ending.
-_seconds: dict[str, int] = {}
-_MAX_SECONDS = 1 << 16
+# Seconds and milliseconds of the usual ``:SS.fffZ`` ending, validated by lookup.
+_SECS = {f"{i:02d}": i for i in range(60)}
 _MILLIS = {f"{i:03d}": i for i in range(1000)}
 
 
@@ -39,13 +37,13 @@ def _minute_epoch(prefix: str) -> int | None:
 
 def _fast_utc(s: str) -> float | None:
     """``s`` in the usual Z form as epoch seconds, or None (the caller uses the full parser)."""
-    if len(s) == 24:
-        base = _seconds.get(s[:19])
-        if base is not None and s[19] == "." and s[23] in "Zz":
-            ms = _MILLIS.get(s[20:23])
-            if ms is not None:
-                # == ((base * 10**3 + ms) * 10**3) / 10**6: int division is correctly rounded
-                return (base * 1000 + ms) / 1000
+    if len(s) == 24 and s[16] == ":" and s[19] == "." and s[23] in "Zz":
+        base = _minutes.get(s[:16])
+        sec = _SECS.get(s[17:19])
+        ms = _MILLIS.get(s[20:23])
+        if base is not None and sec is not None and ms is not None:
+            # == (((base + sec) * 10**3 + ms) * 10**3) / 10**6: int division is correctly rounded
+            return ((base + sec) * 1000 + ms) / 1000
     return _fast_utc_slow(s)
 
 
@@ -64,9 +62,6 @@ def _fast_utc_slow(s: str) -> float | None:
     sec = int(sec)
     if sec >= 60:
         return None
-    if len(_seconds) >= _MAX_SECONDS:
-        _seconds.clear()
-    _seconds[s[:19]] = base + sec
     if n == 20:
         us = 0
     else:
