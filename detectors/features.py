@@ -25,8 +25,8 @@ import math
 from dataclasses import dataclass, field
 
 from .events import RequestEvent
-from .sketches import _bins as _log_bins
 from .sketches import HyperLogLog, LogHistogram, SeenFilter, SpaceSaving, hash64, log_bin
+from .sketches import _bins as _log_bins
 
 __all__ = ["WindowAggregator", "WindowFeatures", "HostStats", "HOSTING_ASNS"]
 

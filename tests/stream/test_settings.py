@@ -16,7 +16,7 @@ def test_sasl_scram_over_ssl(monkeypatch):
     assert isinstance(creds, faust.SASLCredentials) and creds.username == "tocsin"
     assert creds.ssl_context is not None
     opts = cfg.kafka.kafka_python_options()
-    assert opts["sasl_mechanism"] == "SCRAM-SHA-512" and opts["sasl_plain_password"] == "s3cr3t-pw"
+    assert opts["sasl_mechanism"] == "SCRAM-SHA-512" and opts["sasl_plain_password"] == "s3cr3t-pw"  # noqa: S105
     assert "s3cr3t-pw" not in repr(cfg) and "s3cr3t-pw" not in cfg.model_dump_json()
 
 
@@ -26,7 +26,7 @@ def test_password_from_a_file(tmp_path, monkeypatch):
     pw.write_text("from-file\n")
     cfg = load_model_text(f"kafka: {{security_protocol: SASL_PLAINTEXT, sasl_mechanism: PLAIN, "
                           f"sasl_username: u, sasl_password_file: {pw}}}", Config)
-    assert cfg.kafka.kafka_python_options()["sasl_plain_password"] == "from-file"
+    assert cfg.kafka.kafka_python_options()["sasl_plain_password"] == "from-file"  # noqa: S105
     assert cfg.kafka.faust_credentials().ssl_context is None
 
 
