@@ -105,6 +105,8 @@ class TocsinApp:
         self.receivers = receivers if receivers is not None else build_receivers(config.alerting)
         self.checkpoint_interval = checkpoint_interval
         self.clock = clock
+        self.local_outputs = local_outputs
+        self._servers = bootstrap_servers
         self.counts: Counter[str] = Counter()
         self.metrics = metrics or Metrics()
         self._last_checkpoint = time.monotonic()
@@ -211,13 +213,15 @@ class TocsinApp:
                     self.counts["alerts.notified"] += 1
                 self.metrics.sync_notifications(self.notifier.counts)
 
-        @app.agent(self.silences_topic, name="apply_silences")
-        async def apply_silences(stream: faust.StreamT) -> None:
-            async for value in stream:
-                try:
-                    self.silences.apply(value)
-                except (ValueError, KeyError, TypeError) as exc:
-                    log.error("unreadable silence record skipped: %s", exc)
+        if self.local_outputs:
+            @app.agent(self.silences_topic, name="apply_silences")
+            async def apply_silences(stream: faust.StreamT) -> None:
+                async for value in stream:
+                    self._apply_silence(value)
+        else:
+            @app.task
+            async def read_silences() -> None:
+                await self._read_silences()
 
         self._register_views()
 
@@ -243,6 +247,44 @@ class TocsinApp:
         self.detect_requests = detect_requests
         self.detect_disks = detect_disks
         self.notify_alerts = notify_alerts
+
+    def _apply_silence(self, value: bytes) -> None:
+        try:
+            self.silences.apply(value)
+            self.counts["silences.applied"] += 1
+        except (ValueError, KeyError, TypeError, SilenceError) as exc:
+            log.error("unreadable silence record skipped: %s", exc)
+
+    async def _read_silences(self) -> None:
+        """Every worker reads every partition of the silences topic, from the start.
+
+        A consumer of its own, outside the worker's consumer group (a group
+        would share the partitions out, and each worker would honour only some
+        silences): silences are few, reading them all is cheap.
+        """
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        await self.silences_topic.maybe_declare()
+        name = self.silences_topic.get_topic_name()
+        consumer = AIOKafkaConsumer(bootstrap_servers=self._servers, enable_auto_commit=False,
+                                    auto_offset_reset="earliest", **self.config.kafka.aiokafka_options())
+        await consumer.start()
+        try:
+            parts: set[int] | None = None
+            while parts is None:
+                parts = consumer.partitions_for_topic(name)
+                if parts is None:
+                    await consumer._client.force_metadata_update()
+                    await asyncio.sleep(0.5)
+            consumer.assign([TopicPartition(name, p) for p in sorted(parts)])
+            await consumer.seek_to_beginning()
+            while True:
+                batches = await consumer.getmany(timeout_ms=1000)
+                for records in batches.values():
+                    for rec in records:
+                        self._apply_silence(rec.value)
+        finally:
+            await consumer.stop()
 
     def _register_views(self) -> None:
         """HTTP API of the silences (``/silences/``), on the worker's web server."""

@@ -89,6 +89,20 @@ class KafkaConfig(_Strict):
         return faust.SASLCredentials(username=self.sasl_username, password=pw.get(),
                                      ssl_context=self._ssl_context(), mechanism=self.sasl_mechanism)
 
+    def aiokafka_options(self) -> dict:
+        """Options for a plain aiokafka client (the silences reader)."""
+        opts: dict = {"security_protocol": self.security_protocol}
+        ctx = self._ssl_context()
+        if ctx is not None:
+            opts["ssl_context"] = ctx
+        if self.security_protocol.startswith("SASL"):
+            pw = self.sasl_password()
+            if pw is None:
+                raise ConfigError(f"kafka: SASL needs a password: set {self.sasl_password_env} or kafka.sasl_password_file")
+            opts.update(sasl_mechanism=self.sasl_mechanism, sasl_plain_username=self.sasl_username,
+                        sasl_plain_password=pw.get())
+        return opts
+
     def kafka_python_options(self) -> dict:
         """Options for kafka-python clients (simulator, silence CLI)."""
         opts: dict = {"security_protocol": self.security_protocol}

@@ -13,7 +13,7 @@ from stream.cli import main
 from stream.settings import Config, TopicsConfig, WebConfig
 
 
-def test_silence_created_over_http_reaches_every_reader(kafka_bootstrap, unique_names, capsys, tmp_path):
+def test_silence_created_over_http_reaches_every_worker(kafka_bootstrap, unique_names, capsys, tmp_path):
     names = unique_names()
     port = free_port()
     topics = TopicsConfig(requests=f"{names}-r", disk_health=f"{names}-d", anomalies=f"{names}-a",
@@ -21,9 +21,13 @@ def test_silence_created_over_http_reaches_every_reader(kafka_bootstrap, unique_
     cfg = Config(topics=topics, web=WebConfig(port=port))
 
     async def run() -> tuple[dict, int, int]:
-        tapp = TocsinApp(cfg, kafka_bootstrap, embedded=not os.environ.get("TOCSIN_TEST_BROKER"),
-                         receivers={}, app_id=f"{names}-app", web=True)
+        embedded = not os.environ.get("TOCSIN_TEST_BROKER")
+        tapp = TocsinApp(cfg, kafka_bootstrap, embedded=embedded, receivers={}, app_id=f"{names}-app", web=True)
+        # A second worker of the same group: it must honour the silence too.
+        other = TocsinApp(Config(topics=topics, web=WebConfig(port=free_port())), kafka_bootstrap,
+                          embedded=embedded, receivers={}, app_id=f"{names}-app", web=True)
         await tapp.app.start()
+        await other.app.start()
         try:
             url = f"http://127.0.0.1:{port}/silences/"
             async with aiohttp.ClientSession() as http:
@@ -34,10 +38,12 @@ def test_silence_created_over_http_reaches_every_reader(kafka_bootstrap, unique_
                     created, status = await r.json(), r.status
             # The worker's own silences agent reads it back from the topic.
             assert await wait_until(lambda: tapp.silences.get(created["id"]) is not None, timeout=30)
+            assert await wait_until(lambda: other.silences.get(created["id"]) is not None, timeout=30)
             muted = tapp.notifier.silencer.mutes({"service": "ent-idf"}, tapp.clock())
             assert muted
             return created, status, bad.status
         finally:
+            await other.app.stop()
             await tapp.app.stop()
 
     created, status, bad_status = asyncio.run(run())
