@@ -1,6 +1,7 @@
 """The ``tocsin`` command line.
 
-``tocsin demo | worker | backtest | score | simulate | check-config``. Bad
+``tocsin demo | worker | backtest | score | simulate | report | silence |
+check-config``. Bad
 arguments or input files exit with status 2 and one line that says what is
 wrong and where.
 """
