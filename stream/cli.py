@@ -1,9 +1,8 @@
 """The ``tocsin`` command line.
 
 ``tocsin demo | worker | backtest | score | simulate | report | silence |
-check-config``. Bad
-arguments or input files exit with status 2 and one line that says what is
-wrong and where.
+check-config``. Bad arguments or input files exit with status 2 and one line
+that says what is wrong and where.
 """
 
 from __future__ import annotations
