@@ -277,22 +277,12 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("the surge must end before --duration")
     _quiet()
 
-    from stream.broker import EmbeddedBroker, wait_for_broker
+    from stream.broker import given_or_embedded
 
-    broker = None
-    if args.bootstrap:
-        bootstrap, embedded = args.bootstrap, False
-        wait_for_broker(bootstrap, timeout=30)
-        print(f"broker: {bootstrap} (given with --bootstrap; e.g. Apache Kafka from scripts/kafka-local)")
-    else:
-        broker = EmbeddedBroker().start()
-        bootstrap, embedded = broker.bootstrap_servers, True
-        print(f"broker: embedded tansu at {bootstrap} (started by this script)")
-    try:
+    with given_or_embedded(args.bootstrap) as (bootstrap, embedded):
+        print(f"broker: {bootstrap} (given with --bootstrap; e.g. Apache Kafka from scripts/kafka-local)"
+              if not embedded else f"broker: embedded tansu at {bootstrap} (started by this script)")
         res = asyncio.run(run_worker(args, bootstrap, embedded))
-    finally:
-        if broker is not None:
-            broker.stop()
 
     prod = res["producer"]
     an = res["anomalies"]

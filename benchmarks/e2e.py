@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import orjson  # noqa: E402
 
-from stream.broker import EmbeddedBroker, create_topics, wait_for_broker  # noqa: E402
+from stream.broker import create_topics, given_or_embedded  # noqa: E402
 from stream.simulator import REQUESTS, Scenario, generate  # noqa: E402
 
 PARTITIONS = 4
@@ -170,16 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("faust", "mode", "aiokafka", "kafka"):
         logging.getLogger(noisy).setLevel(logging.CRITICAL)
 
-    broker = None
-    if args.bootstrap:
-        bootstrap, embedded = args.bootstrap, False
-        wait_for_broker(bootstrap, timeout=30)
-        print(f"broker: {bootstrap} (given with --bootstrap; e.g. Apache Kafka from scripts/kafka-local)")
-    else:
-        broker = EmbeddedBroker().start()
-        bootstrap, embedded = broker.bootstrap_servers, True
-        print(f"broker: embedded tansu at {bootstrap} (started by this script)")
-    try:
+    with given_or_embedded(args.bootstrap) as (bootstrap, embedded):
+        print(f"broker: {bootstrap} (given with --bootstrap; e.g. Apache Kafka from scripts/kafka-local)"
+              if not embedded else f"broker: embedded tansu at {bootstrap} (started by this script)")
         names = f"bench-e2e-{uuid.uuid4().hex[:8]}"
         topic = f"{names}-requests"
         t = time.perf_counter()
@@ -207,9 +200,6 @@ def main(argv: list[str] | None = None) -> int:
         if len(ratios) > 1:
             print(f"ratio over {len(ratios)} rounds: median {statistics.median(ratios):.1%}, "
                   f"min {min(ratios):.1%}, max {max(ratios):.1%}")
-    finally:
-        if broker is not None:
-            broker.stop()
     return 0
 
 

@@ -29,7 +29,7 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
 
@@ -470,3 +470,17 @@ class EmbeddedBroker:
         with contextlib.suppress(Exception):
             if self._process is not None and self._process.poll() is None:
                 self._process.kill()
+
+
+@contextlib.contextmanager
+def given_or_embedded(bootstrap_servers: str | None) -> Iterator[tuple[str, bool]]:
+    """Yield ``(servers, embedded)``: the given brokers (checked to answer) or an embedded one, stopped after."""
+    if bootstrap_servers:
+        wait_for_broker(bootstrap_servers, timeout=30)
+        yield bootstrap_servers, False
+        return
+    broker = EmbeddedBroker().start()
+    try:
+        yield broker.bootstrap_servers, True
+    finally:
+        broker.stop()
