@@ -77,7 +77,6 @@ class WindowFeatures:
     top_endpoint_share: float = 0.0
     distinct_user_agents: int = 0
     top_user_agent_share: float = 0.0
-    known_fields: float = 0.0  # share of requests carrying client_ip
 
     @property
     def rate(self) -> float:
@@ -382,7 +381,6 @@ class WindowAggregator:
         f.ratio_429 = w.n429 / n
         f.ratio_4xx = w.n4xx / n
         f.hosts = {h: HostStats(c, *hist.quantiles((0.50, 0.95)), e / c) for h, (c, e, hist) in w.hosts.items()}
-        f.known_fields = w.with_ip / n
         if w.with_ip:
             distinct = max(1, min(w.with_ip, round(w.hll.count())))
             f.distinct_clients = distinct

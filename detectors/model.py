@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass
 from typing import Any
 
 from .timeutil import format_ts
@@ -35,22 +36,14 @@ class Entity:
         return {"service": self.service, "endpoint": self.endpoint, "host": self.host, "disk": self.disk}
 
 
-def severity_for(score: float, warning: float = 0.9, critical: float = 0.99) -> str:
-    """Map a score in [0, 1] to info / warning / critical."""
-    if score >= critical:
-        return "critical"
-    if score >= warning:
-        return "warning"
-    return "info"
+def severity_for(score: float, critical: float = 0.95) -> str:
+    """Severity of a flagged observation: critical from ``critical`` on, warning below."""
+    return "critical" if score >= critical else "warning"
 
 
 @dataclass(slots=True)
 class Anomaly:
-    """One anomalous observation.
-
-    ``context`` carries the features the diagnosis needs (traffic composition,
-    SMART values...); it is not part of the published record.
-    """
+    """One anomalous observation, as published on the ``anomalies`` topic."""
 
     ts: float
     detector: str  # latency | traffic | disk
@@ -62,7 +55,6 @@ class Anomaly:
     upper: float
     score: float
     severity: str
-    context: dict[str, Any] = field(default_factory=dict)
     id: str = ""
 
     def __post_init__(self) -> None:
@@ -107,8 +99,6 @@ class Verdict:
 
 def z_score_to_unit(z: float, scale: float = 3.0) -> float:
     """Map |z| to [0, 1) without saturating: 1 - exp(-|z| / scale)."""
-    import math
-
     return 1.0 - math.exp(-abs(z) / scale)
 
 

@@ -24,7 +24,7 @@ from detectors.disk import DiskFailureDetector, DriveState
 from detectors.events import DiskHealthEvent, RequestEvent
 from detectors.features import WindowAggregator, WindowFeatures
 from detectors.latency import LatencySpikeDetector, LatencyState
-from detectors.model import Anomaly, Entity, Verdict
+from detectors.model import Anomaly, Entity, Verdict, severity_for
 from detectors.traffic import TrafficAnomalyDetector, TrafficState
 
 __all__ = ["Engine", "Output"]
@@ -43,10 +43,6 @@ class Output:
 
     def __bool__(self) -> bool:
         return bool(self.anomalies or self.alerts)
-
-
-def _severity(v: Verdict) -> str:
-    return "critical" if v.score >= 0.95 else "warning"
 
 
 class Engine:
@@ -114,7 +110,7 @@ class Engine:
             a = Anomaly(
                 ts=ev.ts, detector="disk", entity=Entity(host=ev.host, disk=ev.disk), signal=verdict.signal,
                 value=verdict.value, expected=verdict.expected, lower=0.0, upper=verdict.expected,
-                score=verdict.score, severity="critical" if verdict.score >= 0.9 else "warning",
+                score=verdict.score, severity=severity_for(verdict.score, critical=0.9),
             )
             self.counts["anomalies.disk"] += 1
             out.anomalies.append(a)
@@ -215,7 +211,7 @@ class Engine:
     def _anomaly(self, out: Output, f: WindowFeatures, detector: str, entity: Entity, v: Verdict) -> Anomaly:
         a = Anomaly(
             ts=f.end, detector=detector, entity=entity, signal=v.signal, value=v.value,
-            expected=v.expected, lower=v.lower, upper=v.upper, score=v.score, severity=_severity(v),
+            expected=v.expected, lower=v.lower, upper=v.upper, score=v.score, severity=severity_for(v.score),
         )
         self.counts[f"anomalies.{detector}"] += 1
         out.anomalies.append(a)
