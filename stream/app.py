@@ -7,7 +7,7 @@ One place builds the App (:class:`TocsinApp`); the agents are short loops:
     malformed messages to ``dead-letter`` with the reason and the original
     bytes, good ones to the Engine; anomalies to ``anomalies``, alert state
     changes to ``alerts``.
-``notify_alerts``
+``notify_alerts`` (in :mod:`stream.alerting`)
     reads ``alerts`` back and runs the notification pipeline, so every state
     change is in Kafka before any receiver is called and a restarted worker
     delivers what was not yet delivered.
@@ -30,14 +30,12 @@ from typing import Any
 import faust
 import orjson
 
-from alerts.model import alert_from_record
 from alerts.notify.base import Receiver
 from alerts.notify.factory import build_receivers
-from alerts.notify.notifier import AlertNotifier
-from alerts.silence import SilenceAPI, SilenceError, SilenceStore
 from detectors.errors import InvalidEvent
 from detectors.events import decode_disk, decode_request
 
+from .alerting import Notifications
 from .engine import Engine, Output
 from .metrics import Metrics, update_lag
 from .settings import Config
@@ -47,8 +45,6 @@ __all__ = ["TocsinApp", "dead_letter_record"]
 log = logging.getLogger(__name__)
 
 DEAD_LETTER_SCHEMA = "tocsin.dead-letter.v1"
-#: Internal message that makes the notify agent deliver the groups that are due.
-TICK = b"tocsin:notify-tick"
 
 
 def dead_letter_record(topic: str, partition: int, offset: int, error: str, payload: bytes | None) -> bytes:
@@ -154,24 +150,13 @@ class TocsinApp:
         self.dead_letter_topic = out(t.dead_letter)
         # Keys and values are raw bytes (the app's serializers): compact, no pickle.
         self.models_table = self.app.Table("models", default=None, key_type=bytes, value_type=bytes)
-        self.deliveries_table = self.app.Table("deliveries", default=None, key_type=bytes, value_type=bytes)
-        self.groups_table = self.app.Table("alert_groups", default=None, key_type=bytes, value_type=bytes)
-        self.silences = SilenceStore()
-        self.notifier = AlertNotifier(config.alerting, self.receivers, _BytesKeyed(self.deliveries_table),
-                                      groups=_BytesKeyed(self.groups_table), silences=self.silences)
-        self._notifier_restored = False
-        # Group timers (group_wait, group_interval...) run in the notify agent,
-        # where the tables can be written: a timer sends a tick to every
-        # partition of this internal topic, which the agent reads with the
-        # alerts. In-memory outputs (tests) have no ticks.
-        self.silences_topic = topic(t.silences)
-        self.ticks_topic = None if local_outputs else self.app.topic(
-            f"{self.app.conf.id}-notify-ticks", key_type=bytes, value_type=bytes, key_serializer="raw",
-            value_serializer="raw", partitions=kafka.partitions, internal=True)
-        self.notify_source = self.alerts_topic if local_outputs else self.app.topic(
-            t.alerts, self.ticks_topic.get_topic_name(), key_type=bytes, value_type=bytes,
-            key_serializer="raw", value_serializer="raw")
         self._register_agents()
+        # The notification side: its own agent, tables, silences and views.
+        self.notifications = Notifications(self)
+        self.notifier = self.notifications.notifier
+        self.silences = self.notifications.silences
+        self.silences_topic = self.notifications.silences_topic
+        self.notify_alerts = self.notifications.notify_alerts
 
     def _topic(self, name: str) -> faust.TopicT:
         return self.app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
@@ -192,50 +177,6 @@ class TocsinApp:
             async for event in stream.events():
                 await self._consume(event, "disk-health", decode_disk, self.engine.process_disk)
 
-        ticks_name = self.ticks_topic.get_topic_name() if self.ticks_topic is not None else None
-
-        @app.agent(self.notify_source, name="notify_alerts")
-        async def notify_alerts(stream: faust.StreamT) -> None:
-            async for event in stream.events():
-                if not self._notifier_restored:
-                    self._notifier_restored = True
-                    self.counts["groups_restored"] = self.notifier.restore()
-                if event.message.topic == ticks_name or event.value == TICK:
-                    await self.notifier.flush(self.clock())
-                else:
-                    try:
-                        alert = alert_from_record(orjson.loads(event.value))
-                    except (ValueError, KeyError, TypeError) as exc:
-                        log.error("unreadable record on the alerts topic skipped: %s", exc)
-                        self.counts["alerts.unreadable"] += 1
-                        continue
-                    await self.notifier.receive(alert, self.clock())
-                    self.counts["alerts.notified"] += 1
-                self.metrics.sync_notifications(self.notifier.counts)
-
-        if self.local_outputs:
-            @app.agent(self.silences_topic, name="apply_silences")
-            async def apply_silences(stream: faust.StreamT) -> None:
-                async for value in stream:
-                    self._apply_silence(value)
-        else:
-            @app.task
-            async def read_silences() -> None:
-                await self._read_silences()
-
-        self._register_views()
-
-        if self.ticks_topic is not None:
-            ticks = self.ticks_topic
-            partitions = self.config.kafka.partitions
-
-            @app.timer(interval=1.0, name="notify_ticks")
-            async def notify_ticks() -> None:
-                if self.notifier.next_flush() is None:
-                    return
-                for p in range(partitions):
-                    await ticks.send(key=None, value=TICK, partition=p)
-
         @app.timer(interval=max(1.0, self.config.detectors.window / 4), name="close_idle_windows")
         async def close_idle_windows() -> None:
             # Live traffic: event time follows the clock, so a service that
@@ -246,82 +187,6 @@ class TocsinApp:
 
         self.detect_requests = detect_requests
         self.detect_disks = detect_disks
-        self.notify_alerts = notify_alerts
-
-    def _apply_silence(self, value: bytes) -> None:
-        try:
-            self.silences.apply(value)
-            self.counts["silences.applied"] += 1
-        except (ValueError, KeyError, TypeError, SilenceError) as exc:
-            log.error("unreadable silence record skipped: %s", exc)
-
-    async def _read_silences(self) -> None:
-        """Every worker reads every partition of the silences topic, from the start.
-
-        A consumer of its own, outside the worker's consumer group (a group
-        would share the partitions out, and each worker would honour only some
-        silences): silences are few, reading them all is cheap.
-        """
-        from aiokafka import AIOKafkaConsumer, TopicPartition
-
-        await self.silences_topic.maybe_declare()
-        name = self.silences_topic.get_topic_name()
-        consumer = AIOKafkaConsumer(bootstrap_servers=self._servers, enable_auto_commit=False,
-                                    auto_offset_reset="earliest", **self.config.kafka.aiokafka_options())
-        await consumer.start()
-        try:
-            parts: set[int] | None = None
-            while parts is None:
-                parts = consumer.partitions_for_topic(name)
-                if parts is None:
-                    await consumer._client.force_metadata_update()
-                    await asyncio.sleep(0.5)
-            consumer.assign([TopicPartition(name, p) for p in sorted(parts)])
-            await consumer.seek_to_beginning()
-            while True:
-                batches = await consumer.getmany(timeout_ms=1000)
-                for records in batches.values():
-                    for rec in records:
-                        self._apply_silence(rec.value)
-        finally:
-            await consumer.stop()
-
-    def _register_views(self) -> None:
-        """HTTP API of the silences (``/silences/``), on the worker's web server."""
-        from faust.web import Request, Response, View
-
-        api = SilenceAPI(self.silences)
-        topic = self.silences_topic
-        clock = self.clock
-
-        async def publish(rec: dict) -> None:
-            await topic.send(key=rec["id"].encode(), value=orjson.dumps(rec))
-
-        @self.app.page("/silences/")
-        class Silences(View):
-            async def get(self, request: Request) -> Response:
-                return self.json(api.list_silences(clock()))
-
-            async def post(self, request: Request) -> Response:
-                try:
-                    payload = await request.json()
-                    rec = api.create_silence(payload, clock())
-                except SilenceError as exc:
-                    return self.json({"error": str(exc)}, status=exc.status)
-                except ValueError:
-                    return self.json({"error": "the body must be a JSON object"}, status=400)
-                await publish(rec)
-                return self.json(rec, status=201)
-
-        @self.app.page("/silences/{silence_id}")
-        class OneSilence(View):
-            async def delete(self, request: Request, silence_id: str) -> Response:
-                try:
-                    rec = api.expire_silence(silence_id, clock())
-                except SilenceError as exc:
-                    return self.json({"error": str(exc)}, status=exc.status)
-                await publish(rec)
-                return self.json(rec)
 
     async def _consume(self, event: faust.EventT, kind: str, decode: Callable, process: Callable[[Any], Output]) -> None:
         msg = event.message
@@ -405,39 +270,13 @@ class TocsinApp:
         if out:
             await self.emit(out)
 
+    async def close_receivers(self) -> None:
+        await self.notifications.close_receivers()
+
     async def create_topics(self) -> None:
         for tp in (self.requests_topic, self.disk_topic, self.anomalies_topic, self.alerts_topic, self.dead_letter_topic):
             await tp.maybe_declare()
 
-    async def close_receivers(self) -> None:
-        for r in self.receivers.values():
-            await r.aclose()
-
-
-class _BytesKeyed:
-    """A str-keyed view of a bytes-keyed table (what the pipeline expects)."""
-
-    def __init__(self, table: Any) -> None:
-        self.table = table
-
-    def get(self, key: str, default: Any = None) -> Any:
-        v = self.table.get(key.encode())
-        return default if v is None else v
-
-    def __getitem__(self, key: str) -> Any:
-        return self.table[key.encode()]
-
-    def __setitem__(self, key: str, value: bytes) -> None:
-        self.table[key.encode()] = value
-
-    def __delitem__(self, key: str) -> None:
-        del self.table[key.encode()]
-
-    def __iter__(self):
-        return (k.decode() for k in self.table)
-
-    def __len__(self) -> int:
-        return len(self.table)
 
 
 async def wait_until(cond: Callable[[], bool], timeout: float, interval: float = 0.1) -> bool:

@@ -6,7 +6,8 @@ import io
 import orjson
 
 from alerts.notify.console import ConsoleReceiver
-from stream.app import TICK, TocsinApp
+from stream.alerting import TICK
+from stream.app import TocsinApp
 from stream.settings import Config
 
 T0 = 1617692400.0
