@@ -175,3 +175,30 @@ def test_snapshot_stays_compact():
     det = UnivariateDetector()
     _run(det, x, t)
     assert len(det.to_bytes()) <= 100_000
+
+
+def test_agreement_of_two_statistics_is_calibrated_and_restored():
+    """The sum of the two strongest evidences has a calibrator of its own."""
+    x, t = _noisy_daily(800, seed=12)
+    det = UnivariateDetector()
+    _run(det, x, t)
+    agree = det._cal[-1]
+    assert agree.n > 0 and agree.lo == agree.lo
+    clone = UnivariateDetector.from_bytes(det.to_bytes())
+    assert clone._cal[-1].n == agree.n
+    assert np.array_equal(clone._cal[-1].counts, agree.counts)
+
+
+def test_agreement_raises_evidence_when_two_views_agree():
+    """Two statistics surprised at once give at least the single-statistic evidence."""
+    x, t = _noisy_daily(1200, seed=13)
+    det = UnivariateDetector()
+    _run(det, x[:1100], t[:1100])
+    stats = det._stats(float(x[1100]) + 6.0, float(t[1100]))[-1]
+    ev = [c.neg_log_p(v) if v == v else 0.0 for c, v in zip(det._cal[:-2], stats, strict=True)]
+    top = sorted(ev)
+    _, _, agree, s = det._evidence(stats)
+    assert agree == pytest.approx(5.0 * math.log1p(top[-1] + top[-2]))
+    assert det._cal[-1].neg_log_p(agree) >= det._cal[-1].neg_log_p(5.0 * math.log1p(top[-1]))
+    penalty = math.log(len(det._cal)) + det.length_penalty * math.log1p(det._n / 100.0)
+    assert s >= top[-1] - penalty
