@@ -22,13 +22,14 @@ from typing import Annotated
 import msgspec
 
 from .errors import InvalidEvent
-from .timeutil import _fast_utc, parse_ts
+from .timeutil import _fast_utc, fast_utc_many, parse_ts
 
 __all__ = [
     "MAX_EVENT_BYTES",
     "RequestEvent",
     "DiskHealthEvent",
     "decode_request",
+    "decode_requests",
     "decode_disk",
 ]
 
@@ -136,6 +137,76 @@ def decode_request(raw: bytes | str) -> RequestEvent:
         ts, w.service, w.status, w.latency_ms, w.endpoint, w.host, w.region,
         w.client_ip, w.country, w.asn, w.user_agent, w.bytes,
     )
+
+
+def decode_requests(values: list[bytes]) -> tuple[list[RequestEvent], list[tuple[int, str]]]:
+    """Decode many request events at once: (the good ones in order, [(index, reason)] for the bad ones).
+
+    Each value is judged exactly as :func:`decode_request` judges it (same
+    limits, same validation, same reasons), only faster: the messages are
+    decoded one msgspec call each from C (``map``), not through the Python
+    function, and the ``ts`` strings are converted together (in numpy). A
+    batch is not decoded as one joined JSON array: a malformed message could
+    then spill into its neighbours (``{"a": [1`` then ``2]}``) and the array
+    still have the right length.
+    """
+    wires: list = []
+    bad: list[tuple[int, str]] = []
+    n = len(values)
+    if n and set(map(type, values)) == {bytes} and max(map(len, values)) <= MAX_EVENT_BYTES:
+        i = 0
+        while i < n:
+            try:
+                # list.extend keeps what map produced before an exception
+                wires.extend(map(_req_decode, values[i:] if i else values))
+                break
+            except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+                j = len(wires) + len(bad)  # the value that failed
+                try:
+                    wires.append(_decode(values[j], _req_decoder))  # (raises: it failed above)
+                except InvalidEvent as exc:
+                    bad.append((j, str(exc)))
+                i = j + 1
+        keep = None
+        if bad:
+            gone = {j for j, _ in bad}
+            keep = [j for j in range(n) if j not in gone]
+    else:
+        keep = []
+        for j, raw in enumerate(values):
+            try:
+                wires.append(_decode(raw, _req_decoder))
+            except InvalidEvent as exc:
+                bad.append((j, str(exc)))
+            else:
+                keep.append(j)
+    if not wires:
+        return [], bad
+    tss: list = [w.ts for w in wires]
+    if set(map(type, tss)) == {str}:
+        times = fast_utc_many(tss)
+    else:
+        times = [None] * len(tss)
+        at = [k for k, t in enumerate(tss) if t.__class__ is str]
+        for k, v in zip(at, fast_utc_many([tss[k] for k in at]), strict=True):
+            times[k] = v
+    evs: list[RequestEvent] = []
+    failed: list[tuple[int, str]] = []
+    # The fields after ``ts``, in the order of _REQ_FIELDS (as decode_request).
+    for k, (w, ts) in enumerate(zip(wires, times, strict=True)):
+        if ts is None:
+            try:
+                ts = _ts(w.ts)
+            except InvalidEvent as exc:
+                failed.append((keep[k] if keep is not None else k, str(exc)))
+                continue
+        evs.append(RequestEvent(
+            ts, w.service, w.status, w.latency_ms, w.endpoint, w.host, w.region,
+            w.client_ip, w.country, w.asn, w.user_agent, w.bytes,
+        ))
+    if failed:
+        bad = sorted(bad + failed)
+    return evs, bad
 
 
 def decode_disk(raw: bytes | str) -> DiskHealthEvent:

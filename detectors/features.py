@@ -22,7 +22,10 @@ the number of clients: sketches, not sets.
 from __future__ import annotations
 
 import math
+from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from operator import itemgetter
 
 from .events import RequestEvent
 from .sketches import HyperLogLog, LogHistogram, SeenFilter, SpaceSaving, hash64, log_bin
@@ -128,6 +131,14 @@ _MAX_AGENTS = 256
 _HLL_P = 10
 _MAX_CLIENT_KEYS = 1 << 16
 _NEG_INF = -math.inf
+#: Batches smaller than this are added event by event (numpy's set-up costs more).
+_SMALL_BATCH = 16
+
+
+def _numpy():
+    import numpy
+
+    return numpy
 
 
 class WindowAggregator:
@@ -317,6 +328,306 @@ class WindowAggregator:
             if b > self._source_boundary.get(source, _NEG_INF):
                 self._source_boundary[source] = b
                 self._due = True
+
+    def add_batch(self, evs: list[RequestEvent], source: int = 0) -> list[float]:
+        """Count many requests of one source, as ``add`` for each in order would.
+
+        Return the event times at which the source crossed a window boundary
+        (where a per-event caller would have found :meth:`due` and closed
+        windows), in order: :meth:`close_steps` closes the windows at those
+        points after the batch.
+
+        Windows, counts, sketches and watermarks come out as with ``add``,
+        with one difference: windows are closed between batches, not in the
+        middle of one, so an event that per-event processing would have
+        counted as late into the oldest open window (its own window having
+        closed earlier in the batch) lands in its own window instead.
+
+        The batch is grouped by (service, window), each group in event order;
+        per group, the counts are made with ``Counter`` and dict updates in C
+        and only what depends on the order (the heavy-hitter sketch, the
+        first-time-client filter) stays a loop.
+        """
+        n = len(evs)
+        if n < _SMALL_BATCH:
+            # Not worth the set-up: per event (add alone never closes a window).
+            steps = []
+            sources = self._sources
+            before = self._source_boundary.get(source, _NEG_INF)
+            for ev in evs:
+                self.add(ev, source)
+                b = self._source_boundary.get(source, _NEG_INF)
+                if b > before:
+                    before = b
+                    steps.append(sources[source])
+            return steps
+        np = _numpy()
+        W = self.window
+        services = self._services
+        # Columns, in event order (attribute access is the per-event floor).
+        tss = [e.ts for e in evs]
+        names = [e.service for e in evs]
+        t = np.array(tss, dtype=np.float64)
+        start = np.floor_divide(t, W) * W  # == (ts // W) * W, as add
+        svc_names = list(dict.fromkeys(names))  # first seen first, as add creates them
+        code_of = {s: i for i, s in enumerate(svc_names)}
+        codes = np.fromiter(map(code_of.__getitem__, names), dtype=np.int64, count=n)
+        svcs = []
+        for s in svc_names:
+            svc = services.get(s)
+            if svc is None:
+                svc = services[s] = _Service(self.seen_bits)
+            svcs.append(svc)
+        closed = np.array([svc.closed_until for svc in svcs], dtype=np.float64)[codes]
+        late = start < closed
+        if late.any():
+            # Their window is gone: count them into the oldest open one (as add).
+            self.late_events += int(late.sum())
+            start = np.where(late, closed, start)
+        starts, win = np.unique(start, return_inverse=True)
+        key = codes * len(starts) + win
+        order = np.argsort(key, kind="stable")  # by service, window; event order within
+        key = key[order]
+        cuts = (np.flatnonzero(key[1:] != key[:-1]) + 1).tolist()
+        bounds = [0, *cuts, n]
+        gkeys = key[[0, *cuts]].tolist()
+        nstarts = len(starts)
+        starts = starts.tolist()
+        pick = itemgetter(*order.tolist())
+        # Sorted columns.
+        evs_s = pick(evs)
+        ts_s = pick(tss)
+        st = np.array([e.status for e in evs_s], dtype=np.int64)
+        heads = bounds[:-1]
+        n5xx = np.add.reduceat(st >= 500, heads).tolist()
+        n429 = np.add.reduceat(st == 429, heads).tolist()
+        n4xx = np.add.reduceat((st >= 400) & (st < 500), heads).tolist()
+        lats = [e.latency_ms for e in evs_s]
+        bins_s = list(map(_log_bins.get, lats))
+        if None in bins_s:
+            bins_s = [log_bin(v) if b is None else b for v, b in zip(lats, bins_s, strict=True)]
+        hosts_s = [e.host for e in evs_s]
+        ips_s = [e.client_ip for e in evs_s]
+        countries_s = [e.country for e in evs_s]
+        asns_s = [e.asn for e in evs_s]
+        eps_s = [e.endpoint for e in evs_s]
+        uas_s = [e.user_agent for e in evs_s]
+        client_keys = self._client_keys
+        client_key = self._client_key
+        # service code -> [(window, first, end)] for the first-time-client filter
+        by_svc: dict[int, list[tuple[_Window, int, int]]] = {}
+        for g, gk in enumerate(gkeys):
+            a = bounds[g]
+            b = bounds[g + 1]
+            code, wi = divmod(gk, nstarts)
+            svc = svcs[code]
+            ws = starts[wi]
+            w = svc.windows.get(ws)
+            if w is None:
+                w = svc.windows[ws] = _Window(ws)
+            by_svc.setdefault(code, []).append((w, a, b))
+            cnt = b - a
+            w.n += cnt
+            e5 = n5xx[g]
+            w.n5xx += e5
+            w.n429 += n429[g]
+            w.n4xx += n4xx[g]
+            bg = bins_s[a:b]
+            hist = w.hist
+            hb = hist.bins
+            for bb, c in Counter(bg).items():
+                hb[bb] = hb.get(bb, 0) + c
+            hist.n += cnt
+            hg = hosts_s[a:b]
+            if hg.count(None) != cnt:
+                hosts = w.hosts
+                for (host, bb), c in Counter(zip(hg, bg, strict=True)).items():
+                    if host is None:
+                        continue
+                    h = hosts.get(host)
+                    if h is None:
+                        h = hosts[host] = [0, 0, LogHistogram()]
+                    h[0] += c
+                    hh = h[2]
+                    hh.bins[bb] = hh.bins.get(bb, 0) + c
+                    hh.n += c
+                if e5:
+                    for host, e in zip(hg, evs_s[a:b], strict=True):
+                        if host is not None and e.status >= 500:
+                            hosts[host][1] += 1
+            ig = ips_s[a:b]
+            nip = cnt - ig.count(None)
+            if nip:
+                if nip != cnt:
+                    ig = [ip for ip in ig if ip is not None]
+                w.with_ip += nip
+                reg = w.hll.reg
+                for ip in set(ig):
+                    k = client_keys.get(ip)
+                    if k is None:
+                        k = client_key(ip)
+                    if k[1] > reg[k[0]]:
+                        reg[k[0]] = k[1]
+                w.top.add_many(ig)
+            d = w.countries
+            for c_, k in Counter(countries_s[a:b]).items():
+                if c_ is not None:
+                    d[c_] = d.get(c_, 0) + k
+            for asn, k in Counter(asns_s[a:b]).items():
+                name = HOSTING_ASNS.get(asn)
+                if name is not None:
+                    w.hosting += k
+                    d = w.hosting_by
+                    d[name] = d.get(name, 0) + k
+            # Capped dicts: keys in order of first appearance, as add admits them.
+            for col, d, cap in ((eps_s, w.endpoints, _MAX_ENDPOINTS), (uas_s, w.agents, _MAX_AGENTS)):
+                for x, k in Counter(col[a:b]).items():
+                    if x is None:
+                        continue
+                    if x in d or len(d) < cap:
+                        d[x] = d.get(x, 0) + k
+                    else:
+                        d["(other)"] = d.get("(other)", 0) + k
+        order_l = None
+        for code, groups in by_svc.items():
+            svc = svcs[code]
+            a0 = groups[0][1]
+            b0 = groups[-1][2]
+            in_order = True
+            if len(groups) > 1:
+                if order_l is None:
+                    order_l = order.tolist()
+                o = order_l[a0:b0]
+                in_order = all(map(int.__lt__, o, o[1:]))
+            self._seen_batch(svc, groups, ts_s, ips_s, in_order, order_l)
+            svc.source = source
+            m = max(ts_s[a0:b0])
+            if m > svc.watermark:
+                svc.watermark = m
+        return self._batch_watermark(t, source)
+
+    def _seen_batch(self, svc: _Service, groups: list, ts_s: tuple, ips_s: list, in_order: bool,
+                    order_l: list | None) -> None:
+        """The first-time-client filter of one service over its groups of a batch, as ``add`` would."""
+        a0 = groups[0][1]
+        b0 = groups[-1][2]
+        rot = self.seen_rotation
+        ra = svc.rotated_at
+        if in_order:
+            first_ip_ts = None
+            if ra == _NEG_INF:
+                for i in range(a0, b0):
+                    if ips_s[i] is not None:
+                        first_ip_ts = ts_s[i]
+                        break
+                if first_ip_ts is None:
+                    return  # no client address at all
+            base = first_ip_ts if ra == _NEG_INF else ra
+            if max(ts_s[a0:b0]) - base < rot:
+                # No rotation in the batch: only each client's first request
+                # can be a first time (after it, its bits are set).
+                if ra == _NEG_INF:
+                    svc.rotated_at = first_ip_ts
+                seen = svc.seen
+                cur = seen.cur
+                prev = seen.prev
+                keys = self._client_keys
+                client_key = self._client_key
+                done: set[str] = set()
+                for w, a, b in groups:
+                    new = 0
+                    for ip in dict.fromkeys(ips_s[a:b]):
+                        if ip is None or ip in done:
+                            continue
+                        done.add(ip)
+                        k = keys.get(ip)
+                        if k is None:
+                            k = client_key(ip)
+                        _, _, b0_, m0, b1, m1, b2, m2 = k
+                        if not (cur[b0_] & m0 and cur[b1] & m1 and cur[b2] & m2):
+                            cur[b0_] |= m0
+                            cur[b1] |= m1
+                            cur[b2] |= m2
+                            if not (prev[b0_] & m0 and prev[b1] & m1 and prev[b2] & m2):
+                                new += 1
+                    w.new += new
+                return
+        # Exact, event by event in arrival order (a rotation inside the
+        # batch, or a service whose requests were not in window order).
+        win_of = {}
+        for w, a, b in groups:
+            for i in range(a, b):
+                win_of[i] = w
+        idx = range(a0, b0)
+        if not in_order:
+            idx = sorted(idx, key=order_l.__getitem__)
+        seen = svc.seen
+        keys = self._client_keys
+        for i in idx:
+            ip = ips_s[i]
+            if ip is None:
+                continue
+            ts = ts_s[i]
+            if ts - svc.rotated_at >= rot:
+                if svc.rotated_at != _NEG_INF:
+                    seen.rotate()
+                svc.rotated_at = ts
+            k = keys.get(ip)
+            if k is None:
+                k = self._client_key(ip)
+            _, _, b0_, m0, b1, m1, b2, m2 = k
+            cur = seen.cur
+            if not (cur[b0_] & m0 and cur[b1] & m1 and cur[b2] & m2):
+                cur[b0_] |= m0
+                cur[b1] |= m1
+                cur[b2] |= m2
+                prev = seen.prev
+                if not (prev[b0_] & m0 and prev[b1] & m1 and prev[b2] & m2):
+                    win_of[i].new += 1
+
+    def _batch_watermark(self, t, source: int) -> list[float]:
+        """Watermarks after a batch (event times ``t`` in order); the boundary crossings, as ``add`` makes them."""
+        np = _numpy()
+        W = self.window
+        sources = self._sources
+        wm0 = sources.get(source, _NEG_INF)
+        b0 = self._source_boundary.get(source, _NEG_INF)
+        # An event moves its source on only past the source's latest time...
+        prior = np.maximum.accumulate(np.concatenate(([wm0], t[:-1])))
+        ahead = t > prior
+        if not ahead.any():
+            return []
+        # ... and is a step when its boundary passes every earlier one.
+        b = np.where(ahead, np.floor_divide(t - self.lateness, W) * W, _NEG_INF)
+        bprior = np.maximum.accumulate(np.concatenate(([b0], b[:-1])))
+        steps = t[ahead & (b > bprior)].tolist()
+        mx = float(t.max())
+        sources[source] = mx
+        if mx > self._watermark:
+            self._watermark = mx
+        if steps:
+            self._source_boundary[source] = float(b.max())
+            self._due = True
+        return steps
+
+    def close_steps(self, steps: list[float], source: int = 0) -> Iterator[list[WindowFeatures]]:
+        """The windows a per-event caller would have closed at each of ``steps`` (from :meth:`add_batch`).
+
+        While a step's windows are handed out, the source's watermark is
+        that step's event time (so what the caller reads of it, e.g.
+        :meth:`low_watermark`, is as it was then); it is restored after.
+        """
+        sources = self._sources
+        final = sources.get(source)
+        try:
+            for wm in steps:
+                sources[source] = wm
+                yield self.advance()
+        finally:
+            if final is not None:
+                sources[source] = final
+        if self._due:
+            yield self.advance()
 
     def due(self) -> bool:
         """True when ``advance`` may close a window (a source crossed a window boundary)."""

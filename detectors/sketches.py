@@ -99,18 +99,23 @@ class HyperLogLog:
     def count(self) -> float:
         m = self.m
         reg = self.reg
-        top = max(reg)
-        if top <= 40 and m <= 1 << 12:
+        zeros = reg.count(0)
+        left = m - zeros  # registers not counted yet
+        if m <= 1 << 12:
             # Every partial sum of 2**-r (r <= 40) below 2**12 is a multiple of
             # 2**-40 under 2**53 of them: exact, so the order does not matter
-            # and this equals the register-by-register sum below.
-            zeros = reg.count(0)
+            # and this equals the register-by-register sum below. (Rank by
+            # rank until every register is counted: no max(reg), a Python
+            # loop over the bytes.)
             z = float(zeros)
-            for r in range(1, top + 1):
+            r = 0
+            while left and r < 40:
+                r += 1
                 k = reg.count(r)
                 if k:
                     z += k * 2.0 ** -r
-        else:
+                    left -= k
+        if left or m > 1 << 12:  # a rank above 40
             z, zeros = self._sum(reg)
         est = (0.7213 / (1 + 1.079 / m)) * m * m / z
         if est <= 2.5 * m and zeros:
@@ -178,6 +183,41 @@ class SpaceSaving:
                 self._low = None
             if not low:
                 self._low = None
+
+    def add_many(self, keys: list[str]) -> None:
+        """``add(key)`` for each key in order, with the same result (the batch path's hot loop).
+
+        The eviction is order-dependent, so this stays a loop; it is
+        :meth:`add` with n=1 inlined on local variables.
+        """
+        c = self.counts
+        k = self.k
+        self.total += len(keys)
+        low = self._low
+        m = self._min
+        for key in keys:
+            if key in c:
+                c[key] += 1
+            elif len(c) < k:
+                c[key] = 1
+                low = None
+            else:
+                while True:
+                    if low is None:
+                        m = min(c.values())
+                        low = [x for x, v in c.items() if v == m]
+                        low.reverse()
+                    victim = low.pop()
+                    if c[victim] == m:
+                        break
+                    if not low:
+                        low = None
+                del c[victim]
+                c[key] = m + 1
+                if not low:
+                    low = None
+        self._low = low
+        self._min = m
 
     def top(self, n: int) -> list[tuple[str, int]]:
         return sorted(self.counts.items(), key=_by_count_then_key)[:n]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 
-__all__ = ["parse_ts", "format_ts"]
+__all__ = ["parse_ts", "format_ts", "fast_utc_many"]
 
 # Fast path for the usual wire form ``YYYY-MM-DDTHH:MM:SS[.fff|.ffffff]Z``:
 # the minute prefix is parsed once (by datetime, cached) and the seconds and
@@ -116,3 +116,64 @@ def format_ts(ts: float) -> str:
     if dt.microsecond:
         return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
     return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# -- many at once ---------------------------------------------------------------
+# ``fast_utc_many`` is ``_fast_utc`` over a list, in numpy: the fixed-width form
+# ``YYYY-MM-DDTHH:MM:SS.fffZ`` is checked character by character and the date
+# turned into days since the epoch arithmetically (days_from_civil, H. Hinnant),
+# then ``(whole milliseconds) / 1000`` as a correctly rounded float division:
+# the same float as ``_fast_utc`` gives. A string not in that form or not a
+# valid date is left as None for the scalar parser, which has the last word.
+_DIGITS = [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18, 20, 21, 22]
+_np = None
+
+
+def _numpy_tables():
+    global _np
+    import numpy as np
+
+    seps = np.array([4, 7, 10, 13, 16, 19]), np.array([45, 45, 84, 58, 58, 46], dtype=np.uint8)
+    mdays = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int64)
+    _np = np, seps, mdays
+    return _np
+
+
+def fast_utc_many(strs: list[str]) -> list[float | None]:
+    """``[_fast_utc(s) for s in strs]`` (all str) for the usual form; None where the scalar parser must decide."""
+    np, (sep_at, sep), mdays = _np or _numpy_tables()
+    n = len(strs)
+    if not n:
+        return []
+    # Joined with NULs, which the form excludes: when every 25th byte is a NUL
+    # and every other one a digit or separator, each string had 24 characters.
+    buf = "\0".join(strs).encode()
+    if len(buf) != 25 * n - 1:
+        out: list[float | None] = [None] * n
+        idx = [i for i, s in enumerate(strs) if len(s) == 24]
+        if len(idx) < n:
+            for i, v in zip(idx, fast_utc_many([strs[i] for i in idx]), strict=True):
+                out[i] = v
+        return out
+    u = np.frombuffer(buf + b"\0", dtype=np.uint8).reshape(n, 25)
+    d = u[:, _DIGITS] - np.uint8(48)  # wraps around below "0": one test for both ends
+    ok = (d <= 9).all(axis=1) & (u[:, sep_at] == sep).all(axis=1) & ((u[:, 23] | 32) == 122) & (u[:, 24] == 0)
+    d = d.astype(np.int64).T
+    year = d[0] * 1000 + d[1] * 100 + d[2] * 10 + d[3]
+    month, day, hour, minute, sec = (d[4:13:2] * 10 + d[5:14:2])
+    ms = d[14] * 100 + d[15] * 10 + d[16]
+    leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
+    okm = (month >= 1) & (month <= 12)
+    dim = mdays[np.where(okm, month, 0)] + (leap & (month == 2))
+    ok &= (year >= 1) & okm & (day >= 1) & (day <= dim) & (hour < 24) & (minute < 60) & (sec < 60)
+    y = year - (month <= 2)
+    era = y // 400
+    yoe = y - era * 400
+    doy = (153 * np.where(month > 2, month - 3, month + 9) + 2) // 5 + day - 1
+    days = era * 146097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719468
+    millis = (days * 86400 + hour * 3600 + minute * 60 + sec) * 1000 + ms
+    out = (millis / 1000).tolist()
+    if not ok.all():
+        for i in np.flatnonzero(~ok).tolist():
+            out[i] = None
+    return out
