@@ -22,13 +22,15 @@ the number of clients: sketches, not sets.
 from __future__ import annotations
 
 import math
-from collections import Counter
+from collections import (
+    _count_elements as _count,  # Counter's counting loop, in C: _count(d, xs) adds each x to d
+)
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from operator import itemgetter
 
 from .events import RequestEvent
-from .sketches import HyperLogLog, LogHistogram, SeenFilter, SpaceSaving, hash64, log_bin
+from .sketches import HyperLogLog, LogHistogram, SeenFilter, SpaceSaving, hash64, log_bin, log_bins
 from .sketches import _bins as _log_bins
 
 __all__ = ["WindowAggregator", "WindowFeatures", "HostStats", "HOSTING_ASNS"]
@@ -135,6 +137,16 @@ _NEG_INF = -math.inf
 _SMALL_BATCH = 16
 
 
+_HLL_MASK = (1 << _HLL_P) - 1
+
+
+def _bit_length(np, x):
+    """``int.bit_length`` of each uint64 below 2**54, exactly (frexp of halves exact in a float)."""
+    hi = (x >> np.uint64(26)).astype(np.float64)
+    lo = (x & np.uint64((1 << 26) - 1)).astype(np.float64)
+    return np.where(hi > 0, np.frexp(hi)[1] + 26, np.frexp(lo)[1]).astype(np.int64)
+
+
 def _numpy():
     import numpy
 
@@ -189,6 +201,8 @@ class WindowAggregator:
         # client_ip -> its HyperLogLog register and rank and its SeenFilter
         # bytes and masks (all from hash64, computed once per client).
         self._client_keys: dict[str, tuple[int, int, int, int, int, int, int, int]] = {}
+        # client_ip -> hash64 (the batch path derives the rest in numpy).
+        self._client_hashes: dict[str, int] = {}
 
     def _client_key(self, ip: str) -> tuple[int, int, int, int, int, int, int, int]:
         h = hash64(ip)
@@ -202,6 +216,15 @@ class WindowAggregator:
             keys.clear()
         keys[ip] = k
         return k
+
+    def _client_hash(self, ip: str) -> int:
+        h = self._client_hashes.get(ip)
+        if h is None:
+            h = hash64(ip)
+            if len(self._client_hashes) >= _MAX_CLIENT_KEYS:
+                self._client_hashes.clear()
+            self._client_hashes[ip] = h
+        return h
 
     @property
     def watermark(self) -> float:
@@ -403,19 +426,16 @@ class WindowAggregator:
         n429 = np.add.reduceat(st == 429, heads).tolist()
         n4xx = np.add.reduceat((st >= 400) & (st < 500), heads).tolist()
         lats = [e.latency_ms for e in evs_s]
-        bins_s = list(map(_log_bins.get, lats))
-        if None in bins_s:
-            bins_s = [log_bin(v) if b is None else b for v, b in zip(lats, bins_s, strict=True)]
+        bins_s = log_bins(lats)
         hosts_s = [e.host for e in evs_s]
         ips_s = [e.client_ip for e in evs_s]
         countries_s = [e.country for e in evs_s]
         asns_s = [e.asn for e in evs_s]
         eps_s = [e.endpoint for e in evs_s]
         uas_s = [e.user_agent for e in evs_s]
-        client_keys = self._client_keys
-        client_key = self._client_key
         # service code -> [(window, first, end)] for the first-time-client filter
-        by_svc: dict[int, list[tuple[_Window, int, int]]] = {}
+        by_svc: dict[int, list[tuple[_Window, int, int, int]]] = {}
+        group_windows: list[_Window] = []
         for g, gk in enumerate(gkeys):
             a = bounds[g]
             b = bounds[g + 1]
@@ -425,7 +445,8 @@ class WindowAggregator:
             w = svc.windows.get(ws)
             if w is None:
                 w = svc.windows[ws] = _Window(ws)
-            by_svc.setdefault(code, []).append((w, a, b))
+            by_svc.setdefault(code, []).append((w, a, b, g))
+            group_windows.append(w)
             cnt = b - a
             w.n += cnt
             e5 = n5xx[g]
@@ -434,14 +455,14 @@ class WindowAggregator:
             w.n4xx += n4xx[g]
             bg = bins_s[a:b]
             hist = w.hist
-            hb = hist.bins
-            for bb, c in Counter(bg).items():
-                hb[bb] = hb.get(bb, 0) + c
+            _count(hist.bins, bg)
             hist.n += cnt
             hg = hosts_s[a:b]
             if hg.count(None) != cnt:
                 hosts = w.hosts
-                for (host, bb), c in Counter(zip(hg, bg, strict=True)).items():
+                pairs: dict[tuple[str | None, int], int] = {}
+                _count(pairs, zip(hg, bg, strict=True))
+                for (host, bb), c in pairs.items():
                     if host is None:
                         continue
                     h = hosts.get(host)
@@ -461,19 +482,13 @@ class WindowAggregator:
                 if nip != cnt:
                     ig = [ip for ip in ig if ip is not None]
                 w.with_ip += nip
-                reg = w.hll.reg
-                for ip in set(ig):
-                    k = client_keys.get(ip)
-                    if k is None:
-                        k = client_key(ip)
-                    if k[1] > reg[k[0]]:
-                        reg[k[0]] = k[1]
                 w.top.add_many(ig)
             d = w.countries
-            for c_, k in Counter(countries_s[a:b]).items():
-                if c_ is not None:
-                    d[c_] = d.get(c_, 0) + k
-            for asn, k in Counter(asns_s[a:b]).items():
+            _count(d, countries_s[a:b])
+            d.pop(None, None)
+            asns: dict[int | None, int] = {}
+            _count(asns, asns_s[a:b])
+            for asn, k in asns.items():
                 name = HOSTING_ASNS.get(asn)
                 if name is not None:
                     w.hosting += k
@@ -481,14 +496,49 @@ class WindowAggregator:
                     d[name] = d.get(name, 0) + k
             # Capped dicts: keys in order of first appearance, as add admits them.
             for col, d, cap in ((eps_s, w.endpoints, _MAX_ENDPOINTS), (uas_s, w.agents, _MAX_AGENTS)):
-                for x, k in Counter(col[a:b]).items():
+                if len(d) + cnt <= cap:  # (then none can overflow)
+                    _count(d, col[a:b])
+                    d.pop(None, None)
+                    continue
+                counts: dict[str | None, int] = {}
+                _count(counts, col[a:b])
+                for x, k in counts.items():
                     if x is None:
                         continue
                     if x in d or len(d) < cap:
                         d[x] = d.get(x, 0) + k
                     else:
                         d["(other)"] = d.get("(other)", 0) + k
+        # Client addresses: the HyperLogLog registers and the first-time-client
+        # filter from each client's hash64, in numpy (Python loops over the
+        # clients were most of the batch's cost).
+        hashes = self._client_hashes
+        hl = list(map(hashes.get, ips_s))
+        valid = None
+        if None in hl:
+            for i, h in enumerate(hl):
+                if h is None:
+                    ip = ips_s[i]
+                    hl[i] = 0 if ip is None else self._client_hash(ip)
+            if None in ips_s:
+                valid = np.fromiter((ip is not None for ip in ips_s), dtype=bool, count=n)
+        H = np.array(hl, dtype=np.uint64)
+        G = len(gkeys)
+        gid = np.repeat(np.arange(G), np.diff(bounds))
+        Hv, gv = (H, gid) if valid is None else (H[valid], gid[valid])
+        if len(Hv):
+            idx = (Hv & np.uint64(_HLL_MASK)).astype(np.intp)
+            rank = (64 - _HLL_P + 1) - _bit_length(np, Hv >> np.uint64(_HLL_P))
+            regs = np.zeros((G, 1 << _HLL_P), dtype=np.uint8)
+            np.maximum.at(regs, (gv, idx), rank.astype(np.uint8))
+            for g, w in enumerate(group_windows):
+                reg = np.frombuffer(w.hll.reg, dtype=np.uint8)
+                np.maximum(reg, regs[g], out=reg)
+        # The first-time-client filter, per service: in numpy for the services
+        # whose requests came in window order and see no rotation of the
+        # filter in this batch (nearly always), else event by event.
         order_l = None
+        fast: list[tuple[_Service, list]] = []
         for code, groups in by_svc.items():
             svc = svcs[code]
             a0 = groups[0][1]
@@ -499,63 +549,67 @@ class WindowAggregator:
                     order_l = order.tolist()
                 o = order_l[a0:b0]
                 in_order = all(map(int.__lt__, o, o[1:]))
-            self._seen_batch(svc, groups, ts_s, ips_s, in_order, order_l)
+            first_ip = a0 if valid is None else a0 + int(np.argmax(valid[a0:b0]))
+            if valid is not None and not valid[first_ip]:
+                pass  # no client address at all
+            elif in_order and max(ts_s[a0:b0]) - (
+                ts_s[first_ip] if svc.rotated_at == _NEG_INF else svc.rotated_at
+            ) < self.seen_rotation:
+                if svc.rotated_at == _NEG_INF:
+                    svc.rotated_at = ts_s[first_ip]
+                fast.append((svc, groups))
+            else:
+                self._seen_exact(svc, groups, ts_s, ips_s, in_order, order_l)
             svc.source = source
             m = max(ts_s[a0:b0])
             if m > svc.watermark:
                 svc.watermark = m
+        if fast:
+            self._seen_fast(fast, H, valid, gid, group_windows)
         return self._batch_watermark(t, source)
 
-    def _seen_batch(self, svc: _Service, groups: list, ts_s: tuple, ips_s: list, in_order: bool,
+    def _seen_fast(self, fast: list[tuple[_Service, list]], H, valid, gid, group_windows: list[_Window]) -> None:
+        """The filter of ``fast``'s services (no rotation, arrival order) over a batch, as ``add``.
+
+        A request whose client has its three bits set in the current
+        generation before the batch changes nothing and is not new, whatever
+        came before it in the batch (bits are only ever set). numpy finds
+        those; the rest (first-time and returning-after-rotation clients, a
+        few) go through ``add``'s arithmetic one by one, in arrival order.
+        """
+        np = _numpy()
+        b = np.uint64(self.seen_bits)
+        P = np.stack([H % b, (H >> np.uint64(21)) % b, (H >> np.uint64(42)) % b], axis=1).astype(np.int64)
+        byte = P >> 3
+        mask = (1 << (P & 7)).astype(np.uint8)
+        for svc, groups in fast:
+            a0 = groups[0][1]
+            b0 = groups[-1][2]
+            seen = svc.seen
+            cur = seen.cur
+            known = ((np.frombuffer(cur, dtype=np.uint8)[byte[a0:b0]] & mask[a0:b0]) != 0).all(axis=1)
+            if valid is not None:
+                known |= ~valid[a0:b0]
+            if known.all():
+                continue
+            todo = (np.flatnonzero(~known) + a0).tolist()
+            prev = seen.prev
+            for i, (b0_, b1, b2), (m0, m1, m2) in zip(todo, byte[todo].tolist(), mask[todo].tolist(), strict=True):
+                if not (cur[b0_] & m0 and cur[b1] & m1 and cur[b2] & m2):
+                    cur[b0_] |= m0
+                    cur[b1] |= m1
+                    cur[b2] |= m2
+                    if not (prev[b0_] & m0 and prev[b1] & m1 and prev[b2] & m2):
+                        group_windows[gid[i]].new += 1
+
+    def _seen_exact(self, svc: _Service, groups: list, ts_s: tuple, ips_s: list, in_order: bool,
                     order_l: list | None) -> None:
-        """The first-time-client filter of one service over its groups of a batch, as ``add`` would."""
+        """The filter of one service over its groups of a batch, event by event in arrival order, as ``add``."""
+        rot = self.seen_rotation
         a0 = groups[0][1]
         b0 = groups[-1][2]
-        rot = self.seen_rotation
-        ra = svc.rotated_at
-        if in_order:
-            first_ip_ts = None
-            if ra == _NEG_INF:
-                for i in range(a0, b0):
-                    if ips_s[i] is not None:
-                        first_ip_ts = ts_s[i]
-                        break
-                if first_ip_ts is None:
-                    return  # no client address at all
-            base = first_ip_ts if ra == _NEG_INF else ra
-            if max(ts_s[a0:b0]) - base < rot:
-                # No rotation in the batch: only each client's first request
-                # can be a first time (after it, its bits are set).
-                if ra == _NEG_INF:
-                    svc.rotated_at = first_ip_ts
-                seen = svc.seen
-                cur = seen.cur
-                prev = seen.prev
-                keys = self._client_keys
-                client_key = self._client_key
-                done: set[str] = set()
-                for w, a, b in groups:
-                    new = 0
-                    for ip in dict.fromkeys(ips_s[a:b]):
-                        if ip is None or ip in done:
-                            continue
-                        done.add(ip)
-                        k = keys.get(ip)
-                        if k is None:
-                            k = client_key(ip)
-                        _, _, b0_, m0, b1, m1, b2, m2 = k
-                        if not (cur[b0_] & m0 and cur[b1] & m1 and cur[b2] & m2):
-                            cur[b0_] |= m0
-                            cur[b1] |= m1
-                            cur[b2] |= m2
-                            if not (prev[b0_] & m0 and prev[b1] & m1 and prev[b2] & m2):
-                                new += 1
-                    w.new += new
-                return
-        # Exact, event by event in arrival order (a rotation inside the
-        # batch, or a service whose requests were not in window order).
         win_of = {}
-        for w, a, b in groups:
+        for w, a, b, _ in groups:
             for i in range(a, b):
                 win_of[i] = w
         idx = range(a0, b0)

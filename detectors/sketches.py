@@ -7,9 +7,12 @@ on every run whatever ``PYTHONHASHSEED`` is.
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from hashlib import blake2b
+from itertools import accumulate
+from operator import itemgetter
 
-__all__ = ["LogHistogram", "HyperLogLog", "SpaceSaving", "SeenFilter", "hash64", "log_bin"]
+__all__ = ["LogHistogram", "HyperLogLog", "SpaceSaving", "SeenFilter", "hash64", "log_bin", "log_bins"]
 
 _LOG_K = 1.0 / math.log(1.05)
 _bins: dict[float, int] = {}
@@ -29,6 +32,27 @@ def log_bin(v: float) -> int:
             _bins.clear()
         _bins[v] = b
     return b
+
+
+def log_bins(values: list[float]) -> list[int]:
+    """``[log_bin(v) for v in values]``, in numpy (the batch path).
+
+    numpy's log1p may differ from ``math.log1p`` in the last bit; that can
+    only change a bin when the scaled log is within a hair of an integer,
+    so those few (and any non-finite value) are recomputed with ``math``.
+    """
+    import numpy as np
+
+    x = np.log1p(np.array(values, dtype=np.float64)) * _LOG_K
+    with np.errstate(invalid="ignore"):
+        out = x.astype(np.int64)
+        frac = x - out
+        doubt = ~((frac > 1e-9) & (frac < 1 - 1e-9))  # NaN and inf too
+    bins = out.tolist()
+    if doubt.any():
+        for i in np.flatnonzero(doubt).tolist():
+            bins[i] = int(math.log1p(values[i]) * _LOG_K)
+    return bins
 
 
 class LogHistogram:
@@ -63,19 +87,15 @@ class LogHistogram:
         if not n:
             return [0.0] * len(qs)
         K = self._K
-        items = sorted(self.bins.items())
+        bins = self.bins
+        keys = sorted(bins)
+        cum = list(accumulate(map(bins.__getitem__, keys)))
+        last = len(cum) - 1
         out = []
         for q in qs:
-            target = q * n
-            acc = 0
-            for b, c in items:
-                acc += c
-                if acc >= target:
-                    # centre of the bin in value space
-                    out.append(math.expm1((b + 0.5) / K))
-                    break
-            else:
-                out.append(math.expm1((items[-1][0] + 0.5) / K))
+            # the first bin where the running count reaches q * n; its centre in value space
+            i = bisect_left(cum, q * n)
+            out.append(math.expm1((keys[min(i, last)] + 0.5) / K))
         return out
 
 
@@ -220,7 +240,11 @@ class SpaceSaving:
         self._min = m
 
     def top(self, n: int) -> list[tuple[str, int]]:
-        return sorted(self.counts.items(), key=_by_count_then_key)[:n]
+        # By count descending then key: sorted by key, then stably by count
+        # (reverse keeps equal counts in key order); both sorts in C.
+        items = sorted(self.counts.items())
+        items.sort(key=itemgetter(1), reverse=True)
+        return items[:n]
 
     def share_of_top(self, n: int) -> float:
         if not self.total:
@@ -234,10 +258,6 @@ class SpaceSaving:
         if not total:
             return top, [0.0] * len(shares)
         return top, [min(1.0, sum(c for _, c in top[:k]) / total) for k in shares]
-
-
-def _by_count_then_key(kv: tuple[str, int]) -> tuple[int, str]:
-    return -kv[1], kv[0]
 
 
 class SeenFilter:
