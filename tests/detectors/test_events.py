@@ -4,7 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from detectors.errors import InvalidEvent
-from detectors.events import MAX_EVENT_BYTES, decode_disk, decode_request
+from detectors.events import MAX_EVENT_BYTES, decode_disk, decode_request, decode_requests
 
 GOOD = {"ts": "2021-04-06T08:00:01.250Z", "service": "ent-grand-est", "status": 503, "latency_ms": 4200}
 
@@ -84,3 +84,75 @@ def test_decoders_never_crash_on_json_objects(obj):
 def test_out_of_range_times(ts):
     with pytest.raises(InvalidEvent):
         decode_request(b'{"ts": ' + ts + b', "service": "s", "status": 200, "latency_ms": 1}')
+
+
+# -- decode_requests: many at once, judged exactly as decode_request judges each
+
+
+def one_by_one(values):
+    evs, bad = [], []
+    for i, v in enumerate(values):
+        try:
+            evs.append(decode_request(v))
+        except InvalidEvent as exc:
+            bad.append((i, str(exc)))
+    return evs, bad
+
+
+BAD_VALUES = [
+    b"{not json",
+    b"",
+    b"   ",
+    orjson.dumps({**GOOD, "status": 42}),
+    orjson.dumps({**GOOD, "ts": "2021-02-30T00:00:00.000Z"}),  # no such day
+    orjson.dumps({**GOOD, "ts": "2021-04-06T24:00:00.000Z"}),
+    orjson.dumps({**GOOD, "ts": "2021-04-06T08:00:60.000Z"}),
+    orjson.dumps({**GOOD, "ts": "2021-04-06T08:00:01.250"}),  # no zone
+    orjson.dumps({**GOOD, "ts": "2021-04-06T08:00:01.25\u0663Z"}),  # a non-ASCII digit
+    orjson.dumps({**GOOD, "ts": "2021-04-06T08:00:01.250Z\u0000"}),
+    orjson.dumps({**GOOD, "ts": -5}),
+    orjson.dumps({**GOOD, "ts": "yesterday"}),
+    orjson.dumps({**GOOD, "pad": "x" * MAX_EVENT_BYTES}),
+    b"[" * 5000 + b"]" * 5000,
+    b'{"ts": 1, "service": "a", "status": 200, "latency_ms": [1',  # would spill into a joined neighbour
+    b'2]}',
+]
+GOOD_VALUES = [
+    orjson.dumps(GOOD),
+    orjson.dumps({**GOOD, "ts": 1617696001.25, "host": "web-1"}),
+    orjson.dumps({**GOOD, "ts": "2021-04-06T10:00:01.250+02:00"}),
+    orjson.dumps({**GOOD, "ts": "2021-04-06T08:00:01Z"}),
+    orjson.dumps({**GOOD, "ts": "2024-02-29T23:59:59.999z"}),
+    orjson.dumps({**GOOD, "ts": "1970-01-01T00:00:00.000Z"}),
+    orjson.dumps({**GOOD, "ts": "1969-12-31T23:59:59.999Z"}),
+    orjson.dumps({**GOOD, "ts": 1617696001, "asn": 3215, "client_ip": "10.0.0.1"}),
+]
+
+
+def test_decode_requests_keeps_the_order_and_reports_the_bad_by_index():
+    values = [GOOD_VALUES[0], BAD_VALUES[0], GOOD_VALUES[1], BAD_VALUES[3], BAD_VALUES[4], GOOD_VALUES[2]]
+    evs, bad = decode_requests(values)
+    assert [e.ts for e in evs] == [1617696001.25] * 3 and evs[1].host == "web-1"
+    assert [i for i, _ in bad] == [1, 3, 4]
+    assert (evs, bad) == one_by_one(values)
+
+
+def test_decode_requests_is_decode_request_for_each():
+    values = GOOD_VALUES + BAD_VALUES + GOOD_VALUES[::-1] + [v.decode() for v in GOOD_VALUES[:2]] + ["{bad"]
+    assert decode_requests(values) == one_by_one(values)
+    assert decode_requests([]) == ([], [])
+    assert decode_requests(BAD_VALUES) == one_by_one(BAD_VALUES)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(GOOD_VALUES + BAD_VALUES) | st.binary(max_size=60), max_size=40))
+def test_decode_requests_matches_on_any_mix(values):
+    assert decode_requests(values) == one_by_one(values)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.datetimes(timezones=st.just(__import__("datetime").UTC)), min_size=1, max_size=30))
+def test_decode_requests_times_are_the_same_floats(times):
+    values = [orjson.dumps({**GOOD, "ts": t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"})
+              for t in times]
+    assert decode_requests(values) == one_by_one(values)

@@ -148,3 +148,66 @@ def test_a_file_with_no_valid_event_exits_2_naming_the_line(tmp_path, capsys):
     f.write_text('{"a": 1}\n{"b": 2}\n')
     assert main(["backtest", "--requests", str(f), "--out", str(tmp_path / "o")]) == 2
     assert f"{f}:1:" in capsys.readouterr().err
+
+
+def per_event_backtest(requests, disks):
+    """The backtest as it was before batching: one request at a time, disks merged in by time."""
+    from detectors.errors import InvalidEvent
+    from detectors.events import decode_disk, decode_request
+    from stream.engine import Engine
+    from stream.files import iter_lines
+
+    engine = Engine()
+    anomalies, alerts, bad = [], [], []
+
+    def take(o):
+        anomalies.extend(orjson.loads(orjson.dumps(a.to_record())) for a in o.anomalies)
+        alerts.extend(orjson.loads(orjson.dumps(a.to_record())) for a in o.alerts)
+
+    def decoded(path, decode):
+        for n, line in iter_lines(path):
+            try:
+                yield n, decode(line)
+            except InvalidEvent as exc:
+                bad.append((str(path), n, str(exc)))
+
+    dstream = decoded(disks, decode_disk)
+    dhead = None
+    started = False
+    for _, ev in decoded(requests, decode_request):
+        if not started:
+            started = True
+            dhead = next(dstream, None)
+        while dhead is not None and dhead[1].ts < ev.ts:
+            take(engine.process_disk(dhead[1]))
+            dhead = next(dstream, None)
+        take(engine.process_request(ev))
+    if not started:
+        dhead = next(dstream, None)
+    while dhead is not None:
+        take(engine.process_disk(dhead[1]))
+        dhead = next(dstream, None)
+    take(engine.flush())
+    return anomalies, alerts, bad
+
+
+def test_batched_backtest_is_the_per_event_one(sim_recording, tmp_path):
+    # A slice of the recording, with malformed, blank and CRLF lines, against the disks.
+    part = tmp_path / "part.jsonl"
+    with gzip.open(sim_recording / "requests.jsonl.gz", "rb") as src, open(part, "wb") as dst:
+        for i, line in enumerate(src):
+            if i >= 150_000:
+                break
+            if i % 20_011 == 5:
+                dst.write(b"{oops\n\n   \n")
+            if i % 30_011 == 7:
+                line = line.rstrip(b"\n") + b"\r\n"
+            dst.write(line)
+    disks = sim_recording / "disks.jsonl"
+    res = main(["backtest", "--requests", str(part), "--disks", str(disks), "--out", str(tmp_path / "o")])
+    assert res == 0
+    anomalies, alerts, bad = per_event_backtest(part, disks)
+    assert read(tmp_path / "o" / "anomalies.jsonl") == anomalies and anomalies
+    assert read(tmp_path / "o" / "alerts.jsonl") == alerts
+    dead = read(tmp_path / "o" / "dead-letter.jsonl")
+    assert [(d["file"], d["line"], d["error"]) for d in dead] == bad and len(bad) == 8

@@ -2,6 +2,8 @@
 
 import math
 
+import pytest
+
 from detectors.events import RequestEvent
 from stream.engine import Engine
 
@@ -105,3 +107,46 @@ def test_after_a_restart_the_partial_window_is_not_judged():
     outs = feed(b, 1, start=T0 + 60 * 60 + 50, per_minute=10) + feed(b, 10, start=T0 + 61 * 60)
     assert not [x for o in outs for x in o.anomalies]
     assert b.counts["windows.partial"] == 1
+
+
+def incident_events(minutes=150, per_minute=120, service="ent"):
+    """A steady service, slowed down and busier from minute 100 to 115."""
+    out = []
+    for m in range(minutes):
+        slow = 6.0 if 100 <= m < 115 else 1.0
+        n = per_minute * (2 if 100 <= m < 115 else 1)
+        for i in range(n):
+            out.append(RequestEvent(T0 + m * 60 + i * 60.0 / n, service, 503 if slow > 1 and i % 7 == 0 else 200,
+                                    100.0 * slow + (i % 13), host=f"w{i % 3}", client_ip=f"10.0.{i % 50}.{m % 7}",
+                                    country="FR", endpoint=f"/p{i % 5}", user_agent=f"ua{i % 4}"))
+    return out
+
+
+def records(outs):
+    return ([a.to_record() for o in outs for a in o.anomalies], [a.to_record() for o in outs for a in o.alerts])
+
+
+@pytest.mark.parametrize("size", [1, 10, 500, 5000])
+def test_process_requests_is_process_request_for_each(size):
+    evs = incident_events()
+    a, b = Engine(), Engine()
+    outs_a = [a.process_request(e) for e in evs] + [a.flush()]
+    outs_b = [b.process_requests(evs[i:i + size]) for i in range(0, len(evs), size)] + [b.flush()]
+    anomalies, alerts = records(outs_a)
+    assert anomalies and alerts
+    assert records(outs_b) == (anomalies, alerts)
+    assert a.counts == b.counts and a.dirty_states() == b.dirty_states()
+
+
+def test_batches_of_two_partitions_apart_in_event_time():
+    a, b = Engine(), Engine()
+    fast = incident_events(service="fast")
+    slow = [RequestEvent(e.ts - 600, "slow", e.status, e.latency_ms, host=e.host) for e in incident_events(service="slow")]
+    outs_a, outs_b = [], []
+    for i in range(0, len(fast), 1000):
+        outs_a += [a.process_request(e, source=0) for e in fast[i:i + 1000]]
+        outs_a += [a.process_request(e, source=1) for e in slow[i:i + 1000]]
+        outs_b += [b.process_requests(fast[i:i + 1000], source=0), b.process_requests(slow[i:i + 1000], source=1)]
+    assert records(outs_a) == records(outs_b) and records(outs_a)[1]
+    assert a.aggregator.late_events == b.aggregator.late_events == 0
+    assert a.aggregator.low_watermark() == b.aggregator.low_watermark()

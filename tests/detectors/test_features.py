@@ -1,0 +1,154 @@
+"""WindowAggregator.add_batch against add, one event at a time."""
+
+import random
+
+import pytest
+
+from detectors.events import RequestEvent
+from detectors.features import WindowAggregator
+
+T0 = 1617692400.0
+
+
+def events(n, seed=1, services=3, disorder=0.0, rate=2.0, clients=400, endpoints=90, agents=300):
+    """Requests of a few services; ``disorder`` seconds of jitter in arrival order (below the lateness)."""
+    rnd = random.Random(seed)
+    out = []
+    t = T0
+    for _ in range(n):
+        t += rnd.expovariate(rate)
+        ts = round(t + (rnd.uniform(-disorder, 0) if disorder else 0.0), 3)
+        svc = f"svc-{rnd.randrange(services)}"
+        out.append(RequestEvent(
+            ts, svc, rnd.choice([200, 200, 200, 304, 404, 429, 500, 503]), round(rnd.expovariate(1 / 150), 1),
+            endpoint=rnd.choice([None, f"/e{rnd.randrange(endpoints)}", "/home"]),
+            host=rnd.choice([None, f"{svc}-web-{rnd.randrange(4)}"]),
+            client_ip=rnd.choice([None, f"10.0.{rnd.randrange(clients) % 256}.{rnd.randrange(clients) // 256}",
+                                  "10.9.9.9"]),
+            country=rnd.choice([None, "FR", "FR", "BE", "MA"]),
+            asn=rnd.choice([None, 3215, 16509, 14061]),
+            user_agent=rnd.choice([None, f"agent/{rnd.randrange(agents)}", "Mozilla"]),
+        ))
+    return out
+
+
+def state(agg):
+    return {
+        name: (svc.closed_until, svc.watermark, svc.rotated_at, bytes(svc.seen.cur), bytes(svc.seen.prev),
+               svc.source, sorted(svc.windows))
+        for name, svc in agg._services.items()
+    }, dict(agg._sources), dict(agg._source_boundary), agg.watermark, agg.late_events
+
+
+def per_event(agg, evs, source=0):
+    """add for each event, closing what is due after each (as Engine.process_request)."""
+    out = []
+    for e in evs:
+        agg.add(e, source)
+        if agg.due():
+            out.append(agg.advance())
+    return out
+
+
+def batched(agg, evs, sizes, source=0):
+    out = []
+    i = 0
+    while i < len(evs):
+        n = sizes[len(out) % len(sizes)]
+        out.extend(agg.close_steps(agg.add_batch(evs[i:i + n], source), source))
+        i += n
+    return [w for w in out if w]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "agg_kwargs", "sizes"),
+    [
+        ({}, {}, [3000]),
+        ({}, {}, [1, 7, 15, 16, 17, 500]),  # small batches go event by event
+        ({"disorder": 4.0}, {}, [777]),  # out of window order, but never late
+        ({}, {"seen_rotation": 300.0}, [1000, 64]),  # the first-time-client filter rotates inside batches
+        ({"clients": 20, "endpoints": 5, "agents": 5}, {}, [2000]),
+        ({"services": 1, "rate": 5.0}, {"seen_bits": 1 << 10}, [4096]),  # a small filter: collisions
+    ],
+)
+def test_add_batch_is_add_for_each(kwargs, agg_kwargs, sizes):
+    evs = events(12_000, **kwargs)
+    a = WindowAggregator(**agg_kwargs)
+    b = WindowAggregator(**agg_kwargs)
+    wa = [w for ws in per_event(a, evs) for w in ws]
+    wb = [w for ws in batched(b, evs, sizes) for w in ws]
+    assert a.late_events == 0
+    assert wa == wb and len(wa) > 30
+    assert any(w.new_client_share for w in wa)
+    assert state(a) == state(b)
+    assert open_windows(a) == open_windows(b)
+    assert a.flush() == b.flush()
+
+
+def open_windows(agg):
+    return {
+        (name, s): (w.n, w.n5xx, w.n429, w.n4xx, w.hist.bins, list(w.hist.bins), w.hist.n,
+                    {h: (c, e, hist.bins) for h, (c, e, hist) in w.hosts.items()}, list(w.hosts),
+                    bytes(w.hll.reg), w.top.counts, list(w.top.counts), w.top.total, w.new,
+                    w.countries, list(w.countries), w.hosting, w.hosting_by, list(w.hosting_by),
+                    w.endpoints, list(w.endpoints), w.agents, list(w.agents), w.with_ip)
+        for name, svc in agg._services.items() for s, w in svc.windows.items()
+    }
+
+
+@pytest.mark.parametrize("split", [[5000], [100, 900, 4000], [3000, 2000], [10, 4990]])
+def test_capped_counts_and_sketches_of_a_busy_window(split):
+    """One window of one service with more endpoints, agents and clients than the caps: same dicts, same order."""
+    evs = [e for e in events(5000, seed=5, services=1, rate=100.0, clients=2000, endpoints=150, agents=600)]
+    a = WindowAggregator(window=3600.0)
+    b = WindowAggregator(window=3600.0)
+    for e in evs:
+        a.add(e)
+    i = 0
+    for n in split:
+        b.add_batch(evs[i:i + n])
+        i += n
+    wa = open_windows(a)
+    assert wa == open_windows(b)
+    (w,) = a._services["svc-0"].windows.values()
+    assert "(other)" in w.endpoints and "(other)" in w.agents and len(w.top.counts) == 32
+
+
+def test_add_batch_closes_at_the_same_points():
+    evs = events(6000)
+    a = WindowAggregator()
+    b = WindowAggregator()
+    closes_a = [[(w.service, w.start) for w in ws] for ws in per_event(a, evs) if ws]
+    closes_b = [[(w.service, w.start) for w in ws] for ws in batched(b, evs, [2500])]
+    assert closes_a == closes_b
+
+
+def test_two_sources_in_batches():
+    evs0 = events(5000, seed=2)
+    evs1 = [RequestEvent(e.ts - 600, "lagging-" + e.service, e.status, e.latency_ms, host=e.host,
+                         client_ip=e.client_ip) for e in events(5000, seed=3)]
+    a = WindowAggregator()
+    b = WindowAggregator()
+    wa, wb = [], []
+    for i in range(0, 5000, 500):
+        wa += [w for ws in per_event(a, evs0[i:i + 500], 0) + per_event(a, evs1[i:i + 500], 1) for w in ws]
+        wb += [w for ws in batched(b, evs0[i:i + 500], [500], 0) + batched(b, evs1[i:i + 500], [500], 1)
+               for w in ws]
+    assert wa == wb and a.late_events == b.late_events == 0
+    assert state(a) == state(b) and a.low_watermark() == b.low_watermark()
+
+
+def test_in_a_batch_a_late_event_lands_in_its_own_window():
+    """The one difference: windows close between batches, not inside one.
+
+    What add counts late into the oldest open window (its own closed earlier
+    in the batch), add_batch counts into its own window.
+    """
+    evs = [RequestEvent(T0 + s, "s", 200, 10.0) for s in (1.0, 61.0, 59.0)] * 6  # 59 after 61: late per event
+    a = WindowAggregator(window=60.0, lateness=0.0)
+    per_event(a, evs)
+    assert a.late_events == 11
+    b = WindowAggregator(window=60.0, lateness=0.0)
+    closed = [w for step in b.close_steps(b.add_batch(evs)) for w in step]
+    assert b.late_events == 0
+    assert [(w.start, w.count) for w in closed] == [(T0, 12)]
