@@ -190,20 +190,26 @@ def decode_requests(values: list[bytes]) -> tuple[list[RequestEvent], list[tuple
         at = [k for k, t in enumerate(tss) if t.__class__ is str]
         for k, v in zip(at, fast_utc_many([tss[k] for k in at]), strict=True):
             times[k] = v
-    evs: list[RequestEvent] = []
     failed: list[tuple[int, str]] = []
+    if None in times:  # the times the scalar parser decides: numbers, other forms, the invalid
+        for k, (w, ts) in enumerate(zip(wires, times, strict=True)):
+            if ts is None:
+                try:
+                    times[k] = _ts(w.ts)
+                except InvalidEvent as exc:
+                    failed.append((keep[k] if keep is not None else k, str(exc)))
+        if failed:
+            gone = {k for k, t in enumerate(times) if t is None}
+            wires = [w for k, w in enumerate(wires) if k not in gone]
+            times = [t for t in times if t is not None]
     # The fields after ``ts``, in the order of _REQ_FIELDS (as decode_request).
-    for k, (w, ts) in enumerate(zip(wires, times, strict=True)):
-        if ts is None:
-            try:
-                ts = _ts(w.ts)
-            except InvalidEvent as exc:
-                failed.append((keep[k] if keep is not None else k, str(exc)))
-                continue
-        evs.append(RequestEvent(
+    evs = [
+        RequestEvent(
             ts, w.service, w.status, w.latency_ms, w.endpoint, w.host, w.region,
             w.client_ip, w.country, w.asn, w.user_agent, w.bytes,
-        ))
+        )
+        for w, ts in zip(wires, times, strict=True)
+    ]
     if failed:
         bad = sorted(bad + failed)
     return evs, bad

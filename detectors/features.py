@@ -457,25 +457,6 @@ class WindowAggregator:
             hist = w.hist
             _count(hist.bins, bg)
             hist.n += cnt
-            hg = hosts_s[a:b]
-            if hg.count(None) != cnt:
-                hosts = w.hosts
-                pairs: dict[tuple[str | None, int], int] = {}
-                _count(pairs, zip(hg, bg, strict=True))
-                for (host, bb), c in pairs.items():
-                    if host is None:
-                        continue
-                    h = hosts.get(host)
-                    if h is None:
-                        h = hosts[host] = [0, 0, LogHistogram()]
-                    h[0] += c
-                    hh = h[2]
-                    hh.bins[bb] = hh.bins.get(bb, 0) + c
-                    hh.n += c
-                if e5:
-                    for host, e in zip(hg, evs_s[a:b], strict=True):
-                        if host is not None and e.status >= 500:
-                            hosts[host][1] += 1
             ig = ips_s[a:b]
             nip = cnt - ig.count(None)
             if nip:
@@ -509,6 +490,10 @@ class WindowAggregator:
                         d[x] = d.get(x, 0) + k
                     else:
                         d["(other)"] = d.get("(other)", 0) + k
+        # Per host: the batch sorted again by (group, host), each run counted
+        # at once; the runs of a group taken in order of their first request
+        # (the order add puts new hosts in).
+        self._hosts_batch(hosts_s, bins_s, st, bounds, group_windows)
         # Client addresses: the HyperLogLog registers and the first-time-client
         # filter from each client's hash64, in numpy (Python loops over the
         # clients were most of the batch's cost).
@@ -567,6 +552,43 @@ class WindowAggregator:
         if fast:
             self._seen_fast(fast, H, valid, gid, group_windows)
         return self._batch_watermark(t, source)
+
+    @staticmethod
+    def _hosts_batch(hosts_s: list, bins_s: list, st, bounds: list[int], group_windows: list[_Window]) -> None:
+        np = _numpy()
+        n = len(hosts_s)
+        names = list(dict.fromkeys(hosts_s))
+        if names == [None]:
+            return
+        code = {h: i for i, h in enumerate(names)}
+        hc = np.fromiter(map(code.__getitem__, hosts_s), dtype=np.int64, count=n)
+        gid = np.repeat(np.arange(len(group_windows)), np.diff(bounds))
+        key = gid * len(names) + hc
+        order = np.argsort(key, kind="stable")
+        key = key[order]
+        heads = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+        ends = np.r_[heads[1:], n].tolist()
+        n5xx = np.add.reduceat(st[order] >= 500, heads).tolist()
+        runs = np.lexsort((order[heads], key[heads] // len(names)))  # by group, then first request
+        hosts_of = (key[heads] % len(names)).tolist()
+        groups_of = (key[heads] // len(names)).tolist()
+        heads = heads.tolist()
+        bins2 = [bins_s[i] for i in order.tolist()]
+        for r in runs.tolist():
+            host = names[hosts_of[r]]
+            if host is None:
+                continue
+            hosts = group_windows[groups_of[r]].hosts
+            h = hosts.get(host)
+            if h is None:
+                h = hosts[host] = [0, 0, LogHistogram()]
+            a = heads[r]
+            b = ends[r]
+            h[0] += b - a
+            h[1] += n5xx[r]
+            hist = h[2]
+            _count(hist.bins, bins2[a:b])
+            hist.n += b - a
 
     def _seen_fast(self, fast: list[tuple[_Service, list]], H, valid, gid, group_windows: list[_Window]) -> None:
         """The filter of ``fast``'s services (no rotation, arrival order) over a batch, as ``add``.
