@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
+from collections import _count_elements as _count  # Counter's counting loop, in C
 from hashlib import blake2b
 from itertools import accumulate
 from operator import itemgetter
@@ -212,6 +213,17 @@ class SpaceSaving:
         """
         c = self.counts
         k = self.k
+        if not c and keys:
+            # An empty table fills without evictions up to the first request of
+            # its (k+1)-th distinct key: that part is plain counting, in C.
+            first = dict(zip(reversed(keys), range(len(keys) - 1, -1, -1), strict=True))  # key -> first index
+            q = len(keys) if len(first) <= k else sorted(first.values())[k]
+            _count(c, keys[:q] if q < len(keys) else keys)
+            self.total += q
+            self._low = None
+            if q == len(keys):
+                return
+            keys = keys[q:]
         self.total += len(keys)
         low = self._low
         m = self._min

@@ -24,11 +24,11 @@ def _open(p: Path):
     return gzip.open(p, "rb") if gz else open(p, "rb")
 
 
-_BLOCK = 1 << 20
+_BLOCK = 1 << 18  # (a quarter megabyte: the batches it makes stay in the CPU caches)
 
 
 def iter_blocks(path: str | Path) -> Iterator[tuple[int, list[bytes]]]:
-    """Yield (number of the first line, lines) for a .jsonl or .jsonl.gz file, a megabyte at a time.
+    """Yield (number of the first line, lines) for a .jsonl or .jsonl.gz file, a quarter megabyte at a time.
 
     The lines are as in the file without their newline: not stripped, blank
     ones included, numbered from the first on. :func:`iter_lines` line by line.

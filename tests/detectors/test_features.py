@@ -152,3 +152,39 @@ def test_in_a_batch_a_late_event_lands_in_its_own_window():
     closed = [w for step in b.close_steps(b.add_batch(evs)) for w in step]
     assert b.late_events == 0
     assert [(w.start, w.count) for w in closed] == [(T0, 12)]
+
+
+def test_sketch_batch_helpers_match_their_one_at_a_time_forms():
+    import math
+
+    from detectors.sketches import LogHistogram, SpaceSaving, log_bin, log_bins
+
+    rnd = random.Random(9)
+    for _ in range(2000):
+        a = SpaceSaving(rnd.choice([1, 2, 4, 32]))
+        b = SpaceSaving(a.k)
+        for _ in range(rnd.randint(1, 4)):
+            keys = [str(rnd.randint(0, rnd.choice([3, 30, 300]))) for _ in range(rnd.randint(0, 120))]
+            for x in keys:
+                a.add(x)
+            b.add_many(keys)
+            assert list(a.counts.items()) == list(b.counts.items()) and a.total == b.total
+        for x in [str(rnd.randint(0, 300)) for _ in range(50)]:  # and the eviction order after
+            a.add(x)
+            b.add(x)
+        assert list(a.counts.items()) == list(b.counts.items())
+        assert a.top(10) == sorted(a.counts.items(), key=lambda kv: (-kv[1], kv[0]))[:10]
+    values = [rnd.uniform(0, 1e4) for _ in range(20000)] + [math.expm1(b / LogHistogram._K) for b in range(400)] + [0.0]
+    assert log_bins(values) == [int(math.log1p(v) * LogHistogram._K) for v in values]
+    assert log_bins(values[:50]) == [log_bin(v) for v in values[:50]]
+    h = LogHistogram()
+    for v in values[:3000]:
+        h.add(v)
+    items = sorted(h.bins.items())
+    for q in (0.0, 0.5, 0.95, 0.99, 1.0):
+        acc = 0
+        for b, c in items:
+            acc += c
+            if acc >= q * h.n:
+                assert h.quantile(q) == math.expm1((b + 0.5) / h._K)
+                break
