@@ -366,10 +366,11 @@ class WindowAggregator:
         counted as late into the oldest open window (its own window having
         closed earlier in the batch) lands in its own window instead.
 
-        The batch is grouped by (service, window), each group in event order;
-        per group, the counts are made with ``Counter`` and dict updates in C
-        and only what depends on the order (the heavy-hitter sketch, the
-        first-time-client filter) stays a loop.
+        The batch is grouped by (service, window), each group in event order
+        (a numpy sort); per group, the counts are made by ``Counter``'s C
+        loop straight into the window's dicts, the client sketches in numpy,
+        and only what depends on the order (the heavy-hitter sketch's
+        evictions, first-time clients) loops in Python.
         """
         n = len(evs)
         if n < _SMALL_BATCH:
@@ -477,12 +478,13 @@ class WindowAggregator:
                     d[name] = d.get(name, 0) + k
             # Capped dicts: keys in order of first appearance, as add admits them.
             for col, d, cap in ((eps_s, w.endpoints, _MAX_ENDPOINTS), (uas_s, w.agents, _MAX_AGENTS)):
-                if len(d) + cnt <= cap:  # (then none can overflow)
-                    _count(d, col[a:b])
+                xs = col[a:b]
+                if len(d) + cnt <= cap or len(d) + len(set(xs)) <= cap:  # (then none can overflow)
+                    _count(d, xs)
                     d.pop(None, None)
                     continue
                 counts: dict[str | None, int] = {}
-                _count(counts, col[a:b])
+                _count(counts, xs)
                 for x, k in counts.items():
                     if x is None:
                         continue
