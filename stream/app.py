@@ -2,18 +2,23 @@
 
 One place builds the App (:class:`TocsinApp`); the agents are short loops:
 
-``detect_requests`` / ``detect_disks``
+requests (:mod:`stream.reader`) / ``detect_disks``
     raw bytes in, decoded with msgspec (a ``faust.Record`` costs 13x more),
     malformed messages to ``dead-letter`` with the reason and the original
     bytes, good ones to the Engine; anomalies to ``anomalies``, alert state
-    changes to ``alerts``.
+    changes to ``alerts``. Request events, the hot path, are read in batches
+    by a :class:`~stream.reader.RequestReader` that follows Faust's partition
+    assignment; with in-memory outputs (tests) a ``detect_requests`` agent
+    feeds the same batch function one event at a time.
 ``notify_alerts`` (in :mod:`stream.alerting`)
     reads ``alerts`` back and runs the notification pipeline, so every state
     change is in Kafka before any receiver is called and a restarted worker
     delivers what was not yet delivered.
 
 Per-key models are checkpointed every few seconds into the ``models`` table
-(backed by its changelog topic) and loaded back when the worker starts.
+(backed by its changelog topic), under a key that names the partition they
+come from (``r3/traffic:ent-idf``, ``d1/drive:host/sda``), and loaded back
+when a rebalance gives the worker that partition.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from detectors.events import decode_disk, decode_request
 from .alerting import Notifications
 from .engine import Engine, Output
 from .metrics import Metrics, update_lag
+from .reader import RequestReader
 from .settings import Config
 
 __all__ = ["TocsinApp", "dead_letter_record"]
@@ -108,6 +114,7 @@ class TocsinApp:
         self._last_checkpoint = time.monotonic()
         self._last_seen: dict[int, float] = {}  # requests partition -> wall time of its last event
         self._restored = False
+        self._drive_partition: dict[str, int] = {}  # drive key -> disk-health partition
         kafka = config.kafka
         opts: dict[str, Any] = {}
         creds = kafka.faust_credentials()
@@ -141,6 +148,7 @@ class TocsinApp:
         t = config.topics
         topic = self._topic
         self.requests_topic = topic(t.requests)
+        self.requests_name = t.requests
         self.disk_topic = topic(t.disk_health)
         # local_outputs: in-memory channels instead of topics, so agents can be
         # tested with ``agent.test_context()`` and no broker (faust testing guide).
@@ -165,17 +173,40 @@ class TocsinApp:
     def _register_agents(self) -> None:
         app = self.app
 
-        @app.agent(self.requests_topic, name="detect_requests")
-        async def detect_requests(stream: faust.StreamT) -> None:
-            async for event in stream.events():
-                self._last_seen[event.message.partition] = time.monotonic()
-                await self._consume(event, "requests", decode_request,
-                                    lambda ev, p=event.message.partition: self.engine.process_request(ev, p))
+        self.reader: RequestReader | None = None
+        if self.local_outputs:
+            @app.agent(self.requests_topic, name="detect_requests")
+            async def detect_requests(stream: faust.StreamT) -> None:
+                async for event in stream.events():
+                    if not self._restored:
+                        self.restore()
+                    msg = event.message
+                    await self.process_request_records(msg.partition, [(msg.offset, event.value)])
+            self.detect_requests = detect_requests
+        else:
+            reader = self.reader = RequestReader(self)
+            models_changelog = self.models_table.changelog_topic.get_topic_name()
+
+            @app.task
+            async def read_requests() -> None:
+                await reader.run()
+
+            @app.on_partitions_revoked.connect
+            async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
+                await reader.on_revoked()
+
+            @app.on_rebalance_complete.connect
+            async def on_assigned(sender: Any, **kwargs: Any) -> None:
+                actives = sender.assignor.assigned_actives()
+                parts = {tp.partition for tp in actives if tp.topic == models_changelog}
+                await reader.on_assigned(parts)
+                self._restored = True
 
         @app.agent(self.disk_topic, name="detect_disks")
         async def detect_disks(stream: faust.StreamT) -> None:
             async for event in stream.events():
-                await self._consume(event, "disk-health", decode_disk, self.engine.process_disk)
+                await self._consume(event, "disk-health", decode_disk,
+                                    lambda ev, p=event.message.partition: self._process_disk(ev, p))
 
         @app.timer(interval=max(1.0, self.config.detectors.window / 4), name="close_idle_windows")
         async def close_idle_windows() -> None:
@@ -184,8 +215,9 @@ class TocsinApp:
             await self.tick(time.time())
             self.metrics.track_engine(self.engine)
             await update_lag(self.metrics, self.app.consumer)
+            if self.reader is not None:
+                await self.reader.lag(self.metrics)
 
-        self.detect_requests = detect_requests
         self.detect_disks = detect_disks
 
     async def _consume(self, event: faust.EventT, kind: str, decode: Callable, process: Callable[[Any], Output]) -> None:
@@ -210,10 +242,7 @@ class TocsinApp:
             self.metrics.processing_time(time.perf_counter() - t0)
         if out:
             await self.emit(out)
-        now = time.monotonic()
-        if now - self._last_checkpoint >= self.checkpoint_interval:
-            self._last_checkpoint = now
-            self.checkpoint()
+        self._maybe_checkpoint()
 
     async def emit(self, out: Output) -> None:
         for a in out.anomalies:
@@ -225,28 +254,112 @@ class TocsinApp:
             self.counts[f"alerts.{al.status}"] += 1
             self.metrics.alert(al)
 
-    # -- state ---------------------------------------------------------------
-    def checkpoint(self) -> int:
-        """Write the changed models to the table (call from an agent: the table needs an event)."""
-        states = self.engine.dirty_states()
-        for k, v in states.items():
-            self.models_table[k.encode()] = v
-        self.counts["checkpointed"] += len(states)
-        return len(states)
+    async def process_request_records(self, partition: int, records: list[tuple[int, bytes]]) -> None:
+        """Decode, dead-letter and process a batch of (offset, value) read from one requests partition."""
+        topic = self.requests_name
+        metrics = self.metrics
+        self._last_seen[partition] = time.monotonic()
+        t0 = time.perf_counter()
+        out = Output()
+        good = 0
+        for offset, value in records:
+            try:
+                ev = decode_request(value)
+            except InvalidEvent as exc:
+                self.counts["dead_letter.requests"] += 1
+                metrics.dead_letter(str(exc), topic)
+                await self.dead_letter_topic.send(
+                    key=None, value=dead_letter_record(topic, partition, offset, str(exc), value))
+                continue
+            good += 1
+            o = self.engine.process_request(ev, partition)
+            if o:
+                out.extend(o)
+        self.counts["processed.requests"] += good
+        metrics.event_in(topic, len(records))
+        metrics.processing_time((time.perf_counter() - t0) / len(records))
+        if out:
+            await self.emit(out)
+        if self.reader is None:  # tests: the reader checkpoints in Kafka mode
+            self._maybe_checkpoint()
 
-    def restore(self) -> int:
-        """Load the checkpointed models (after table recovery, at the first event)."""
+    def _process_disk(self, ev: Any, partition: int) -> Output:
+        self._drive_partition[f"{ev.host}/{ev.disk}"] = partition
+        return self.engine.process_disk(ev)
+
+    # -- state ---------------------------------------------------------------
+    def _maybe_checkpoint(self) -> None:
+        now = time.monotonic()
+        if now - self._last_checkpoint >= self.checkpoint_interval:
+            self._last_checkpoint = now
+            self.checkpoint()
+
+    def _state_key(self, name: str) -> tuple[str, int] | None:
+        """Table key and partition of one engine state name (``kind:key``)."""
+        kind, _, key = name.partition(":")
+        if kind == "drive":
+            p = self._drive_partition.get(key)
+            return None if p is None else (f"d{p}/{name}", p)
+        svc = self.engine.aggregator._services.get(key.split("|", 1)[0])
+        if svc is None:
+            return None
+        return f"r{svc.source}/{name}", svc.source
+
+    def checkpoint(self) -> int:
+        """Write the changed models to the ``models`` table, each to the partition it comes from.
+
+        No event context needed (the partition is explicit), so the request
+        reader checkpoints between batches and the disk agent from its loop.
+        """
+        table = self.models_table
+        n_parts = self.config.kafka.partitions
+        states = self.engine.dirty_states()
+        n = 0
+        for name, value in states.items():
+            where = self._state_key(name)
+            if where is None:
+                continue
+            key = where[0].encode()
+            table.data[key] = value
+            table.send_changelog(where[1] % n_parts, key, value)
+            n += 1
+        self.counts["checkpointed"] += n
+        return n
+
+    def restore(self, partitions: set[int] | None = None) -> int:
+        """Load the checkpointed models of these requests/disk partitions (all when None).
+
+        Called when a rebalance gives this worker partitions (after table
+        recovery), or at the first event in tests. The first window of each
+        restored service is partial: its earlier events were counted by the
+        process that died.
+        """
         self._restored = True
         n = 0
-        for k, v in list(self.models_table.items()):
-            if v is not None:
-                self.engine.load_state(k.decode(), v)
-                n += 1
+        services: set[str] = set()
+        for k, v in list(self.models_table.data.items()):
+            if v is None:
+                continue
+            where, _, name = k.decode().partition("/")
+            if partitions is not None and int(where[1:]) not in partitions:
+                continue
+            self.engine.load_state(name, v)
+            kind, _, key = name.partition(":")
+            if kind != "drive":
+                services.add(key.split("|", 1)[0])
+            n += 1
         if n:
             log.info("restored %d models from the models table", n)
-            self.engine.mark_resumed()
-        self.counts["restored"] = n
+            self.engine._partial |= services  # (Engine.mark_resumed marks every service)
+        self.counts["restored"] += n
         return n
+
+    def forget_partitions(self, partitions: set[int]) -> None:
+        """Drop the services read from these requests partitions (another worker has them now)."""
+        services = {name for name, svc in self.engine.aggregator._services.items() if svc.source in partitions}
+        _forget_services(self.engine, services)
+        for p in partitions:
+            self._last_seen.pop(p, None)
 
     async def tick(self, now: float, live_within: float = 600.0) -> None:
         """Advance event time to ``now`` for partitions that went quiet on live traffic.
@@ -277,6 +390,17 @@ class TocsinApp:
         for tp in (self.requests_topic, self.disk_topic, self.anomalies_topic, self.alerts_topic, self.dead_letter_topic):
             await tp.maybe_declare()
 
+
+
+def _forget_services(engine: Engine, services: set[str]) -> None:
+    """Drop every model and open window of these services from ``engine``."""
+    for svc in services:
+        engine.traffic.pop(svc, None)
+        engine.composition.pop(svc, None)
+        engine.aggregator._services.pop(svc, None)
+        engine._partial.discard(svc)
+    for key in [k for k in engine.latency if k.split("|", 1)[0] in services]:
+        del engine.latency[key]
 
 
 async def wait_until(cond: Callable[[], bool], timeout: float, interval: float = 0.1) -> bool:

@@ -133,12 +133,12 @@ class Metrics:
         self._synced: dict[str, int] = {}
 
     # -- per event -----------------------------------------------------------
-    def event_in(self, topic: str) -> None:
-        """One message read from ``topic`` (valid or not)."""
+    def event_in(self, topic: str, n: int = 1) -> None:
+        """``n`` messages read from ``topic`` (valid or not)."""
         c = self._event_children.get(topic)
         if c is None:
             c = self._event_children[topic] = self._events.labels(topic)
-        c.inc()
+        c.inc(n)
 
     def dead_letter(self, error: str, topic: str = "") -> str:
         """One message dead-lettered with ``error`` (the InvalidEvent text); return its reason class."""

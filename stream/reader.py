@@ -1,0 +1,184 @@
+"""The request path of a worker: batches from Kafka straight to the Engine.
+
+Request events are the hot path (thousands a second per service), and
+Faust's per-message stream machinery costs about 130 µs a message on these
+machines whatever the agent does (``benchmarks/e2e.py``; a Faust agent that
+only decodes reads ~7,000 messages/s where a bare aiokafka consumer reads
+~250,000). So the worker reads the requests topic with its own aiokafka
+consumer, ``getmany`` batches of up to ``max_records``, decodes and
+aggregates them a batch at a time, and keeps everything else in Faust:
+
+Which partitions
+    Faust's consumer group decides. Requests partition ``r`` belongs to the
+    worker that holds the active ``models`` table partition ``r % n`` (the
+    table is co-partitioned with the app's other topics), so the models of
+    the services read from ``r`` are recovered by the worker that reads
+    ``r``. The reader follows every rebalance: on revocation it checkpoints
+    and commits; when the new assignment (and table recovery) completes, it
+    drops the services of the partitions it lost, loads the checkpointed
+    models of the partitions it gained, and assigns itself those partitions.
+Offsets
+    Committed to the consumer group ``<app id>-requests`` (no members: the
+    partitions are assigned by hand), after the models changed by those
+    events are written to the table's changelog and the producer is flushed.
+    A restarted worker thus resumes from a checkpoint at least as new as its
+    offsets: at-least-once, never a gap in the models.
+State
+    Table keys carry their source partition (``r3/traffic:ent-idf``), so a
+    worker that also holds standby copies restores only what it reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .app import TocsinApp
+
+__all__ = ["RequestReader"]
+
+log = logging.getLogger(__name__)
+
+
+class RequestReader:
+    """Reads the requests partitions this worker owns, in batches, into ``tapp``'s Engine.
+
+    Parameters
+    ----------
+    tapp
+        The app whose engine, tables and outputs are used.
+    max_records
+        Largest batch taken from one ``getmany``.
+    commit_interval
+        Seconds between checkpoint-and-commit rounds.
+    """
+
+    def __init__(self, tapp: TocsinApp, max_records: int = 5000, commit_interval: float | None = None) -> None:
+        self.tapp = tapp
+        self.topic = tapp.config.topics.requests
+        self.group_id = f"{tapp.app.conf.id}-requests"
+        self.max_records = max_records
+        self.commit_interval = commit_interval if commit_interval is not None else tapp.checkpoint_interval
+        self.owned: set[int] = set()
+        self._next: dict[int, int] = {}  # partition -> next offset to read (= to commit)
+        self._committed: dict[int, int] = {}
+        self._generation = 0  # bumped at every assignment: batches fetched before are dropped
+        self._lock = asyncio.Lock()
+        self._consumer: Any = None
+        self._last_commit = time.monotonic()
+
+    # -- consumer ------------------------------------------------------------
+    async def _start(self) -> None:
+        """Start the consumer once (from the first rebalance or the loop, whichever comes first)."""
+        if self._consumer is not None:
+            return
+        from aiokafka import AIOKafkaConsumer
+
+        kafka = self.tapp.config.kafka
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.tapp._servers, group_id=self.group_id, client_id=f"{kafka.client_id}-requests",
+            enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=self.max_records,
+            fetch_max_bytes=32 * 1024 * 1024, max_partition_fetch_bytes=4 * 1024 * 1024,
+            **kafka.aiokafka_options(),
+        )
+        await self._consumer.start()
+
+    async def stop(self) -> None:
+        if self._consumer is not None:
+            async with self._lock:
+                try:
+                    await self._commit()
+                finally:
+                    await self._consumer.stop()
+                    self._consumer = None
+
+    async def _partitions(self) -> set[int]:
+        c = self._consumer
+        for _ in range(60):
+            parts = c.partitions_for_topic(self.topic)
+            if parts:
+                return set(parts)
+            await c._client.force_metadata_update()
+            await asyncio.sleep(0.5)
+        raise RuntimeError(f"topic {self.topic!r} has no partitions (does it exist?)")
+
+    # -- rebalances (Faust signals) ---------------------------------------------
+    async def on_revoked(self) -> None:
+        """Faust is revoking this worker's partitions: make what was read durable."""
+        if self._consumer is None:
+            return
+        async with self._lock:
+            await self._commit()
+
+    async def on_assigned(self, model_partitions: set[int]) -> None:
+        """The assignment is final and the tables recovered: read what ``model_partitions`` imply."""
+        from aiokafka import TopicPartition
+
+        tapp = self.tapp
+        n = tapp.config.kafka.partitions
+        async with self._lock:
+            # Faust runs app tasks only once started, after this first
+            # rebalance: the consumer starts here then.
+            await self._start()
+            parts = await self._partitions()
+            owned = {r for r in parts if r % n in model_partitions}
+            lost, gained = self.owned - owned, owned - self.owned
+            if lost:
+                tapp.forget_partitions(lost)
+                for r in lost:
+                    self._next.pop(r, None)
+                    self._committed.pop(r, None)
+            if gained:
+                tapp.restore(gained)
+            self._generation += 1
+            self.owned = owned
+            self._consumer.assign([TopicPartition(self.topic, r) for r in sorted(owned)])
+            log.info("reading %s partitions %s (lost %s, gained %s)", self.topic, sorted(owned), sorted(lost), sorted(gained))
+
+    # -- the loop ----------------------------------------------------------------
+    async def run(self) -> None:
+        async with self._lock:
+            await self._start()
+        try:
+            while True:
+                if not self.owned:
+                    await asyncio.sleep(0.1)
+                    continue
+                gen = self._generation
+                batches = await self._consumer.getmany(timeout_ms=200, max_records=self.max_records)
+                async with self._lock:
+                    if gen == self._generation:
+                        for tp, records in batches.items():
+                            if tp.partition in self.owned and records:
+                                await self.tapp.process_request_records(
+                                    tp.partition, [(r.offset, r.value) for r in records])
+                                self._next[tp.partition] = records[-1].offset + 1
+                    if time.monotonic() - self._last_commit >= self.commit_interval:
+                        await self._commit()
+        finally:
+            await self.stop()
+
+    async def _commit(self) -> None:
+        """Checkpoint the changed models, flush the producer, then commit the offsets read."""
+        from aiokafka import TopicPartition
+
+        self._last_commit = time.monotonic()
+        self.tapp.checkpoint()
+        try:
+            await self.tapp.app.producer.flush()
+        except RuntimeError as exc:  # stopping: the producer went first
+            log.info("offsets of %s not committed (%s): the next start reads them again", self.topic, exc)
+            return
+        due = {r: o for r, o in self._next.items() if r in self.owned and self._committed.get(r) != o}
+        if due:
+            await self._consumer.commit({TopicPartition(self.topic, r): o for r, o in due.items()})
+            self._committed.update(due)
+
+    async def lag(self, metrics: Any) -> None:
+        from .metrics import update_lag
+
+        if self._consumer is not None:
+            await update_lag(metrics, self._consumer)
