@@ -133,8 +133,8 @@ _MAX_AGENTS = 256
 _HLL_P = 10
 _MAX_CLIENT_KEYS = 1 << 16
 _NEG_INF = -math.inf
-#: Batches smaller than this are added event by event (numpy's set-up costs more).
-_SMALL_BATCH = 16
+#: Batches smaller than this are added event by event (numpy's set-up per batch costs more).
+_SMALL_BATCH = 200
 
 
 _HLL_MASK = (1 << _HLL_P) - 1

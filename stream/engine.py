@@ -203,10 +203,9 @@ class Engine:
             st = self.latency.get(key)
             hv = ldet.score_one(hs.count, hs.p50_ms, hs.p95_ms, hs.error_ratio_5xx, st)
             host_verdicts[host] = hv
-            ent = Entity(service=svc, host=host)
             for v in hv:
                 if v.flagged:
-                    ids.append(self._anomaly(out, f, "latency", ent, v).id)
+                    ids.append(self._anomaly(out, f, "latency", Entity(service=svc, host=host), v).id)
             new = ldet.learn_one(hs.count, hs.p50_ms, hs.p95_ms, hs.error_ratio_5xx, st, hv)
             if new is not None:
                 self.latency[key] = new
