@@ -6,6 +6,9 @@ one-line reason that goes to the dead-letter topic. msgspec does the decoding
 and the type checks in one pass (0.4 µs an event, against 7.7 µs for a
 ``faust.Record``; see shared/PERF.md).
 
+:func:`decode_requests` does many at once (a Kafka batch, a block of a
+file) with the same verdicts, a fifth or so faster (the per-message loop runs in C).
+
 >>> ev = decode_request(b'{"ts": "2021-04-06T08:00:01Z", "service": "ent", "status": 503, "latency_ms": 4200}')
 >>> ev.service, ev.status, ev.latency_ms, ev.ts
 ('ent', 503, 4200.0, 1617696001.0)

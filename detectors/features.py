@@ -557,6 +557,7 @@ class WindowAggregator:
 
     @staticmethod
     def _hosts_batch(hosts_s: list, bins_s: list, st, bounds: list[int], group_windows: list[_Window]) -> None:
+        """Per-host counts, 5xx and latency bins of a batch (columns in group order) into its windows."""
         np = _numpy()
         n = len(hosts_s)
         names = list(dict.fromkeys(hosts_s))
