@@ -38,7 +38,7 @@ import orjson
 from alerts.notify.base import Receiver
 from alerts.notify.factory import build_receivers
 from detectors.errors import InvalidEvent
-from detectors.events import decode_disk, decode_request
+from detectors.events import decode_disk, decode_requests
 
 from .alerting import Notifications
 from .engine import Engine, Output
@@ -181,7 +181,7 @@ class TocsinApp:
                     if not self._restored:
                         self.restore()
                     msg = event.message
-                    await self.process_request_records(msg.partition, [(msg.offset, event.value)])
+                    await self.process_request_records(msg.partition, [msg.offset], [event.value])
             self.detect_requests = detect_requests
         else:
             reader = self.reader = RequestReader(self)
@@ -254,30 +254,24 @@ class TocsinApp:
             self.counts[f"alerts.{al.status}"] += 1
             self.metrics.alert(al)
 
-    async def process_request_records(self, partition: int, records: list[tuple[int, bytes]]) -> None:
-        """Decode, dead-letter and process a batch of (offset, value) read from one requests partition."""
+    async def process_request_records(self, partition: int, offsets: list[int], values: list[bytes]) -> None:
+        """Decode, dead-letter and process a batch of messages (offsets and values) of one requests partition."""
         topic = self.requests_name
         metrics = self.metrics
         self._last_seen[partition] = time.monotonic()
         t0 = time.perf_counter()
-        out = Output()
-        good = 0
-        for offset, value in records:
-            try:
-                ev = decode_request(value)
-            except InvalidEvent as exc:
-                self.counts["dead_letter.requests"] += 1
-                metrics.dead_letter(str(exc), topic)
-                await self.dead_letter_topic.send(
-                    key=None, value=dead_letter_record(topic, partition, offset, str(exc), value))
-                continue
-            good += 1
-            o = self.engine.process_request(ev, partition)
-            if o:
-                out.extend(o)
+        evs, bad = decode_requests(values)
+        for i, reason in bad:
+            offset, value = offsets[i], values[i]
+            self.counts["dead_letter.requests"] += 1
+            metrics.dead_letter(reason, topic)
+            await self.dead_letter_topic.send(
+                key=None, value=dead_letter_record(topic, partition, offset, reason, value))
+        out = self.engine.process_requests(evs, partition) if evs else None
+        good = len(evs)
         self.counts["processed.requests"] += good
-        metrics.event_in(topic, len(records))
-        metrics.processing_time((time.perf_counter() - t0) / len(records))
+        metrics.event_in(topic, len(values))
+        metrics.processing_time((time.perf_counter() - t0) / len(values))
         if out:
             await self.emit(out)
         if self.reader is None:  # tests: the reader checkpoints in Kafka mode

@@ -154,7 +154,7 @@ class RequestReader:
                         for tp, records in batches.items():
                             if tp.partition in self.owned and records:
                                 await self.tapp.process_request_records(
-                                    tp.partition, [(r.offset, r.value) for r in records])
+                                    tp.partition, [r.offset for r in records], [r.value for r in records])
                                 self._next[tp.partition] = records[-1].offset + 1
                     if time.monotonic() - self._last_commit >= self.commit_interval:
                         await self._commit()
