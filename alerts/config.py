@@ -69,6 +69,7 @@ class SlackConfig(_Strict):
     runbook_url: str | None = None
     dashboard_url: str | None = None
     timeout: Duration = 10.0
+    reminder_broadcast: bool = False  # repeat_interval reminders also shown in the channel (reply_broadcast)
 
 
 class ConsoleConfig(_Strict):

@@ -1,6 +1,28 @@
-"""SlackReceiver: one Slack message per alert, updates in its thread, resolve edits it.
+"""SlackReceiver: one Slack thread per incident (aggregation group), updates and reminders in it.
 
-The conversation about one alert fingerprint:
+In the worker the receiver is told group notifications
+(:meth:`SlackReceiver.notify_group`, ``groups = True``), and an incident is
+one aggregation group (the route's ``group_by`` values):
+
+- first notification with firing alerts: ``chat.postMessage`` of the parent
+  message: Block Kit blocks of the lead alert (most severe, then earliest),
+  and the other alerts of the group named in its context line;
+- then, at most one thread reply per group notification (so at most one per
+  ``group_interval``), listing what changed: alerts that joined, changed
+  cause or severity, or resolved; the parent is edited (``chat.update``)
+  first so it always shows the group's current state;
+- nothing changed but the group still fires ``repeat_interval`` after the
+  last message in the thread: a reminder reply in the thread (broadcast to
+  the channel only with ``reminder_broadcast``), the parent edited to say
+  how long it has been firing; never a new top-level message;
+- every alert told in the thread resolved and none firing: the parent is
+  edited to RESOLVED and a "resolved" reply closes the thread; the group
+  firing again later is a new incident, a new thread.
+
+The idempotent call (the edit) always goes first and the reply last, so the
+pipeline's retry after a failed reply cannot post anything twice.
+
+:meth:`SlackReceiver.notify` is the per-alert conversation (one fingerprint):
 
 - first firing: ``chat.postMessage`` with Block Kit blocks (header with a
   severity emoji and the title, suspected cause and confidence, evidence,
@@ -9,9 +31,11 @@ The conversation about one alert fingerprint:
 - resolved: ``chat.update`` of the original message, marked resolved with
   the duration, and a "resolved" reply in the thread.
 
-The receiver keeps no per-alert state: :meth:`SlackReceiver.notify` returns
+The receiver keeps no state: :meth:`SlackReceiver.notify` returns
 ``{"channel": <channel id>, "ts": <root message ts>}`` and gets it back as
-``memory`` next time.
+``memory`` next time; :meth:`SlackReceiver.notify_group` also keeps the
+state id told per fingerprint, whether the thread is open and when it last
+posted in it.
 
 Transient failures (HTTP 429 honouring ``Retry-After``, 5xx, dropped
 connections) are retried inside the call by slack-sdk's async retry handlers,
@@ -25,12 +49,13 @@ and never appears in an error message, a log line or a repr.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from slack_sdk.errors import SlackApiError, SlackClientError
@@ -49,10 +74,16 @@ from slack_sdk.web.async_slack_response import AsyncSlackResponse
 from alerts.errors import NotifyError
 from alerts.model import Alert
 from alerts.notify.base import Memory, Receiver, cause_text, format_duration, labels_text
+from alerts.notify.pipeline import state_id
 from alerts.secret import Secret, redact
 from detectors.timeutil import format_ts
 
+if TYPE_CHECKING:
+    from alerts.group import GroupNotification
+
 __all__ = ["SlackReceiver", "SlackNotifyError", "build_blocks", "FATAL_ERRORS"]
+
+_SEVERITY_RANK = {"critical": 2, "warning": 1}
 
 log = logging.getLogger(__name__)
 
@@ -311,11 +342,13 @@ def build_blocks(
     kind: str = "new",
     runbook_url: str | None = None,
     dashboard_url: str | None = None,
+    note: str | None = None,
 ) -> list[dict[str, Any]]:
     """Block Kit blocks for one alert state, within Slack's limits.
 
     ``kind`` is ``new`` (the root message), ``update`` (a thread reply while
-    firing) or ``resolved`` (the edited root message).
+    firing) or ``resolved`` (the edited root message); ``note`` is added to
+    the context line (the other alerts of a group, how long it fires).
     """
     blocks: list[dict[str, Any]] = []
     if kind == "update":
@@ -357,7 +390,7 @@ def build_blocks(
     actions = _actions_block(runbook_url, dashboard_url)
     tail = 1 + (1 if actions else 0)  # context (+ actions)
     blocks.extend(_evidence_blocks(alert, MAX_BLOCKS - len(blocks) - tail))
-    blocks.append(_context_block(alert))
+    blocks.append(_context_block(alert, note))
     if actions:
         blocks.append(actions)
     return blocks[:MAX_BLOCKS]
@@ -411,7 +444,13 @@ class SlackReceiver(Receiver):
         as ``NotifyError.retry_after``.
     name
         The receiver's name in the configuration.
+    reminder_broadcast
+        Post ``repeat_interval`` reminders with ``reply_broadcast`` (also
+        shown in the channel); off by default: reminders stay in the thread.
     """
+
+    #: One thread per aggregation group (:meth:`notify_group`).
+    groups = True
 
     def __init__(
         self,
@@ -426,6 +465,7 @@ class SlackReceiver(Receiver):
         max_retries: int = 2,
         max_retry_after: float = 30.0,
         name: str = "slack",
+        reminder_broadcast: bool = False,
     ):
         if not isinstance(token, Secret):
             token = Secret(token)
@@ -441,6 +481,7 @@ class SlackReceiver(Receiver):
         self.max_retries = max_retries
         self.max_retry_after = max_retry_after
         self.name = name
+        self.reminder_broadcast = reminder_broadcast
         self._client: AsyncWebClient | None = client
         self._session: aiohttp.ClientSession | None = None
 
@@ -622,3 +663,117 @@ class SlackReceiver(Receiver):
             "slack %s: alert %s update in thread %s/%s", self.name, fp, root["channel"], root["ts"]
         )
         return dict(root)
+
+    # -- groups: one thread per incident --------------------------------------
+
+    async def notify_group(self, notification: GroupNotification, memory: Memory | None) -> Memory | None:
+        n = notification
+        mem = dict(memory) if memory else {}
+        told: dict[str, str] = dict(mem.get("told") or {})
+        open_ = bool(mem.get("open") and mem.get("channel") and mem.get("ts"))
+        firing = sorted(n.firing, key=_lead_order)
+        if not open_:
+            if not firing:
+                return memory  # resolves of alerts no open thread told: nothing to say
+            return await self._open_thread(n, firing)
+        lines: list[str] = []
+        for a in firing:
+            before = told.get(a.fingerprint)
+            if before is None:
+                lines.append(f":heavy_plus_sign: *New in this incident:* {_alert_line(a)}")
+            elif before != state_id(a):
+                lines.append(f":arrows_counterclockwise: *Update:* {_alert_line(a)}")
+        resolved = [a for a in n.resolved if told.get(a.fingerprint) not in (None, state_id(a))]
+        for a in resolved:
+            end = a.ends_at if a.ends_at is not None else n.now
+            lines.append(f"{RESOLVED_EMOJI} resolved after {format_duration(end - a.starts_at)}: {_escape(a.title)}")
+        closing = not firing and bool(resolved)
+        since = float(mem.get("since", min((a.starts_at for a in firing), default=n.now)))
+        reminder = not lines and bool(firing) and n.now - float(mem.get("at", 0.0)) >= n.route.repeat_interval
+        if not lines and not reminder:
+            return memory  # e.g. an alert resolved that this thread never told
+        root = {"channel": mem["channel"], "ts": mem["ts"]}
+        reminders = int(mem.get("reminders", 0)) + (1 if reminder else 0)
+        if closing:
+            lead = max(resolved, key=lambda a: (a.ends_at or n.now, a.fingerprint))
+            lead = dataclasses.replace(lead, starts_at=min(since, lead.starts_at))
+            note, kind, shown = None, "resolved", [lead]
+        else:
+            note = _group_note(firing, n.now, since, reminders)
+            kind, shown = "new", firing
+        try:
+            await self._call(
+                "chat.update", channel=root["channel"], ts=root["ts"],
+                text=_group_fallback(shown, kind), blocks=self._group_blocks(shown, kind, note),
+            )
+        except SlackNotifyError as err:
+            if err.error == "message_not_found" and firing:
+                # The parent was deleted: the incident goes on in a new thread.
+                return await self._open_thread(n, firing)
+            if err.error not in ("message_not_found", "cant_update_message", "edit_window_closed"):
+                raise
+            log.info("slack %s: could not edit the parent of group %s (%s)", self.name, n.key, err.error)
+        if reminder:
+            text = (f":bell: *Reminder:* still firing after {format_duration(n.now - since)}: "
+                    + "; ".join(_escape(a.title) for a in firing[:5])
+                    + (f" (+{len(firing) - 5} more)" if len(firing) > 5 else ""))
+        else:
+            text = "\n".join(lines)
+        await self._call(
+            "chat.postMessage", channel=root["channel"], thread_ts=root["ts"],
+            text=_truncate(text, FALLBACK_MAX),
+            reply_broadcast=True if reminder and self.reminder_broadcast else None,
+            unfurl_links=False, unfurl_media=False,
+        )
+        log.debug("slack %s: group %s %s in %s/%s", self.name, n.key,
+                  "reminder" if reminder else "closed" if closing else "update", root["channel"], root["ts"])
+        if closing:
+            return {**root, "open": False, "told": {}, "at": n.now}
+        for a in firing:
+            told[a.fingerprint] = state_id(a)
+        for a in resolved:
+            told.pop(a.fingerprint, None)
+        return {**root, "open": True, "told": told, "since": since, "at": n.now, "reminders": reminders}
+
+    async def _open_thread(self, n: GroupNotification, firing: list[Alert]) -> Memory:
+        since = min(a.starts_at for a in firing)
+        resp = await self._call(
+            "chat.postMessage", channel=self.channel, text=_group_fallback(firing, "new"),
+            blocks=self._group_blocks(firing, "new", _group_note(firing, n.now, since, 0)),
+            unfurl_links=False, unfurl_media=False,
+        )
+        log.debug("slack %s: group %s posted as %s/%s", self.name, n.key, resp["channel"], resp["ts"])
+        return {"channel": resp["channel"], "ts": resp["ts"], "open": True,
+                "told": {a.fingerprint: state_id(a) for a in firing}, "since": since, "at": n.now, "reminders": 0}
+
+    def _group_blocks(self, alerts: list[Alert], kind: str, note: str | None) -> list[dict[str, Any]]:
+        return build_blocks(alerts[0], kind=kind, runbook_url=self.runbook_url,
+                            dashboard_url=self.dashboard_url, note=note)
+
+
+def _lead_order(a: Alert) -> tuple:
+    """The lead alert of a group first: most severe, then earliest, then by fingerprint."""
+    return (-_SEVERITY_RANK.get(a.severity, 0), a.starts_at, a.fingerprint)
+
+
+def _alert_line(a: Alert) -> str:
+    return (f"{_escape(a.title)} ({_escape(cause_text(a.cause))}, {round(a.confidence * 100)}% confidence, "
+            f"{_escape(a.severity)})")
+
+
+def _group_note(firing: list[Alert], now: float, since: float, reminders: int) -> str | None:
+    """Context of a group's parent: its other alerts, and how long it fires once reminded."""
+    parts = []
+    if len(firing) > 1:
+        others = "; ".join(a.title for a in firing[1:6])
+        more = f" (+{len(firing) - 6} more)" if len(firing) > 6 else ""
+        parts.append(f"{len(firing)} alerts firing in this incident, also: {others}{more}")
+    if reminders:
+        parts.append(f"still firing after {format_duration(now - since)} "
+                     f"({reminders} reminder{'s' if reminders > 1 else ''} in the thread)")
+    return " · ".join(parts) or None
+
+
+def _group_fallback(alerts: list[Alert], kind: str) -> str:
+    text = fallback_text(alerts[0], kind=kind)
+    return text if len(alerts) == 1 else _truncate(f"{text} (+{len(alerts) - 1} more alerts)", FALLBACK_MAX)
