@@ -20,6 +20,12 @@ Groups are kept in an optional ``store`` (a mapping of group key to JSON
 bytes: a Faust table in the worker), so a restarted worker continues the
 same groups: :meth:`Dispatcher.restore` reads them back.
 
+Several workers: each group can carry a ``shard`` (the worker passes the
+Kafka partition its alerts were read from, all alerts of one group being
+sent to one partition keyed by :meth:`Dispatcher.keys`); ``flush``,
+``next_flush``, ``restore`` and ``forget`` then work on one shard, so a
+worker only ever times and delivers the groups of the partitions it owns.
+
 >>> from alerts.config import AlertingConfig, RouteConfig
 >>> from alerts.dispatch import Router
 >>> from alerts.model import Alert
@@ -94,6 +100,7 @@ class AggregationGroup:
     labels: dict[str, str]
     next_flush: float
     alerts: dict[str, Alert] = field(default_factory=dict)
+    shard: int | None = None
 
     def to_bytes(self) -> bytes:
         return orjson.dumps({
@@ -101,6 +108,7 @@ class AggregationGroup:
             "key": self.key,
             "labels": self.labels,
             "next_flush": self.next_flush,
+            "shard": self.shard,
             "alerts": [a.to_record() for a in self.alerts.values()],
         })
 
@@ -121,29 +129,43 @@ class Dispatcher:
         self.store = store
         self.groups: dict[str, AggregationGroup] = {}
 
-    def add(self, alert: Alert, now: float) -> None:
-        """Put one alert state change into the groups of its routes."""
+    def keys(self, alert: Alert) -> list[str]:
+        """The keys of the groups ``alert`` belongs to (one per matched route)."""
+        return [_group_key(r, group_labels(alert, r.group_by)) for r in self.router.routes(alert)]
+
+    def add(self, alert: Alert, now: float, *, key: str | None = None, shard: int | None = None) -> None:
+        """Put one alert state change into the groups of its routes.
+
+        ``key``: only into that group (the worker's repartitioned stream
+        carries one record per group); ``shard``: the shard of a new group.
+        """
         for route in self.router.routes(alert):
             labels = group_labels(alert, route.group_by)
-            key = _group_key(route, labels)
-            g = self.groups.get(key)
+            k = _group_key(route, labels)
+            if key is not None and k != key:
+                continue
+            g = self.groups.get(k)
             if g is None:
                 if alert.status == "resolved":
                     # A resolve for an alert this route never grouped (or already
                     # told): nothing to batch it with, nothing to announce.
                     continue
                 wait = 0.0 if alert.starts_at + route.group_wait < now else route.group_wait
-                g = self.groups[key] = AggregationGroup(key, route, labels, now + wait)
+                g = self.groups[k] = AggregationGroup(k, route, labels, now + wait, shard=shard)
             old = g.alerts.get(alert.fingerprint)
             if old is not None and old.status == "resolved" and alert.status == "firing" and alert.starts_at < old.starts_at:
                 continue  # an older state replayed after the resolve
             g.alerts[alert.fingerprint] = alert
             self._save(g)
 
-    def flush(self, now: float) -> list[GroupNotification]:
-        """Notifications of the groups due at ``now``; each group's next flush is set."""
+    def _of(self, shard: int | None) -> list[AggregationGroup]:
+        gs = list(self.groups.values())
+        return gs if shard is None else [g for g in gs if g.shard in (shard, None)]
+
+    def flush(self, now: float, shard: int | None = None) -> list[GroupNotification]:
+        """Notifications of the groups (of ``shard``) due at ``now``; each group's next flush is set."""
         out = []
-        for g in list(self.groups.values()):
+        for g in self._of(shard):
             if g.next_flush > now or not g.alerts:
                 continue
             g.next_flush = now + g.route.group_interval
@@ -166,9 +188,16 @@ class Dispatcher:
             del self.groups[n.key]
             self._drop(n.key)
 
-    def next_flush(self) -> float | None:
-        """When the next group is due (None: no group), for a timer."""
-        return min((g.next_flush for g in self.groups.values() if g.alerts), default=None)
+    def next_flush(self, shard: int | None = None) -> float | None:
+        """When the next group (of ``shard``) is due (None: no group), for a timer."""
+        return min((g.next_flush for g in self._of(shard) if g.alerts), default=None)
+
+    def forget(self, shard: int) -> int:
+        """Drop the groups of ``shard`` from memory (not from the store): its partition went elsewhere."""
+        gone = [k for k, g in self.groups.items() if g.shard == shard]
+        for k in gone:
+            del self.groups[k]
+        return len(gone)
 
     def alerts(self) -> Iterator[Alert]:
         """Every alert held in a group (latest state), each once."""
@@ -191,8 +220,8 @@ class Dispatcher:
         if self.store is not None and self.store.get(key) is not None:
             del self.store[key]
 
-    def restore(self) -> int:
-        """Read the groups back from the store (after a restart); returns how many.
+    def restore(self, shard: int | None = None) -> int:
+        """Read the groups (of ``shard``: None for all) back from the store; returns how many.
 
         A group whose route no longer exists in the configuration is dropped
         and its alerts are re-added through the current routes.
@@ -207,6 +236,9 @@ class Dispatcher:
             if raw is None:
                 continue
             rec = orjson.loads(raw)
+            rec_shard = rec.get("shard")
+            if shard is not None and rec_shard not in (shard, None):
+                continue
             alerts = [alert_from_record(r) for r in rec["alerts"]]
             route = None
             for a in alerts:
@@ -220,9 +252,10 @@ class Dispatcher:
                 orphans.extend(alerts)
                 continue
             self.groups[key] = AggregationGroup(
-                key, route, dict(rec["labels"]), float(rec["next_flush"]), {a.fingerprint: a for a in alerts}
+                key, route, dict(rec["labels"]), float(rec["next_flush"]), {a.fingerprint: a for a in alerts},
+                shard=rec_shard,
             )
             n += 1
         for a in orphans:
-            self.add(a, now=a.starts_at)
+            self.add(a, now=a.starts_at, shard=shard)
         return n

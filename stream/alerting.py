@@ -1,10 +1,28 @@
-"""The alerting side of a worker: the notify agent, its tables, silences and their HTTP API.
+"""The alerting side of a worker: the notify agents, their tables, silences and their HTTP API.
 
-``notify_alerts`` reads the ``alerts`` topic back and runs the notification
-pipeline (routing, grouping, inhibition, silences, receivers), so every state
-change is in Kafka before any receiver is called and a restarted worker
-delivers what was not yet delivered. Delivery and group state live in Faust
-tables (``deliveries``, ``alert_groups``), written from the agent.
+Every alert state change is in Kafka (the ``alerts`` topic, keyed by
+fingerprint) before any receiver is called, and a restarted worker delivers
+what was not yet delivered. On a broker, two agents share the work so that
+grouping is right with any number of workers (Faust's ``group_by``, by hand):
+
+``notify_alerts``
+    reads ``alerts`` and, for each route the alert matches, forwards it to the
+    internal ``<app id>-notify-groups`` topic keyed by the group key (a
+    repartition: every alert of one aggregation group lands on one partition,
+    so one worker). It also sends each state change to every partition of
+    that topic as an ``observe`` record, so every worker's inhibitor knows
+    every firing alert.
+``deliver_groups``
+    reads ``<app id>-notify-groups``: grouping, inhibition, silences and
+    delivery (:class:`~alerts.notify.notifier.AlertNotifier`), with the groups
+    of each partition in the ``alert_groups`` table and the notification log
+    in ``deliveries`` (at least once, never twice: a replayed record finds its
+    delivery id there). A group belongs to the partition it was read from;
+    a timer sends a tick to each partition this worker owns whose groups are
+    due (or not yet loaded), and a tick flushes that partition's groups only.
+
+In-memory mode (``local_outputs``, tests without a broker) keeps one agent,
+``notify_alerts`` on the alerts channel, doing everything, ticks included.
 """
 
 from __future__ import annotations
@@ -16,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import faust
 import orjson
 
-from alerts.model import alert_from_record
+from alerts.model import Alert, alert_from_record
 from alerts.notify.notifier import AlertNotifier
 from alerts.silence import SilenceAPI, SilenceError, SilenceStore
 
@@ -30,9 +48,11 @@ log = logging.getLogger(__name__)
 #: Internal message that makes the notify agent deliver the groups that are due.
 TICK = b"tocsin:notify-tick"
 
+_ENVELOPE = "tocsin.notify-group.v1"
+
 
 class Notifications:
-    """Tables, agent, timers and views of the notification side of one :class:`TocsinApp`."""
+    """Tables, agents, timers and views of the notification side of one :class:`TocsinApp`."""
 
     def __init__(self, tapp: TocsinApp) -> None:
         self.tapp = tapp
@@ -44,42 +64,41 @@ class Notifications:
         self.notifier = AlertNotifier(tapp.config.alerting, tapp.receivers, _BytesKeyed(self.deliveries_table),
                                       groups=_BytesKeyed(self.groups_table), silences=self.silences)
         self._notifier_restored = False
-        # Group timers (group_wait, group_interval...) run in the notify agent,
-        # where the tables can be written: a timer sends a tick to every
-        # partition of this internal topic, which the agent reads with the
-        # alerts. In-memory outputs (tests) have no ticks.
         self.silences_topic = tapp._topic(t.silences)
-        self.ticks_topic = None if tapp.local_outputs else app.topic(
-            f"{app.conf.id}-notify-ticks", key_type=bytes, value_type=bytes, key_serializer="raw",
-            value_serializer="raw", partitions=tapp.config.kafka.partitions, internal=True)
-        self.notify_source = tapp.alerts_topic if tapp.local_outputs else app.topic(
-            t.alerts, self.ticks_topic.get_topic_name(), key_type=bytes, value_type=bytes,
-            key_serializer="raw", value_serializer="raw")
+        # On a broker: the repartitioned stream, keyed by group key, with the
+        # ticks; the firing alerts every partition has seen (the inhibitor's
+        # memory across restarts); the partitions whose groups are loaded.
+        self.partitions = tapp.config.kafka.partitions
+        self.groups_topic = None if tapp.local_outputs else app.topic(
+            f"{app.conf.id}-notify-groups", key_type=bytes, value_type=bytes, key_serializer="raw",
+            value_serializer="raw", partitions=self.partitions, internal=True)
+        self.firing_table = None if tapp.local_outputs else app.Table(
+            "firing_alerts", default=None, key_type=bytes, value_type=bytes)
+        self._loaded: set[int] = set()
 
         self._register(app)
 
     def _register(self, app: faust.App) -> None:
         tapp = self.tapp
-        ticks_name = self.ticks_topic.get_topic_name() if self.ticks_topic is not None else None
 
-        @app.agent(self.notify_source, name="notify_alerts")
-        async def notify_alerts(stream: faust.StreamT) -> None:
-            async for event in stream.events():
-                if not self._notifier_restored:
-                    self._notifier_restored = True
-                    tapp.counts["groups_restored"] = self.notifier.restore()
-                if event.message.topic == ticks_name or event.value == TICK:
-                    await self.notifier.flush(tapp.clock())
-                else:
-                    try:
-                        alert = alert_from_record(orjson.loads(event.value))
-                    except (ValueError, KeyError, TypeError) as exc:
-                        log.error("unreadable record on the alerts topic skipped: %s", exc)
-                        tapp.counts["alerts.unreadable"] += 1
-                        continue
-                    await self.notifier.receive(alert, tapp.clock())
-                    tapp.counts["alerts.notified"] += 1
-                tapp.metrics.sync_notifications(self.notifier.counts)
+        if self.groups_topic is None:
+            @app.agent(tapp.alerts_topic, name="notify_alerts")
+            async def notify_alerts(stream: faust.StreamT) -> None:
+                async for value in stream:
+                    if not self._notifier_restored:
+                        self._notifier_restored = True
+                        tapp.counts["groups_restored"] = self.notifier.restore()
+                    if value == TICK:
+                        await self.notifier.flush(tapp.clock())
+                    else:
+                        alert = self._decode(value)
+                        if alert is not None:
+                            await self.notifier.receive(alert, tapp.clock())
+                            tapp.counts["alerts.notified"] += 1
+                    tapp.metrics.sync_notifications(self.notifier.counts)
+        else:
+            self._register_repartition(app)
+            notify_alerts = self.notify_alerts
 
         if tapp.local_outputs:
             @app.agent(self.silences_topic, name="apply_silences")
@@ -91,22 +110,113 @@ class Notifications:
             async def read_silences() -> None:
                 await self._read_silences()
 
-        self._register_views()
-
-        if self.ticks_topic is not None:
-            ticks = self.ticks_topic
-            partitions = tapp.config.kafka.partitions
-
-            @app.timer(interval=1.0, name="notify_ticks")
-            async def notify_ticks() -> None:
-                if self.notifier.next_flush() is None:
-                    return
-                for p in range(partitions):
-                    await ticks.send(key=None, value=TICK, partition=p)
-
-
         self.notify_alerts = notify_alerts
         self._register_views()
+
+    def _decode(self, value: bytes) -> Alert | None:
+        try:
+            return alert_from_record(orjson.loads(value))
+        except (ValueError, KeyError, TypeError) as exc:
+            log.error("unreadable record on the alerts topic skipped: %s", exc)
+            self.tapp.counts["alerts.unreadable"] += 1
+            return None
+
+    def _register_repartition(self, app: faust.App) -> None:
+        tapp = self.tapp
+        groups_topic = self.groups_topic
+        assert groups_topic is not None
+        groups_name = groups_topic.get_topic_name()
+        notifier = self.notifier
+
+        @app.agent(tapp.alerts_topic, name="notify_alerts")
+        async def notify_alerts(stream: faust.StreamT) -> None:
+            async for value in stream:
+                alert = self._decode(value)
+                if alert is None:
+                    continue
+                rec = alert.to_record()
+                for key in notifier.group_keys(alert):
+                    await groups_topic.send(key=key.encode(), value=orjson.dumps(
+                        {"schema": _ENVELOPE, "kind": "group", "group": key, "alert": rec}))
+                observe = orjson.dumps({"schema": _ENVELOPE, "kind": "observe", "alert": rec})
+                for p in range(self.partitions):
+                    await groups_topic.send(key=alert.fingerprint.encode(), value=observe, partition=p)
+                tapp.counts["alerts.forwarded"] += 1
+
+        @app.agent(groups_topic, name="deliver_groups")
+        async def deliver_groups(stream: faust.StreamT) -> None:
+            async for event in stream.events():
+                p = event.message.partition
+                self._load(p)
+                if event.value == TICK:
+                    await notifier.flush(tapp.clock(), p)
+                else:
+                    try:
+                        env = orjson.loads(event.value)
+                        alert = alert_from_record(env["alert"])
+                    except (ValueError, KeyError, TypeError) as exc:
+                        log.error("unreadable record on %s skipped: %s", groups_name, exc)
+                        tapp.counts["alerts.unreadable"] += 1
+                        continue
+                    if env.get("kind") == "observe":
+                        self._observe(alert)
+                    else:
+                        await notifier.receive(alert, tapp.clock(), key=env["group"], shard=p)
+                        tapp.counts["alerts.notified"] += 1
+                tapp.metrics.sync_notifications(notifier.counts)
+
+        @app.timer(interval=1.0, name="notify_ticks")
+        async def notify_ticks() -> None:
+            now = tapp.clock()
+            for p in self._owned():
+                due = notifier.next_flush(p)
+                if p not in self._loaded or (due is not None and due <= now):
+                    await groups_topic.send(key=None, value=TICK, partition=p)
+
+        @app.on_partitions_revoked.connect
+        async def forget_revoked(sender: Any, revoked: Any = (), **kwargs: Any) -> None:
+            for tp in revoked:
+                if tp.topic == groups_name and tp.partition in self._loaded:
+                    self._loaded.discard(tp.partition)
+                    notifier.forget(tp.partition)
+
+        self.notify_alerts = notify_alerts
+        self.deliver_groups = deliver_groups
+
+    def _owned(self) -> list[int]:
+        """The partitions of the groups topic assigned to this worker."""
+        assert self.groups_topic is not None
+        name = self.groups_topic.get_topic_name()
+        try:
+            assigned = self.tapp.app.consumer.assignment()
+        except Exception:  # noqa: BLE001 - not started or rebalancing: nothing to tick yet
+            return []
+        return sorted(tp.partition for tp in assigned if tp.topic == name)
+
+    def _load(self, partition: int) -> None:
+        """First event of a partition since it was assigned: its groups and the firing alerts it saw."""
+        if partition in self._loaded:
+            return
+        self._loaded.add(partition)
+        assert self.firing_table is not None
+        for raw in list(self.firing_table.values()):
+            if raw is not None:
+                self.notifier.observe(alert_from_record(orjson.loads(raw)))
+        n = self.notifier.restore(partition)
+        self.tapp.counts["groups_restored"] += n
+        if n:
+            log.info("restored %d alert groups of partition %d", n, partition)
+
+    def _observe(self, alert: Alert) -> None:
+        """An alert state change for the inhibitor, remembered in this partition's ``firing_alerts``."""
+        assert self.firing_table is not None
+        self.notifier.observe(alert)
+        key = alert.fingerprint.encode()
+        # Written on every partition's changelog (a delete only sends a
+        # tombstone for a key the table holds, so set it first).
+        self.firing_table[key] = orjson.dumps(alert.to_record())
+        if alert.status == "resolved":
+            del self.firing_table[key]
 
     def _apply_silence(self, value: bytes) -> None:
         try:

@@ -6,6 +6,11 @@ It wires Alertmanager's stages together for the stream layer: the
 through the :class:`~alerts.notify.pipeline.NotificationPipeline` (time
 muting, inhibition, silences, send_resolved, notification log, retries).
 A lock keeps the agent and the timer from delivering at the same time.
+
+With several workers, every call takes a ``shard`` (the Kafka partition of
+the repartitioned stream, one group per partition): a worker then delivers
+only the groups of the partitions it owns, and :meth:`observe` feeds the
+inhibitor with the alerts of every partition.
 """
 
 from __future__ import annotations
@@ -74,27 +79,43 @@ class AlertNotifier:
     def counts(self):
         return self.pipeline.counts
 
-    def restore(self) -> int:
-        """Reload the persisted groups and the inhibitor's firing alerts (at start); returns the groups."""
-        n = self.dispatcher.restore()
+    def restore(self, shard: int | None = None) -> int:
+        """Reload the persisted groups (of ``shard``) and their firing alerts into the inhibitor; returns the groups."""
+        n = self.dispatcher.restore(shard)
         for a in self.dispatcher.alerts():
             self.inhibitor.observe(a)
         return n
 
-    async def receive(self, alert: Alert, now: float) -> int:
-        """Take one alert state change (as read from the ``alerts`` topic); deliver what is due."""
-        self.inhibitor.observe(alert)
-        self.dispatcher.add(alert, now)
-        return await self.flush(now)
+    def forget(self, shard: int) -> int:
+        """Drop the groups of ``shard`` from memory (its partition was revoked)."""
+        return self.dispatcher.forget(shard)
 
-    async def flush(self, now: float) -> int:
-        """Deliver the groups due at ``now`` (call it from a timer, ~every second); returns messages sent."""
+    def observe(self, alert: Alert) -> None:
+        """Learn an alert state change for inhibition only (it is grouped by another call or worker)."""
+        self.inhibitor.observe(alert)
+
+    def group_keys(self, alert: Alert) -> list[str]:
+        """The keys of the groups ``alert`` goes to: what a repartition keys it by."""
+        return self.dispatcher.keys(alert)
+
+    async def receive(self, alert: Alert, now: float, *, key: str | None = None, shard: int | None = None) -> int:
+        """Take one alert state change (as read from the ``alerts`` topic); deliver what is due.
+
+        ``key``: only into that group (a repartitioned record); ``shard``:
+        the partition it was read from (flush only that shard's groups).
+        """
+        self.inhibitor.observe(alert)
+        self.dispatcher.add(alert, now, key=key, shard=shard)
+        return await self.flush(now, shard)
+
+    async def flush(self, now: float, shard: int | None = None) -> int:
+        """Deliver the groups (of ``shard``) due at ``now`` (from a timer, ~every second); returns messages sent."""
         sent = 0
         async with self._lock:
-            for n in self.dispatcher.flush(now):
+            for n in self.dispatcher.flush(now, shard):
                 sent += await self.pipeline.deliver_group(n)
                 self.dispatcher.done(n)
         return sent
 
-    def next_flush(self) -> float | None:
-        return self.dispatcher.next_flush()
+    def next_flush(self, shard: int | None = None) -> float | None:
+        return self.dispatcher.next_flush(shard)
