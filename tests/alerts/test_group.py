@@ -183,3 +183,20 @@ route: {receiver: default, group_wait: 0s, group_interval: 1m}
     for t in range(0, 600, 10):
         await n.flush(T + t)
     assert rec.sent == [("alert", "firing", "unknown")]
+
+
+def test_groups_of_one_shard_are_flushed_restored_and_forgotten_alone():
+    store: dict[str, bytes] = {}
+    d = Dispatcher(Router(CFG.route), store)
+    a, b = alert(service="a"), alert(service="b")
+    [ka] = d.keys(a)
+    d.add(a, T, key=ka, shard=0)
+    d.add(b, T, shard=1)
+    d.add(alert(service="a", host="h2"), T, key="not-its-group", shard=0)  # another route's record: ignored
+    assert [n.labels for n in d.flush(T + 30, shard=1)] == [{"service": "b"}]
+    assert d.next_flush(shard=0) == T + 30 and d.next_flush(shard=1) == T + 330
+    assert d.forget(0) == 1 and list(d.groups) == [k for k in d.groups if "b" in k]
+    other = Dispatcher(Router(CFG.route), store)  # the worker the partition moved to
+    assert other.restore(0) == 1
+    [n] = other.flush(T + 30, shard=0)
+    assert n.labels == {"service": "a"} and len(n.alerts) == 1
