@@ -96,6 +96,8 @@ class RequestReader:
                     self._consumer = None
 
     async def _partitions(self) -> set[int]:
+        # Faust declares the topics its agents read; this one is read here.
+        await self.tapp.requests_topic.maybe_declare()
         c = self._consumer
         for _ in range(60):
             parts = c.partitions_for_topic(self.topic)
