@@ -29,6 +29,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from operator import itemgetter
 
+import numpy as np
+
 from .events import RequestEvent
 from .sketches import HyperLogLog, LogHistogram, SeenFilter, SpaceSaving, hash64, log_bin, log_bins
 from .sketches import _bins as _log_bins
@@ -140,17 +142,11 @@ _SMALL_BATCH = 200
 _HLL_MASK = (1 << _HLL_P) - 1
 
 
-def _bit_length(np, x):
+def _bit_length(x):
     """``int.bit_length`` of each uint64 below 2**54, exactly (frexp of halves exact in a float)."""
     hi = (x >> np.uint64(26)).astype(np.float64)
     lo = (x & np.uint64((1 << 26) - 1)).astype(np.float64)
     return np.where(hi > 0, np.frexp(hi)[1] + 26, np.frexp(lo)[1]).astype(np.int64)
-
-
-def _numpy():
-    import numpy
-
-    return numpy
 
 
 class WindowAggregator:
@@ -385,7 +381,6 @@ class WindowAggregator:
                     before = b
                     steps.append(sources[source])
             return steps
-        np = _numpy()
         W = self.window
         services = self._services
         # Columns, in event order (attribute access is the per-event floor).
@@ -515,7 +510,7 @@ class WindowAggregator:
         Hv, gv = (H, gid) if valid is None else (H[valid], gid[valid])
         if len(Hv):
             idx = (Hv & np.uint64(_HLL_MASK)).astype(np.intp)
-            rank = (64 - _HLL_P + 1) - _bit_length(np, Hv >> np.uint64(_HLL_P))
+            rank = (64 - _HLL_P + 1) - _bit_length(Hv >> np.uint64(_HLL_P))
             regs = np.zeros((G, 1 << _HLL_P), dtype=np.uint8)
             np.maximum.at(regs, (gv, idx), rank.astype(np.uint8))
             for g, w in enumerate(group_windows):
@@ -558,7 +553,6 @@ class WindowAggregator:
     @staticmethod
     def _hosts_batch(hosts_s: list, bins_s: list, st, bounds: list[int], group_windows: list[_Window]) -> None:
         """Per-host counts, 5xx and latency bins of a batch (columns in group order) into its windows."""
-        np = _numpy()
         n = len(hosts_s)
         names = list(dict.fromkeys(hosts_s))
         if names == [None]:
@@ -602,7 +596,6 @@ class WindowAggregator:
         those; the rest (first-time and returning-after-rotation clients, a
         few) go through ``add``'s arithmetic one by one, in arrival order.
         """
-        np = _numpy()
         b = np.uint64(self.seen_bits)
         P = np.stack([H % b, (H >> np.uint64(21)) % b, (H >> np.uint64(42)) % b], axis=1).astype(np.int64)
         byte = P >> 3
@@ -666,7 +659,6 @@ class WindowAggregator:
 
     def _batch_watermark(self, t, source: int) -> list[float]:
         """Watermarks after a batch (event times ``t`` in order); the boundary crossings, as ``add`` makes them."""
-        np = _numpy()
         W = self.window
         sources = self._sources
         wm0 = sources.get(source, _NEG_INF)

@@ -13,6 +13,8 @@ from hashlib import blake2b
 from itertools import accumulate
 from operator import itemgetter
 
+import numpy as np
+
 __all__ = ["LogHistogram", "HyperLogLog", "SpaceSaving", "SeenFilter", "hash64", "log_bin", "log_bins"]
 
 _LOG_K = 1.0 / math.log(1.05)
@@ -42,8 +44,6 @@ def log_bins(values: list[float]) -> list[int]:
     only change a bin when the scaled log is within a hair of an integer,
     so those few (and any non-finite value) are recomputed with ``math``.
     """
-    import numpy as np
-
     x = np.log1p(np.array(values, dtype=np.float64)) * _LOG_K
     with np.errstate(invalid="ignore"):
         out = x.astype(np.int64)

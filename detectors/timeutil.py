@@ -130,6 +130,7 @@ _np = None
 
 
 def _numpy_tables():
+    # numpy on first use: every command line imports this module, few convert times in bulk.
     global _np
     import numpy as np
 
