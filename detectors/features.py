@@ -426,7 +426,7 @@ class WindowAggregator:
         hosts_s = [e.host for e in evs_s]
         ips_s = [e.client_ip for e in evs_s]
         countries_s = [e.country for e in evs_s]
-        asns_s = [e.asn for e in evs_s]
+        hosting_s = list(map(HOSTING_ASNS.get, [e.asn for e in evs_s]))  # the network's name, or None
         eps_s = [e.endpoint for e in evs_s]
         uas_s = [e.user_agent for e in evs_s]
         # service code -> [(window, first, end)] for the first-time-client filter
@@ -463,14 +463,13 @@ class WindowAggregator:
             d = w.countries
             _count(d, countries_s[a:b])
             d.pop(None, None)
-            asns: dict[int | None, int] = {}
-            _count(asns, asns_s[a:b])
-            for asn, k in asns.items():
-                name = HOSTING_ASNS.get(asn)
-                if name is not None:
-                    w.hosting += k
-                    d = w.hosting_by
-                    d[name] = d.get(name, 0) + k
+            hg = hosting_s[a:b]
+            k = cnt - hg.count(None)
+            if k:
+                w.hosting += k
+                d = w.hosting_by
+                _count(d, hg)
+                d.pop(None, None)
             # Capped dicts: keys in order of first appearance, as add admits them.
             for col, d, cap in ((eps_s, w.endpoints, _MAX_ENDPOINTS), (uas_s, w.agents, _MAX_AGENTS)):
                 xs = col[a:b]
