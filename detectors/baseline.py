@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import struct
-from array import array
 from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
@@ -138,15 +137,23 @@ def _local(ts: float, tz: str) -> datetime:
 class SeasonalBaseline:
     """Mean and variance per (day type, hour of day), interpolated within the hour.
 
-    4 day types x 24 hours, each slot a float32 mean, float32 variance and a
-    uint16 learned weight: 960 bytes. A value at 08:40 is compared with a blend of the
-    08:00 and 09:00 slots and teaches both in proportion, so the profile is
-    smooth. ``slot_n(ts)`` says how much the model has seen at that time of
-    the week (the warm-up).
+    4 day types x 24 hours, each slot a float32 mean, a float16 variance and
+    a uint16 learned weight packed in one bytearray: 768 bytes, also the
+    serialised form (the variance of a log-rate needs no more than float16's
+    0.05% precision: the detectors add a noise floor to it). A value at 08:40
+    is compared with a blend of the 08:00 and 09:00 slots and teaches both in
+    proportion, so the profile is smooth. ``expect(ts)[2]`` says how much the
+    model has seen at that time of the week (the warm-up).
+
+    ``expect`` and ``learn`` work on ``buf``, this profile's own buffer unless
+    one is passed: a detector keeps one SeasonalBaseline for its parameters
+    and each key keeps only its bytes.
     """
 
-    __slots__ = ("alpha", "tz", "calendar", "holidays", "clip", "_m", "_v", "_n")
+    __slots__ = ("alpha", "tz", "calendar", "holidays", "clip", "buf")
     SLOTS = 96
+    _SLOT = struct.Struct("<feH")  # mean, variance, weight in 1/16ths
+    SIZE = SLOTS * _SLOT.size
 
     def __init__(
         self,
@@ -161,9 +168,7 @@ class SeasonalBaseline:
         self.calendar = calendar
         self.holidays = holidays
         self.clip = clip
-        self._m = array("f", bytes(4 * self.SLOTS))
-        self._v = array("f", bytes(4 * self.SLOTS))
-        self._n = array("H", bytes(2 * self.SLOTS))
+        self.buf = bytearray(self.SIZE)
 
     def _slots(self, ts: float) -> tuple[int, int, float]:
         # Local hour and day type are cached per UTC hour (zone offsets change
@@ -185,54 +190,62 @@ class SeasonalBaseline:
         # Wrap around midnight within the same day type (good enough at night).
         return dt * 24 + (h0 % 24), dt * 24 + ((h0 + 1) % 24), frac
 
-    def expect(self, ts: float) -> tuple[float, float, int]:
+    def expect(self, ts: float, buf: bytearray | None = None) -> tuple[float, float, int]:
         """(mean, variance, count) expected at ``ts``; count is the smaller of the two slots."""
+        if buf is None:
+            buf = self.buf
         a, b, f = self._slots(ts)
-        na, nb = self._n[a] >> 4, self._n[b] >> 4
+        unpack = self._SLOT.unpack_from
+        ma, va, na = unpack(buf, 8 * a)
+        mb, vb, nb = unpack(buf, 8 * b)
+        na >>= 4
+        nb >>= 4
         if na and nb:
-            m = (1 - f) * self._m[a] + f * self._m[b]
-            v = (1 - f) * self._v[a] + f * self._v[b]
-        elif na:
-            m, v = self._m[a], self._v[a]
-        elif nb:
-            m, v = self._m[b], self._v[b]
-        else:
-            return 0.0, 0.0, 0
-        return m, v, min(na, nb) if (na and nb) else max(na, nb) // 2
+            return (1 - f) * ma + f * mb, (1 - f) * va + f * vb, min(na, nb)
+        if na:
+            return ma, va, na // 2
+        if nb:
+            return mb, vb, nb // 2
+        return 0.0, 0.0, 0
 
-    def learn(self, ts: float, x: float, weight: float = 1.0) -> None:
+    def learn(self, ts: float, x: float, weight: float = 1.0, buf: bytearray | None = None) -> None:
         """Fit the piecewise-linear profile: both knots move toward ``x`` in
         proportion to their share of the prediction, and learn its error."""
+        if buf is None:
+            buf = self.buf
         a, b, f = self._slots(ts)
-        m, _, _ = self.expect(ts)
-        err = x - m if (self._n[a] or self._n[b]) else 0.0
+        m, _, _ = self.expect(ts, buf)
+        slot = self._SLOT
+        learned = slot.unpack_from(buf, 8 * a)[2] or slot.unpack_from(buf, 8 * b)[2]
+        err = x - m if learned else 0.0
         for s, w in ((a, 1 - f), (b, f)):
             w *= weight
             if w < 1.0 / 32:
                 continue  # below the 1/16 resolution of the learned weight
-            # _n holds the weight learned so far, in 1/16ths (fixed point), so
+            # The weight learned so far is kept in 1/16ths (fixed point), so
             # that the first values are averaged exactly whatever their weight.
-            n16 = self._n[s]
+            ms, vs, n16 = slot.unpack_from(buf, 8 * s)
             add = max(1, round(16 * w))
-            self._n[s] = min(65535, n16 + add)
             r = max(self.alpha * w, add / (n16 + add))
-            d = err if n16 else x - self._m[s]
+            d = err if n16 else x - ms
             if n16 > 30 * 16 and self.clip:
                 # One odd day (an unlisted holiday, an incident) must not
                 # blow the slot's variance up: Huber-like clipping.
-                lim = self.clip * math.sqrt(self._v[s] + 1e-6)
+                lim = self.clip * math.sqrt(vs + 1e-6)
                 d = max(-lim, min(lim, d))
-            self._m[s] += r * d
-            self._v[s] = (1.0 - r) * (self._v[s] + r * d * d)
+            vs = min(_F16_MAX, (1.0 - r) * (vs + r * d * d))
+            slot.pack_into(buf, 8 * s, ms + r * d, vs, min(65535, n16 + add))
 
     def to_bytes(self) -> bytes:
-        return self._m.tobytes() + self._v.tobytes() + self._n.tobytes()
+        return bytes(self.buf)
 
     @classmethod
     def from_bytes(cls, data: bytes, **params) -> SeasonalBaseline:
+        if len(data) != cls.SIZE:
+            raise ValueError(f"a seasonal profile is {cls.SIZE} bytes, not {len(data)}")
         b = cls(**params)
-        k = 4 * cls.SLOTS
-        b._m = array("f", data[:k])
-        b._v = array("f", data[k : 2 * k])
-        b._n = array("H", data[2 * k :])
+        b.buf[:] = data
         return b
+
+
+_F16_MAX = 65504.0

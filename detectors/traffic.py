@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import struct
 
 from .baseline import HoltBaseline, SeasonalBaseline
 from .features import WindowFeatures
@@ -13,25 +12,32 @@ __all__ = ["TrafficAnomalyDetector", "TrafficState"]
 
 
 class TrafficState:
-    """Per-service model: a seasonal profile and a short-memory fallback (~1 KB)."""
+    """Per-service model: a seasonal profile and a short-memory fallback, in one 796-byte buffer.
 
-    __slots__ = ("seasonal", "recent")
+    The buffer is both the state in memory and its serialised form: the
+    seasonal profile's 768 bytes (see :class:`SeasonalBaseline`), then the
+    fallback's level, trend, variance and count (see :class:`HoltBaseline`).
+    The detector reads and writes it; about 900 bytes per service in memory.
+    """
 
-    def __init__(self, seasonal: SeasonalBaseline, recent: HoltBaseline) -> None:
-        self.seasonal = seasonal
-        self.recent = recent
+    __slots__ = ("buf",)
+    _HOLT = SeasonalBaseline.SIZE
+    SIZE = _HOLT + HoltBaseline._FMT.size
+
+    def __init__(self, buf: bytearray | None = None) -> None:
+        self.buf = buf if buf is not None else bytearray(self.SIZE)
+
+    def recent(self, alpha: float) -> HoltBaseline:
+        return HoltBaseline.from_bytes(self.buf[self._HOLT:], alpha)
 
     def to_bytes(self) -> bytes:
-        s = self.seasonal.to_bytes()
-        return struct.pack("<H", len(s)) + s + self.recent.to_bytes()
+        return bytes(self.buf)
 
     @classmethod
-    def from_bytes(cls, data: bytes, det: TrafficAnomalyDetector) -> TrafficState:
-        (k,) = struct.unpack_from("<H", data)
-        return cls(
-            SeasonalBaseline.from_bytes(data[2 : 2 + k], **det._seasonal_params()),
-            HoltBaseline.from_bytes(data[2 + k :], det.recent_alpha),
-        )
+    def from_bytes(cls, data: bytes, det: TrafficAnomalyDetector | None = None) -> TrafficState:
+        if len(data) != cls.SIZE:
+            raise ValueError(f"a traffic state is {cls.SIZE} bytes, not {len(data)}")
+        return cls(bytearray(data))
 
 
 class TrafficAnomalyDetector:
@@ -104,24 +110,26 @@ class TrafficAnomalyDetector:
         self.holiday_calendar = holiday_calendar
         self.holidays = holidays
         self.learn_z = learn_z
+        # Parameters of the seasonal profile; each service's state has only its bytes.
+        self._profile = SeasonalBaseline(**self._seasonal_params())
 
     def _seasonal_params(self) -> dict:
         return {"alpha": self.seasonal_alpha, "tz": self.timezone,
                 "calendar": self.holiday_calendar, "holidays": frozenset(self.holidays)}
 
     def new_state(self) -> TrafficState:
-        return TrafficState(SeasonalBaseline(**self._seasonal_params()), HoltBaseline(self.recent_alpha))
+        return TrafficState()
 
     def score_one(self, f: WindowFeatures, state: TrafficState | None) -> Verdict:
         """Score one window's rate before learning it."""
         dur = f.end - f.start
         x = math.log1p(f.count)
-        mean, var, n = (0.0, 0.0, 0) if state is None else state.seasonal.expect(f.start + dur / 2)
+        mean, var, n = (0.0, 0.0, 0) if state is None else self._profile.expect(f.start + dur / 2, state.buf)
         seasonal = n >= self.warmup
         if seasonal:
             zt, rt = self.threshold_z, self.min_ratio
         else:
-            rec = state.recent if state is not None else None
+            rec = state.recent(self.recent_alpha) if state is not None else None
             if rec is None or rec.n < self.fallback_warmup:
                 return Verdict(self.signal, f.count / dur, 0.0, 0.0, 0.0, 0.0, False, warming_up=True)
             mean, var = rec.predict(), rec.var
@@ -154,6 +162,8 @@ class TrafficAnomalyDetector:
             state = self.new_state()
         w = 0.05 if verdict is not None and (verdict.flagged or abs(verdict.z) >= self.learn_z) else 1.0
         x = math.log1p(f.count)
-        state.seasonal.learn(f.start + (f.end - f.start) / 2, x, w)
-        state.recent.learn(x, w)
+        self._profile.learn(f.start + (f.end - f.start) / 2, x, w, state.buf)
+        rec = state.recent(self.recent_alpha)
+        rec.learn(x, w)
+        state.buf[TrafficState._HOLT:] = rec.to_bytes()
         return state
