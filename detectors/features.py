@@ -699,6 +699,18 @@ class WindowAggregator:
         if self._due:
             yield self.advance()
 
+    def forget(self, service: str) -> None:
+        """Drop a service's open windows and filters (it moved to another worker)."""
+        self._services.pop(service, None)
+
+    def source_of(self, service: str) -> int | None:
+        svc = self._services.get(service)
+        return None if svc is None else svc.source
+
+    def sources_services(self, sources: set[int]) -> set[str]:
+        """The services whose last events came from these sources."""
+        return {name for name, svc in self._services.items() if svc.source in sources}
+
     def due(self) -> bool:
         """True when ``advance`` may close a window (a source crossed a window boundary)."""
         return self._due

@@ -294,10 +294,10 @@ class TocsinApp:
         if kind == "drive":
             p = self._drive_partition.get(key)
             return None if p is None else (f"d{p}/{name}", p)
-        svc = self.engine.aggregator._services.get(key.split("|", 1)[0])
-        if svc is None:
+        source = self.engine.source_of(key.split("|", 1)[0])
+        if source is None:
             return None
-        return f"r{svc.source}/{name}", svc.source
+        return f"r{source}/{name}", source
 
     def checkpoint(self) -> int:
         """Write the changed models to the ``models`` table, each to the partition it comes from.
@@ -344,14 +344,13 @@ class TocsinApp:
             n += 1
         if n:
             log.info("restored %d models from the models table", n)
-            self.engine._partial |= services  # (Engine.mark_resumed marks every service)
+            self.engine.mark_resumed(services)
         self.counts["restored"] += n
         return n
 
     def forget_partitions(self, partitions: set[int]) -> None:
         """Drop the services read from these requests partitions (another worker has them now)."""
-        services = {name for name, svc in self.engine.aggregator._services.items() if svc.source in partitions}
-        _forget_services(self.engine, services)
+        self.engine.forget_services(self.engine.aggregator.sources_services(partitions))
         for p in partitions:
             self._last_seen.pop(p, None)
 
@@ -384,17 +383,6 @@ class TocsinApp:
         for tp in (self.requests_topic, self.disk_topic, self.anomalies_topic, self.alerts_topic, self.dead_letter_topic):
             await tp.maybe_declare()
 
-
-
-def _forget_services(engine: Engine, services: set[str]) -> None:
-    """Drop every model and open window of these services from ``engine``."""
-    for svc in services:
-        engine.traffic.pop(svc, None)
-        engine.composition.pop(svc, None)
-        engine.aggregator._services.pop(svc, None)
-        engine._partial.discard(svc)
-    for key in [k for k in engine.latency if k.split("|", 1)[0] in services]:
-        del engine.latency[key]
 
 
 async def wait_until(cond: Callable[[], bool], timeout: float, interval: float = 0.1) -> bool:

@@ -162,14 +162,30 @@ class Engine:
             out.alerts.extend(self.tracker.tick(self.aggregator.low_watermark()))
         return out
 
-    def mark_resumed(self) -> None:
-        """After a restart: the first window of each service is partial, neither scored nor learned.
+    def mark_resumed(self, services: set[str] | None = None) -> None:
+        """After a restart: the first window of these services (all when None) is partial, neither scored nor learned.
 
         Its events before the last committed offset were counted by the
         previous process and are gone with it; judging the rest would see a
         traffic drop that never happened.
         """
-        self._partial = set(self.traffic) | {k.split("|", 1)[0] for k in self.latency}
+        if services is None:
+            services = set(self.traffic) | {k.split("|", 1)[0] for k in self.latency}
+        self._partial |= services
+
+    def forget_services(self, services: set[str]) -> None:
+        """Drop the models and open windows of these services (another worker reads them now)."""
+        for svc in services:
+            self.traffic.pop(svc, None)
+            self.composition.pop(svc, None)
+            self.aggregator.forget(svc)
+            self._partial.discard(svc)
+        for key in [k for k in self.latency if k.split("|", 1)[0] in services]:
+            del self.latency[key]
+
+    def source_of(self, service: str) -> int | None:
+        """The source (Kafka partition) a service's events came from last, if it has any here."""
+        return self.aggregator.source_of(service)
 
     def _window(self, f: WindowFeatures) -> Output:
         out = Output()

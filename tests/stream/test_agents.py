@@ -87,3 +87,23 @@ async def test_notify_agent_delivers_once_per_state_change():
     assert text.count("[FIRING]") == 1
     assert "RESOLVED" in text.upper()
     assert tapp.counts["alerts.unreadable"] == 1
+
+
+async def test_checkpoints_name_their_partition_and_restore_only_the_owned_ones():
+    tapp, _, _ = make_app()
+    async with tapp.detect_requests.test_context() as agent:
+        for minute in range(3):
+            for i in range(50):
+                await agent.put(request(T0 + minute * 60 + i * 1.2), partition=2)
+        assert tapp.checkpoint() > 0
+    keys = sorted(k.decode() for k in tapp.models_table.data.keys())
+    assert keys and all(k.startswith("r2/") for k in keys), keys
+    assert "r2/traffic:ent" in keys and "r2/latency:ent|web-1" in keys
+
+    other, _, _ = make_app()
+    for k in keys:
+        other.models_table.data[k.encode()] = tapp.models_table.data[k.encode()]
+    assert other.restore({0, 1}) == 0 and not other.engine.traffic
+    assert other.restore({2}) == len(keys)
+    assert other.engine.traffic["ent"].to_bytes() == tapp.engine.traffic["ent"].to_bytes()
+    assert other.engine._partial == {"ent"}

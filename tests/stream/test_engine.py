@@ -150,3 +150,20 @@ def test_batches_of_two_partitions_apart_in_event_time():
     assert records(outs_a) == records(outs_b) and records(outs_a)[1]
     assert a.aggregator.late_events == b.aggregator.late_events == 0
     assert a.aggregator.low_watermark() == b.aggregator.low_watermark()
+
+
+def test_services_of_a_lost_partition_are_forgotten_and_only_they():
+    e = Engine()
+    for m in range(5):
+        for i in range(60):
+            ts = T0 + m * 60 + i
+            e.process_requests([RequestEvent(ts, "kept", 200, 100.0, host="w1")], source=0)
+            e.process_requests([RequestEvent(ts, "moved", 200, 100.0, host="w2")], source=3)
+    assert e.source_of("kept") == 0 and e.source_of("moved") == 3
+    assert {"kept", "moved"} <= set(e.traffic) and "moved|w2" in e.latency
+    e.mark_resumed({"kept"})
+    e.forget_services(e.aggregator.sources_services({3}))
+    assert "moved" not in e.traffic and "moved" not in e.latency and "moved|w2" not in e.latency
+    assert e.source_of("moved") is None
+    assert "kept" in e.traffic and "kept|w1" in e.latency and e.source_of("kept") == 0
+    assert e._partial == {"kept"}
