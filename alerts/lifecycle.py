@@ -18,11 +18,14 @@ Time is passed in (``now``), never read from a clock.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+
+import orjson
 
 from detectors.diagnosis import Finding
 
-from .model import Alert
+from .model import Alert, alert_from_record
 
 __all__ = ["AlertTracker"]
 
@@ -143,3 +146,32 @@ class AlertTracker:
             elif not t.firing:
                 out.extend(self._maybe_fire(t, now))
         return out
+
+    # -- state for checkpoints -----------------------------------------------
+    def export(self) -> dict[str, tuple[dict[str, str | None], bytes]]:
+        """Every tracked alert: fingerprint -> (labels, serialised state), for checkpoints.
+
+        JSON (the alert's CONTRACT record and the tracker's times), no pickle.
+        """
+        return {
+            fp: (t.alert.labels, orjson.dumps({
+                "alert": t.alert.to_record(), "first_seen": t.first_seen, "last_seen": t.last_seen,
+                "hold": t.hold, "pending": t.pending, "onset": t.onset, "firing": t.firing, "ids": t.ids,
+            }))
+            for fp, t in self._alerts.items()
+        }
+
+    def load(self, data: bytes) -> None:
+        """Take back one alert written by :meth:`export` (a worker was given its partition)."""
+        rec = orjson.loads(data)
+        alert = alert_from_record(rec["alert"])
+        self._alerts[alert.fingerprint] = _Tracked(
+            alert, rec["first_seen"], rec["last_seen"], rec["hold"], rec["pending"], rec["onset"],
+            firing=bool(rec["firing"]), ids=list(rec["ids"]))
+
+    def forget(self, owned_elsewhere: Callable[[dict[str, str | None]], bool]) -> int:
+        """Drop, without resolving them, the alerts whose labels another worker now owns."""
+        gone = [fp for fp, t in self._alerts.items() if owned_elsewhere(t.alert.labels)]
+        for fp in gone:
+            del self._alerts[fp]
+        return len(gone)

@@ -96,6 +96,7 @@ BASE_N, BASE_SCALE = 300_000, 4.0  # 300k events at scale 4 span 13:00-14:55 loc
 POLL = 0.05
 
 LOGTIME = re.compile(r"\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]")
+PAUSED = re.compile(r"paused reading (\S+) partitions")
 READING = re.compile(r"reading (\S+) partitions \[([\d, ]*)\] \(lost \[([\d, ]*)\], gained \[([\d, ]*)\]\)")
 
 
@@ -220,12 +221,16 @@ class Worker:
         self._read += cut
         for line in chunk[:cut].decode(errors="replace").splitlines():
             m = READING.search(line)
+            paused = PAUSED.search(line)
             revoked = "Revoking previously assigned partitions" in line and "set()" not in line
-            if m or revoked:
+            if m or paused or revoked:
                 ts = LOGTIME.match(line)
                 t = datetime.strptime(ts.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp() if ts else now
                 if m:
                     self.assignments.append((t, _ints(m.group(2)), _ints(m.group(3)), _ints(m.group(4))))
+                elif paused:
+                    # The reader stops at a revocation: it holds nothing until its next assignment.
+                    self.assignments.append((t, [], [], []))
                 else:
                     self.revocations.append(t)
 
@@ -461,9 +466,8 @@ def held_twice(run: Run) -> dict[int, float]:
     """Seconds during which each partition was held by two readers at once, from their log lines.
 
     A reader holds its partitions from one ``reading ... partitions`` line to
-    its next one (or the end of the run): it does not log a revocation, and it
-    keeps reading until the new assignment is logged. Gated runs count from
-    the opening of the gate.
+    its next one, or to its ``paused reading`` line (at a revocation), or to
+    the end of the run. Gated runs count from the opening of the gate.
     """
     since = run.t_gate_wall  # gated: nothing is read before the gate opens
     spans: list[list[tuple[float, float, set[int]]]] = []
@@ -480,6 +484,11 @@ def held_twice(run: Run) -> dict[int, float]:
                         for p in p0 & p1:
                             out[p] += d
     return dict(out)
+
+
+#: A revoked reader checkpoints, flushes and commits (under its lock: no batch
+#: is processed meanwhile) before it logs its pause; this long is allowed.
+PAUSE_WITHIN = 1.0
 
 
 def check_partitions(run: Run) -> tuple[bool, list[str]]:
@@ -507,7 +516,7 @@ def check_partitions(run: Run) -> tuple[bool, list[str]]:
             nxt = next((a for a in seen if a[0] >= tr), None)
             if nxt is None:
                 late.append(f"worker {i}: revoked at {tr - run.t_first_wall:+.1f} s, no new assignment logged before the stop")
-            elif nxt[0] - max(tr, run.t_gate_wall) > 0:
+            elif nxt[0] - max(tr, run.t_gate_wall) > PAUSE_WITHIN:
                 late.append(f"worker {i}: kept reading its partitions for {nxt[0] - tr:.1f} s after the group revoked "
                             f"them at {tr - run.t_first_wall:+.1f} s (what it read then is read again from the "
                             f"offsets committed at the revocation: lost {nxt[2]} by the new owner, kept ones by itself)")

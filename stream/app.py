@@ -291,10 +291,11 @@ class TocsinApp:
     def _state_key(self, name: str) -> tuple[str, int] | None:
         """Table key and partition of one engine state name (``kind:key``)."""
         kind, _, key = name.partition(":")
-        if kind == "drive":
-            p = self._drive_partition.get(key)
+        owner = key.split("|", 1)[0]
+        if kind == "drive" or owner.startswith("@"):
+            p = self._drive_partition.get(key if kind == "drive" else owner[1:])
             return None if p is None else (f"d{p}/{name}", p)
-        source = self.engine.source_of(key.split("|", 1)[0])
+        source = self.engine.source_of(owner)
         if source is None:
             return None
         return f"r{source}/{name}", source
@@ -314,7 +315,10 @@ class TocsinApp:
             if where is None:
                 continue
             key = where[0].encode()
-            table.data[key] = value
+            if value is None:  # an alert that ended: delete its checkpoint
+                table.data.pop(key, None)
+            else:
+                table.data[key] = value
             table.send_changelog(where[1] % n_parts, key, value)
             n += 1
         self.counts["checkpointed"] += n
@@ -339,7 +343,7 @@ class TocsinApp:
                 continue
             self.engine.load_state(name, v)
             kind, _, key = name.partition(":")
-            if kind != "drive":
+            if kind not in ("drive", "alert"):
                 services.add(key.split("|", 1)[0])
             n += 1
         if n:

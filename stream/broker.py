@@ -137,7 +137,7 @@ def _servers_arg(bootstrap_servers: str | Iterable[str]) -> str | list[str]:
     return bootstrap_servers if isinstance(bootstrap_servers, str) else list(bootstrap_servers)
 
 
-def _admin(bootstrap_servers: str | Iterable[str], request_timeout_ms: int = 5000):
+def _admin(bootstrap_servers: str | Iterable[str], request_timeout_ms: int = 5000, **options):
     try:
         from kafka import KafkaAdminClient
     except ImportError as exc:  # pragma: no cover - a dependency of tocsin
@@ -146,6 +146,7 @@ def _admin(bootstrap_servers: str | Iterable[str], request_timeout_ms: int = 500
         bootstrap_servers=_servers_arg(bootstrap_servers),
         client_id="tocsin-admin",
         request_timeout_ms=request_timeout_ms,
+        **options,
     )
 
 
@@ -228,11 +229,13 @@ def create_topics(
     replication: int = 1,
     *,
     timeout: float = 20.0,
+    **options,
 ) -> list[str]:
     """Create the topics that do not exist yet; returns the names created.
 
     A topic that already exists (or is created concurrently by someone else)
     is not an error. Waits until every name is listed by the broker.
+    ``options`` go to kafka-python's admin client (security settings).
     """
     from kafka.admin import NewTopic
     from kafka.errors import TopicAlreadyExistsError
@@ -240,7 +243,7 @@ def create_topics(
     wanted = list(dict.fromkeys(names))
     if not wanted:
         return []
-    admin = _admin(bootstrap_servers, request_timeout_ms=int(timeout * 1000))
+    admin = _admin(bootstrap_servers, request_timeout_ms=int(timeout * 1000), **options)
     created: list[str] = []
     try:
         existing = set(admin.list_topics())

@@ -65,6 +65,7 @@ class Engine:
         self.disk_signals: dict[str, list[DiskSignal]] = {}
         self.counts: Counter[str] = Counter()
         self._dirty: set[tuple[str, str]] = set()
+        self._alerts_saved: dict[str, bytes] = {}  # checkpoint name -> what was last written
         self._partial: set[str] = set()
 
     # -- detectors per service (overrides apply) ------------------------------
@@ -182,6 +183,10 @@ class Engine:
             self._partial.discard(svc)
         for key in [k for k in self.latency if k.split("|", 1)[0] in services]:
             del self.latency[key]
+        # Their alerts go with them, unresolved: the new owner carries them on.
+        self.tracker.forget(lambda labels: labels.get("service") in services)
+        for name in [n for n in self._alerts_saved if n.partition(":")[2].split("|", 1)[0] in services]:
+            del self._alerts_saved[name]
 
     def source_of(self, service: str) -> int | None:
         """The source (Kafka partition) a service's events came from last, if it has any here."""
@@ -252,20 +257,41 @@ class Engine:
         return a
 
     # -- state for checkpoints ------------------------------------------------
-    def dirty_states(self) -> dict[str, bytes]:
-        """Serialised per-key models changed since the last call, keyed ``kind:key``."""
-        out: dict[str, bytes] = {}
+    def dirty_states(self) -> dict[str, bytes | None]:
+        """Serialised per-key models and alerts changed since the last call, keyed ``kind:key``.
+
+        Alerts are keyed ``alert:<service>|<fingerprint>`` (``alert:@<host>/<disk>|...``
+        for a drive's), so they travel with their service's partition; None
+        means the alert is gone (resolved) and its checkpoint can be deleted.
+        """
+        out: dict[str, bytes | None] = {}
         for kind, key in self._dirty:
             obj = {"traffic": self.traffic, "latency": self.latency,
                    "composition": self.composition, "drive": self.drives}[kind].get(key)
             if obj is not None:
                 out[f"{kind}:{key}"] = obj.to_bytes()
         self._dirty.clear()
+        saved = self._alerts_saved
+        now: dict[str, bytes] = {}
+        for fp, (labels, data) in self.tracker.export().items():
+            svc = labels.get("service")
+            owner = svc if svc else f"@{labels.get('host')}/{labels.get('disk')}"
+            now[f"alert:{owner}|{fp}"] = data
+        for name, data in now.items():
+            if saved.get(name) != data:
+                out[name] = data
+        for name in saved.keys() - now.keys():
+            out[name] = None
+        self._alerts_saved = now
         return out
 
     def load_state(self, name: str, data: bytes) -> None:
-        """Restore one model written by :meth:`dirty_states`."""
+        """Restore one model (or alert) written by :meth:`dirty_states`."""
         kind, _, key = name.partition(":")
+        if kind == "alert":
+            self.tracker.load(data)
+            self._alerts_saved[name] = data
+            return
         if kind == "traffic":
             svc = key
             self.traffic[key] = TrafficState.from_bytes(data, self._detectors(svc)[0])

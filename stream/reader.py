@@ -65,7 +65,8 @@ class RequestReader:
         self.owned: set[int] = set()
         self._next: dict[int, int] = {}  # partition -> next offset to read (= to commit)
         self._committed: dict[int, int] = {}
-        self._generation = 0  # bumped at every assignment: batches fetched before are dropped
+        self._generation = 0  # bumped at every revocation and assignment: batches fetched before are dropped
+        self._paused = False  # from a revocation to the next assignment: read nothing
         self._lock = asyncio.Lock()
         self._consumer: Any = None
         self._last_commit = time.monotonic()
@@ -114,6 +115,12 @@ class RequestReader:
             return
         async with self._lock:
             await self._commit()
+            # Until the group settles, another worker may be given these
+            # partitions: read nothing more (what is read now would be read
+            # again by the new owner).
+            self._paused = True
+            self._generation += 1
+            log.info("paused reading %s partitions %s until the group settles", self.topic, sorted(self.owned))
 
     async def on_assigned(self, model_partitions: set[int]) -> None:
         """The assignment is final and the tables recovered: read what ``model_partitions`` imply."""
@@ -136,8 +143,15 @@ class RequestReader:
             if gained:
                 tapp.restore(gained)
             self._generation += 1
+            self._paused = False
+            if owned != {tp.partition for tp in self._consumer.assignment()}:
+                self._consumer.assign([TopicPartition(self.topic, r) for r in sorted(owned)])
+            # assign() restarts a partition from its committed offset; the kept
+            # ones go on from where this reader was (never a rewind, never a gap).
+            for r in owned & self.owned:
+                if r in self._next:
+                    self._consumer.seek(TopicPartition(self.topic, r), self._next[r])
             self.owned = owned
-            self._consumer.assign([TopicPartition(self.topic, r) for r in sorted(owned)])
             log.info("reading %s partitions %s (lost %s, gained %s)", self.topic, sorted(owned), sorted(lost), sorted(gained))
 
     # -- the loop ----------------------------------------------------------------
@@ -146,8 +160,8 @@ class RequestReader:
             await self._start()
         try:
             while True:
-                if not self.owned:
-                    await asyncio.sleep(0.1)
+                if self._paused or not self.owned:
+                    await asyncio.sleep(0.05)
                     continue
                 gen = self._generation
                 batches = await self._consumer.getmany(timeout_ms=200, max_records=self.max_records)
@@ -158,10 +172,22 @@ class RequestReader:
                                 await self.tapp.process_request_records(
                                     tp.partition, [r.offset for r in records], [r.value for r in records])
                                 self._next[tp.partition] = records[-1].offset + 1
+                    else:
+                        # Fetched before a rebalance: not processed, so read again
+                        # (here or by the partition's new owner).
+                        self._rewind(batches)
                     if time.monotonic() - self._last_commit >= self.commit_interval:
                         await self._commit()
+                # Let Faust's heartbeats, rebalances and timers run between batches.
+                await asyncio.sleep(0)
         finally:
             await self.stop()
+
+    def _rewind(self, batches: dict) -> None:
+        assigned = self._consumer.assignment()
+        for tp, records in batches.items():
+            if records and tp in assigned:
+                self._consumer.seek(tp, self._next.get(tp.partition, records[0].offset))
 
     async def _commit(self) -> None:
         """Checkpoint the changed models, flush the producer, then commit the offsets read."""

@@ -5,12 +5,37 @@ from __future__ import annotations
 import logging
 import sys
 
+from kafka.errors import KafkaError
+
 from .app import TocsinApp
-from .settings import load_config
+from .settings import Config, load_config
 
 __all__ = ["run_worker"]
 
 log = logging.getLogger(__name__)
+
+
+def declare_topics(cfg: Config, servers: str) -> None:
+    """Create tocsin's topics that do not exist yet, before Faust subscribes.
+
+    Faust creates only its internal topics; a source topic missing when the
+    consumer subscribes is ignored until a later metadata refresh, so an
+    ``alerts`` topic created by the first alert would not be read for
+    minutes. Where the client may not create topics (ACLs), say so and go on:
+    the operators created them.
+    """
+    from .broker import BrokerError, create_topics
+
+    t = cfg.topics
+    names = [t.requests, t.disk_health, t.anomalies, t.alerts, t.dead_letter, t.silences]
+    try:
+        created = create_topics(servers, names, partitions=cfg.kafka.partitions,
+                                replication=cfg.kafka.replication_factor, **cfg.kafka.kafka_python_options())
+    except (BrokerError, KafkaError) as exc:
+        log.warning("could not check or create the topics %s: %s", names, exc)
+        return
+    if created:
+        print(f"tocsin worker: created topics {', '.join(created)} ({cfg.kafka.partitions} partitions)", file=sys.stderr)
 
 
 def run_worker(config_path: str | None, loglevel: str = "info") -> int:
@@ -30,6 +55,7 @@ def run_worker(config_path: str | None, loglevel: str = "info") -> int:
     else:
         print(f"tocsin worker: broker {servers}", file=sys.stderr)
     try:
+        declare_topics(cfg, servers)
         tapp = TocsinApp(cfg, servers, embedded=broker is not None, web=True)
         srv = tapp.metrics.serve(cfg.metrics.host, cfg.metrics.port)
         print(f"tocsin worker: Prometheus metrics on {srv.url}", file=sys.stderr)

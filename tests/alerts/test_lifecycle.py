@@ -64,3 +64,29 @@ def test_explicit_resolve():
     (r,) = tr.resolve(a.fingerprint, 500)
     assert r.status == "resolved" and r.ends_at == 500
     assert tr.tick(10_000) == []
+
+
+def test_a_tracked_alert_moves_to_another_tracker_and_goes_on_there():
+    old = AlertTracker(keep_firing_for=300)
+    fired = run(old, [finding(t) for t in range(0, 300, 60)], 240)
+    assert [a.status for a in fired] == ["firing"]
+    exported = old.export()
+    assert len(exported) == 1
+    labels, data = exported[fired[0].fingerprint]
+    assert labels["service"] == "ent"
+
+    new = AlertTracker(keep_firing_for=300)
+    new.load(data)
+    assert new.export() == exported  # the same state, byte for byte
+    # The incident goes on at the new owner: no second "firing", one resolve.
+    out = []
+    for t in range(300, 900, 60):
+        out += new.observe(finding(t)) if t < 600 else []
+        out += new.tick(t)
+    out += new.tick(2000)
+    assert [a.status for a in out] == ["resolved"] and out[0].ends_at == 540 + 300
+    assert out[0].starts_at == fired[0].starts_at
+
+    # The old owner lets it go without a word.
+    assert old.forget(lambda lb: lb.get("service") == "ent") == 1
+    assert old.tick(5000) == [] and old.export() == {}

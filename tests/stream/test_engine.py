@@ -167,3 +167,30 @@ def test_services_of_a_lost_partition_are_forgotten_and_only_they():
     assert e.source_of("moved") is None
     assert "kept" in e.traffic and "kept|w1" in e.latency and e.source_of("kept") == 0
     assert e._partial == {"kept"}
+
+
+def test_alerts_are_checkpointed_with_their_service_and_deleted_when_they_end():
+    from stream.engine import Engine as E
+
+    a = E()
+    feed(a, 60)
+    feed(a, 5, start=T0 + 60 * 60, per_minute=600, slow=8.0)  # a burst that makes an alert
+    states = a.dirty_states()
+    alerts = {k: v for k, v in states.items() if k.startswith("alert:")}
+    assert alerts and all(k.startswith("alert:ent|") for k in alerts), states.keys()
+    fp = next(iter(alerts)).split("|", 1)[1]
+    assert fp in a.tracker.active
+
+    b = E()
+    for k, v in states.items():
+        b.load_state(k, v)
+    assert fp in b.tracker.active and b.dirty_states() == {}
+    # Handing the service over drops its alert without resolving it.
+    a.forget_services({"ent"})
+    assert a.tracker.active == {} and a.tracker.tick(T0 + 10**6) == []
+    assert a.dirty_states() == {}
+    # At the new owner the alert ends in time, and its checkpoint is deleted.
+    outs = feed(b, 20, start=T0 + 65 * 60)
+    resolved = [al for o in outs for al in o.alerts if al.status == "resolved"]
+    assert [al.fingerprint for al in resolved] == [fp]
+    assert {k: v for k, v in b.dirty_states().items() if k.startswith("alert:")} == {next(iter(alerts)): None}
