@@ -170,6 +170,27 @@ def test_weekly_lag_needs_timestamps_and_survives_round_trip():
     assert (quiet._wnum == -1).all()
 
 
+def test_weekly_lag_is_averaged_over_the_week_window():
+    """The weekly statistic is the mean signed difference over ``week_window`` seconds."""
+    x, t = _weekly_routine(8, seed=14)
+    det = UnivariateDetector()
+    start = 288 * 7 + 100
+    _run(det, x[:start], t[:start])
+    d = x[start : start + 6] - x[start - 2016 : start - 2016 + 6]
+    _run(det, x[start : start + 5], t[start : start + 5])
+    eps = 1e-9 * (abs(det._ref) + 1.0)
+    wk = det._stats(float(x[start + 5]), float(t[start + 5]))[3][4]
+    # a 30-minute window holds the 6 points of the last 1800 s (5-minute samples)
+    assert wk == pytest.approx(math.log(abs(d.mean()) + eps) - math.log(eps), rel=1e-5)
+    # a point without a lag (gap) restarts the window; hourly samples average nothing
+    hourly = UnivariateDetector()
+    xs, ts = x[: start + 12 : 12], t[: start + 12 : 12]
+    _run(hourly, xs[:-1], ts[:-1])
+    got = hourly._stats(float(xs[-1]), float(ts[-1]))[3][4]
+    lag = float(xs[-1]) - float(hourly._wval[hourly._week_slot(float(ts[-1]))[0]]) - hourly._ref
+    assert got == pytest.approx(math.log(abs(lag) + eps) - math.log(eps), rel=1e-5)
+
+
 def test_snapshot_stays_compact():
     x, t = _noisy_daily(3000, seed=11)
     det = UnivariateDetector()
@@ -194,7 +215,7 @@ def test_agreement_raises_evidence_when_two_views_agree():
     x, t = _noisy_daily(1200, seed=13)
     det = UnivariateDetector()
     _run(det, x[:1100], t[:1100])
-    stats = det._stats(float(x[1100]) + 6.0, float(t[1100]))[-1]
+    stats = det._stats(float(x[1100]) + 6.0, float(t[1100]))[3]
     ev = [c.neg_log_p(v) if v == v else 0.0 for c, v in zip(det._cal[:-2], stats, strict=True)]
     top = sorted(ev)
     _, _, agree, s = det._evidence(stats)
