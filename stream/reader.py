@@ -35,6 +35,8 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from aiokafka.errors import KafkaError
+
 if TYPE_CHECKING:
     from .app import TocsinApp
 
@@ -202,7 +204,13 @@ class RequestReader:
             return
         due = {r: o for r, o in self._next.items() if r in self.owned and self._committed.get(r) != o}
         if due:
-            await self._consumer.commit({TopicPartition(self.topic, r): o for r, o in due.items()})
+            try:
+                await self._consumer.commit({TopicPartition(self.topic, r): o for r, o in due.items()})
+            except KafkaError as exc:
+                # A broker outage or a rebalance: the offsets stay where they
+                # were (these events will be read again), the next round retries.
+                log.warning("offsets of %s not committed, retried at the next checkpoint: %r", self.topic, exc)
+                return
             self._committed.update(due)
 
     async def lag(self, metrics: Any) -> None:
