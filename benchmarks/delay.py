@@ -210,8 +210,7 @@ async def run_worker(args: argparse.Namespace, bootstrap: str, embedded: bool) -
     try:
         # Wait for the worker to own the partitions of the requests topic (group join excluded).
         while time.monotonic() < hard_stop - args.duration:
-            assigned = {tp.topic for tp in tapp.app.consumer.assignment()}
-            if topics.requests in assigned and r_ready.is_set():
+            if tapp.reader is not None and tapp.reader.owned and r_ready.is_set():
                 break
             await asyncio.sleep(0.1)
         else:

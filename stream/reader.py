@@ -85,6 +85,9 @@ class RequestReader:
             bootstrap_servers=self.tapp._servers, group_id=self.group_id, client_id=f"{kafka.client_id}-requests",
             enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=self.max_records,
             fetch_max_bytes=32 * 1024 * 1024, max_partition_fetch_bytes=4 * 1024 * 1024,
+            # Live traffic: let the broker gather ~128 KB (a few hundred events)
+            # or wait 100 ms, so that batches stay large enough to be cheap.
+            fetch_min_bytes=128 * 1024, fetch_max_wait_ms=100,
             **kafka.aiokafka_options(),
         )
         await self._consumer.start()
