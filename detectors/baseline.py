@@ -192,21 +192,11 @@ class SeasonalBaseline:
 
     def expect(self, ts: float, buf: bytearray | None = None) -> tuple[float, float, int]:
         """(mean, variance, count) expected at ``ts``; count is the smaller of the two slots."""
-        if buf is None:
-            buf = self.buf
         a, b, f = self._slots(ts)
         unpack = self._SLOT.unpack_from
-        ma, va, na = unpack(buf, 8 * a)
-        mb, vb, nb = unpack(buf, 8 * b)
-        na >>= 4
-        nb >>= 4
-        if na and nb:
-            return (1 - f) * ma + f * mb, (1 - f) * va + f * vb, min(na, nb)
-        if na:
-            return ma, va, na // 2
-        if nb:
-            return mb, vb, nb // 2
-        return 0.0, 0.0, 0
+        if buf is None:
+            buf = self.buf
+        return _mix(*unpack(buf, 8 * a), *unpack(buf, 8 * b), f)
 
     def learn(self, ts: float, x: float, weight: float = 1.0, buf: bytearray | None = None) -> None:
         """Fit the piecewise-linear profile: both knots move toward ``x`` in
@@ -214,17 +204,17 @@ class SeasonalBaseline:
         if buf is None:
             buf = self.buf
         a, b, f = self._slots(ts)
-        m, _, _ = self.expect(ts, buf)
         slot = self._SLOT
-        learned = slot.unpack_from(buf, 8 * a)[2] or slot.unpack_from(buf, 8 * b)[2]
-        err = x - m if learned else 0.0
-        for s, w in ((a, 1 - f), (b, f)):
+        ma, va, na16 = slot.unpack_from(buf, 8 * a)
+        mb, vb, nb16 = slot.unpack_from(buf, 8 * b)
+        m = _mix(ma, va, na16, mb, vb, nb16, f)[0]
+        err = x - m if (na16 or nb16) else 0.0
+        for s, w, ms, vs, n16 in ((a, 1 - f, ma, va, na16), (b, f, mb, vb, nb16)):
             w *= weight
             if w < 1.0 / 32:
                 continue  # below the 1/16 resolution of the learned weight
             # The weight learned so far is kept in 1/16ths (fixed point), so
             # that the first values are averaged exactly whatever their weight.
-            ms, vs, n16 = slot.unpack_from(buf, 8 * s)
             add = max(1, round(16 * w))
             r = max(self.alpha * w, add / (n16 + add))
             d = err if n16 else x - ms
@@ -249,3 +239,15 @@ class SeasonalBaseline:
 
 
 _F16_MAX = 65504.0
+
+
+def _mix(ma: float, va: float, na16: int, mb: float, vb: float, nb16: int, f: float) -> tuple[float, float, int]:
+    """Blend two slots (mean, variance, weight in 1/16ths) at fraction ``f`` of the way from a to b."""
+    na, nb = na16 >> 4, nb16 >> 4
+    if na and nb:
+        return (1 - f) * ma + f * mb, (1 - f) * va + f * vb, min(na, nb)
+    if na:
+        return ma, va, na // 2
+    if nb:
+        return mb, vb, nb // 2
+    return 0.0, 0.0, 0
