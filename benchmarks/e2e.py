@@ -53,16 +53,21 @@ def simulated_requests(n: int, start_local: str = "07:30") -> list[tuple[bytes, 
     h, m = (int(x) for x in start_local.split(":"))
     d = sc.incident_day
     t0 = datetime(d.year, d.month, d.day, h, m, tzinfo=ZoneInfo(sc.timezone)).timestamp()
+    return first_requests(sc, t0, n, f"the simulated day after {start_local}")
+
+
+def first_requests(sc: Scenario, start: float, n: int, what: str) -> list[tuple[bytes, bytes]]:
+    """The first ``n`` request events the simulator makes of ``sc`` from ``start``, as (service, JSON) bytes."""
     out: list[tuple[bytes, bytes]] = []
     dumps = orjson.dumps
-    for topic, ev in generate(sc, start=t0):
+    for topic, ev in generate(sc, start=start):
         if topic != REQUESTS:
             continue
         out.append((ev["service"].encode(), dumps(ev)))
         if len(out) >= n:
             break
     if len(out) < n:
-        raise SystemExit(f"the simulated day has only {len(out)} request events after {start_local}")
+        raise SystemExit(f"{what} has only {len(out)} request events")
     return out
 
 

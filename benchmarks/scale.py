@@ -82,10 +82,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import orjson  # noqa: E402
-from e2e import preload  # noqa: E402
+from e2e import first_requests, preload  # noqa: E402
 
 from stream.broker import create_topics, free_port, given_or_embedded  # noqa: E402
-from stream.simulator import REQUESTS, Incident, Scenario, ServiceSpec, generate  # noqa: E402
+from stream.simulator import Incident, Scenario, ServiceSpec  # noqa: E402
 
 PARTITIONS = 8
 PER_PARTITION = 2  # services per partition: 16 services
@@ -133,17 +133,7 @@ def scale_requests(n: int, services: list[str], flood: str) -> list[tuple[bytes,
                   services=tuple(ServiceSpec(s, "synthetic", hosts=3) for s in services),
                   incidents=(Incident("scale-flood", "suspected_attack", flood, _local(FLOOD[0]), _local(FLOOD[1]),
                                       description="credential-stuffing flood (benchmarks/scale.py)"),))
-    out: list[tuple[bytes, bytes]] = []
-    dumps = orjson.dumps
-    for topic, ev in generate(sc, start=_local(START)):
-        if topic != REQUESTS:
-            continue
-        out.append((ev["service"].encode(), dumps(ev)))
-        if len(out) >= n:
-            break
-    if len(out) < n:
-        raise SystemExit(f"the simulated afternoon has only {len(out)} request events")
-    return out
+    return first_requests(sc, _local(START), n, "the simulated afternoon")
 
 
 def read_topic(bootstrap: str, topic: str, timeout: float = 60.0) -> list[tuple[int, bytes | None, bytes | None]]:
