@@ -279,10 +279,9 @@ def child(config: str, embedded: bool, gate: str | None) -> int:
     """
     import asyncio
 
-    import faust
-
     from stream.app import TocsinApp
     from stream.settings import load_config
+    from stream.worker import serve
 
     cfg = load_config(config)
     tapp = TocsinApp(cfg, cfg.kafka.bootstrap_servers, embedded=embedded, web=True)
@@ -296,17 +295,8 @@ def child(config: str, embedded: bool, gate: str | None) -> int:
             await run()
 
         reader.run = gated_run  # type: ignore[method-assign]
-    srv = tapp.metrics.serve(cfg.metrics.host, cfg.metrics.port)
-    print(f"scale.py child worker: broker {cfg.kafka.bootstrap_servers}, metrics on {srv.url}, gate {gate}",
-          file=sys.stderr)
-    worker = faust.Worker(tapp.app, loglevel="info", quiet=True)
-    try:
-        worker.execute_from_commandline()
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    finally:
-        srv.close()
-    return 0
+    print(f"scale.py child worker: broker {cfg.kafka.bootstrap_servers}, gate {gate}", file=sys.stderr)
+    return serve(tapp, cfg, "info", label="scale.py child worker")
 
 
 def stop_workers(workers: list[Worker], grace: float = 20.0) -> None:

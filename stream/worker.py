@@ -38,8 +38,23 @@ def declare_topics(cfg: Config, servers: str) -> None:
         print(f"tocsin worker: created topics {', '.join(created)} ({cfg.kafka.partitions} partitions)", file=sys.stderr)
 
 
-def run_worker(config_path: str | None, loglevel: str = "info") -> int:
+def serve(tapp: TocsinApp, cfg: Config, loglevel: str = "info", label: str = "tocsin worker") -> int:
+    """Serve the Prometheus metrics and run ``tapp`` as a Faust worker until it stops; its exit status."""
     import faust
+
+    srv = tapp.metrics.serve(cfg.metrics.host, cfg.metrics.port)
+    print(f"{label}: Prometheus metrics on {srv.url}", file=sys.stderr)
+    worker = faust.Worker(tapp.app, loglevel=loglevel, quiet=True)
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    finally:
+        srv.close()
+    return 0
+
+
+def run_worker(config_path: str | None, loglevel: str = "info") -> int:
 
     cfg = load_config(config_path)
     broker = None
@@ -57,16 +72,7 @@ def run_worker(config_path: str | None, loglevel: str = "info") -> int:
     try:
         declare_topics(cfg, servers)
         tapp = TocsinApp(cfg, servers, embedded=broker is not None, web=True)
-        srv = tapp.metrics.serve(cfg.metrics.host, cfg.metrics.port)
-        print(f"tocsin worker: Prometheus metrics on {srv.url}", file=sys.stderr)
-        worker = faust.Worker(tapp.app, loglevel=loglevel, quiet=True)
-        try:
-            worker.execute_from_commandline()
-        except SystemExit as exc:
-            return int(exc.code or 0)
-        finally:
-            srv.close()
-        return 0
+        return serve(tapp, cfg, loglevel)
     finally:
         if broker is not None:
             broker.stop()
