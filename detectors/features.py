@@ -32,7 +32,15 @@ from operator import itemgetter
 import numpy as np
 
 from .events import RequestEvent
-from .sketches import HyperLogLog, LogHistogram, SeenFilter, SpaceSaving, hash64, log_bin, log_bins
+from .sketches import (
+    HyperLogLog,
+    LogHistogram,
+    SeenFilter,
+    SpaceSaving,
+    hash64,
+    log_bin,
+    log_bins_array,
+)
 from .sketches import _bins as _log_bins
 
 __all__ = ["WindowAggregator", "WindowFeatures", "HostStats", "HOSTING_ASNS"]
@@ -422,7 +430,8 @@ class WindowAggregator:
         n429 = np.add.reduceat(st == 429, heads).tolist()
         n4xx = np.add.reduceat((st >= 400) & (st < 500), heads).tolist()
         lats = [e.latency_ms for e in evs_s]
-        bins_s = log_bins(lats)
+        bins_a = log_bins_array(lats)
+        bins_s = bins_a.tolist()
         hosts_s = [e.host for e in evs_s]
         ips_s = [e.client_ip for e in evs_s]
         countries_s = [e.country for e in evs_s]
@@ -489,7 +498,7 @@ class WindowAggregator:
         # Per host: the batch sorted again by (group, host), each run counted
         # at once; the runs of a group taken in order of their first request
         # (the order add puts new hosts in).
-        self._hosts_batch(hosts_s, bins_s, st, bounds, group_windows)
+        self._hosts_batch(hosts_s, bins_a, st, bounds, group_windows)
         # Client addresses: the HyperLogLog registers and the first-time-client
         # filter from each client's hash64, in numpy (Python loops over the
         # clients were most of the batch's cost).
@@ -519,6 +528,7 @@ class WindowAggregator:
         # whose requests came in window order and see no rotation of the
         # filter in this batch (nearly always), else event by event.
         order_l = None
+        rising = None
         fast: list[tuple[_Service, list]] = []
         for code, groups in by_svc.items():
             svc = svcs[code]
@@ -526,10 +536,11 @@ class WindowAggregator:
             b0 = groups[-1][2]
             in_order = True
             if len(groups) > 1:
-                if order_l is None:
+                if rising is None:
+                    rising = order[1:] > order[:-1]
+                in_order = bool(rising[a0:b0 - 1].all())
+                if not in_order and order_l is None:
                     order_l = order.tolist()
-                o = order_l[a0:b0]
-                in_order = all(map(int.__lt__, o, o[1:]))
             first_ip = a0 if valid is None else a0 + int(np.argmax(valid[a0:b0]))
             if valid is not None and not valid[first_ip]:
                 pass  # no client address at all
@@ -550,7 +561,7 @@ class WindowAggregator:
         return self._batch_watermark(t, source)
 
     @staticmethod
-    def _hosts_batch(hosts_s: list, bins_s: list, st, bounds: list[int], group_windows: list[_Window]) -> None:
+    def _hosts_batch(hosts_s: list, bins_a, st, bounds: list[int], group_windows: list[_Window]) -> None:
         """Per-host counts, 5xx and latency bins of a batch (columns in group order) into its windows."""
         n = len(hosts_s)
         names = list(dict.fromkeys(hosts_s))
@@ -569,7 +580,7 @@ class WindowAggregator:
         hosts_of = (key[heads] % len(names)).tolist()
         groups_of = (key[heads] // len(names)).tolist()
         heads = heads.tolist()
-        bins2 = [bins_s[i] for i in order.tolist()]
+        bins2 = bins_a[order].tolist()
         for r in runs.tolist():
             host = names[hosts_of[r]]
             if host is None:

@@ -15,7 +15,9 @@ from operator import itemgetter
 
 import numpy as np
 
-__all__ = ["LogHistogram", "HyperLogLog", "SpaceSaving", "SeenFilter", "hash64", "log_bin", "log_bins"]
+__all__ = [
+    "LogHistogram", "HyperLogLog", "SpaceSaving", "SeenFilter", "hash64", "log_bin", "log_bins", "log_bins_array", "bin_centre",
+]
 
 _LOG_K = 1.0 / math.log(1.05)
 _bins: dict[float, int] = {}
@@ -44,16 +46,20 @@ def log_bins(values: list[float]) -> list[int]:
     only change a bin when the scaled log is within a hair of an integer,
     so those few (and any non-finite value) are recomputed with ``math``.
     """
+    return log_bins_array(values).tolist()
+
+
+def log_bins_array(values: list[float]):
+    """:func:`log_bins` as a numpy int64 array."""
     x = np.log1p(np.array(values, dtype=np.float64)) * _LOG_K
     with np.errstate(invalid="ignore"):
         out = x.astype(np.int64)
         frac = x - out
         doubt = ~((frac > 1e-9) & (frac < 1 - 1e-9))  # NaN and inf too
-    bins = out.tolist()
     if doubt.any():
         for i in np.flatnonzero(doubt).tolist():
-            bins[i] = int(math.log1p(values[i]) * _LOG_K)
-    return bins
+            out[i] = int(math.log1p(values[i]) * _LOG_K)
+    return out
 
 
 class LogHistogram:
@@ -87,17 +93,29 @@ class LogHistogram:
         n = self.n
         if not n:
             return [0.0] * len(qs)
-        K = self._K
         bins = self.bins
+        if len(bins) == 1:
+            for b in bins:
+                return [bin_centre(b)] * len(qs)
         keys = sorted(bins)
         cum = list(accumulate(map(bins.__getitem__, keys)))
         last = len(cum) - 1
-        out = []
-        for q in qs:
-            # the first bin where the running count reaches q * n; its centre in value space
-            i = bisect_left(cum, q * n)
-            out.append(math.expm1((keys[min(i, last)] + 0.5) / K))
-        return out
+        # the first bin where the running count reaches q * n; its centre in value space
+        return [bin_centre(keys[min(bisect_left(cum, q * n), last)]) for q in qs]
+
+
+_centres: dict[int, float] = {}
+
+
+def bin_centre(b: int) -> float:
+    """The value at the centre of LogHistogram bin ``b`` (cached)."""
+    v = _centres.get(b)
+    if v is None:
+        v = math.expm1((b + 0.5) / _LOG_K)
+        if len(_centres) >= _MAX_BINS:
+            _centres.clear()
+        _centres[b] = v
+    return v
 
 
 class HyperLogLog:
@@ -213,6 +231,14 @@ class SpaceSaving:
         """
         c = self.counts
         k = self.k
+        if c and keys and len(c) + len(set(keys).difference(c)) <= k:
+            # Room for every new key: no eviction, plain counting (new keys in order of first request), in C.
+            n0 = len(c)
+            _count(c, keys)
+            self.total += len(keys)
+            if len(c) != n0:
+                self._low = None
+            return
         if not c and keys:
             # An empty table fills without evictions up to the first request of
             # its (k+1)-th distinct key: that part is plain counting, in C.
