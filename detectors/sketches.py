@@ -231,8 +231,12 @@ class SpaceSaving:
         """
         c = self.counts
         k = self.k
-        if c and keys and len(c) + len(set(keys).difference(c)) <= k:
+        fits = c and keys and (
+            len(c) + len(keys) <= k or (len(keys) <= 4 * k and len(c) + len(set(keys).difference(c)) <= k)
+        )
+        if fits:
             # Room for every new key: no eviction, plain counting (new keys in order of first request), in C.
+            # (The distinct new keys are counted only for short lists: a long one rarely fits.)
             n0 = len(c)
             _count(c, keys)
             self.total += len(keys)
