@@ -122,7 +122,8 @@ def day_type(wd: int) -> int:
 
 
 _TZ_CACHE: dict[str, object] = {}
-_SLOT_CACHE: dict[tuple, tuple[int, float]] = {}
+# (time zone, calendar, holidays) -> UTC hour -> (day type, UTC offset in seconds)
+_SLOT_CACHE: dict[tuple, dict[int, tuple[int, float]]] = {}
 
 
 def _local(ts: float, tz: str) -> datetime:
@@ -147,12 +148,17 @@ class SeasonalBaseline:
 
     ``expect`` and ``learn`` work on ``buf``, this profile's own buffer unless
     one is passed: a detector keeps one SeasonalBaseline for its parameters
-    and each key keeps only its bytes.
+    and each key keeps only its bytes. They read and write the slots in place
+    (one ``struct`` call for the two neighbouring slots), and the slots of
+    the last ``ts`` are remembered, so a window's ``learn`` after its
+    ``expect`` finds them at once: ``tz``, ``calendar`` and ``holidays`` are
+    fixed at construction.
     """
 
-    __slots__ = ("alpha", "tz", "calendar", "holidays", "clip", "buf")
+    __slots__ = ("alpha", "tz", "calendar", "holidays", "clip", "buf", "_hours", "_last")
     SLOTS = 96
     _SLOT = struct.Struct("<feH")  # mean, variance, weight in 1/16ths
+    _PAIR = struct.Struct("<feHfeH")  # two neighbouring slots
     SIZE = SLOTS * _SLOT.size
 
     def __init__(
@@ -169,62 +175,116 @@ class SeasonalBaseline:
         self.holidays = holidays
         self.clip = clip
         self.buf = bytearray(self.SIZE)
+        self._hours = _SLOT_CACHE.setdefault((tz, calendar, holidays), {})
+        self._last: tuple = (None, None)  # (ts, its _slots)
 
     def _slots(self, ts: float) -> tuple[int, int, float]:
+        """Byte offsets of the slots before and after ``ts`` and the fraction of the way to the second."""
+        last = self._last
+        if last[0] == ts:
+            return last[1]
         # Local hour and day type are cached per UTC hour (zone offsets change
-        # on hour boundaries), so the per-window cost is a dict lookup.
-        key = (self.tz, self.calendar, self.holidays, int(ts // 3600))
-        hit = _SLOT_CACHE.get(key)
+        # on hour boundaries), shared by the profiles of the same zone and
+        # calendar, so the per-window cost is a dict lookup.
+        hour = int(ts // 3600)
+        hit = self._hours.get(hour)
         if hit is None:
             d = _local(ts, self.tz)
             dt = 3 if is_holiday(d.date(), self.calendar, self.holidays) else day_type(d.weekday())
             off = d.utcoffset()
             hit = (dt, off.total_seconds() if off is not None else 0.0)
-            if len(_SLOT_CACHE) > 50_000:
-                _SLOT_CACHE.clear()
-            _SLOT_CACHE[key] = hit
+            if len(self._hours) > 50_000:
+                self._hours.clear()
+            self._hours[hour] = hit
         dt, offset = hit
         pos = ((ts + offset) % 86400.0) / 3600.0 - 0.5  # local hour of day; slot centres at :30
-        h0 = math.floor(pos)
-        frac = pos - h0
+        h0 = _floor(pos)
         # Wrap around midnight within the same day type (good enough at night).
-        return dt * 24 + (h0 % 24), dt * 24 + ((h0 + 1) % 24), frac
+        out = 8 * (dt * 24 + h0 % 24), 8 * (dt * 24 + (h0 + 1) % 24), pos - h0
+        self._last = (ts, out)
+        return out
 
     def expect(self, ts: float, buf: bytearray | None = None) -> tuple[float, float, int]:
         """(mean, variance, count) expected at ``ts``; count is the smaller of the two slots."""
-        a, b, f = self._slots(ts)
-        unpack = self._SLOT.unpack_from
+        oa, ob, f = self._slots(ts)
         if buf is None:
             buf = self.buf
-        return _mix(*unpack(buf, 8 * a), *unpack(buf, 8 * b), f)
+        if ob == oa + 8:
+            ma, va, na16, mb, vb, nb16 = _PAIR.unpack_from(buf, oa)
+        else:
+            ma, va, na16 = _SLOT.unpack_from(buf, oa)
+            mb, vb, nb16 = _SLOT.unpack_from(buf, ob)
+        # _mix, inline
+        na, nb = na16 >> 4, nb16 >> 4
+        if na and nb:
+            return (1 - f) * ma + f * mb, (1 - f) * va + f * vb, na if na < nb else nb
+        if na:
+            return ma, va, na // 2
+        if nb:
+            return mb, vb, nb // 2
+        return 0.0, 0.0, 0
 
     def learn(self, ts: float, x: float, weight: float = 1.0, buf: bytearray | None = None) -> None:
         """Fit the piecewise-linear profile: both knots move toward ``x`` in
         proportion to their share of the prediction, and learn its error."""
         if buf is None:
             buf = self.buf
-        a, b, f = self._slots(ts)
-        slot = self._SLOT
-        ma, va, na16 = slot.unpack_from(buf, 8 * a)
-        mb, vb, nb16 = slot.unpack_from(buf, 8 * b)
-        m = _mix(ma, va, na16, mb, vb, nb16, f)[0]
+        last = self._last  # usually the expect() of the same window, just before
+        oa, ob, f = last[1] if last[0] == ts else self._slots(ts)
+        if ob == oa + 8:
+            ma, va, na16, mb, vb, nb16 = _PAIR.unpack_from(buf, oa)
+        else:
+            ma, va, na16 = _SLOT.unpack_from(buf, oa)
+            mb, vb, nb16 = _SLOT.unpack_from(buf, ob)
+        # The blended mean (_mix's), and its error; comparisons below are
+        # written to give what min(), max() gave, NaN included.
+        if na16 >= 16:
+            m = (1 - f) * ma + f * mb if nb16 >= 16 else ma
+        elif nb16 >= 16:
+            m = mb
+        else:
+            m = 0.0
         err = x - m if (na16 or nb16) else 0.0
-        for s, w, ms, vs, n16 in ((a, 1 - f, ma, va, na16), (b, f, mb, vb, nb16)):
-            w *= weight
-            if w < 1.0 / 32:
-                continue  # below the 1/16 resolution of the learned weight
+        pack = _SLOT.pack_into
+        # Slot a, then slot b (the same steps, unrolled).
+        w = (1 - f) * weight
+        if not w < 1.0 / 32:  # below the 1/16 resolution of the learned weight
             # The weight learned so far is kept in 1/16ths (fixed point), so
             # that the first values are averaged exactly whatever their weight.
-            add = max(1, round(16 * w))
-            r = max(self.alpha * w, add / (n16 + add))
-            d = err if n16 else x - ms
-            if n16 > 30 * 16 and self.clip:
+            add = round(16 * w) or 1
+            r = add / (na16 + add)
+            aw = self.alpha * w
+            if not r > aw:
+                r = aw
+            d = err if na16 else x - ma
+            if na16 > 30 * 16 and self.clip:
                 # One odd day (an unlisted holiday, an incident) must not
                 # blow the slot's variance up: Huber-like clipping.
-                lim = self.clip * math.sqrt(vs + 1e-6)
-                d = max(-lim, min(lim, d))
-            vs = min(_F16_MAX, (1.0 - r) * (vs + r * d * d))
-            slot.pack_into(buf, 8 * s, ms + r * d, vs, min(65535, n16 + add))
+                lim = self.clip * math.sqrt(va + 1e-6)
+                if not d < lim:
+                    d = lim
+                if not d > -lim:
+                    d = -lim
+            v = (1.0 - r) * (va + r * d * d)
+            n = na16 + add
+            pack(buf, oa, ma + r * d, v if v < _F16_MAX else _F16_MAX, n if n < 65535 else 65535)
+        w = f * weight
+        if not w < 1.0 / 32:
+            add = round(16 * w) or 1
+            r = add / (nb16 + add)
+            aw = self.alpha * w
+            if not r > aw:
+                r = aw
+            d = err if nb16 else x - mb
+            if nb16 > 30 * 16 and self.clip:
+                lim = self.clip * math.sqrt(vb + 1e-6)
+                if not d < lim:
+                    d = lim
+                if not d > -lim:
+                    d = -lim
+            v = (1.0 - r) * (vb + r * d * d)
+            n = nb16 + add
+            pack(buf, ob, mb + r * d, v if v < _F16_MAX else _F16_MAX, n if n < 65535 else 65535)
 
     def to_bytes(self) -> bytes:
         return bytes(self.buf)
@@ -239,9 +299,14 @@ class SeasonalBaseline:
 
 
 _F16_MAX = 65504.0
+_SLOT = SeasonalBaseline._SLOT
+_PAIR = SeasonalBaseline._PAIR
+_floor = math.floor
 
 
-def _mix(ma: float, va: float, na16: int, mb: float, vb: float, nb16: int, f: float) -> tuple[float, float, int]:
+def _mix(
+    ma: float, va: float, na16: int, mb: float, vb: float, nb16: int, f: float
+) -> tuple[float, float, int]:
     """Blend two slots (mean, variance, weight in 1/16ths) at fraction ``f`` of the way from a to b."""
     na, nb = na16 >> 4, nb16 >> 4
     if na and nb:

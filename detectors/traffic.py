@@ -17,7 +17,8 @@ class TrafficState:
     The buffer is both the state in memory and its serialised form: the
     seasonal profile's 768 bytes (see :class:`SeasonalBaseline`), then the
     fallback's level, trend, variance and count (see :class:`HoltBaseline`).
-    The detector reads and writes it; about 900 bytes per service in memory.
+    The detector reads and writes it in place (no baseline objects per
+    window); about 900 bytes per service in memory.
     """
 
     __slots__ = ("buf",)
@@ -28,7 +29,7 @@ class TrafficState:
         self.buf = buf if buf is not None else bytearray(self.SIZE)
 
     def recent(self, alpha: float) -> HoltBaseline:
-        return HoltBaseline.from_bytes(self.buf[self._HOLT:], alpha)
+        return HoltBaseline.from_bytes(self.buf[self._HOLT :], alpha)
 
     def to_bytes(self) -> bytes:
         return bytes(self.buf)
@@ -114,56 +115,100 @@ class TrafficAnomalyDetector:
         self._profile = SeasonalBaseline(**self._seasonal_params())
 
     def _seasonal_params(self) -> dict:
-        return {"alpha": self.seasonal_alpha, "tz": self.timezone,
-                "calendar": self.holiday_calendar, "holidays": frozenset(self.holidays)}
+        return {
+            "alpha": self.seasonal_alpha,
+            "tz": self.timezone,
+            "calendar": self.holiday_calendar,
+            "holidays": frozenset(self.holidays),
+        }
 
     def new_state(self) -> TrafficState:
         return TrafficState()
 
     def score_one(self, f: WindowFeatures, state: TrafficState | None) -> Verdict:
         """Score one window's rate before learning it."""
-        dur = f.end - f.start
-        x = math.log1p(f.count)
-        mean, var, n = (0.0, 0.0, 0) if state is None else self._profile.expect(f.start + dur / 2, state.buf)
-        seasonal = n >= self.warmup
-        if seasonal:
+        start = f.start
+        dur = f.end - start
+        count = f.count
+        x = math.log1p(count)
+        mean, var, n = (
+            (0.0, 0.0, 0) if state is None else self._profile.expect(start + dur / 2, state.buf)
+        )
+        if n >= self.warmup:  # seasonal
             zt, rt = self.threshold_z, self.min_ratio
         else:
-            rec = state.recent(self.recent_alpha) if state is not None else None
-            if rec is None or rec.n < self.fallback_warmup:
-                return Verdict(self.signal, f.count / dur, 0.0, 0.0, 0.0, 0.0, False, warming_up=True)
-            mean, var = rec.predict(), rec.var
+            if state is None:
+                return Verdict(self.signal, count / dur, 0.0, 0.0, 0.0, 0.0, False, True)
+            # The fallback's level, trend, variance and count (HoltBaseline's), read in place.
+            level, trend, var, n = _HOLT.unpack_from(state.buf, _HOLT_AT)
+            if n < self.fallback_warmup:
+                return Verdict(self.signal, count / dur, 0.0, 0.0, 0.0, 0.0, False, True)
+            mean = level + trend  # HoltBaseline.predict()
             zt, rt = self.fallback_z, self.fallback_ratio
         expected = math.expm1(mean)
         # Poisson noise of a count c is 1/c in log terms; never trust less than noise_floor.
         sd = math.sqrt(var + self.noise_floor + 1.0 / (expected + 1.0))
         z = (x - mean) / sd
-        ratio = (f.count + 1.0) / (expected + 1.0)
+        ratio = (count + 1.0) / (expected + 1.0)
         flagged = (
             abs(z) >= zt
             and (ratio >= rt or ratio <= 1.0 / rt)
-            and max(f.count, expected) >= self.min_count
+            and max(count, expected) >= self.min_count
         )
-        return Verdict(
+        lower = math.expm1(mean - zt * sd)
+        return Verdict(  # positional: the keywords cost more than the rest of the call
             self.signal,
-            f.count / dur,
+            count / dur,
             expected / dur,
-            max(0.0, math.expm1(mean - zt * sd)) / dur,
+            (lower if lower > 0.0 else 0.0) / dur,  # max(0.0, lower)
             math.expm1(mean + zt * sd) / dur,
             z_score_to_unit(z * 5.0 / zt),
             flagged,
-            warming_up=False,
-            z=z,
+            False,  # warming_up
+            z,
         )
 
-    def learn_one(self, f: WindowFeatures, state: TrafficState | None, verdict: Verdict | None = None) -> TrafficState:
+    def learn_one(
+        self, f: WindowFeatures, state: TrafficState | None, verdict: Verdict | None = None
+    ) -> TrafficState:
         """Learn one window; flagged or suspicious ones with a small weight so incidents do not become normal."""
         if state is None:
             state = self.new_state()
-        w = 0.05 if verdict is not None and (verdict.flagged or abs(verdict.z) >= self.learn_z) else 1.0
+        w = (
+            0.05
+            if verdict is not None and (verdict.flagged or abs(verdict.z) >= self.learn_z)
+            else 1.0
+        )
         x = math.log1p(f.count)
-        self._profile.learn(f.start + (f.end - f.start) / 2, x, w, state.buf)
-        rec = state.recent(self.recent_alpha)
-        rec.learn(x, w)
-        state.buf[TrafficState._HOLT:] = rec.to_bytes()
+        buf = state.buf
+        start = f.start
+        self._profile.learn(start + (f.end - start) / 2, x, w, buf)
+        # HoltBaseline(recent_alpha).learn(x, w), in place in the buffer (the
+        # same operations in the same order: identical floats).
+        level, trend, var, n = _HOLT.unpack_from(buf, _HOLT_AT)
+        n += 1
+        if n == 1:
+            level = x
+        else:
+            a = 1.0 / n
+            alpha = self.recent_alpha
+            a = (a if a > alpha else alpha) * w  # max(alpha, 1/n) * w
+            pred = level + trend
+            err = x - pred
+            if n > 30:
+                lim = 4.0 * math.sqrt(var + 1e-9)
+                if not err < lim:
+                    err = lim
+                if not err > -lim:
+                    err = -lim
+            level = pred + a * err
+            trend += _HOLT_BETA * a * err
+            var = (1.0 - a) * (var + a * err * err)
+        _HOLT.pack_into(buf, _HOLT_AT, level, trend, var, n)
         return state
+
+
+# The fallback in a TrafficState's buffer: HoltBaseline's serialised form, with its default beta.
+_HOLT = HoltBaseline._FMT
+_HOLT_AT = TrafficState._HOLT
+_HOLT_BETA = HoltBaseline().beta
