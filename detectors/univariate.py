@@ -13,6 +13,14 @@ Pipeline for one observation ``x`` at time ``t`` (scored before it is learned):
    compared with a ring-buffer memory of the last ``memory`` vectors; the
    RMS distance to the nearest neighbour (the ``gap`` most recent, overlapping
    vectors excluded) is the novelty.
+   **Coarse shape novelty** (the same at a 4x coarser scale): the long
+   vectors of the points ``L``, ``2L`` and ``3L`` earlier (``L`` =
+   ``long_blocks * block``), joined to the current one, give ``long_blocks``
+   means of ``coarse * block`` points (512 points with the defaults).  One
+   such vector is kept every ``coarse_stride`` points in a memory of
+   ``coarse_memory`` (8192 points of history in 4 KB); the nearest neighbour
+   (the latest, most overlapping vector excluded) gives the novelty of a slow
+   pattern that the 128-point vectors cannot see whole.
 2. **Contextual novelty** (in the spirit of CAD OSE's contexts): the same
    nearest-neighbour search on the long vector, with the time-of-day
    distance (``context`` times the running mean absolute deviation) added,
@@ -29,7 +37,12 @@ Pipeline for one observation ``x`` at time ``t`` (scored before it is learned):
    week from raising an alarm on dense series (5-minute counts), while an
    hourly series still compares single points; a point without a lag
    restarts the window.  Skipped without timestamps and during the first
-   week.
+   week.  **Guard**: a point whose evidence from the other statistics
+   (after the multiplicity terms of step 5) exceeds ``week_guard`` nats is
+   no reference for next week: its slot keeps last week's value, or holds
+   no reference (skipped, the window not restarted) if there was none.
+   Otherwise every anomaly raised a second alarm a week later, when the
+   normal value is compared with it.
 4. **Calibration** (conformal, with a peaks-over-threshold tail): each
    statistic is log-transformed and ranked in a fixed-size histogram of its
    whole history.  Inside the sample the tail probability is the empirical
@@ -45,9 +58,10 @@ Pipeline for one observation ``x`` at time ``t`` (scored before it is learned):
    ``smooth`` points of the shape/context/weekly part of it is calibrated
    the same way (sustained moderate surprise, like HTM's anomaly likelihood;
    the jump is left out because its moving average mostly follows the
-   current noise level), and
-   ``S = max(e, -log p_agree, -log p_avg) - log(7) - a log(1 + n/100)``
-   (7 calibrated statistics).
+   current noise level, the coarse shape because it is an average already),
+   and
+   ``S = max(e, -log p_agree, -log p_avg) - log(8) - a log(1 + n/100)``
+   (8 calibrated statistics).
    The last term (``length_penalty`` ``a``) accounts for the number of
    points watched so far: a long series offers many chances for a
    p-value of 1/n, while NAB charges false positives per alarm, not per
@@ -62,19 +76,30 @@ Pipeline for one observation ``x`` at time ``t`` (scored before it is learned):
 7. The score is ``S / (S + half_score)``: strictly increasing, in [0, 1),
    never saturating.
 
-Cost: about 115-125 us per point (numpy, dominated by the nearest-neighbour scan
-of the 1024 x 18 float32 memory) and a ~98 KB snapshot with the defaults
-(``to_bytes``: struct header + raw numpy arrays, no pickle).
+Cost: about 150-170 us per point (numpy, dominated by the nearest-neighbour scan
+of the 1024 x 16 float32 memory; the time-of-day phases are float16) and a
+~100 KB snapshot with the defaults (``to_bytes``: struct header + raw numpy
+arrays, no pickle).
 
 NAB dev (31 series, one parameter set, ``benchmarks/nab.py``): standard
-72.4, reward_low_FP 65.4, reward_low_FN 76.8 (71.2 / 64.7 / 76.0 with the
-weekly lag outside the smoothed average; 70.3 / 62.9 / 75.3 with, in
-addition, the single-point weekly lag, ``week_window`` = 0; 69.9 / 62.3 /
-75.1 with the jump inside the smoothed average as well; 65.2 / 58.0 / 70.2
-without the
-agreement statistic and with ``suppress`` = 400; 64.4 / 55.4 / 69.7 without
-the ``rise`` margin; 59.4 / 48.8 / 65.7 before the weekly lag and the length
-penalty).
+73.3, reward_low_FP 67.3, reward_low_FN 77.4.  Ablations: 72.3 / 65.5 /
+76.8 without the weekly-lag guard (``week_guard`` = inf); 71.7 / 65.8 /
+75.8 without the coarse shape (``coarse`` = 1); 72.2 / 65.8 / 76.7 with
+``week_guard`` = 0 and 72.9 / 66.6 / 77.2 with 4.  Before both (72.4 /
+65.4 / 76.8): 71.2 / 64.7 / 76.0 with the weekly lag outside the smoothed
+average; 70.3 / 62.9 / 75.3 with, in addition, the single-point weekly lag,
+``week_window`` = 0; 69.9 / 62.3 / 75.1 with the jump inside the smoothed
+average as well; 65.2 / 58.0 / 70.2 without the agreement statistic and
+with ``suppress`` = 400; 64.4 / 55.4 / 69.7 without the ``rise`` margin;
+59.4 / 48.8 / 65.7 before the weekly lag and the length penalty.  Tried
+without gain (dev, before the guard or with it): a change-of-spread
+statistic (log local standard deviation against its running mean), a
+normalised level-shift z statistic, a Holt forecaster's normalised error,
+a normalised jump, a record-exceedance statistic, the daily lag as a
+second reference of the weekly one, calibrating the max of the evidences
+instead of ``- log(8)``, a soft time-decayed echo horizon, and a stricter
+margin for the first points after an alarm (all 0.5-6 points lower on the
+standard profile, or within +-0.1).
 
 Example
 -------
@@ -94,7 +119,7 @@ import numpy as np
 
 __all__ = ["UnivariateDetector", "score_series"]
 
-_MAGIC = b"TUV5"
+_MAGIC = b"TUV6"
 
 
 class _Calibrator:
@@ -210,6 +235,17 @@ class UnivariateDetector:
     length_penalty : float
         Nats of evidence subtracted per unit of ``log(1 + n/100)``, ``n``
         being the number of points learned.
+    coarse : int
+        Scale factor of the coarse shape vector: ``long_blocks`` means of
+        ``coarse * block`` points (1 disables it; needs
+        ``(coarse - 1) * long_blocks * block < memory``).
+    coarse_memory : int
+        Number of coarse vectors kept.
+    coarse_stride : int
+        Points between two stored coarse vectors.
+    week_guard : float
+        A point whose evidence without the weekly lag exceeds this (nats) is
+        not stored as next week's reference (``inf`` disables the guard).
     """
 
     def __init__(
@@ -232,6 +268,10 @@ class UnivariateDetector:
         week_window: float = 1800.0,
         length_penalty: float = 0.6,
         rise: float = 1.1,
+        coarse: int = 4,
+        coarse_memory: int = 128,
+        coarse_stride: int = 64,
+        week_guard: float = 2.0,
     ) -> None:
         self.short_len = short_len
         self.long_blocks = long_blocks
@@ -251,10 +291,15 @@ class UnivariateDetector:
         self.week_window = week_window
         self.length_penalty = length_penalty
         self.rise = rise
+        self.coarse = coarse
+        self.coarse_memory = coarse_memory
+        self.coarse_stride = coarse_stride
+        self.week_guard = week_guard
         self._init_state()
 
     # ------------------------------------------------------------------ state
-    _N_CAL = 7  # short shape, long shape, jump, daily context, weekly lag, smoothed, agreement
+    # short shape, long shape, jump, daily context, weekly lag, coarse shape, smoothed, agreement
+    _N_CAL = 8
     _WEEK = 604800.0
     _WD = 64  # recent weekly-lag differences kept for the ``week_window`` mean
 
@@ -265,9 +310,14 @@ class UnivariateDetector:
         self._ref = 0.0  # first value, subtracted before float32 storage
         self._mean = 0.0  # slow EW mean / mean absolute deviation (context scale)
         self._mad = 0.0
-        # one row per past point: short vector | long vector | (cos, sin) of time of day
-        self._mem = np.zeros((self.memory, self.short_len + self.long_blocks + 2), dtype=np.float32)
+        # one row per past point: short vector | long vector; (cos, sin) of time of day
+        self._mem = np.zeros((self.memory, self.short_len + self.long_blocks), dtype=np.float32)
+        self._ph = np.zeros((self.memory, 2), dtype=np.float16)
         self._m = 0
+        # coarse vectors (``long_blocks`` means of ``coarse * block`` points), one every
+        # ``coarse_stride`` points
+        self._cmem = np.zeros((self.coarse_memory, self.long_blocks), dtype=np.float32)
+        self._cm = 0
         self._cal = [_Calibrator(self.bins, self.bin_width, self.tail) for _ in range(self._N_CAL)]
         self._base = np.zeros(self.smooth, dtype=np.float32)
         # value seen one week earlier, by time slot (with the week it was written in)
@@ -305,18 +355,19 @@ class UnivariateDetector:
             a = 2.0 * math.pi * (float(t) % 86400.0) / 86400.0
             ph = np.array((math.cos(a), math.sin(a)))
         nan = float("nan")
-        ds = dl = dc = nan
+        ds = dl = dc = dcs = nan
+        k1 = self.short_len
+        k2 = k1 + self.long_blocks
         avail = min(self._m, self.memory) - self.gap
         if avail > 0:
-            q = np.concatenate((fs, fl, ph)).astype(np.float32)
-            mem = self._mem[:avail] if self._m <= self.memory else self._mem
+            q = np.concatenate((fs, fl)).astype(np.float32)
+            full = self._m > self.memory
+            mem = self._mem if full else self._mem[:avail]
             d2 = mem - q
             d2 *= d2
-            k1 = self.short_len
-            k2 = k1 + self.long_blocks
             es = d2[:, :k1].sum(axis=1)
             el = d2[:, k1:k2].sum(axis=1)
-            if self._m > self.memory:
+            if full:
                 # ring full: exclude the slots holding the last `gap` vectors
                 i = self._m % self.memory
                 idx = np.arange(i - self.gap, i) % self.memory
@@ -326,31 +377,54 @@ class UnivariateDetector:
             dl = math.sqrt(float(el.min()) / self.long_blocks)
             if t is not None and self.context > 0.0:
                 lam = (self.context * self._mad) ** 2
-                ec = el / self.long_blocks + lam * d2[:, k2:].sum(axis=1)
+                dp = (self._ph if full else self._ph[:avail]).astype(np.float32) - ph
+                ec = el / self.long_blocks + lam * (dp * dp).sum(axis=1)
                 dc = math.sqrt(float(np.nanmin(ec)))
+        # coarse shape: the long vectors of the points L, 2L, ... earlier, joined to the
+        # current one, give `long_blocks` means of `coarse * block` points
+        fc = None
+        c = self.coarse
+        if c > 1 and (c - 1) * L < self.memory and self._m >= (c - 1) * L:
+            rows = [(self._m - j * L) % self.memory for j in range(c - 1, 0, -1)]
+            fine = np.concatenate((self._mem[rows, k1:k2].ravel(), fl))
+            fc = fine.reshape(self.long_blocks, c).mean(axis=1)
+            if self._cm >= 2:
+                cm = self._cmem[: min(self._cm, self.coarse_memory)]
+                d2c = cm - fc.astype(np.float32)
+                ec2 = (d2c * d2c).sum(axis=1)
+                ec2[(self._cm - 1) % self.coarse_memory] = np.inf  # the latest overlaps most
+                dcs = math.sqrt(float(ec2.min()) / self.long_blocks)
         jump = abs(w[-1] - w[-2]) if n >= 2 else nan
         wk = wd = nan
         if t is not None:
             slot, week = self._week_slot(float(t))
             if self._wnum[slot] == (week - 1) % 32768:
-                wd = w[-1] - float(self._wval[slot])
-                keep = self._wdt > float(t) - self.week_window
-                wk = abs((float(self._wdv[keep].sum()) + wd) / (int(keep.sum()) + 1))
-        raw = (ds, dl, jump, dc, wk)
+                lag = float(self._wval[slot])
+                if lag != lag:  # last week's point was anomalous: no reference, no restart
+                    wd = math.inf
+                else:
+                    wd = w[-1] - lag
+                    keep = self._wdt > float(t) - self.week_window
+                    k = int(keep.sum()) + 1
+                    wk = abs((float(self._wdv[keep].sum()) + wd) / k)
+        raw = (ds, dl, jump, dc, wk, dcs)
         eps = 1e-9 * (abs(ref) + 1.0)  # resolution floor relative to the series level
         stats = tuple(math.log(v + eps) - math.log(eps) if v == v else nan for v in raw)
-        return fs, fl, ph, stats, wd
+        return fs, fl, ph, stats, (wd, fc)
 
     def _week_slot(self, t: float) -> tuple[int, int]:
         week = math.floor(t / self._WEEK)
         slot = int((t - week * self._WEEK) / self.week_slot) % len(self._wval)
         return slot, week
 
-    def _evidence(self, stats: tuple) -> tuple[float, float, float, float]:
-        ev = [cal.neg_log_p(v) if v == v else 0.0 for cal, v in zip(self._cal[:-2], stats, strict=True)]
-        # the smoothed component averages all but the jump evidence: the one-step
-        # jump is a single-point statistic whose moving average mostly tracks how
-        # noisy the series currently is
+    def _evidence(self, stats: tuple) -> tuple[float, float, float, float, float]:
+        ev = [
+            cal.neg_log_p(v) if v == v else 0.0
+            for cal, v in zip(self._cal[:-2], stats, strict=True)
+        ]
+        # the smoothed component averages the shape, context and weekly evidences: the
+        # one-step jump is a single-point statistic whose moving average mostly tracks
+        # how noisy the series currently is, and the coarse shape is already an average
         best = max(ev[0], ev[1], ev[3], ev[4])
         k = min(self._n, self.smooth - 1)
         if k > 0:
@@ -358,27 +432,30 @@ class UnivariateDetector:
             avg = (float(self._base[j].sum()) + best) / (k + 1)
         else:
             avg = best
+        # multiplicity: the number of statistics, and the length watched so far
+        pen = math.log(len(self._cal)) + self.length_penalty * math.log1p(self._n / 100.0)
+        # evidence without the weekly lag (decides whether the point may serve as
+        # next week's reference)
+        other = max(ev[0], ev[1], ev[2], ev[3], ev[5]) - pen
         # agreement: the two strongest single-statistic evidences summed, calibrated
         # against the history of that sum (two views surprised at once)
         top = sorted(ev)
         agree = 5.0 * math.log1p(top[-1] + top[-2])
-        ev = max(top[-1], self._cal[-1].neg_log_p(agree))
+        e = max(top[-1], self._cal[-1].neg_log_p(agree))
         if self._n >= self.smooth:
-            ev = max(ev, self._cal[-2].neg_log_p(avg))
-        # multiplicity: the number of statistics, and the length watched so far
-        ev -= math.log(len(self._cal)) + self.length_penalty * math.log1p(self._n / 100.0)
-        return best, avg, agree, max(ev, 0.0)
+            e = max(e, self._cal[-2].neg_log_p(avg))
+        return best, avg, agree, max(e - pen, 0.0), other
 
     # ------------------------------------------------------------------- API
     def _compute(self, x: float, t: float | None) -> tuple:
         key = (self._n, x, t)
         if self._cache is not None and self._cache[0] == key:
             return self._cache
-        fs, fl, ph, stats, wd = self._stats(x, t)
-        best, avg, agree, ev = self._evidence(stats)
+        fs, fl, ph, stats, (wd, fc) = self._stats(x, t)
+        best, avg, agree, ev, other = self._evidence(stats)
         recent = float(self._ev[: min(self._n, self.suppress)].max()) if self._n else 0.0
         out = ev if ev > self.rise * recent else ev * self.damp
-        self._cache = (key, fs, fl, ph, stats + (avg, agree), wd, best, ev, out)
+        self._cache = (key, fs, fl, ph, fc, stats + (avg, agree), wd, other, best, ev, out)
         return self._cache
 
     def score_one(self, x: float, t: float | None = None) -> float:
@@ -415,7 +492,7 @@ class UnivariateDetector:
         x = float(x)
         if not math.isfinite(x):
             return
-        _, fs, fl, ph, stats, wd, best, ev, _ = self._compute(x, t)
+        _, fs, fl, ph, fc, stats, wd, other, best, ev, _ = self._compute(x, t)
         self._cache = None
         for cal, v in zip(self._cal, stats, strict=True):
             if v == v:
@@ -430,18 +507,26 @@ class UnivariateDetector:
         self._hist[self._n % self._hlen] = x
         if t is not None:
             slot, week = self._week_slot(float(t))
-            self._wval[slot] = x - self._ref
+            # an anomalous point is no reference for next week: last week's value is
+            # kept (or, without one, the slot holds no reference and is skipped)
+            if other <= self.week_guard:
+                self._wval[slot] = x - self._ref
+            elif wd != wd:
+                self._wval[slot] = np.nan
             self._wnum[slot] = week % 32768
-            if wd == wd:
+            if wd != wd:  # no lag here (gap or first week): the running window restarts
+                self._wdt[:] = -np.inf
+            elif wd != math.inf:  # (inf: last week's point was anomalous, skipped)
                 self._wdt[self._n % self._WD] = float(t)
                 self._wdv[self._n % self._WD] = wd
-            else:  # no lag here (gap or first week): the running window restarts
-                self._wdt[:] = -np.inf
         self._n += 1
         j = self._m % self.memory
         self._mem[j, : self.short_len] = fs
-        self._mem[j, self.short_len : self.short_len + self.long_blocks] = fl
-        self._mem[j, self.short_len + self.long_blocks :] = ph
+        self._mem[j, self.short_len :] = fl
+        self._ph[j] = ph
+        if fc is not None and self._m % self.coarse_stride == 0:
+            self._cmem[self._cm % self.coarse_memory] = fc
+            self._cm += 1
         self._m += 1
 
     # ---------------------------------------------------------- persistence
@@ -464,18 +549,26 @@ class UnivariateDetector:
         "week_window",
         "length_penalty",
         "rise",
+        "coarse",
+        "coarse_memory",
+        "coarse_stride",
+        "week_guard",
     )
 
     def _arrays(self) -> list[np.ndarray]:
-        arrays = [self._hist, self._mem, self._ev, self._base, self._wval, self._wnum]
-        return arrays + [self._wdt, self._wdv] + [
-            c.counts for c in self._cal
-        ]
+        arrays = [self._hist, self._mem, self._ph, self._cmem, self._ev, self._base]
+        arrays += [self._wval, self._wnum]
+        return arrays + [self._wdt, self._wdv] + [c.counts for c in self._cal]
 
     def _scalars(self) -> list[float]:
-        return [float(self._n), float(self._m), self._ref, self._mean, self._mad] + [
-            v for c in self._cal for v in (float(c.n), c.lo)
-        ]
+        return [
+            float(self._n),
+            float(self._m),
+            float(self._cm),
+            self._ref,
+            self._mean,
+            self._mad,
+        ] + [v for c in self._cal for v in (float(c.n), c.lo)]
 
     def to_bytes(self) -> bytes:
         """Serialise parameters and learned state (``struct`` + numpy, no pickle).
@@ -530,9 +623,10 @@ class UnivariateDetector:
             if n_sc != len(det._scalars()):
                 raise ValueError("incompatible snapshot version")
             sc = vals[n_par:]
-            det._n, det._m, det._ref, det._mean, det._mad = int(sc[0]), int(sc[1]), *sc[2:5]
+            det._n, det._m, det._cm = int(sc[0]), int(sc[1]), int(sc[2])
+            det._ref, det._mean, det._mad = sc[3:6]
             for i, c in enumerate(det._cal):
-                c.n, c.lo = int(sc[5 + 2 * i]), float(sc[6 + 2 * i])
+                c.n, c.lo = int(sc[6 + 2 * i]), float(sc[7 + 2 * i])
             off = 8 + 8 * (n_par + n_sc)
             for a in det._arrays():
                 nb = a.nbytes

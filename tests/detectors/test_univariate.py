@@ -174,7 +174,7 @@ def test_weekly_lag_is_averaged_over_the_week_window():
     """The weekly statistic is the mean signed difference over ``week_window`` seconds."""
     x, t = _weekly_routine(8, seed=14)
     det = UnivariateDetector()
-    start = 288 * 7 + 100
+    start = 288 * 7 + 120  # last week's points here are ordinary (no reference withheld)
     _run(det, x[:start], t[:start])
     d = x[start : start + 6] - x[start - 2016 : start - 2016 + 6]
     _run(det, x[start : start + 5], t[start : start + 5])
@@ -218,8 +218,53 @@ def test_agreement_raises_evidence_when_two_views_agree():
     stats = det._stats(float(x[1100]) + 6.0, float(t[1100]))[3]
     ev = [c.neg_log_p(v) if v == v else 0.0 for c, v in zip(det._cal[:-2], stats, strict=True)]
     top = sorted(ev)
-    _, _, agree, s = det._evidence(stats)
+    _, _, agree, s, _ = det._evidence(stats)
     assert agree == pytest.approx(5.0 * math.log1p(top[-1] + top[-2]))
     assert det._cal[-1].neg_log_p(agree) >= det._cal[-1].neg_log_p(5.0 * math.log1p(top[-1]))
     penalty = math.log(len(det._cal)) + det.length_penalty * math.log1p(det._n / 100.0)
     assert s >= top[-1] - penalty
+
+
+def test_anomalous_point_is_no_reference_for_next_week():
+    """A point flagged by the other statistics does not become next week's reference."""
+    x, t = _weekly_routine(14, seed=15)
+    spike = 288 * 5 + 150  # mid-day, after the warm-up
+    x[spike] += 30.0
+    echo = spike + 2016
+    guarded = UnivariateDetector()
+    _run(guarded, x[:echo], t[:echo])
+    slot = guarded._week_slot(float(t[echo]))[0]
+    assert math.isnan(float(guarded._wval[slot]))  # withheld: no reference at all
+    assert math.isnan(guarded._stats(float(x[echo]), float(t[echo]))[3][4])
+    plain = UnivariateDetector(week_guard=math.inf)
+    _run(plain, x[:echo], t[:echo])
+    wk = plain._stats(float(x[echo]), float(t[echo]))[3][4]
+    assert plain._cal[4].neg_log_p(wk) > 3.0  # without the guard, last week's spike echoes
+    # the points whose short vector held the spike are withheld too; the next one
+    # compares with last week again
+    after = echo + guarded.short_len
+    _run(guarded, x[echo:after], t[echo:after])
+    assert math.isfinite(guarded._stats(float(x[after]), float(t[after]))[3][4])
+
+
+def test_coarse_shape_is_nearest_neighbour_over_spaced_vectors():
+    """The coarse vector holds ``long_blocks`` means of ``coarse * block`` points."""
+    x, t = _noisy_daily(3000, seed=16)
+    det = UnivariateDetector()
+    L = det.long_blocks * det.block
+    span = det.coarse * L
+    assert math.isnan(det._stats(float(x[0]), float(t[0]))[3][5])
+    _run(det, x[:2500], t[:2500])
+
+    def coarse_vec(end: int) -> np.ndarray:  # the vector of the point at index `end`
+        w = np.concatenate((np.full(span, x[0]), x[: end + 1]))[-span:] - x[0]
+        return w.reshape(det.long_blocks, -1).mean(axis=1)  # (padded with the first value)
+
+    stored = [p for p in range((det.coarse - 1) * L, 2500) if p % det.coarse_stride == 0]
+    assert det._cm == len(stored)
+    usable = stored[-det.coarse_memory :][:-1]  # the latest one overlaps most: excluded
+    q = coarse_vec(2500)
+    want = min(np.sqrt(np.mean((coarse_vec(p) - q) ** 2)) for p in usable)
+    eps = 1e-9 * (abs(det._ref) + 1.0)
+    got = det._stats(float(x[2500]), float(t[2500]))[3][5]
+    assert got == pytest.approx(math.log(want + eps) - math.log(eps), rel=1e-4)
