@@ -287,7 +287,13 @@ _COUNTS = struct.Struct("<4d")
 
 
 def _log2p(x: float) -> float:
-    return min(_LOG_CAP, math.log2(1.0 + x)) if x > 0.0 else 0.0
+    if x > 0.0:
+        y = _log2(1.0 + x)
+        return y if y < _LOG_CAP else _LOG_CAP  # min(_LOG_CAP, y)
+    return 0.0
+
+
+_log2 = math.log2
 
 
 class DiskFailureDetector:
@@ -390,54 +396,86 @@ class DiskFailureDetector:
         err = float(ev.io_errors or 0)
         if st is None or not st.n:  # first reading: only the levels are known
             level = 0.0
-            for key in _LEVEL_KEYS:
-                v = get(key)
+            for v in map(get, _LEVEL_KEYS):
                 if v is not None:
                     level += v
             x[_LEVEL] = _log2p(level)
             x[_ERR] = _log2p(err)
             return x
-        lasts, firsts = st.last, st.first
+        # The five counters one after the other (a loop with per-counter
+        # branches took a fifth longer). A counter never seen (NaN last)
+        # counts only in the level, once reported; one not in this reading
+        # keeps its last value. Level and jump add up in the order 5, 187,
+        # 197, 198 (floats: the same sums as ever).
+        v0, v1, v2, v3, v4 = map(get, TRACKED)
+        l0, l1, l2, l3, l4 = st.last
+        f0, f1, f2, f3, f4 = st.first
         level = rise_unc = jump = 0.0
         incs = st.n_inc
-        for i in range(_K):
-            last = lasts[i]
-            v = get(TRACKED[i])
-            if v is None:
-                if last != last:
-                    continue
-                v = last
-            elif last != last:  # first time this counter is reported
-                if i != 2:
-                    level += v
-                continue
-            elif v > last:
+        if l0 == l0:  # 5: reallocated sectors
+            if v0 is None:
+                v0 = l0
+            elif v0 > l0:
                 incs += 1
-                if i != 2:
-                    jump += v - last
-            if i == 3:  # 197: pending sectors come and go; a rise counts once seen on two readings
-                conf = st.confirmed[i]
-                c = v if v < last else last
-                rise = (c if c > conf else conf) - firsts[i]
-                peak = st.peak[i]
-                spike = (v if v > peak else peak) - firsts[i]
-                if spike > 0.0:  # ... unless the drive's model seldom shows 197 rises at all
-                    g = self._gate(ev.model, _C_197, st.inc[3], st.n)
-                    if g:
-                        x[_SPIKE] = _log2p(spike) * g
-            else:
-                rise = v - firsts[i]
-            if i != 2:
-                level += v
+                jump += v0 - l0
+            level += v0
+            rise = v0 - f0
             if rise > 0.0:
-                if i == 0:
-                    x[_R5] = _log2p(rise)
-                elif i == 3:
-                    x[_R197] = _log2p(rise)
-                elif i == 2:
-                    x[_R188] = _log2p(rise)
-                else:
-                    rise_unc += rise
+                x[_R5] = _log2p(rise)
+        elif v0 is not None:
+            level += v0
+        if l1 == l1:  # 187: reported uncorrectable
+            if v1 is None:
+                v1 = l1
+            elif v1 > l1:
+                incs += 1
+                jump += v1 - l1
+            level += v1
+            rise = v1 - f1
+            if rise > 0.0:
+                rise_unc += rise
+        elif v1 is not None:
+            level += v1
+        if l2 == l2:  # 188: command timeouts, in neither the level nor the jump
+            if v2 is None:
+                v2 = l2
+            elif v2 > l2:
+                incs += 1
+            rise = v2 - f2
+            if rise > 0.0:
+                x[_R188] = _log2p(rise)
+        if l3 == l3:  # 197: pending sectors come and go; a rise counts once seen on two readings
+            if v3 is None:
+                v3 = l3
+            elif v3 > l3:
+                incs += 1
+                jump += v3 - l3
+            conf = st.confirmed[3]
+            c = v3 if v3 < l3 else l3
+            rise = (c if c > conf else conf) - f3
+            peak = st.peak[3]
+            spike = (v3 if v3 > peak else peak) - f3
+            if spike > 0.0:  # ... unless the drive's model seldom shows 197 rises at all
+                g = self._gate(ev.model, _C_197, st.inc[3], st.n)
+                if g:
+                    x[_SPIKE] = _log2p(spike) * g
+            level += v3
+            if rise > 0.0:
+                x[_R197] = _log2p(rise)
+        elif v3 is not None:
+            level += v3
+        if l4 == l4:  # 198: offline uncorrectable
+            if v4 is None:
+                v4 = l4
+            elif v4 > l4:
+                incs += 1
+                jump += v4 - l4
+            level += v4
+            rise = v4 - f4
+            if rise > 0.0:
+                rise_unc += rise
+        elif v4 is not None:
+            level += v4
         if rise_unc:
             x[_RUNC] = _log2p(rise_unc)
         if incs:
@@ -484,7 +522,9 @@ class DiskFailureDetector:
         g = (tot[1] + 1.0) / (tot[0] + 100.0)
         k = self.family_prior
         r = (fam[1] + k * g) / (fam[0] + k)
-        return max(-3.0, min(3.0, math.log2(g / r)))
+        v = _log2(g / r)
+        v = v if v < 3.0 else 3.0  # max(-3.0, min(3.0, v))
+        return v if v > -3.0 else -3.0
 
     def _gate(self, model: str | None, j: int, own: float, n: int) -> float:
         """How rare event ``j`` is among the healthy readings of the model's other drives, in [0, 1].
@@ -591,8 +631,7 @@ class DiskFailureDetector:
             st.recent *= math.exp(-(ts - st.last_ts) / (self.recent_days * _DAY))
         rose = rose197 = 0
         lasts = st.last
-        for i in range(_K):
-            v = get(TRACKED[i])
+        for i, v in enumerate(map(get, TRACKED)):
             if v is None:
                 continue
             last = lasts[i]
@@ -782,7 +821,8 @@ class DiskFailureDetector:
             return DiskVerdict(
                 score, False, "smart_5_raw", _cur(ev, st, 0), _first(st, 0), [], warming
             )
-        parts.sort(key=lambda p: -p[0])
+        if len(parts) > 1:
+            parts.sort(key=lambda p: -p[0])
         top = parts[0]
         return DiskVerdict(
             score, z >= self._z_cut, top[1], top[2], top[3], [p[4] for p in parts], warming
@@ -866,20 +906,30 @@ def _inc(st: DriveState | None, i: int, ev: DiskHealthEvent) -> float:
     return float(min(6, st.inc[i] + (1 if v is not None and v > st.last[i] else 0)))
 
 
+_RISE_SIGNAL = tuple(f"smart_{k}_raw" for k in TRACKED)
+_RISE_HEAD = tuple(f"SMART {k} ({_NAMES[k]}) rose from " for k in TRACKED)
+
+
 def _rise_text(ev: DiskHealthEvent, st: DriveState | None, i: int) -> tuple[str, float, float, str]:
-    key = TRACKED[i]
-    cur = _cur(ev, st, i)
-    first = _first(st, i)
+    cur = ev.smart.get(TRACKED[i])  # _cur(), _first(), inline
+    if st is None:
+        if cur is None:
+            cur = _NAN
+        first = start = _NAN
+    else:
+        if cur is None:
+            cur = st.last[i]
+        first = st.first[i]
+        start = st.rise_ts[i]
     if first != first:
         first = cur
-    start = st.rise_ts[i] if st is not None else _NAN
     if start != start:
         start = st.last_ts if st is not None and st.n else ev.ts
     days = max(0.0, (ev.ts - start) / _DAY)
     span = (
         f"{days:.0f} day{'s' if round(days) != 1 else ''}" if days >= 1.0 else f"{days * 24:.0f} h"
     )
-    text = f"SMART {key} ({_NAMES[key]}) rose from {first:g} to {cur:g} in {span}"
+    text = f"{_RISE_HEAD[i]}{first:g} to {cur:g} in {span}"
     if i == 3 and st is not None and st.peak[i] == st.peak[i] and st.peak[i] > cur:
         text += f" (peak {st.peak[i]:g})"
-    return f"smart_{key}_raw", cur, first, text
+    return _RISE_SIGNAL[i], cur, first, text
