@@ -122,7 +122,7 @@ def day_type(wd: int) -> int:
 
 
 _TZ_CACHE: dict[str, object] = {}
-# (time zone, calendar, holidays) -> UTC hour -> (day type, UTC offset in seconds)
+# (time zone, calendar, holidays) -> UTC hour -> (day type x 192, UTC offset in seconds)
 _SLOT_CACHE: dict[tuple, dict[int, tuple[int, float]]] = {}
 
 
@@ -192,15 +192,14 @@ class SeasonalBaseline:
             d = _local(ts, self.tz)
             dt = 3 if is_holiday(d.date(), self.calendar, self.holidays) else day_type(d.weekday())
             off = d.utcoffset()
-            hit = (dt, off.total_seconds() if off is not None else 0.0)
+            hit = (8 * 24 * dt, off.total_seconds() if off is not None else 0.0)
             if len(self._hours) > 50_000:
                 self._hours.clear()
             self._hours[hour] = hit
-        dt, offset = hit
+        day, offset = hit  # the day type's first byte
         pos = ((ts + offset) % 86400.0) / 3600.0 - 0.5  # local hour of day; slot centres at :30
-        h0 = _floor(pos)
-        # Wrap around midnight within the same day type (good enough at night).
-        out = 8 * (dt * 24 + h0 % 24), 8 * (dt * 24 + (h0 + 1) % 24), pos - h0
+        h0 = _floor(pos)  # -1 to 23
+        out = day + _BEFORE[h0], day + _AFTER[h0], pos - h0
         self._last = (ts, out)
         return out
 
@@ -246,6 +245,7 @@ class SeasonalBaseline:
             m = 0.0
         err = x - m if (na16 or nb16) else 0.0
         pack = _SLOT.pack_into
+        alpha, clip = self.alpha, self.clip
         # Slot a, then slot b (the same steps, unrolled).
         w = (1 - f) * weight
         if not w < 1.0 / 32:  # below the 1/16 resolution of the learned weight
@@ -253,14 +253,14 @@ class SeasonalBaseline:
             # that the first values are averaged exactly whatever their weight.
             add = round(16 * w) or 1
             r = add / (na16 + add)
-            aw = self.alpha * w
+            aw = alpha * w
             if not r > aw:
                 r = aw
             d = err if na16 else x - ma
-            if na16 > 30 * 16 and self.clip:
+            if na16 > 30 * 16 and clip:
                 # One odd day (an unlisted holiday, an incident) must not
                 # blow the slot's variance up: Huber-like clipping.
-                lim = self.clip * math.sqrt(va + 1e-6)
+                lim = clip * _sqrt(va + 1e-6)
                 if not d < lim:
                     d = lim
                 if not d > -lim:
@@ -272,12 +272,12 @@ class SeasonalBaseline:
         if not w < 1.0 / 32:
             add = round(16 * w) or 1
             r = add / (nb16 + add)
-            aw = self.alpha * w
+            aw = alpha * w
             if not r > aw:
                 r = aw
             d = err if nb16 else x - mb
-            if nb16 > 30 * 16 and self.clip:
-                lim = self.clip * math.sqrt(vb + 1e-6)
+            if nb16 > 30 * 16 and clip:
+                lim = clip * _sqrt(vb + 1e-6)
                 if not d < lim:
                     d = lim
                 if not d > -lim:
@@ -302,6 +302,12 @@ _F16_MAX = 65504.0
 _SLOT = SeasonalBaseline._SLOT
 _PAIR = SeasonalBaseline._PAIR
 _floor = math.floor
+_sqrt = math.sqrt
+# Byte offsets in a day type of the slots before and after local hour h0 + 0.5,
+# indexed by h0 from -1 to 23: they wrap around midnight within the same day
+# type (good enough at night).
+_BEFORE = tuple(8 * (h % 24) for h in range(24))
+_AFTER = tuple(8 * ((h + 1) % 24) for h in range(24))
 
 
 def _mix(

@@ -130,7 +130,7 @@ class TrafficAnomalyDetector:
         start = f.start
         dur = f.end - start
         count = f.count
-        x = math.log1p(count)
+        x = _log1p(count)
         mean, var, n = (
             (0.0, 0.0, 0) if state is None else self._profile.expect(start + dur / 2, state.buf)
         )
@@ -145,9 +145,9 @@ class TrafficAnomalyDetector:
                 return Verdict(self.signal, count / dur, 0.0, 0.0, 0.0, 0.0, False, True)
             mean = level + trend  # HoltBaseline.predict()
             zt, rt = self.fallback_z, self.fallback_ratio
-        expected = math.expm1(mean)
+        expected = _expm1(mean)
         # Poisson noise of a count c is 1/c in log terms; never trust less than noise_floor.
-        sd = math.sqrt(var + self.noise_floor + 1.0 / (expected + 1.0))
+        sd = _sqrt(var + self.noise_floor + 1.0 / (expected + 1.0))
         z = (x - mean) / sd
         ratio = (count + 1.0) / (expected + 1.0)
         flagged = (
@@ -155,13 +155,13 @@ class TrafficAnomalyDetector:
             and (ratio >= rt or ratio <= 1.0 / rt)
             and max(count, expected) >= self.min_count
         )
-        lower = math.expm1(mean - zt * sd)
+        lower = _expm1(mean - zt * sd)
         return Verdict(  # positional: the keywords cost more than the rest of the call
             self.signal,
             count / dur,
             expected / dur,
             (lower if lower > 0.0 else 0.0) / dur,  # max(0.0, lower)
-            math.expm1(mean + zt * sd) / dur,
+            _expm1(mean + zt * sd) / dur,
             z_score_to_unit(z * 5.0 / zt),
             flagged,
             False,  # warming_up
@@ -179,7 +179,7 @@ class TrafficAnomalyDetector:
             if verdict is not None and (verdict.flagged or abs(verdict.z) >= self.learn_z)
             else 1.0
         )
-        x = math.log1p(f.count)
+        x = _log1p(f.count)
         buf = state.buf
         start = f.start
         self._profile.learn(start + (f.end - start) / 2, x, w, buf)
@@ -196,7 +196,7 @@ class TrafficAnomalyDetector:
             pred = level + trend
             err = x - pred
             if n > 30:
-                lim = 4.0 * math.sqrt(var + 1e-9)
+                lim = 4.0 * _sqrt(var + 1e-9)
                 if not err < lim:
                     err = lim
                 if not err > -lim:
@@ -212,3 +212,4 @@ class TrafficAnomalyDetector:
 _HOLT = HoltBaseline._FMT
 _HOLT_AT = TrafficState._HOLT
 _HOLT_BETA = HoltBaseline().beta
+_log1p, _expm1, _sqrt = math.log1p, math.expm1, math.sqrt
