@@ -74,6 +74,27 @@ class DiskSignal:
     anomaly_id: str = ""
     replaced_at: float | None = None  # the drive's failure record (it was replaced)
 
+    def to_record(self) -> dict:
+        """The signal as the worker that read the drive shares it with the others (JSON)."""
+        return {"host": self.host, "disk": self.disk, "ts": self.ts, "score": self.score,
+                "evidence": self.evidence, "anomaly_id": self.anomaly_id, "replaced_at": self.replaced_at}
+
+    @classmethod
+    def from_record(cls, rec: dict) -> DiskSignal:
+        """Inverse of :meth:`to_record`; KeyError/TypeError/ValueError on a record that is not one."""
+        replaced = rec["replaced_at"]
+        evidence = rec["evidence"]
+        if not isinstance(evidence, list):
+            raise TypeError("evidence is not a list")
+        return cls(str(rec["host"]), str(rec["disk"]), float(rec["ts"]), float(rec["score"]),
+                   [str(e) for e in evidence], str(rec["anomaly_id"]),
+                   None if replaced is None else float(replaced))
+
+    def newer_than(self, other: DiskSignal) -> bool:
+        """Is this a later state of the same drive's signal (a new reading, or its replacement)?"""
+        return (self.ts, self.replaced_at is not None, self.replaced_at or 0.0) > (
+            other.ts, other.replaced_at is not None, other.replaced_at or 0.0)
+
     def explains(self, t: float, window: float, grace: float) -> bool:
         """Can this drive explain its host's requests at event time ``t``?
 

@@ -27,7 +27,6 @@ In-memory mode (``local_outputs``, tests without a broker) keeps one agent,
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +36,8 @@ import orjson
 from alerts.model import Alert, alert_from_record
 from alerts.notify.notifier import AlertNotifier
 from alerts.silence import SilenceAPI, SilenceError, SilenceStore
+
+from .reader import follow_topic
 
 if TYPE_CHECKING:
     from .app import TocsinApp
@@ -226,35 +227,8 @@ class Notifications:
             log.error("unreadable silence record skipped: %s", exc)
 
     async def _read_silences(self) -> None:
-        """Every worker reads every partition of the silences topic, from the start.
-
-        A consumer of its own, outside the worker's consumer group (a group
-        would share the partitions out, and each worker would honour only some
-        silences): silences are few, reading them all is cheap.
-        """
-        from aiokafka import AIOKafkaConsumer, TopicPartition
-
-        await self.silences_topic.maybe_declare()
-        name = self.silences_topic.get_topic_name()
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.tapp._servers, enable_auto_commit=False,
-                                    auto_offset_reset="earliest", **self.tapp.config.kafka.aiokafka_options())
-        await consumer.start()
-        try:
-            parts: set[int] | None = None
-            while parts is None:
-                parts = consumer.partitions_for_topic(name)
-                if parts is None:
-                    await consumer._client.force_metadata_update()
-                    await asyncio.sleep(0.5)
-            consumer.assign([TopicPartition(name, p) for p in sorted(parts)])
-            await consumer.seek_to_beginning()
-            while True:
-                batches = await consumer.getmany(timeout_ms=1000)
-                for records in batches.values():
-                    for rec in records:
-                        self._apply_silence(rec.value)
-        finally:
-            await consumer.stop()
+        """Every worker honours every silence: it reads the whole silences topic."""
+        await follow_topic(self.tapp, self.silences_topic, self._apply_silence)
 
     def _register_views(self) -> None:
         """HTTP API of the silences (``/silences/``), on the worker's web server."""

@@ -14,6 +14,12 @@ requests (:mod:`stream.reader`) / ``detect_disks``
     reads ``alerts`` back and runs the notification pipeline, so every state
     change is in Kafka before any receiver is called and a restarted worker
     delivers what was not yet delivered.
+``read_drive_signals``
+    every drive signal (a flagged or replaced drive) goes to the internal
+    ``<app id>-drive-signals`` topic, which every worker reads whole: the
+    disk-health topic is keyed by host and the requests by service, so with
+    several workers the diagnosis of a service needs drives another worker
+    reads. A restarted worker gets its drives' signals back the same way.
 
 Per-key models are checkpointed every few seconds into the ``models`` table
 (backed by its changelog topic), under a key that names the partition they
@@ -37,18 +43,22 @@ import orjson
 
 from alerts.notify.base import Receiver
 from alerts.notify.factory import build_receivers
+from detectors.diagnosis import DiskSignal
 from detectors.errors import InvalidEvent
 from detectors.events import decode_disk, decode_requests
 
 from .alerting import Notifications
 from .engine import Engine, Output
 from .metrics import Metrics, update_lag
-from .reader import RequestReader
+from .reader import RequestReader, follow_topic
 from .settings import Config
 
 __all__ = ["TocsinApp", "dead_letter_record"]
 
 log = logging.getLogger(__name__)
+
+#: Schema tag of the records on the internal ``<app id>-drive-signals`` topic.
+_SIGNAL = "tocsin.drive-signal.v1"
 
 DEAD_LETTER_SCHEMA = "tocsin.dead-letter.v1"
 
@@ -156,6 +166,11 @@ class TocsinApp:
         self.anomalies_topic = out(t.anomalies)
         self.alerts_topic = out(t.alerts)
         self.dead_letter_topic = out(t.dead_letter)
+        # Drive signals shared by every worker (see Engine.apply_signal); one
+        # worker alone needs none. Compacted: the latest state of each drive.
+        self.signals_topic = None if local_outputs else self.app.topic(
+            f"{self.app.conf.id}-drive-signals", key_type=bytes, value_type=bytes, key_serializer="raw",
+            value_serializer="raw", partitions=1, internal=True, compacting=True)
         # Keys and values are raw bytes (the app's serializers): compact, no pickle.
         self.models_table = self.app.Table("models", default=None, key_type=bytes, value_type=bytes)
         self._register_agents()
@@ -201,6 +216,10 @@ class TocsinApp:
                 parts = {tp.partition for tp in actives if tp.topic == models_changelog}
                 await reader.on_assigned(parts)
                 self._restored = True
+
+            @app.task
+            async def read_drive_signals() -> None:
+                await follow_topic(self, self.signals_topic, self._apply_signal)
 
         @app.agent(self.disk_topic, name="detect_disks")
         async def detect_disks(stream: faust.StreamT) -> None:
@@ -253,6 +272,20 @@ class TocsinApp:
             await self.alerts_topic.send(key=al.fingerprint.encode(), value=orjson.dumps(al.to_record()))
             self.counts[f"alerts.{al.status}"] += 1
             self.metrics.alert(al)
+        if self.signals_topic is not None:
+            for sig in out.signals:
+                await self.signals_topic.send(key=f"{sig.host}/{sig.disk}".encode(),
+                                              value=orjson.dumps({"schema": _SIGNAL, **sig.to_record()}))
+
+    def _apply_signal(self, value: bytes) -> None:
+        """A drive signal from the drive-signals topic (maybe our own) into the engine."""
+        try:
+            sig = DiskSignal.from_record(orjson.loads(value))
+        except (ValueError, KeyError, TypeError) as exc:
+            log.error("unreadable drive signal skipped: %s", exc)
+            self.counts["disk_signals.unreadable"] += 1
+            return
+        self.engine.apply_signal(sig)
 
     async def process_request_records(self, partition: int, offsets: list[int], values: list[bytes]) -> None:
         """Decode, dead-letter and process a batch of messages (offsets and values) of one requests partition."""

@@ -36,13 +36,17 @@ _DISK_HOLD = 2 * 86400.0
 class Output:
     anomalies: list[Anomaly] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
+    # Drive signals that changed (flagged, replaced): the other workers need
+    # them to diagnose their services (see :meth:`Engine.apply_signal`).
+    signals: list[DiskSignal] = field(default_factory=list)
 
     def extend(self, other: Output) -> None:
         self.anomalies.extend(other.anomalies)
         self.alerts.extend(other.alerts)
+        self.signals.extend(other.signals)
 
     def __bool__(self) -> bool:
-        return bool(self.anomalies or self.alerts)
+        return bool(self.anomalies or self.alerts or self.signals)
 
 
 class Engine:
@@ -135,8 +139,8 @@ class Engine:
             self.counts["anomalies.disk"] += 1
             out.anomalies.append(a)
             sig = DiskSignal(ev.host, ev.disk, ev.ts, verdict.score, list(verdict.evidence), a.id)
-            sigs = [s for s in self.disk_signals.get(ev.host, []) if s.disk != ev.disk]
-            self.disk_signals[ev.host] = [*sigs, sig]
+            self._set_signal(sig)
+            out.signals.append(sig)
             out.alerts.extend(self.tracker.observe(self.diagnoser.disk_finding(sig, a.severity, _DISK_HOLD)))
         if ev.failure:
             # The drive is gone (replaced): its alert ends, and soon after it
@@ -146,11 +150,32 @@ class Engine:
             for s in self.disk_signals.get(ev.host, []):
                 if s.disk == ev.disk:
                     s.replaced_at = ev.ts
+                    out.signals.append(s)
         if not self.counts["requests"]:
             # Without request streams the disk readings drive the clock; with
             # them, window closes do (the two topics may be far apart).
             out.alerts.extend(self.tracker.tick(ev.ts))
         return out
+
+    def _set_signal(self, sig: DiskSignal) -> None:
+        others = [s for s in self.disk_signals.get(sig.host, []) if s.disk != sig.disk]
+        self.disk_signals[sig.host] = [*others, sig]
+
+    def apply_signal(self, sig: DiskSignal) -> bool:
+        """A drive signal from the worker that reads that drive (or our own, echoed back).
+
+        The disk-health topic is keyed by host, the requests by service: with
+        several workers a drive and the services on its host are often read
+        by different workers, and the diagnosis of a service needs the drives
+        of its hosts. Applied only if it is a later state than the one held,
+        so echoes and replays change nothing. True when it changed something.
+        """
+        held = next((s for s in self.disk_signals.get(sig.host, []) if s.disk == sig.disk), None)
+        if held is not None and not sig.newer_than(held):
+            return False
+        self._set_signal(sig)
+        self.counts["disk_signals.applied"] += 1
+        return True
 
     # -- windows -----------------------------------------------------------
     def _close(self, windows: list[WindowFeatures]) -> Output:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from aiokafka.errors import KafkaError
@@ -40,7 +41,7 @@ from aiokafka.errors import KafkaError
 if TYPE_CHECKING:
     from .app import TocsinApp
 
-__all__ = ["RequestReader"]
+__all__ = ["RequestReader", "follow_topic"]
 
 log = logging.getLogger(__name__)
 
@@ -221,3 +222,36 @@ class RequestReader:
 
         if self._consumer is not None:
             await update_lag(metrics, self._consumer)
+
+
+async def follow_topic(tapp: TocsinApp, topic: Any, handle: Callable[[bytes], None]) -> None:
+    """Hand every record of every partition of ``topic`` to ``handle``, from the start, for ever.
+
+    A consumer of its own, outside the worker's consumer group: a group would
+    share the partitions out, and each worker would see only some of the
+    records, where every worker needs all of them (silences, drive signals).
+    Such topics are small, so reading them whole at start is cheap.
+    """
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    await topic.maybe_declare()
+    name = topic.get_topic_name()
+    consumer = AIOKafkaConsumer(bootstrap_servers=tapp._servers, enable_auto_commit=False,
+                                auto_offset_reset="earliest", **tapp.config.kafka.aiokafka_options())
+    await consumer.start()
+    try:
+        parts: set[int] | None = None
+        while parts is None:
+            parts = consumer.partitions_for_topic(name)
+            if parts is None:
+                await consumer._client.force_metadata_update()
+                await asyncio.sleep(0.5)
+        consumer.assign([TopicPartition(name, p) for p in sorted(parts)])
+        await consumer.seek_to_beginning()
+        while True:
+            batches = await consumer.getmany(timeout_ms=1000)
+            for records in batches.values():
+                for rec in records:
+                    handle(rec.value)
+    finally:
+        await consumer.stop()

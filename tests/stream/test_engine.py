@@ -194,3 +194,71 @@ def test_alerts_are_checkpointed_with_their_service_and_deleted_when_they_end():
     resolved = [al for o in outs for al in o.alerts if al.status == "resolved"]
     assert [al.fingerprint for al in resolved] == [fp]
     assert {k: v for k, v in b.dirty_states().items() if k.startswith("alert:")} == {next(iter(alerts)): None}
+
+
+def test_drive_signals_shared_between_workers_give_the_disk_diagnosis(sim_recording):
+    """Two workers: one reads the drives, the other the requests of the service on that host.
+
+    The requests' worker holds no drive; the drive signals it is sent (as
+    records, through JSON) are all it knows, and they are enough to blame
+    the failing drive, as one worker reading both would.
+    """
+    import orjson
+
+    from detectors.diagnosis import DiskSignal
+    from detectors.events import decode_disk, decode_requests
+    from detectors.timeutil import parse_ts
+    from stream.files import iter_lines
+
+    truth = next(t for t in orjson.loads((sim_recording / "truth.json").read_bytes()) if t["cause"] == "disk_failure")
+    drives, services = Engine(), Engine()
+    sent = []  # (event time it was sent at, record)
+    for _, line in iter_lines(str(sim_recording / "disks.jsonl")):
+        ev = decode_disk(line)
+        for sig in drives.process_disk(ev).signals:
+            sent.append((ev.ts, orjson.dumps(sig.to_record())))
+    assert any(orjson.loads(r)["disk"] == truth["disk"] for _, r in sent)
+    assert drives.disk_signals and not services.disk_signals
+
+    alerts, k = [], 0
+    lines = [line for _, line in iter_lines(str(sim_recording / "requests.jsonl.gz"))]
+    for i in range(0, len(lines), 2000):
+        evs, bad = decode_requests(lines[i:i + 2000])
+        while k < len(sent) and sent[k][0] <= evs[0].ts:
+            rec = orjson.loads(sent[k][1])
+            services.apply_signal(DiskSignal.from_record(rec))
+            services.apply_signal(DiskSignal.from_record(rec))  # an echo changes nothing
+            k += 1
+        alerts += services.process_requests(evs).alerts
+    # (a drive flagged and replaced by one reading sends its final state twice)
+    assert 0 < services.counts["disk_signals.applied"] <= k == len(sent)
+    start = parse_ts(truth["start"])
+    hits = [a for a in alerts if a.status == "firing" and a.cause == "disk_failure"
+            and a.labels["service"] == truth["service"] and start - 60 <= a.starts_at <= start + 300]
+    assert hits and hits[0].labels["disk"] == truth["disk"] and hits[0].labels["host"] == truth["host"]
+    # The requests' worker never read a disk reading: no drive alert of its own.
+    assert not [a for a in alerts if a.labels["service"] is None]
+
+
+def test_a_drive_signal_is_applied_only_when_it_is_newer():
+    from detectors.diagnosis import DiskSignal
+
+    e = Engine()
+    first = DiskSignal("db-1", "sda", T0, 0.8, ["smart_5 rose"], "a1")
+    later = DiskSignal("db-1", "sda", T0 + 86400, 0.9, ["smart_197 rose"], "a2")
+    replaced = DiskSignal("db-1", "sda", T0 + 86400, 0.9, ["smart_197 rose"], "a2", replaced_at=T0 + 2 * 86400)
+    other = DiskSignal("db-1", "sdb", T0, 0.7, [], "a3")
+    assert e.apply_signal(later) and not e.apply_signal(first)
+    assert e.apply_signal(replaced) and not e.apply_signal(later)
+    assert e.apply_signal(other)
+    held = {s.disk: s for s in e.disk_signals["db-1"]}
+    assert held["sda"].replaced_at == T0 + 2 * 86400 and held["sdb"].anomaly_id == "a3"
+    assert DiskSignal.from_record(orjson_roundtrip(replaced.to_record())) == replaced
+    with pytest.raises((KeyError, TypeError, ValueError)):
+        DiskSignal.from_record({"host": "db-1"})
+
+
+def orjson_roundtrip(rec):
+    import orjson
+
+    return orjson.loads(orjson.dumps(rec))
