@@ -21,6 +21,11 @@ Pipeline for one observation ``x`` at time ``t`` (scored before it is learned):
    ``coarse_memory`` (8192 points of history in 4 KB); the nearest neighbour
    (the latest, most overlapping vector excluded) gives the novelty of a slow
    pattern that the 128-point vectors cannot see whole.
+   **Value novelty** (the same at scale 1): the distance from ``x`` to the
+   nearest of the last ``value_memory`` values (8192, a float32 ring that
+   also provides the short vectors as sliding windows).  A value never seen
+   in that history (a level between the usual ones, a spike higher than all
+   earlier spikes) stands out even when its shape repeats an earlier one.
 2. **Contextual novelty** (in the spirit of CAD OSE's contexts): the same
    nearest-neighbour search on the long vector, with the time-of-day
    distance (``context`` times the running mean absolute deviation) added,
@@ -58,10 +63,10 @@ Pipeline for one observation ``x`` at time ``t`` (scored before it is learned):
    ``smooth`` points of the shape/context/weekly part of it is calibrated
    the same way (sustained moderate surprise, like HTM's anomaly likelihood;
    the jump is left out because its moving average mostly follows the
-   current noise level, the coarse shape because it is an average already),
-   and
-   ``S = max(e, -log p_agree, -log p_avg) - log(8) - a log(1 + n/100)``
-   (8 calibrated statistics).
+   current noise level, the coarse shape because it is an average already,
+   the value novelty as a single-point statistic), and
+   ``S = max(e, -log p_agree, -log p_avg) - log(9) - a log(1 + n/100)``
+   (9 calibrated statistics).
    The last term (``length_penalty`` ``a``) accounts for the number of
    points watched so far: a long series offers many chances for a
    p-value of 1/n, while NAB charges false positives per alarm, not per
@@ -76,13 +81,17 @@ Pipeline for one observation ``x`` at time ``t`` (scored before it is learned):
 7. The score is ``S / (S + half_score)``: strictly increasing, in [0, 1),
    never saturating.
 
-Cost: about 150-170 us per point (numpy, dominated by the nearest-neighbour scan
-of the 1024 x 16 float32 memory; the time-of-day phases are float16) and a
-~100 KB snapshot with the defaults (``to_bytes``: struct header + raw numpy
-arrays, no pickle).
+Cost: about 160-175 us of CPU per point (numpy, dominated by the
+nearest-neighbour scans: 1024 short windows of the value ring, the 1024 x 8
+float32 long vectors, the 8192 values) and a 99 KB snapshot with the
+defaults (``to_bytes``: struct header + raw numpy arrays, no pickle; the
+time-of-day phases are float16, the weekly ring's week numbers int8 mod 128).
 
 NAB dev (31 series, one parameter set, ``benchmarks/nab.py``): standard
-73.3, reward_low_FP 67.3, reward_low_FN 77.4.  Ablations: 72.3 / 65.5 /
+74.3, reward_low_FP 67.6, reward_low_FN 78.7 (74.1 / 67.25 / 78.6 with
+``value_memory`` = 4096; offline, 1024 / 2048 / 4096 / 8192 values gave
+73.8 / 73.9 / 74.2 / 74.4 standard).  Without the value novelty: 73.3 /
+67.3 / 77.4, and from there the ablations: 72.3 / 65.5 /
 76.8 without the weekly-lag guard (``week_guard`` = inf); 71.7 / 65.8 /
 75.8 without the coarse shape (``coarse`` = 1); 72.2 / 65.8 / 76.7 with
 ``week_guard`` = 0 and 72.9 / 66.6 / 77.2 with 4.  Before both (72.4 /
@@ -97,7 +106,7 @@ statistic (log local standard deviation against its running mean), a
 normalised level-shift z statistic, a Holt forecaster's normalised error,
 a normalised jump, a record-exceedance statistic, the daily lag as a
 second reference of the weekly one, calibrating the max of the evidences
-instead of ``- log(8)``, a soft time-decayed echo horizon, and a stricter
+instead of the ``- log`` of their number, a soft time-decayed echo horizon, and a stricter
 margin for the first points after an alarm (all 0.5-6 points lower on the
 standard profile, or within +-0.1).
 
@@ -119,7 +128,7 @@ import numpy as np
 
 __all__ = ["UnivariateDetector", "score_series"]
 
-_MAGIC = b"TUV6"
+_MAGIC = b"TUV7"
 
 
 class _Calibrator:
@@ -246,6 +255,9 @@ class UnivariateDetector:
     week_guard : float
         A point whose evidence without the weekly lag exceeds this (nats) is
         not stored as next week's reference (``inf`` disables the guard).
+    value_memory : int
+        Number of past values searched by the value novelty (the value ring
+        holds at least ``memory + short_len``).
     """
 
     def __init__(
@@ -272,6 +284,7 @@ class UnivariateDetector:
         coarse_memory: int = 128,
         coarse_stride: int = 64,
         week_guard: float = 2.0,
+        value_memory: int = 8192,
     ) -> None:
         self.short_len = short_len
         self.long_blocks = long_blocks
@@ -295,11 +308,13 @@ class UnivariateDetector:
         self.coarse_memory = coarse_memory
         self.coarse_stride = coarse_stride
         self.week_guard = week_guard
+        self.value_memory = value_memory
         self._init_state()
 
     # ------------------------------------------------------------------ state
-    # short shape, long shape, jump, daily context, weekly lag, coarse shape, smoothed, agreement
-    _N_CAL = 8
+    # short shape, long shape, jump, daily context, weekly lag, coarse shape, value,
+    # smoothed, agreement
+    _N_CAL = 9
     _WEEK = 604800.0
     _WD = 64  # recent weekly-lag differences kept for the ``week_window`` mean
 
@@ -310,8 +325,10 @@ class UnivariateDetector:
         self._ref = 0.0  # first value, subtracted before float32 storage
         self._mean = 0.0  # slow EW mean / mean absolute deviation (context scale)
         self._mad = 0.0
-        # one row per past point: short vector | long vector; (cos, sin) of time of day
-        self._mem = np.zeros((self.memory, self.short_len + self.long_blocks), dtype=np.float32)
+        # past values (relative to the first one), by point index
+        self._val = np.zeros(max(self.value_memory, self.memory + self.short_len), dtype=np.float32)
+        # one row per past point: long vector; (cos, sin) of time of day
+        self._mem = np.zeros((self.memory, self.long_blocks), dtype=np.float32)
         self._ph = np.zeros((self.memory, 2), dtype=np.float16)
         self._m = 0
         # coarse vectors (``long_blocks`` means of ``coarse * block`` points), one every
@@ -323,7 +340,7 @@ class UnivariateDetector:
         # value seen one week earlier, by time slot (with the week it was written in)
         n_slots = max(1, int(round(self._WEEK / self.week_slot)))
         self._wval = np.zeros(n_slots, dtype=np.float32)
-        self._wnum = np.full(n_slots, -1, dtype=np.int16)
+        self._wnum = np.full(n_slots, -1, dtype=np.int8)  # week number mod 128
         # recent signed differences with last week (time, difference), by point index
         self._wdt = np.full(self._WD, -np.inf, dtype=np.float64)
         self._wdv = np.zeros(self._WD, dtype=np.float64)
@@ -355,38 +372,51 @@ class UnivariateDetector:
             a = 2.0 * math.pi * (float(t) % 86400.0) / 86400.0
             ph = np.array((math.cos(a), math.sin(a)))
         nan = float("nan")
-        ds = dl = dc = dcs = nan
-        k1 = self.short_len
-        k2 = k1 + self.long_blocks
+        ds = dl = dc = dcs = dv = nan
+        V = len(self._val)
         avail = min(self._m, self.memory) - self.gap
         if avail > 0:
-            q = np.concatenate((fs, fl)).astype(np.float32)
+            # short vectors of the last `memory` points but the `gap` latest: sliding
+            # windows over the value ring (values before the first point are 0, the
+            # first value relative to itself, as in the padded current vector)
+            start = self._m - min(self._m, self.memory) - self.short_len + 1
+            cnt = self._m - self.gap - start
+            lo = start % V
+            if lo + cnt <= V:
+                vals = self._val[lo : lo + cnt]
+            else:
+                vals = np.concatenate((self._val[lo:], self._val[: lo + cnt - V]))
+            q = fs.astype(np.float32)
+            es = np.zeros(avail, dtype=np.float32)
+            for k in range(self.short_len):
+                d = vals[k : k + avail] - q[k]
+                d *= d
+                es += d
+            ds = math.sqrt(float(es.min()) / self.short_len)
             full = self._m > self.memory
             mem = self._mem if full else self._mem[:avail]
-            d2 = mem - q
-            d2 *= d2
-            es = d2[:, :k1].sum(axis=1)
-            el = d2[:, k1:k2].sum(axis=1)
+            d2 = mem - fl.astype(np.float32)
+            el = (d2 * d2).sum(axis=1)
             if full:
                 # ring full: exclude the slots holding the last `gap` vectors
                 i = self._m % self.memory
-                idx = np.arange(i - self.gap, i) % self.memory
-                es[idx] = np.inf
-                el[idx] = np.inf
-            ds = math.sqrt(float(es.min()) / self.short_len)
+                el[np.arange(i - self.gap, i) % self.memory] = np.inf
             dl = math.sqrt(float(el.min()) / self.long_blocks)
             if t is not None and self.context > 0.0:
                 lam = (self.context * self._mad) ** 2
                 dp = (self._ph if full else self._ph[:avail]).astype(np.float32) - ph
                 ec = el / self.long_blocks + lam * (dp * dp).sum(axis=1)
                 dc = math.sqrt(float(np.nanmin(ec)))
+        if self._m > 0:
+            # value novelty: distance to the nearest of the last `value_memory` values
+            dv = float(np.abs(self._val[: min(self._m, V)] - np.float32(w[-1])).min())
         # coarse shape: the long vectors of the points L, 2L, ... earlier, joined to the
         # current one, give `long_blocks` means of `coarse * block` points
         fc = None
         c = self.coarse
         if c > 1 and (c - 1) * L < self.memory and self._m >= (c - 1) * L:
             rows = [(self._m - j * L) % self.memory for j in range(c - 1, 0, -1)]
-            fine = np.concatenate((self._mem[rows, k1:k2].ravel(), fl))
+            fine = np.concatenate((self._mem[rows].ravel(), fl))
             fc = fine.reshape(self.long_blocks, c).mean(axis=1)
             if self._cm >= 2:
                 cm = self._cmem[: min(self._cm, self.coarse_memory)]
@@ -398,7 +428,7 @@ class UnivariateDetector:
         wk = wd = nan
         if t is not None:
             slot, week = self._week_slot(float(t))
-            if self._wnum[slot] == (week - 1) % 32768:
+            if self._wnum[slot] == (week - 1) % 128:
                 lag = float(self._wval[slot])
                 if lag != lag:  # last week's point was anomalous: no reference, no restart
                     wd = math.inf
@@ -407,7 +437,7 @@ class UnivariateDetector:
                     keep = self._wdt > float(t) - self.week_window
                     k = int(keep.sum()) + 1
                     wk = abs((float(self._wdv[keep].sum()) + wd) / k)
-        raw = (ds, dl, jump, dc, wk, dcs)
+        raw = (ds, dl, jump, dc, wk, dcs, dv)
         eps = 1e-9 * (abs(ref) + 1.0)  # resolution floor relative to the series level
         stats = tuple(math.log(v + eps) - math.log(eps) if v == v else nan for v in raw)
         return fs, fl, ph, stats, (wd, fc)
@@ -436,7 +466,7 @@ class UnivariateDetector:
         pen = math.log(len(self._cal)) + self.length_penalty * math.log1p(self._n / 100.0)
         # evidence without the weekly lag (decides whether the point may serve as
         # next week's reference)
-        other = max(ev[0], ev[1], ev[2], ev[3], ev[5]) - pen
+        other = max(ev[0], ev[1], ev[2], ev[3], ev[5], ev[6]) - pen
         # agreement: the two strongest single-statistic evidences summed, calibrated
         # against the history of that sum (two views surprised at once)
         top = sorted(ev)
@@ -513,7 +543,7 @@ class UnivariateDetector:
                 self._wval[slot] = x - self._ref
             elif wd != wd:
                 self._wval[slot] = np.nan
-            self._wnum[slot] = week % 32768
+            self._wnum[slot] = week % 128
             if wd != wd:  # no lag here (gap or first week): the running window restarts
                 self._wdt[:] = -np.inf
             elif wd != math.inf:  # (inf: last week's point was anomalous, skipped)
@@ -521,8 +551,8 @@ class UnivariateDetector:
                 self._wdv[self._n % self._WD] = wd
         self._n += 1
         j = self._m % self.memory
-        self._mem[j, : self.short_len] = fs
-        self._mem[j, self.short_len :] = fl
+        self._val[self._m % len(self._val)] = x - self._ref
+        self._mem[j] = fl
         self._ph[j] = ph
         if fc is not None and self._m % self.coarse_stride == 0:
             self._cmem[self._cm % self.coarse_memory] = fc
@@ -553,10 +583,11 @@ class UnivariateDetector:
         "coarse_memory",
         "coarse_stride",
         "week_guard",
+        "value_memory",
     )
 
     def _arrays(self) -> list[np.ndarray]:
-        arrays = [self._hist, self._mem, self._ph, self._cmem, self._ev, self._base]
+        arrays = [self._hist, self._val, self._mem, self._ph, self._cmem, self._ev, self._base]
         arrays += [self._wval, self._wnum]
         return arrays + [self._wdt, self._wdv] + [c.counts for c in self._cal]
 

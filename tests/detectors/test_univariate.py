@@ -268,3 +268,20 @@ def test_coarse_shape_is_nearest_neighbour_over_spaced_vectors():
     eps = 1e-9 * (abs(det._ref) + 1.0)
     got = det._stats(float(x[2500]), float(t[2500]))[3][5]
     assert got == pytest.approx(math.log(want + eps) - math.log(eps), rel=1e-4)
+
+
+def test_short_shape_and_value_novelty_read_the_value_ring():
+    """Short vectors are windows of the value ring; the value novelty is a 1-D nearest neighbour."""
+    x, t = _noisy_daily(1600, seed=17)
+    det = UnivariateDetector(memory=256, value_memory=512)
+    _run(det, x[:1500], t[:1500])
+    v = x[:1501] - x[0]
+    eps = 1e-9 * (abs(det._ref) + 1.0)
+    st = det._stats(float(x[1500]), float(t[1500]))[3]
+    k = det.short_len
+    q = v[-k:]
+    pts = range(1500 - det.memory, 1500 - det.gap)
+    want = min(np.sqrt(np.mean((v[p - k + 1 : p + 1] - q) ** 2)) for p in pts)
+    assert st[0] == pytest.approx(math.log(want + eps) - math.log(eps), rel=1e-4)
+    near = np.abs(v[1500 - det.value_memory : 1500] - v[1500]).min()
+    assert st[6] == pytest.approx(math.log(near + eps) - math.log(eps), rel=1e-4)
