@@ -240,11 +240,13 @@ def test_anomalous_point_is_no_reference_for_next_week():
     _run(plain, x[:echo], t[:echo])
     wk = plain._stats(float(x[echo]), float(t[echo]))[3][4]
     assert plain._cal[4].neg_log_p(wk) > 3.0  # without the guard, last week's spike echoes
-    # the points whose short vector held the spike are withheld too; the next one
-    # compares with last week again
+    # the points whose short vector held the spike are withheld too; the statistic
+    # returns once a full 30-minute window (6 points) of ordinary differences is there
     after = echo + guarded.short_len
     _run(guarded, x[echo:after], t[echo:after])
-    assert math.isfinite(guarded._stats(float(x[after]), float(t[after]))[3][4])
+    assert math.isnan(guarded._stats(float(x[after]), float(t[after]))[3][4])
+    _run(guarded, x[after : after + 5], t[after : after + 5])
+    assert math.isfinite(guarded._stats(float(x[after + 5]), float(t[after + 5]))[3][4])
 
 
 def test_coarse_shape_is_nearest_neighbour_over_spaced_vectors():
@@ -285,3 +287,18 @@ def test_short_shape_and_value_novelty_read_the_value_ring():
     assert st[0] == pytest.approx(math.log(want + eps) - math.log(eps), rel=1e-4)
     near = np.abs(v[1500 - det.value_memory : 1500] - v[1500]).min()
     assert st[6] == pytest.approx(math.log(near + eps) - math.log(eps), rel=1e-4)
+
+
+def test_weekly_lag_waits_for_a_full_window_after_a_restart():
+    """After points without a lag, the statistic needs ``week_window`` of differences again."""
+    x, t = _weekly_routine(11, seed=18)
+    hole = np.arange(288 * 3 + 120, 288 * 3 + 132)  # one hour missing in week 1
+    keep = np.setdiff1d(np.arange(len(x)), hole)
+    x, t = x[keep], t[keep]
+    det = UnivariateDetector()
+    back = 2016 + 288 * 3 + 132 - len(hole)  # first point of week 2 after the lagless hour
+    _run(det, x[:back], t[:back])
+    for i in range(back, back + 5):  # 1..5 differences in the 30-minute window
+        assert math.isnan(det._stats(float(x[i]), float(t[i]))[3][4])
+        det.learn_one(float(x[i]), float(t[i]))
+    assert math.isfinite(det._stats(float(x[back + 5]), float(t[back + 5]))[3][4])
