@@ -15,8 +15,8 @@ Usage
         [--det tocsin] [--procs 2] [--param name=value ...]
         [--save-thresholds thr.json]
 
-Current defaults on the 31 dev series: standard 74.66, reward_low_FP_rate
-68.37, reward_low_FN_rate 78.94 (``benchmarks/nab-thresholds.json`` holds the
+Current defaults on the 31 dev series: standard 75.54, reward_low_FP_rate
+68.37, reward_low_FN_rate 80.12 (``benchmarks/nab-thresholds.json`` holds the
 thresholds the scorer chose).
 
 ``--param`` overrides a detector constructor argument (repeatable), e.g.

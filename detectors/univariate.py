@@ -75,10 +75,14 @@ Pipeline for one observation ``x`` at time ``t`` (scored before it is learned):
    p-value of 1/n, while NAB charges false positives per alarm, not per
    point.  It also lets the short history of a young series count more.
 6. **Echo suppression**: ``S`` is reported unchanged only if it exceeds
-   ``rise`` times the largest evidence of the previous ``suppress`` points,
+   ``rise`` times the largest evidence of the previous ``h`` points,
    otherwise it is multiplied by ``damp``.  Whatever threshold is used
    downstream, the first crossing of an episode is kept and its repetitions
-   are damped.  The margin (``rise`` = 1.1) makes an episode whose evidence
+   are damped.  The horizon ``h`` is ``suppress_time`` (one day) at the
+   running mean sampling interval, at least the long window (128 points,
+   which an event takes to leave it) and at most ``suppress`` points: an
+   hourly series no longer damps a new incident 6 days after the last one
+   (300 points), a 5-minute series keeps about the same horizon (288).  The margin (``rise`` = 1.1) makes an episode whose evidence
    creeps up point after point one alarm rather than a run of alarms: each
    new maximum must beat the last by 10% to be reported again.
 7. The score is ``S / (S + half_score)``: strictly increasing, in [0, 1),
@@ -91,12 +95,17 @@ defaults (``to_bytes``: struct header + raw numpy arrays, no pickle; the
 time-of-day phases are float16, the weekly ring's week numbers int8 mod 128).
 
 NAB dev (31 series, one parameter set, ``benchmarks/nab.py``): standard
-74.7, reward_low_FP 68.4, reward_low_FN 78.9 (74.3 / 67.6 / 78.7 when the
-weekly lag also compares partial windows, means over fewer points than
-``week_window`` holds; from there: 74.1 / 67.25 / 78.6 with ``value_memory``
-= 4096; offline, 1024 / 2048 / 4096 / 8192 values gave 73.8 / 73.9 / 74.2 /
-74.4 standard, the whole history no more). Without the value novelty: 73.3 /
-67.3 / 77.4, and from there the ablations: 72.3 / 65.5 / 76.8 without the
+75.5, reward_low_FP 68.4, reward_low_FN 80.1 (74.7 / 68.4 / 78.9 with the
+echo horizon in points only, ``suppress_time`` = 0; offline, a time-only
+horizon of 1 / 2 / 3 / 5 / 7 days without the long-window floor gave 75.7 /
+76.0 / 76.3 / 76.7 / 74.3 standard and 67.1 / 67.7 / 68.4 / 69.2 / 67.6
+reward_low_FP; with the floor, 1 / 2 / 3 days gave 75.5 / 75.6 / 75.7).
+Before that: 74.7 / 68.4 / 78.9 (74.3 / 67.6 / 78.7 when the weekly lag also
+compares partial windows, means over fewer points than ``week_window``
+holds; from there: 74.1 / 67.25 / 78.6 with ``value_memory`` = 4096;
+offline, 1024 / 2048 / 4096 / 8192 values gave 73.8 / 73.9 / 74.2 / 74.4
+standard, the whole history no more). Without the value novelty: 73.3 / 67.3
+/ 77.4, and from there the ablations: 72.3 / 65.5 / 76.8 without the
 weekly-lag guard (``week_guard`` = inf); 71.7 / 65.8 / 75.8 without the
 coarse shape (``coarse`` = 1); 72.2 / 65.8 / 76.7 with ``week_guard`` = 0
 and 72.9 / 66.6 / 77.2 with 4. Before both (72.4 / 65.4 / 76.8): 71.2 / 64.7
@@ -111,9 +120,11 @@ against its running mean), a normalised level-shift z statistic, a Holt
 forecaster's normalised error, a normalised jump, a record-exceedance
 statistic, the daily lag as a second reference of the weekly one,
 calibrating the max of the evidences instead of the ``- log`` of their
-number, a soft time-decayed echo horizon, and a stricter margin for the
-first points after an alarm (all 0.5-6 points lower on the standard profile,
-or within +-0.1).
+number, a soft time-decayed echo horizon, a stricter margin for the first
+points after an alarm, the distance to the 2nd or 3rd nearest value instead
+of the nearest, the weekly statistic ignored for its first 300-1000 values,
+and the guard only after the first 600 or 1024 points (all 0.3-6 points
+lower on the standard profile, or within +-0.1).
 
 Example
 -------
@@ -133,7 +144,7 @@ import numpy as np
 
 __all__ = ["UnivariateDetector", "score_series"]
 
-_MAGIC = b"TUV8"
+_MAGIC = b"TUV9"
 
 
 class _Calibrator:
@@ -224,7 +235,7 @@ class UnivariateDetector:
     tail : int
         Number of top historical values fitting the exponential tail.
     suppress : int
-        Echo-suppression horizon in points.
+        Longest echo-suppression horizon in points.
     damp : float
         Factor applied to evidence that does not beat the recent maximum.
     rise : float
@@ -263,6 +274,10 @@ class UnivariateDetector:
     value_memory : int
         Number of past values searched by the value novelty (the value ring
         holds at least ``memory + short_len``).
+    suppress_time : float
+        Echo-suppression horizon in seconds (converted to points with the
+        running mean sampling interval, clamped to ``[long_blocks * block,
+        suppress]``; 0, or no timestamps, gives ``suppress`` points).
     """
 
     def __init__(
@@ -290,6 +305,7 @@ class UnivariateDetector:
         coarse_stride: int = 64,
         week_guard: float = 2.0,
         value_memory: int = 8192,
+        suppress_time: float = 86400.0,
     ) -> None:
         self.short_len = short_len
         self.long_blocks = long_blocks
@@ -314,6 +330,7 @@ class UnivariateDetector:
         self.coarse_stride = coarse_stride
         self.week_guard = week_guard
         self.value_memory = value_memory
+        self.suppress_time = suppress_time
         self._init_state()
 
     # ------------------------------------------------------------------ state
@@ -351,6 +368,7 @@ class UnivariateDetector:
         self._wdv = np.zeros(self._WD, dtype=np.float64)
         self._ev = np.zeros(self.suppress, dtype=np.float32)
         self._tlast = -math.inf  # time of the last point learned with a timestamp
+        self._dt = math.nan  # running mean sampling interval (seconds)
         self._cache: tuple | None = None
 
     # -------------------------------------------------------------- features
@@ -454,6 +472,14 @@ class UnivariateDetector:
         stats = tuple(math.log(v + eps) - math.log(eps) if v == v else nan for v in raw)
         return fs, fl, ph, stats, (wd, fc)
 
+    def _horizon(self, dt: float) -> int:
+        """Echo horizon (points): ``suppress_time`` at the mean sampling interval
+        ``dt``, at least the long window and at most ``suppress``."""
+        if not (dt > 0.0 and self.suppress_time > 0.0):
+            return self.suppress
+        L = self.long_blocks * self.block
+        return max(min(L, self.suppress), min(self.suppress, int(self.suppress_time / dt)))
+
     def _week_slot(self, t: float) -> tuple[int, int]:
         week = math.floor(t / self._WEEK)
         slot = int((t - week * self._WEEK) / self.week_slot) % len(self._wval)
@@ -495,9 +521,18 @@ class UnivariateDetector:
             return self._cache
         fs, fl, ph, stats, (wd, fc) = self._stats(x, t)
         best, avg, agree, ev, other = self._evidence(stats)
-        recent = float(self._ev[: min(self._n, self.suppress)].max()) if self._n else 0.0
+        dt = self._dt
+        if t is not None and self._tlast > -math.inf:
+            d = float(t) - self._tlast
+            dt = d if dt != dt else dt + (d - dt) / min(self._n, 100)
+        h = self._horizon(dt)
+        if self._n:
+            k = min(self._n, h)
+            recent = float(self._ev[(self._n - 1 - np.arange(k)) % self.suppress].max())
+        else:
+            recent = 0.0
         out = ev if ev > self.rise * recent else ev * self.damp
-        self._cache = (key, fs, fl, ph, fc, stats + (avg, agree), wd, other, best, ev, out)
+        self._cache = (key, fs, fl, ph, fc, stats + (avg, agree), wd, other, dt, best, ev, out)
         return self._cache
 
     def score_one(self, x: float, t: float | None = None) -> float:
@@ -534,7 +569,7 @@ class UnivariateDetector:
         x = float(x)
         if not math.isfinite(x):
             return
-        _, fs, fl, ph, fc, stats, wd, other, best, ev, _ = self._compute(x, t)
+        _, fs, fl, ph, fc, stats, wd, other, dt, best, ev, _ = self._compute(x, t)
         self._cache = None
         for cal, v in zip(self._cal, stats, strict=True):
             if v == v:
@@ -548,6 +583,7 @@ class UnivariateDetector:
         self._ev[self._n % self.suppress] = ev
         self._hist[self._n % self._hlen] = x
         if t is not None:
+            self._dt = dt
             self._tlast = float(t)
             slot, week = self._week_slot(float(t))
             # an anomalous point is no reference for next week: last week's value is
@@ -597,6 +633,7 @@ class UnivariateDetector:
         "coarse_stride",
         "week_guard",
         "value_memory",
+        "suppress_time",
     )
 
     def _arrays(self) -> list[np.ndarray]:
@@ -610,6 +647,7 @@ class UnivariateDetector:
             float(self._m),
             float(self._cm),
             self._tlast,
+            self._dt,
             self._ref,
             self._mean,
             self._mad,
@@ -668,10 +706,10 @@ class UnivariateDetector:
             if n_sc != len(det._scalars()):
                 raise ValueError("incompatible snapshot version")
             sc = vals[n_par:]
-            det._n, det._m, det._cm, det._tlast = int(sc[0]), int(sc[1]), int(sc[2]), sc[3]
-            det._ref, det._mean, det._mad = sc[4:7]
+            det._n, det._m, det._cm = int(sc[0]), int(sc[1]), int(sc[2])
+            det._tlast, det._dt, det._ref, det._mean, det._mad = sc[3:8]
             for i, c in enumerate(det._cal):
-                c.n, c.lo = int(sc[7 + 2 * i]), float(sc[8 + 2 * i])
+                c.n, c.lo = int(sc[8 + 2 * i]), float(sc[9 + 2 * i])
             off = 8 + 8 * (n_par + n_sc)
             for a in det._arrays():
                 nb = a.nbytes

@@ -110,8 +110,10 @@ def test_creeping_evidence_is_one_alarm():
         det.learn_one(float(v), float(e))
     ev, out = np.array(ev), np.array(out)
     full = np.flatnonzero((out == ev) & (ev > 0.0))
+    h = det._horizon(det._dt)  # one day of 5-minute points: 288
+    assert h == 288
     for i in full[full >= 1200]:
-        recent = ev[max(0, i - det.suppress) : i].max()
+        recent = ev[max(0, i - h) : i].max()
         assert ev[i] > 1.1 * recent
 
 
@@ -302,3 +304,20 @@ def test_weekly_lag_waits_for_a_full_window_after_a_restart():
         assert math.isnan(det._stats(float(x[i]), float(t[i]))[3][4])
         det.learn_one(float(x[i]), float(t[i]))
     assert math.isfinite(det._stats(float(x[back + 5]), float(t[back + 5]))[3][4])
+
+
+def test_echo_horizon_is_a_day_within_the_long_window_and_suppress():
+    """The horizon is ``suppress_time`` at the mean sampling interval, clamped."""
+    det = UnivariateDetector()
+    L = det.long_blocks * det.block
+    assert det._horizon(300.0) == 288  # 5-minute samples: one day
+    assert det._horizon(60.0) == det.suppress  # 1-minute samples: capped
+    assert det._horizon(3600.0) == L  # hourly: never shorter than the long window
+    assert det._horizon(float("nan")) == det.suppress  # no timestamps
+    assert UnivariateDetector(suppress_time=0.0)._horizon(3600.0) == det.suppress
+    hourly = UnivariateDetector()
+    ts = 1.4e9 + 3600.0 * np.arange(300)
+    _run(hourly, np.sin(np.arange(300) / 5.0), ts)
+    assert hourly._dt == pytest.approx(3600.0)
+    clone = UnivariateDetector.from_bytes(hourly.to_bytes())
+    assert clone._dt == hourly._dt and clone._tlast == hourly._tlast
