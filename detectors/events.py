@@ -20,6 +20,7 @@ detectors.errors.InvalidEvent: Expected `int` <= 599 - at `$.status`
 
 from __future__ import annotations
 
+from operator import attrgetter
 from typing import Annotated
 
 import msgspec
@@ -30,6 +31,7 @@ from .timeutil import _fast_utc, fast_utc_many, parse_ts
 __all__ = [
     "MAX_EVENT_BYTES",
     "RequestEvent",
+    "RequestBatch",
     "DiskHealthEvent",
     "decode_request",
     "decode_requests",
@@ -142,8 +144,99 @@ def decode_request(raw: bytes | str) -> RequestEvent:
     )
 
 
-def decode_requests(values: list[bytes]) -> tuple[list[RequestEvent], list[tuple[int, str]]]:
+class RequestBatch:
+    """Request events of one batch, in order, as columns: what the batch path reads, without RequestEvent objects.
+
+    ``ts`` is the event times (floats, a list), ``rows`` the decoded messages
+    (or RequestEvents), read for every field but ``ts`` (a decoded message
+    keeps its ``ts`` as sent: never read it). ``WindowAggregator.add_batch``
+    reads the columns straight from them: no RequestEvent is built per event
+    (a few tenths of a µs an event). It still behaves as the list of its
+    RequestEvents (made on demand, :meth:`events`): length, iteration,
+    indexing, equality; a slice is a RequestBatch.
+    """
+
+    __slots__ = ("ts", "rows", "_events", "_array")
+
+    def __init__(self, ts: list[float], rows: list, events: list[RequestEvent] | None = None) -> None:
+        self.ts = ts
+        self.rows = rows
+        self._events = events
+        self._array = None
+
+    @classmethod
+    def of(cls, evs: list[RequestEvent] | RequestBatch) -> RequestBatch:
+        """``evs`` as a batch (itself if it is one)."""
+        if isinstance(evs, RequestBatch):
+            return evs
+        evs = list(evs)
+        return cls([e.ts for e in evs], evs, evs)
+
+    @property
+    def ts_array(self):
+        """The event times as a numpy float64 array."""
+        if self._array is None:
+            import numpy as np
+
+            self._array = np.array(self.ts, dtype=np.float64)
+        return self._array
+
+    def column(self, name: str) -> list:
+        """One field of every event, in order."""
+        if name == "ts":
+            return list(self.ts)
+        return list(map(attrgetter(name), self.rows))
+
+    def events(self) -> list[RequestEvent]:
+        """The events as RequestEvents (made once, on demand)."""
+        if self._events is None:
+            # The fields after ``ts``, in the order of _REQ_FIELDS (as decode_request).
+            self._events = [
+                RequestEvent(
+                    ts, w.service, w.status, w.latency_ms, w.endpoint, w.host, w.region,
+                    w.client_ip, w.country, w.asn, w.user_agent, w.bytes,
+                )
+                for w, ts in zip(self.rows, self.ts, strict=True)
+            ]
+        return self._events
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    def __iter__(self):
+        return iter(self.events())
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            evs = self._events
+            part = RequestBatch(self.ts[i], self.rows[i], None if evs is None else evs[i])
+            if self._array is not None:
+                part._array = self._array[i]
+            return part
+        if self._events is not None:
+            return self._events[i]
+        w = self.rows[i]
+        return RequestEvent(
+            self.ts[i], w.service, w.status, w.latency_ms, w.endpoint, w.host, w.region,
+            w.client_ip, w.country, w.asn, w.user_agent, w.bytes,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, RequestBatch | list | tuple):
+            return self.events() == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"RequestBatch({self.events()!r})"
+
+
+def decode_requests(values: list[bytes]) -> tuple[RequestBatch, list[tuple[int, str]]]:
     """Decode many request events at once: (the good ones in order, [(index, reason)] for the bad ones).
+
+    The good ones come as a :class:`RequestBatch` (columns; it behaves as the
+    list of their RequestEvents).
 
     Each value is judged exactly as :func:`decode_request` judges it (same
     limits, same validation, same reasons), only faster: the messages are
@@ -184,38 +277,28 @@ def decode_requests(values: list[bytes]) -> tuple[list[RequestEvent], list[tuple
             else:
                 keep.append(j)
     if not wires:
-        return [], bad
+        return RequestBatch([], []), bad
     tss: list = [w.ts for w in wires]
-    if set(map(type, tss)) == {str}:
+    strs = [t for t in tss if t.__class__ is str]
+    if len(strs) == len(tss):
         times = fast_utc_many(tss)
     else:
-        times = [None] * len(tss)
-        at = [k for k, t in enumerate(tss) if t.__class__ is str]
-        for k, v in zip(at, fast_utc_many([tss[k] for k in at]), strict=True):
-            times[k] = v
+        conv = iter(fast_utc_many(strs)).__next__
+        times = [conv() if t.__class__ is str else None for t in tss]
     failed: list[tuple[int, str]] = []
     if None in times:  # the times the scalar parser decides: numbers, other forms, the invalid
-        for k, (w, ts) in enumerate(zip(wires, times, strict=True)):
-            if ts is None:
-                try:
-                    times[k] = _ts(w.ts)
-                except InvalidEvent as exc:
-                    failed.append((keep[k] if keep is not None else k, str(exc)))
+        for k in [k for k, t in enumerate(times) if t is None]:
+            try:
+                times[k] = _ts(tss[k])
+            except InvalidEvent as exc:
+                failed.append((keep[k] if keep is not None else k, str(exc)))
         if failed:
             gone = {k for k, t in enumerate(times) if t is None}
             wires = [w for k, w in enumerate(wires) if k not in gone]
             times = [t for t in times if t is not None]
-    # The fields after ``ts``, in the order of _REQ_FIELDS (as decode_request).
-    evs = [
-        RequestEvent(
-            ts, w.service, w.status, w.latency_ms, w.endpoint, w.host, w.region,
-            w.client_ip, w.country, w.asn, w.user_agent, w.bytes,
-        )
-        for w, ts in zip(wires, times, strict=True)
-    ]
     if failed:
         bad = sorted(bad + failed)
-    return evs, bad
+    return RequestBatch(times, wires), bad
 
 
 def decode_disk(raw: bytes | str) -> DiskHealthEvent:

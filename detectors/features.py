@@ -31,7 +31,7 @@ from operator import itemgetter
 
 import numpy as np
 
-from .events import RequestEvent
+from .events import RequestBatch, RequestEvent
 from .sketches import (
     HyperLogLog,
     LogHistogram,
@@ -356,7 +356,7 @@ class WindowAggregator:
                 self._source_boundary[source] = b
                 self._due = True
 
-    def add_batch(self, evs: list[RequestEvent], source: int = 0) -> list[float]:
+    def add_batch(self, evs: list[RequestEvent] | RequestBatch, source: int = 0) -> list[float]:
         """Count many requests of one source, as ``add`` for each in order would.
 
         Return the event times at which the source crossed a window boundary
@@ -374,7 +374,9 @@ class WindowAggregator:
         (a numpy sort); per group, the counts are made by ``Counter``'s C
         loop straight into the window's dicts, the client sketches in numpy,
         and only what depends on the order (the heavy-hitter sketch's
-        evictions, first-time clients) loops in Python.
+        evictions, first-time clients) loops in Python. A :class:`RequestBatch`
+        (from ``decode_requests``) is read as it is, columns and decoded
+        messages, without a RequestEvent per event.
         """
         n = len(evs)
         if n < _SMALL_BATCH:
@@ -391,10 +393,12 @@ class WindowAggregator:
             return steps
         W = self.window
         services = self._services
+        batch = RequestBatch.of(evs)
+        rows = batch.rows  # every field but ts
         # Columns, in event order (attribute access is the per-event floor).
-        tss = [e.ts for e in evs]
-        names = [e.service for e in evs]
-        t = np.array(tss, dtype=np.float64)
+        tss = batch.ts
+        names = [e.service for e in rows]
+        t = batch.ts_array
         start = np.floor_divide(t, W) * W  # == (ts // W) * W, as add
         svc_names = list(dict.fromkeys(names))  # first seen first, as add creates them
         code_of = {s: i for i, s in enumerate(svc_names)}
@@ -421,23 +425,22 @@ class WindowAggregator:
         nstarts = len(starts)
         starts = starts.tolist()
         pick = itemgetter(*order.tolist())
-        # Sorted columns.
-        evs_s = pick(evs)
+        # Sorted columns (tuples): each read in event order, then put in the
+        # groups' order (cheaper than reading the events in sorted order).
         ts_s = pick(tss)
-        st = np.array([e.status for e in evs_s], dtype=np.int64)
+        st = np.array([e.status for e in rows], dtype=np.int64)[order]
         heads = bounds[:-1]
         n5xx = np.add.reduceat(st >= 500, heads).tolist()
         n429 = np.add.reduceat(st == 429, heads).tolist()
         n4xx = np.add.reduceat((st >= 400) & (st < 500), heads).tolist()
-        lats = [e.latency_ms for e in evs_s]
-        bins_a = log_bins_array(lats)
+        bins_a = log_bins_array([e.latency_ms for e in rows])[order]  # (per element)
         bins_s = bins_a.tolist()
-        hosts_s = [e.host for e in evs_s]
-        ips_s = [e.client_ip for e in evs_s]
-        countries_s = [e.country for e in evs_s]
-        hosting_s = list(map(HOSTING_ASNS.get, [e.asn for e in evs_s]))  # the network's name, or None
-        eps_s = [e.endpoint for e in evs_s]
-        uas_s = [e.user_agent for e in evs_s]
+        hosts_s = pick([e.host for e in rows])
+        ips_s = pick([e.client_ip for e in rows])
+        countries_s = pick([e.country for e in rows])
+        hosting_s = pick(list(map(HOSTING_ASNS.get, [e.asn for e in rows])))  # the network's name, or None
+        eps_s = pick([e.endpoint for e in rows])
+        uas_s = pick([e.user_agent for e in rows])
         # service code -> [(window, first, end)] for the first-time-client filter
         by_svc: dict[int, list[tuple[_Window, int, int, int]]] = {}
         group_windows: list[_Window] = []
@@ -561,7 +564,7 @@ class WindowAggregator:
         return self._batch_watermark(t, source)
 
     @staticmethod
-    def _hosts_batch(hosts_s: list, bins_a, st, bounds: list[int], group_windows: list[_Window]) -> None:
+    def _hosts_batch(hosts_s: tuple, bins_a, st, bounds: list[int], group_windows: list[_Window]) -> None:
         """Per-host counts, 5xx and latency bins of a batch (columns in group order) into its windows."""
         n = len(hosts_s)
         names = list(dict.fromkeys(hosts_s))
@@ -630,7 +633,7 @@ class WindowAggregator:
                     if not (prev[b0_] & m0 and prev[b1] & m1 and prev[b2] & m2):
                         group_windows[gid[i]].new += 1
 
-    def _seen_exact(self, svc: _Service, groups: list, ts_s: tuple, ips_s: list, in_order: bool,
+    def _seen_exact(self, svc: _Service, groups: list, ts_s: tuple, ips_s: tuple, in_order: bool,
                     order_l: list | None) -> None:
         """The filter of one service over its groups of a batch, event by event in arrival order, as ``add``."""
         rot = self.seen_rotation

@@ -131,7 +131,7 @@ def run_backtest(
                         dhead = next(dstream, None)
                 i = 0  # the first request of the block not given to the engine yet
                 if dhead is not None:
-                    ts = np.array([ev.ts for ev in evs])
+                    ts = evs.ts_array
                     p = 0  # the first request before which the disk readings are still to check
                     while dhead is not None:
                         later = np.flatnonzero(ts[p:] > dhead[0])
@@ -144,7 +144,7 @@ def run_backtest(
                             if o.anomalies or o.alerts:
                                 emit(o)
                             i = k
-                        t = evs[k].ts
+                        t = evs.ts[k]
                         while dhead is not None and dhead[0] < t:
                             events += 1
                             o = process_disk(dhead[3])

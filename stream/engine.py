@@ -21,7 +21,7 @@ from alerts.model import Alert, fingerprint
 from detectors.config import DetectorsConfig
 from detectors.diagnosis import CompositionState, Diagnoser, DiskSignal
 from detectors.disk import DiskFailureDetector, DriveState
-from detectors.events import DiskHealthEvent, RequestEvent
+from detectors.events import DiskHealthEvent, RequestBatch, RequestEvent
 from detectors.features import WindowAggregator, WindowFeatures
 from detectors.latency import LatencySpikeDetector, LatencyState
 from detectors.model import Anomaly, Entity, Verdict, severity_for
@@ -95,8 +95,11 @@ class Engine:
             return self._close(agg.advance())
         return Output()
 
-    def process_requests(self, evs: list[RequestEvent], source: int = 0) -> Output:
+    def process_requests(self, evs: list[RequestEvent] | RequestBatch, source: int = 0) -> Output:
         """Many requests of one source (a batch of its Kafka partition, a block of a file).
+
+        ``evs`` is a list of RequestEvents or, cheaper, the RequestBatch of
+        ``decode_requests`` (read as columns).
 
         The same as :meth:`process_request` for each, but that the windows are
         closed after the batch is counted (at each point where per-event

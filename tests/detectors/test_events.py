@@ -4,7 +4,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from detectors.errors import InvalidEvent
-from detectors.events import MAX_EVENT_BYTES, decode_disk, decode_request, decode_requests
+from detectors.events import (
+    MAX_EVENT_BYTES,
+    RequestBatch,
+    RequestEvent,
+    decode_disk,
+    decode_request,
+    decode_requests,
+)
 
 GOOD = {"ts": "2021-04-06T08:00:01.250Z", "service": "ent-grand-est", "status": 503, "latency_ms": 4200}
 
@@ -156,3 +163,22 @@ def test_decode_requests_times_are_the_same_floats(times):
     values = [orjson.dumps({**GOOD, "ts": t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"})
               for t in times]
     assert decode_requests(values) == one_by_one(values)
+
+
+def test_decode_requests_gives_a_request_batch_that_is_the_list_of_its_events():
+    values = GOOD_VALUES + BAD_VALUES + GOOD_VALUES[::-1]
+    batch, bad = decode_requests(values)
+    evs, bad1 = one_by_one(values)
+    assert isinstance(batch, RequestBatch) and bad == bad1
+    assert len(batch) == len(evs) and batch == evs and list(batch) == evs
+    assert all(type(e) is RequestEvent for e in batch.events())
+    assert batch.ts == [e.ts for e in evs] and all(type(t) is float for t in batch.ts)
+    assert batch.ts_array.dtype == "float64" and batch.ts_array.tolist() == batch.ts
+    for name in ("service", "status", "latency_ms", "host", "client_ip", "asn", "ts"):
+        assert batch.column(name) == [getattr(e, name) for e in evs]
+    part = batch[3:9]
+    assert isinstance(part, RequestBatch) and part == evs[3:9] and part.ts_array.tolist() == part.ts
+    assert batch[4] == evs[4] and batch[-1] == evs[-1]
+    assert RequestBatch.of(evs) == batch and RequestBatch.of(batch) is batch
+    empty, _ = decode_requests(BAD_VALUES[:3])
+    assert len(empty) == 0 and not empty and empty == []

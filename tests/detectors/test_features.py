@@ -188,3 +188,37 @@ def test_sketch_batch_helpers_match_their_one_at_a_time_forms():
             if acc >= q * h.n:
                 assert h.quantile(q) == math.expm1((b + 0.5) / h._K)
                 break
+
+
+@pytest.mark.parametrize("sizes", [[3000], [1, 150, 199, 200, 2450]])
+def test_add_batch_of_a_decoded_batch_is_add_for_each(sizes):
+    """The RequestBatch of decode_requests (columns, no RequestEvents) counts as add of each decoded event."""
+    import datetime
+
+    import orjson
+
+    from detectors.events import RequestBatch, decode_request, decode_requests
+
+    def ts(i, t):  # both forms of the time
+        if i % 3:
+            return t
+        d = datetime.datetime.fromtimestamp(t, datetime.UTC)
+        return d.strftime("%Y-%m-%dT%H:%M:%S.") + f"{d.microsecond // 1000:03d}Z"
+
+    values = [orjson.dumps({f: getattr(e, f) for f in e.__struct_fields__} | {"ts": ts(i, e.ts)})
+              for i, e in enumerate(events(9000, seed=4, disorder=2.0))]
+    evs = [decode_request(v) for v in values]
+    a = WindowAggregator()
+    b = WindowAggregator()
+    wa = [w for ws in per_event(a, evs) for w in ws]
+    wb, i = [], 0
+    while i < len(values):
+        n = sizes[len(wb) % len(sizes)]
+        batch, bad = decode_requests(values[i:i + n])
+        assert isinstance(batch, RequestBatch) and not bad and batch == evs[i:i + n]
+        wb.append([w for ws in b.close_steps(b.add_batch(batch)) for w in ws])
+        i += n
+    assert wa == [w for ws in wb for w in ws] and len(wa) > 30
+    assert state(a) == state(b)
+    assert open_windows(a) == open_windows(b)
+    assert a.flush() == b.flush()
