@@ -153,7 +153,8 @@ class Engine:
             for s in self.disk_signals.get(ev.host, []):
                 if s.disk == ev.disk:
                     s.replaced_at = ev.ts
-                    out.signals.append(s)
+                    if not any(x is s for x in out.signals):  # flagged by this very reading
+                        out.signals.append(s)
         if not self.counts["requests"]:
             # Without request streams the disk readings drive the clock; with
             # them, window closes do (the two topics may be far apart).
