@@ -172,6 +172,25 @@ class HyperLogLog:
         return z, zeros
 
 
+def _evict(c: dict[str, int], low: list[str] | None, m: int) -> tuple[list[str], int, int]:
+    """Remove from ``c`` the oldest key at the minimum count: (keys still at it, the minimum, its count).
+
+    ``low`` lists the keys at count ``m`` (reversed insertion order) or is
+    None; an entry whose count changed since is skipped, and the list is
+    rebuilt when it runs out.
+    """
+    while True:
+        if low is None:
+            m = min(c.values())
+            low = [x for x, v in c.items() if v == m]
+            low.reverse()
+        victim = low.pop()
+        if c[victim] == m:
+            return low, m, c.pop(victim)
+        if not low:
+            low = None
+
+
 class SpaceSaving:
     """Top-k heavy hitters (Metwally et al.) in k counters.
 
@@ -202,19 +221,9 @@ class SpaceSaving:
             c[key] = n
             self._low = None
         else:
-            low = self._low
-            m = self._min
-            while True:
-                if low is None:
-                    m = self._min = min(c.values())
-                    low = self._low = [k for k, v in c.items() if v == m]
-                    low.reverse()
-                victim = low.pop()
-                if c[victim] == m:
-                    break
-                if not low:
-                    low = None
-            v = c.pop(victim) + n
+            low, m, old = _evict(c, self._low, self._min)
+            self._low, self._min = low, m
+            v = old + n
             c[key] = v
             if v == m:
                 low.insert(0, key)
@@ -264,17 +273,7 @@ class SpaceSaving:
                 c[key] = 1
                 low = None
             else:
-                while True:
-                    if low is None:
-                        m = min(c.values())
-                        low = [x for x, v in c.items() if v == m]
-                        low.reverse()
-                    victim = low.pop()
-                    if c[victim] == m:
-                        break
-                    if not low:
-                        low = None
-                del c[victim]
+                low, m, _ = _evict(c, low, m)
                 c[key] = m + 1
                 if not low:
                     low = None
