@@ -137,11 +137,13 @@ def decode_request(raw: bytes | str) -> RequestEvent:
     ts = _fast_utc(t) if t.__class__ is str else None
     if ts is None:
         ts = _ts(t)
-    # The fields after ``ts``, in the order of _REQ_FIELDS.
-    return RequestEvent(
-        ts, w.service, w.status, w.latency_ms, w.endpoint, w.host, w.region,
-        w.client_ip, w.country, w.asn, w.user_agent, w.bytes,
-    )
+    return _event(w, ts)
+
+
+def _event(w, ts: float) -> RequestEvent:
+    """The RequestEvent of a decoded message, at time ``ts`` (the fields after it in the order of _REQ_FIELDS)."""
+    return RequestEvent(ts, w.service, w.status, w.latency_ms, w.endpoint, w.host, w.region,
+                        w.client_ip, w.country, w.asn, w.user_agent, w.bytes)
 
 
 class RequestBatch:
@@ -191,13 +193,7 @@ class RequestBatch:
         """The events as RequestEvents (made once, on demand)."""
         if self._events is None:
             # The fields after ``ts``, in the order of _REQ_FIELDS (as decode_request).
-            self._events = [
-                RequestEvent(
-                    ts, w.service, w.status, w.latency_ms, w.endpoint, w.host, w.region,
-                    w.client_ip, w.country, w.asn, w.user_agent, w.bytes,
-                )
-                for w, ts in zip(self.rows, self.ts, strict=True)
-            ]
+            self._events = list(map(_event, self.rows, self.ts))
         return self._events
 
     def __len__(self) -> int:
@@ -215,11 +211,7 @@ class RequestBatch:
             return part
         if self._events is not None:
             return self._events[i]
-        w = self.rows[i]
-        return RequestEvent(
-            self.ts[i], w.service, w.status, w.latency_ms, w.endpoint, w.host, w.region,
-            w.client_ip, w.country, w.asn, w.user_agent, w.bytes,
-        )
+        return _event(self.rows[i], self.ts[i])
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, RequestBatch | list | tuple):
