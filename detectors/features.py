@@ -725,6 +725,20 @@ class WindowAggregator:
         """The services whose last events came from these sources."""
         return {name for name, svc in self._services.items() if svc.source in sources}
 
+    def forget_sources(self, sources: set[int]) -> set[str]:
+        """Drop these sources (their partitions moved to another worker) and their services; the services.
+
+        A source kept after its partition left would hold the low watermark
+        (the slowest source's) back for ever, and with it the alerts' clock.
+        """
+        services = self.sources_services(sources)
+        for name in services:
+            self.forget(name)
+        for src in sources:
+            self._sources.pop(src, None)
+            self._source_boundary.pop(src, None)
+        return services
+
     def due(self) -> bool:
         """True when ``advance`` may close a window (a source crossed a window boundary)."""
         return self._due

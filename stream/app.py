@@ -387,7 +387,7 @@ class TocsinApp:
 
     def forget_partitions(self, partitions: set[int]) -> None:
         """Drop the services read from these requests partitions (another worker has them now)."""
-        self.engine.forget_services(self.engine.aggregator.sources_services(partitions))
+        self.engine.forget_sources(partitions)
         for p in partitions:
             self._last_seen.pop(p, None)
 

@@ -203,6 +203,10 @@ class Engine:
             services = set(self.traffic) | {k.split("|", 1)[0] for k in self.latency}
         self._partial |= services
 
+    def forget_sources(self, sources: set[int]) -> None:
+        """Drop what came from these sources (Kafka partitions another worker reads now)."""
+        self.forget_services(self.aggregator.forget_sources(sources))
+
     def forget_services(self, services: set[str]) -> None:
         """Drop the models and open windows of these services (another worker reads them now)."""
         for svc in services:

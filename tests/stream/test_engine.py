@@ -162,11 +162,17 @@ def test_services_of_a_lost_partition_are_forgotten_and_only_they():
     assert e.source_of("kept") == 0 and e.source_of("moved") == 3
     assert {"kept", "moved"} <= set(e.traffic) and "moved|w2" in e.latency
     e.mark_resumed({"kept"})
-    e.forget_services(e.aggregator.sources_services({3}))
+    e.forget_sources({3})
     assert "moved" not in e.traffic and "moved" not in e.latency and "moved|w2" not in e.latency
     assert e.source_of("moved") is None
     assert "kept" in e.traffic and "kept|w1" in e.latency and e.source_of("kept") == 0
     assert e._partial == {"kept"}
+    # The lost partition no longer holds the event-time clock (and the alerts' aging) back.
+    for m in range(5, 10):
+        e.process_requests([RequestEvent(T0 + m * 60 + i, "kept", 200, 100.0, host="w1") for i in range(60)], source=0)
+    agg = e.aggregator
+    assert agg.source_watermark(3) == -math.inf
+    assert agg.low_watermark() == agg.source_watermark(0) - agg.lateness > T0 + 9 * 60
 
 
 def test_alerts_are_checkpointed_with_their_service_and_deleted_when_they_end():
