@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 from .calendar import is_holiday
 
-__all__ = ["EWBaseline", "HoltBaseline", "SeasonalBaseline", "day_type"]
+__all__ = ["EWBaseline", "HoltBaseline", "SeasonalBaseline", "day_type", "holt_step"]
 
 
 class EWBaseline:
@@ -93,18 +93,8 @@ class HoltBaseline:
         return self.level + self.trend
 
     def learn(self, x: float, weight: float = 1.0) -> None:
-        self.n += 1
-        if self.n == 1:
-            self.level = x
-            return
-        a = max(self.alpha, 1.0 / self.n) * weight
-        err = x - self.predict()
-        if self.n > 30:
-            lim = 4.0 * math.sqrt(self.var + 1e-9)
-            err = max(-lim, min(lim, err))
-        self.level = self.predict() + a * err
-        self.trend += self.beta * a * err
-        self.var = (1.0 - a) * (self.var + a * err * err)
+        self.level, self.trend, self.var, self.n = holt_step(
+            self.level, self.trend, self.var, self.n, x, weight, self.alpha, self.beta)
 
     def to_bytes(self) -> bytes:
         return self._FMT.pack(self.level, self.trend, self.var, self.n)
@@ -114,6 +104,30 @@ class HoltBaseline:
         b = cls(alpha, beta)
         b.level, b.trend, b.var, b.n = cls._FMT.unpack(data)
         return b
+
+
+def holt_step(level: float, trend: float, var: float, n: int, x: float, weight: float,
+              alpha: float, beta: float) -> tuple[float, float, float, int]:
+    """One step of :class:`HoltBaseline` on its four numbers (the traffic detector's fallback runs it in place).
+
+    The rate is ``max(alpha, 1/n) * weight``; after 30 points the error is
+    clipped to 4 standard deviations (comparisons written to give what
+    min()/max() gave, NaN included).
+    """
+    n += 1
+    if n == 1:
+        return x, trend, var, n
+    a = 1.0 / n
+    a = (a if a > alpha else alpha) * weight
+    pred = level + trend
+    err = x - pred
+    if n > 30:
+        lim = 4.0 * math.sqrt(var + 1e-9)
+        if not err < lim:
+            err = lim
+        if not err > -lim:
+            err = -lim
+    return pred + a * err, trend + beta * a * err, (1.0 - a) * (var + a * err * err), n
 
 
 def day_type(wd: int) -> int:
@@ -206,35 +220,15 @@ class SeasonalBaseline:
     def expect(self, ts: float, buf: bytearray | None = None) -> tuple[float, float, int]:
         """(mean, variance, count) expected at ``ts``; count is the smaller of the two slots."""
         oa, ob, f = self._slots(ts)
-        if buf is None:
-            buf = self.buf
-        if ob == oa + 8:
-            ma, va, na16, mb, vb, nb16 = _PAIR.unpack_from(buf, oa)
-        else:
-            ma, va, na16 = _SLOT.unpack_from(buf, oa)
-            mb, vb, nb16 = _SLOT.unpack_from(buf, ob)
-        # _mix, inline
-        na, nb = na16 >> 4, nb16 >> 4
-        if na and nb:
-            return (1 - f) * ma + f * mb, (1 - f) * va + f * vb, na if na < nb else nb
-        if na:
-            return ma, va, na // 2
-        if nb:
-            return mb, vb, nb // 2
-        return 0.0, 0.0, 0
+        return _mix(*_read_slots(self.buf if buf is None else buf, oa, ob), f)
 
     def learn(self, ts: float, x: float, weight: float = 1.0, buf: bytearray | None = None) -> None:
         """Fit the piecewise-linear profile: both knots move toward ``x`` in
         proportion to their share of the prediction, and learn its error."""
         if buf is None:
             buf = self.buf
-        last = self._last  # usually the expect() of the same window, just before
-        oa, ob, f = last[1] if last[0] == ts else self._slots(ts)
-        if ob == oa + 8:
-            ma, va, na16, mb, vb, nb16 = _PAIR.unpack_from(buf, oa)
-        else:
-            ma, va, na16 = _SLOT.unpack_from(buf, oa)
-            mb, vb, nb16 = _SLOT.unpack_from(buf, ob)
+        oa, ob, f = self._slots(ts)  # usually cached: the expect() of the same window, just before
+        ma, va, na16, mb, vb, nb16 = _read_slots(buf, oa, ob)
         # The blended mean (_mix's), and its error; comparisons below are
         # written to give what min(), max() gave, NaN included.
         if na16 >= 16:
@@ -308,6 +302,13 @@ _sqrt = math.sqrt
 # type (good enough at night).
 _BEFORE = tuple(8 * (h % 24) for h in range(24))
 _AFTER = tuple(8 * ((h + 1) % 24) for h in range(24))
+
+
+def _read_slots(buf: bytearray, oa: int, ob: int) -> tuple:
+    """(mean, variance, weight in 1/16ths) of the slots at byte offsets ``oa`` and ``ob``, in one tuple."""
+    if ob == oa + 8:
+        return _PAIR.unpack_from(buf, oa)
+    return _SLOT.unpack_from(buf, oa) + _SLOT.unpack_from(buf, ob)
 
 
 def _mix(

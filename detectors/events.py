@@ -192,7 +192,6 @@ class RequestBatch:
     def events(self) -> list[RequestEvent]:
         """The events as RequestEvents (made once, on demand)."""
         if self._events is None:
-            # The fields after ``ts``, in the order of _REQ_FIELDS (as decode_request).
             self._events = list(map(_event, self.rows, self.ts))
         return self._events
 

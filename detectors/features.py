@@ -209,8 +209,8 @@ class WindowAggregator:
         self._client_hashes: dict[str, int] = {}
 
     def _client_key(self, ip: str) -> tuple[int, int, int, int, int, int, int, int]:
-        h = hash64(ip)
-        idx = h & ((1 << _HLL_P) - 1)
+        h = self._client_hash(ip)
+        idx = h & _HLL_MASK
         rank = (64 - _HLL_P) - (h >> _HLL_P).bit_length() + 1
         b = self.seen_bits
         p0, p1, p2 = h % b, (h >> 21) % b, (h >> 42) % b  # as SeenFilter._positions
@@ -501,7 +501,8 @@ class WindowAggregator:
         # Per host: the batch sorted again by (group, host), each run counted
         # at once; the runs of a group taken in order of their first request
         # (the order add puts new hosts in).
-        self._hosts_batch(hosts_s, bins_a, st, bounds, group_windows)
+        gid = np.repeat(np.arange(len(group_windows)), np.diff(bounds))  # group of each event, in order
+        self._hosts_batch(hosts_s, bins_a, st, gid, group_windows)
         # Client addresses: the HyperLogLog registers and the first-time-client
         # filter from each client's hash64, in numpy (Python loops over the
         # clients were most of the batch's cost).
@@ -517,7 +518,6 @@ class WindowAggregator:
                 valid = np.fromiter((ip is not None for ip in ips_s), dtype=bool, count=n)
         H = np.array(hl, dtype=np.uint64)
         G = len(gkeys)
-        gid = np.repeat(np.arange(G), np.diff(bounds))
         Hv, gv = (H, gid) if valid is None else (H[valid], gid[valid])
         if len(Hv):
             idx = (Hv & np.uint64(_HLL_MASK)).astype(np.intp)
@@ -544,10 +544,11 @@ class WindowAggregator:
                 in_order = bool(rising[a0:b0 - 1].all())
                 if not in_order and order_l is None:
                     order_l = order.tolist()
+            m = max(ts_s[a0:b0])
             first_ip = a0 if valid is None else a0 + int(np.argmax(valid[a0:b0]))
             if valid is not None and not valid[first_ip]:
                 pass  # no client address at all
-            elif in_order and max(ts_s[a0:b0]) - (
+            elif in_order and m - (
                 ts_s[first_ip] if svc.rotated_at == _NEG_INF else svc.rotated_at
             ) < self.seen_rotation:
                 if svc.rotated_at == _NEG_INF:
@@ -556,7 +557,6 @@ class WindowAggregator:
             else:
                 self._seen_exact(svc, groups, ts_s, ips_s, in_order, order_l)
             svc.source = source
-            m = max(ts_s[a0:b0])
             if m > svc.watermark:
                 svc.watermark = m
         if fast:
@@ -564,7 +564,7 @@ class WindowAggregator:
         return self._batch_watermark(t, source)
 
     @staticmethod
-    def _hosts_batch(hosts_s: tuple, bins_a, st, bounds: list[int], group_windows: list[_Window]) -> None:
+    def _hosts_batch(hosts_s: tuple, bins_a, st, gid, group_windows: list[_Window]) -> None:
         """Per-host counts, 5xx and latency bins of a batch (columns in group order) into its windows."""
         n = len(hosts_s)
         names = list(dict.fromkeys(hosts_s))
@@ -572,7 +572,6 @@ class WindowAggregator:
             return
         code = {h: i for i, h in enumerate(names)}
         hc = np.fromiter(map(code.__getitem__, hosts_s), dtype=np.int64, count=n)
-        gid = np.repeat(np.arange(len(group_windows)), np.diff(bounds))
         key = gid * len(names) + hc
         order = np.argsort(key, kind="stable")
         key = key[order]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from .baseline import HoltBaseline, SeasonalBaseline
+from .baseline import HoltBaseline, SeasonalBaseline, holt_step
 from .features import WindowFeatures
 from .model import Verdict, z_score_to_unit
 
@@ -27,9 +27,6 @@ class TrafficState:
 
     def __init__(self, buf: bytearray | None = None) -> None:
         self.buf = buf if buf is not None else bytearray(self.SIZE)
-
-    def recent(self, alpha: float) -> HoltBaseline:
-        return HoltBaseline.from_bytes(self.buf[self._HOLT :], alpha)
 
     def to_bytes(self) -> bytes:
         return bytes(self.buf)
@@ -183,28 +180,9 @@ class TrafficAnomalyDetector:
         buf = state.buf
         start = f.start
         self._profile.learn(start + (f.end - start) / 2, x, w, buf)
-        # HoltBaseline(recent_alpha).learn(x, w), in place in the buffer (the
-        # same operations in the same order: identical floats).
-        level, trend, var, n = _HOLT.unpack_from(buf, _HOLT_AT)
-        n += 1
-        if n == 1:
-            level = x
-        else:
-            a = 1.0 / n
-            alpha = self.recent_alpha
-            a = (a if a > alpha else alpha) * w  # max(alpha, 1/n) * w
-            pred = level + trend
-            err = x - pred
-            if n > 30:
-                lim = 4.0 * _sqrt(var + 1e-9)
-                if not err < lim:
-                    err = lim
-                if not err > -lim:
-                    err = -lim
-            level = pred + a * err
-            trend += _HOLT_BETA * a * err
-            var = (1.0 - a) * (var + a * err * err)
-        _HOLT.pack_into(buf, _HOLT_AT, level, trend, var, n)
+        # HoltBaseline(recent_alpha).learn(x, w), in place in the buffer.
+        _HOLT.pack_into(buf, _HOLT_AT, *holt_step(*_HOLT.unpack_from(buf, _HOLT_AT), x, w,
+                                                  self.recent_alpha, _HOLT_BETA))
         return state
 
 
