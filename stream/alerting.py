@@ -97,9 +97,9 @@ class Notifications:
                             await self.notifier.receive(alert, tapp.clock())
                             tapp.counts["alerts.notified"] += 1
                     tapp.metrics.sync_notifications(self.notifier.counts)
+            self.notify_alerts = notify_alerts
         else:
-            self._register_repartition(app)
-            notify_alerts = self.notify_alerts
+            self._register_repartition(app)  # sets notify_alerts and deliver_groups
 
         if tapp.local_outputs:
             @app.agent(self.silences_topic, name="apply_silences")
@@ -111,7 +111,6 @@ class Notifications:
             async def read_silences() -> None:
                 await self._read_silences()
 
-        self.notify_alerts = notify_alerts
         self._register_views()
 
     def _decode(self, value: bytes) -> Alert | None:

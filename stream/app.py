@@ -316,9 +316,7 @@ class TocsinApp:
 
     # -- state ---------------------------------------------------------------
     def _maybe_checkpoint(self) -> None:
-        now = time.monotonic()
-        if now - self._last_checkpoint >= self.checkpoint_interval:
-            self._last_checkpoint = now
+        if time.monotonic() - self._last_checkpoint >= self.checkpoint_interval:
             self.checkpoint()
 
     def _state_key(self, name: str) -> tuple[str, int] | None:
@@ -339,6 +337,7 @@ class TocsinApp:
         No event context needed (the partition is explicit), so the request
         reader checkpoints between batches and the disk agent from its loop.
         """
+        self._last_checkpoint = time.monotonic()  # whoever calls (reader or disk agent), one clock
         table = self.models_table
         n_parts = self.config.kafka.partitions
         states = self.engine.dirty_states()
@@ -415,10 +414,6 @@ class TocsinApp:
 
     async def close_receivers(self) -> None:
         await self.notifications.close_receivers()
-
-    async def create_topics(self) -> None:
-        for tp in (self.requests_topic, self.disk_topic, self.anomalies_topic, self.alerts_topic, self.dead_letter_topic):
-            await tp.maybe_declare()
 
 
 

@@ -105,14 +105,7 @@ class RequestReader:
     async def _partitions(self) -> set[int]:
         # Faust declares the topics its agents read; this one is read here.
         await self.tapp.requests_topic.maybe_declare()
-        c = self._consumer
-        for _ in range(60):
-            parts = c.partitions_for_topic(self.topic)
-            if parts:
-                return set(parts)
-            await c._client.force_metadata_update()
-            await asyncio.sleep(0.5)
-        raise RuntimeError(f"topic {self.topic!r} has no partitions (does it exist?)")
+        return await _topic_partitions(self._consumer, self.topic, tries=60)
 
     # -- rebalances (Faust signals) ---------------------------------------------
     async def on_revoked(self) -> None:
@@ -240,12 +233,7 @@ async def follow_topic(tapp: TocsinApp, topic: Any, handle: Callable[[bytes], No
                                 auto_offset_reset="earliest", **tapp.config.kafka.aiokafka_options())
     await consumer.start()
     try:
-        parts: set[int] | None = None
-        while parts is None:
-            parts = consumer.partitions_for_topic(name)
-            if parts is None:
-                await consumer._client.force_metadata_update()
-                await asyncio.sleep(0.5)
+        parts = await _topic_partitions(consumer, name)
         consumer.assign([TopicPartition(name, p) for p in sorted(parts)])
         await consumer.seek_to_beginning()
         while True:
@@ -255,3 +243,17 @@ async def follow_topic(tapp: TocsinApp, topic: Any, handle: Callable[[bytes], No
                     handle(rec.value)
     finally:
         await consumer.stop()
+
+
+async def _topic_partitions(consumer: Any, name: str, tries: int | None = None) -> set[int]:
+    """The partitions of topic ``name``, refreshing the metadata every 0.5 s until it has some."""
+    n = 0
+    while True:
+        parts = consumer.partitions_for_topic(name)
+        if parts:
+            return set(parts)
+        n += 1
+        if tries is not None and n >= tries:
+            raise RuntimeError(f"topic {name!r} has no partitions (does it exist?)")
+        await consumer._client.force_metadata_update()
+        await asyncio.sleep(0.5)

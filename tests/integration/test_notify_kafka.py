@@ -25,6 +25,7 @@ from alerts.secret import Secret
 from detectors.configfile import load_model_text
 from stream.app import TocsinApp, wait_until
 from stream.settings import Config, TopicsConfig
+from stream.worker import declare_topics
 from tests.alerts.fake_slack import FakeSlack
 
 PARTITIONS = 4
@@ -85,7 +86,7 @@ def test_one_thread_per_group_through_kafka(kafka_bootstrap, unique_names, monke
             apps.append(TocsinApp(cfg, kafka_bootstrap, embedded=embedded, receivers={"oncall": slack},
                                   app_id=f"{names}-app"))
         try:
-            await apps[0].create_topics()
+            declare_topics(cfg, kafka_bootstrap)  # as `tocsin worker` does
             for tapp in apps:
                 await tapp.app.start()
             groups_topic = apps[0].notifications.groups_topic.get_topic_name()
