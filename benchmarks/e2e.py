@@ -94,7 +94,8 @@ async def send_batched(producer, topic: str, msgs: list[tuple[bytes, bytes]], pa
         if batch.append(key=key, value=value, timestamp=None) is None:  # full: send it, start another
             futures.append(await producer.send_batch(batch, topic, partition=p))
             batch = batches[p] = producer.create_batch()
-            batch.append(key=key, value=value, timestamp=None)
+            if batch.append(key=key, value=value, timestamp=None) is None:
+                raise ValueError(f"a record of {len(value)} bytes does not fit in an empty batch")
     for p, batch in batches.items():
         futures.append(await producer.send_batch(batch, topic, partition=p))
     return futures

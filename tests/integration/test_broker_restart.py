@@ -395,8 +395,8 @@ def test_kafka_stopped_and_restarted_under_load(unique_names, tmp_path, monkeypa
     }
     print("broker restart:", report)
 
-    # Nothing lost: every acknowledged event was read, processed or dead-lettered.
-    assert read_total >= producer.total_acked
+    # Nothing lost: every acknowledged event was read (the committed offsets reach
+    # every partition's end, checked above), processed or dead-lettered.
     assert read_total - dead_total >= len(messages) - n_bad, report
     assert dead_total >= n_bad and len(dead_seen) >= n_bad, report
     # The idempotent producer wrote each event once: the logs hold exactly what was sent.

@@ -9,7 +9,6 @@ diagnoses the services on its host. The drive's signal goes to the internal
 from __future__ import annotations
 
 import asyncio
-import os
 
 import orjson
 from kafka import KafkaProducer
@@ -30,7 +29,8 @@ def _signal(tapp: TocsinApp, host: str, disk: str):
     return next((s for s in tapp.engine.disk_signals.get(host, []) if s.disk == disk), None)
 
 
-def test_a_drive_signal_reaches_the_worker_that_does_not_read_the_drive(kafka_bootstrap, unique_names, sim_recording):
+def test_a_drive_signal_reaches_the_worker_that_does_not_read_the_drive(kafka_bootstrap, embedded_broker, unique_names,
+                                                                      sim_recording):
     truth = next(t for t in orjson.loads((sim_recording / "truth.json").read_bytes()) if t["cause"] == "disk_failure")
     host, disk = truth["host"], truth["disk"]
     readings = [line for line in (sim_recording / "disks.jsonl").read_bytes().splitlines()
@@ -38,7 +38,7 @@ def test_a_drive_signal_reaches_the_worker_that_does_not_read_the_drive(kafka_bo
     names = unique_names()
     topics = TopicsConfig(requests=f"{names}-r", disk_health=f"{names}-d", anomalies=f"{names}-a",
                           alerts=f"{names}-al", dead_letter=f"{names}-dl", silences=f"{names}-s")
-    embedded = not os.environ.get("TOCSIN_TEST_BROKER")
+    embedded = embedded_broker
     app_id = f"{names}-app"
 
     def worker(topics: TopicsConfig) -> TocsinApp:

@@ -10,7 +10,6 @@ resolve edits the thread's parent.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 
 import orjson
@@ -67,10 +66,10 @@ def ent_alerts(now: float) -> list[Alert]:
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_one_thread_per_group_through_kafka(kafka_bootstrap, unique_names, monkeypatch, workers):
+def test_one_thread_per_group_through_kafka(kafka_bootstrap, embedded_broker, unique_names, monkeypatch, workers):
     for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
         monkeypatch.delenv(name, raising=False)
-    embedded = not os.environ.get("TOCSIN_TEST_BROKER")
+    embedded = embedded_broker
     names = unique_names()
     topics = TopicsConfig(requests=f"{names}-r", disk_health=f"{names}-d", anomalies=f"{names}-a",
                           alerts=f"{names}-alerts", dead_letter=f"{names}-dl", silences=f"{names}-s")
