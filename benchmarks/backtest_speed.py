@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 import orjson  # noqa: E402
 
+from detectors import compiled_modules  # noqa: E402
 from stream.backtest import run_backtest  # noqa: E402
 from stream.engine import Engine  # noqa: E402
 from stream.files import iter_lines  # noqa: E402
@@ -85,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             n_b, s = backtest(path, str(Path(tmp) / "out"))
             best_b = max(best_b, n_b / s)
     print(f"file: {args.requests or 'simulated'} ({n_b:,} request events)")
+    print(f"compiled (mypyc): {', '.join(compiled_modules()) or 'none, pure Python'}")
     print(f"decode only (read + orjson.loads): {best_d:12,.0f} events/s")
     print(f"backtest (tocsin engine):          {best_b:12,.0f} events/s")
     print(f"ratio backtest / decode only:      {best_b / best_d:12.2f}")

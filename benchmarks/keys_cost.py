@@ -29,6 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from detectors import compiled_modules  # noqa: E402
 from detectors.diagnosis import CompositionState  # noqa: E402
 from detectors.disk import DiskFailureDetector  # noqa: E402
 from detectors.events import DiskHealthEvent, RequestEvent  # noqa: E402
@@ -86,6 +87,7 @@ def main() -> int:
     rng = random.Random(1)
     n, u = args.keys, args.updates
     print(f"{n:,} keys, {u:,} random updates each (score + learn), one process")
+    print(f"compiled (mypyc): {', '.join(compiled_modules()) or 'none, pure Python'}")
 
     lat = LatencySpikeDetector()
 

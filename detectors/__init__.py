@@ -18,4 +18,22 @@ latency     LatencySpikeDetector
 traffic     TrafficAnomalyDetector
 disk        DiskFailureDetector
 diagnosis   the suspected cause of a group of anomalies, with evidence
+
+The hot per-event modules are compiled to C by mypyc at install time (see
+``setup.py``); :func:`compiled_modules` names those that run compiled.
 """
+
+from __future__ import annotations
+
+import sys
+
+
+def compiled_modules() -> list[str]:
+    """The modules of this package, among those imported, that run as compiled extensions."""
+    return sorted(
+        name
+        for name, mod in list(sys.modules.items())
+        if name.startswith(__name__ + ".")
+        and "__mypyc" not in name  # mypyc's shared runtime library
+        and (getattr(mod, "__file__", None) or "").endswith((".so", ".pyd"))
+    )

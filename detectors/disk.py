@@ -143,23 +143,39 @@ _DRIVE_VERSION = 2
 _DRIVE_HEAD_V1 = struct.Struct("<BIHHI7d")  # version 1: no soft-stall count
 
 
+class CounterTrack:
+    """One tracked SMART counter of a drive: first, last and peak value, rises.
+
+    Plain attributes, not lists indexed by counter: compiled (mypyc), the
+    floats stay unboxed in the object, and each is read without an index.
+    """
+
+    __slots__ = ("first", "last", "peak", "confirmed", "rise_ts", "inc")
+
+    def __init__(self) -> None:
+        self.first = _NAN
+        self.last = _NAN
+        self.peak = _NAN
+        self.confirmed = _NAN  # peak of values seen on two readings in a row
+        self.rise_ts = _NAN  # last reading before the counter first rose
+        self.inc = 0  # readings where it rose
+
+
 class DriveState:
     """Per-drive sketch: SMART counters, power-on hours, I/O latency.
 
-    Serialises with :meth:`to_bytes` to a fixed 281 bytes (``struct``, no
-    pickle). Unseen values are NaN.
+    ``tracks`` holds one :class:`CounterTrack` per counter of ``TRACKED``;
+    ``first``, ``last``, ``peak``, ``confirmed``, ``rise_ts`` and ``inc``
+    read them as lists (in ``TRACKED`` order). Serialises with
+    :meth:`to_bytes` to a fixed 281 bytes (``struct``, no pickle). Unseen
+    values are NaN.
     """
 
     __slots__ = (
         "n",
         "first_ts",
         "last_ts",
-        "first",
-        "last",
-        "peak",
-        "confirmed",
-        "rise_ts",
-        "inc",
+        "tracks",
         "n_inc",
         "recent",
         "rising",
@@ -176,13 +192,8 @@ class DriveState:
         self.n = 0
         self.first_ts = _NAN
         self.last_ts = _NAN
-        self.first = [_NAN] * _K
-        self.last = [_NAN] * _K
-        self.peak = [_NAN] * _K
-        self.confirmed = [_NAN] * _K  # peak of values seen on two readings in a row
-        self.rise_ts = [_NAN] * _K  # last reading before the counter first rose
-        self.inc = [0] * _K
-        self.n_inc = 0  # sum of inc
+        self.tracks: tuple[CounterTrack, ...] = tuple(CounterTrack() for _ in range(_K))
+        self.n_inc = 0  # sum of the tracks' inc
         self.recent = 0.0  # rises of the tracked counters, decayed with the time constant
         self.rising = 0  # readings where a counter rose
         self.poh = _NAN
@@ -192,6 +203,30 @@ class DriveState:
         self.lat_mean = 0.0
         self.lat_var = 0.0
         self.err_recent = 0.0
+
+    @property
+    def first(self) -> list[float]:
+        return [t.first for t in self.tracks]
+
+    @property
+    def last(self) -> list[float]:
+        return [t.last for t in self.tracks]
+
+    @property
+    def peak(self) -> list[float]:
+        return [t.peak for t in self.tracks]
+
+    @property
+    def confirmed(self) -> list[float]:
+        return [t.confirmed for t in self.tracks]
+
+    @property
+    def rise_ts(self) -> list[float]:
+        return [t.rise_ts for t in self.tracks]
+
+    @property
+    def inc(self) -> list[int]:
+        return [t.inc for t in self.tracks]
 
     def to_bytes(self) -> bytes:
         """Serialise to a fixed-size byte string."""
@@ -210,7 +245,7 @@ class DriveState:
             self.err_recent,
             self.recent,
         )
-        inc = [min(i, 0xFFFF) for i in self.inc]
+        inc = [min(t.inc, 0xFFFF) for t in self.tracks]
         return head + _DRIVE_ATTR.pack(
             *self.first, *self.last, *self.peak, *self.confirmed, *self.rise_ts, *inc
         )
@@ -243,10 +278,10 @@ class DriveState:
             s.recent,
         ) = _DRIVE_HEAD.unpack_from(b)
         v = _DRIVE_ATTR.unpack_from(b, _DRIVE_HEAD.size)
-        s.first, s.last, s.peak = list(v[0:_K]), list(v[_K : 2 * _K]), list(v[2 * _K : 3 * _K])
-        s.confirmed, s.rise_ts = list(v[3 * _K : 4 * _K]), list(v[4 * _K : 5 * _K])
-        s.inc = list(v[5 * _K :])
-        s.n_inc = sum(s.inc)
+        for i, t in enumerate(s.tracks):
+            t.first, t.last, t.peak = v[i], v[_K + i], v[2 * _K + i]
+            t.confirmed, t.rise_ts, t.inc = v[3 * _K + i], v[4 * _K + i], v[5 * _K + i]
+        s.n_inc = sum(t.inc for t in s.tracks)
         return s
 
     def __eq__(self, other: object) -> bool:
@@ -408,8 +443,8 @@ class DiskFailureDetector:
         # keeps its last value. Level and jump add up in the order 5, 187,
         # 197, 198 (floats: the same sums as ever).
         v0, v1, v2, v3, v4 = map(get, TRACKED)
-        l0, l1, l2, l3, l4 = st.last
-        f0, f1, f2, f3, f4 = st.first
+        c0, c1, c2, c3, c4 = st.tracks
+        l0, l1, l2, l3, l4 = c0.last, c1.last, c2.last, c3.last, c4.last
         level = rise_unc = jump = 0.0
         incs = st.n_inc
         if l0 == l0:  # 5: reallocated sectors
@@ -419,7 +454,7 @@ class DiskFailureDetector:
                 incs += 1
                 jump += v0 - l0
             level += v0
-            rise = v0 - f0
+            rise = v0 - c0.first
             if rise > 0.0:
                 x[_R5] = _log2p(rise)
         elif v0 is not None:
@@ -431,7 +466,7 @@ class DiskFailureDetector:
                 incs += 1
                 jump += v1 - l1
             level += v1
-            rise = v1 - f1
+            rise = v1 - c1.first
             if rise > 0.0:
                 rise_unc += rise
         elif v1 is not None:
@@ -441,7 +476,7 @@ class DiskFailureDetector:
                 v2 = l2
             elif v2 > l2:
                 incs += 1
-            rise = v2 - f2
+            rise = v2 - c2.first
             if rise > 0.0:
                 x[_R188] = _log2p(rise)
         if l3 == l3:  # 197: pending sectors come and go; a rise counts once seen on two readings
@@ -450,13 +485,14 @@ class DiskFailureDetector:
             elif v3 > l3:
                 incs += 1
                 jump += v3 - l3
-            conf = st.confirmed[3]
+            conf = c3.confirmed
             c = v3 if v3 < l3 else l3
+            f3 = c3.first
             rise = (c if c > conf else conf) - f3
-            peak = st.peak[3]
+            peak = c3.peak
             spike = (v3 if v3 > peak else peak) - f3
             if spike > 0.0:  # ... unless the drive's model seldom shows 197 rises at all
-                g = self._gate(ev.model, _C_197, st.inc[3], st.n)
+                g = self._gate(ev.model, _C_197, c3.inc, st.n)
                 if g:
                     x[_SPIKE] = _log2p(spike) * g
             level += v3
@@ -471,7 +507,7 @@ class DiskFailureDetector:
                 incs += 1
                 jump += v4 - l4
             level += v4
-            rise = v4 - f4
+            rise = v4 - c4.first
             if rise > 0.0:
                 rise_unc += rise
         elif v4 is not None:
@@ -578,8 +614,8 @@ class DiskFailureDetector:
                 score,
                 False,
                 "smart_5_raw",
-                state.last[0] if v5 is None else v5,
-                state.first[0],
+                state.tracks[0].last if v5 is None else v5,
+                state.tracks[0].first,
                 [],
                 warming,
             )
@@ -630,33 +666,34 @@ class DiskFailureDetector:
         if st.recent:
             st.recent *= math.exp(-(ts - st.last_ts) / (self.recent_days * _DAY))
         rose = rose197 = 0
-        lasts = st.last
+        tracks = st.tracks
         for i, v in enumerate(map(get, TRACKED)):
             if v is None:
                 continue
-            last = lasts[i]
-            if v == last and (i != 3 or st.confirmed[3] >= v):  # unchanged: the common case
+            t = tracks[i]
+            last = t.last
+            if v == last and (i != 3 or t.confirmed >= v):  # unchanged: the common case
                 continue
             if last != last:
-                st.first[i] = lasts[i] = st.peak[i] = st.confirmed[i] = v
+                t.first = t.last = t.peak = t.confirmed = v
                 continue
             if v > last:
-                st.inc[i] += 1
+                t.inc += 1
                 st.n_inc += 1
                 if i != 2:
                     st.recent += v - last
                     rose = 1
                     if i == 3:
                         rose197 = 1
-                if st.rise_ts[i] != st.rise_ts[i]:
-                    st.rise_ts[i] = st.last_ts
-                if v > st.peak[i]:
-                    st.peak[i] = v
+                if t.rise_ts != t.rise_ts:
+                    t.rise_ts = st.last_ts
+                if v > t.peak:
+                    t.peak = v
             if i == 3:
                 c = v if v < last else last
-                if c > st.confirmed[3]:
-                    st.confirmed[3] = c
-            lasts[i] = v
+                if c > t.confirmed:
+                    t.confirmed = c
+            t.last = v
         lat = event.io_latency_ms
         if lat is not None:
             if st.lat_n == 0:
@@ -700,7 +737,7 @@ class DiskFailureDetector:
             if event.failure:  # a failed drive's history is not what healthy drives do
                 f[0] = max(0.0, f[0] - st.n)
                 f[1] = max(0.0, f[1] - st.rising - rose)
-                f[2] = max(0.0, f[2] - st.inc[3])  # inc[3] already counts this reading's rise
+                f[2] = max(0.0, f[2] - st.tracks[3].inc)  # it already counts this reading's rise
                 f[3] = max(0.0, f[3] - st.soft)
 
     def _learn_label(self, x: list[float], y: float) -> None:
@@ -733,7 +770,7 @@ class DiskFailureDetector:
                 parts.append((w[feat] * x[feat] + extra, *_rise_text(ev, st, idx)))
         if x[_SPIKE]:
             sig, cur, first, text = _rise_text(ev, st, 3)
-            peak = max(cur, st.peak[3]) if st is not None else cur
+            peak = max(cur, st.tracks[3].peak) if st is not None else cur
             if not x[_R197]:
                 text = f"SMART 197 ({_NAMES['197']}) reached {peak:g} from {first:g} (now {cur:g})"
             parts.append(
@@ -747,9 +784,9 @@ class DiskFailureDetector:
             )
         if x[_RUNC]:
             for idx in (1, 4):
-                text = _rise_text(ev, st, idx)
-                if text[1] > text[2]:
-                    parts.append((w[_RUNC] * x[_RUNC] + extra, *text))
+                rt = _rise_text(ev, st, idx)
+                if rt[1] > rt[2]:
+                    parts.append((w[_RUNC] * x[_RUNC] + extra, *rt))
         if x[_STALL]:
             poh = ev.smart.get("9", _NAN)
             last = st.poh if st is not None else _NAN
@@ -807,14 +844,14 @@ class DiskFailureDetector:
             lvl = [(TRACKED[i], _cur(ev, st, i)) for i in (0, 3, 1, 4)]
             lvl = [(k, v) for k, v in lvl if v == v and v > 0]
             if lvl:
-                k, v = max(lvl, key=lambda t: t[1])
+                name, v = max(lvl, key=lambda t: t[1])
                 parts.append(
                     (
                         w[_LEVEL] * x[_LEVEL],
-                        f"smart_{k}_raw",
+                        f"smart_{name}_raw",
                         v,
                         0.0,
-                        f"SMART {k} ({_NAMES[k]}) at {v:g} (non-zero)",
+                        f"SMART {name} ({_NAMES[name]}) at {v:g} (non-zero)",
                     )
                 )
         if not parts:
@@ -891,19 +928,20 @@ class DiskFailureDetector:
 def _cur(ev: DiskHealthEvent, st: DriveState | None, i: int) -> float:
     v = ev.smart.get(TRACKED[i])
     if v is None:
-        return st.last[i] if st is not None else _NAN
+        return st.tracks[i].last if st is not None else _NAN
     return v
 
 
 def _first(st: DriveState | None, i: int) -> float:
-    return st.first[i] if st is not None else _NAN
+    return st.tracks[i].first if st is not None else _NAN
 
 
 def _inc(st: DriveState | None, i: int, ev: DiskHealthEvent) -> float:
     if st is None:
         return 0.0
     v = ev.smart.get(TRACKED[i])
-    return float(min(6, st.inc[i] + (1 if v is not None and v > st.last[i] else 0)))
+    t = st.tracks[i]
+    return float(min(6, t.inc + (1 if v is not None and v > t.last else 0)))
 
 
 _RISE_SIGNAL = tuple(f"smart_{k}_raw" for k in TRACKED)
@@ -915,12 +953,12 @@ def _rise_text(ev: DiskHealthEvent, st: DriveState | None, i: int) -> tuple[str,
     if st is None:
         if cur is None:
             cur = _NAN
-        first = start = _NAN
+        first = start = peak = _NAN
     else:
+        t = st.tracks[i]
         if cur is None:
-            cur = st.last[i]
-        first = st.first[i]
-        start = st.rise_ts[i]
+            cur = t.last
+        first, start, peak = t.first, t.rise_ts, t.peak
     if first != first:
         first = cur
     if start != start:
@@ -930,6 +968,6 @@ def _rise_text(ev: DiskHealthEvent, st: DriveState | None, i: int) -> tuple[str,
         f"{days:.0f} day{'s' if round(days) != 1 else ''}" if days >= 1.0 else f"{days * 24:.0f} h"
     )
     text = f"{_RISE_HEAD[i]}{first:g} to {cur:g} in {span}"
-    if i == 3 and st is not None and st.peak[i] == st.peak[i] and st.peak[i] > cur:
-        text += f" (peak {st.peak[i]:g})"
+    if i == 3 and peak == peak and peak > cur:
+        text += f" (peak {peak:g})"
     return _RISE_SIGNAL[i], cur, first, text

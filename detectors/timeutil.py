@@ -56,10 +56,10 @@ def _fast_utc_slow(s: str) -> float | None:
         base = _minute_epoch(s[:16])
         if base is None:
             return None
-    sec = s[17:19]
-    if not sec.isdigit():
+    digits = s[17:19]
+    if not digits.isdigit():
         return None
-    sec = int(sec)
+    sec = int(digits)
     if sec >= 60:
         return None
     if n == 20:
@@ -88,9 +88,9 @@ def parse_ts(value: object) -> float:
             raise ValueError(f"ts {value!r} is out of range")
         return v
     if isinstance(value, str):
-        v = _fast_utc(value)
-        if v is not None:
-            return v
+        fast = _fast_utc(value)
+        if fast is not None:
+            return fast
         s = value.strip()
         if s.endswith(("Z", "z")):
             s = s[:-1] + "+00:00"

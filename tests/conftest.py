@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -10,6 +11,19 @@ from detectors.events import RequestEvent
 from detectors.features import HostStats, WindowFeatures
 
 os.environ.setdefault("NO_COLOR", "1")
+
+
+def pytest_sessionstart(session):
+    """Refuse to test a compiled module older than its source: the edit would not be tested."""
+    root = Path(__file__).resolve().parents[1]
+    for so in sorted(root.glob("detectors/*.so")):
+        src = so.with_name(so.name.split(".")[0] + ".py")
+        if src.exists() and src.stat().st_mtime > so.stat().st_mtime:
+            pytest.exit(
+                f"{src.relative_to(root)} changed after it was compiled ({so.name}): "
+                "rebuild with `.venv/bin/pip install -e .` (or delete detectors/*.so to test pure Python)",
+                returncode=4,
+            )
 
 
 @pytest.fixture

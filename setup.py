@@ -1,0 +1,39 @@
+"""Build hook: the per-event detector modules compiled to C with mypyc.
+
+Everything else about the package is in pyproject.toml. The compiled modules
+are the same Python sources (type-checked by mypy, then translated to C); a
+machine without a C compiler, or ``TOCSIN_PURE_PYTHON=1`` at install time,
+gets the plain Python package, which behaves identically, only slower.
+``benchmarks/keys_cost.py`` prints which of the two it measured.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+
+from setuptools import setup
+
+#: Hot per-event modules, compiled together (calls between them stay native).
+COMPILED = ["detectors/disk.py"]
+
+
+def _extensions() -> list:
+    if os.environ.get("TOCSIN_PURE_PYTHON", "") not in ("", "0"):
+        return []
+    if not (shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")):
+        print("tocsin: no C compiler found; installing pure Python", file=sys.stderr)
+        return []
+    try:
+        from mypyc.build import mypycify
+    except ImportError:  # built without the build requirements (e.g. --no-build-isolation)
+        print("tocsin: mypyc not available; installing pure Python", file=sys.stderr)
+        return []
+    exts = mypycify(COMPILED, opt_level="3")
+    for ext in exts:
+        ext.optional = True  # a compiler error leaves the pure Python module in place
+    return exts
+
+
+setup(ext_modules=_extensions())
