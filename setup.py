@@ -16,7 +16,19 @@ import sys
 from setuptools import setup
 
 #: Hot per-event modules, compiled together (calls between them stay native).
-COMPILED = ["detectors/disk.py"]
+#: Not compiled: events.py (msgspec reads its annotations at run time),
+#: timeutil.py (compiled int / int division rounds twice past 2**53) and
+#: the record classes of model.py (cold).
+COMPILED = [
+    "detectors/baseline.py",
+    "detectors/calendar.py",
+    "detectors/diagnosis.py",
+    "detectors/disk.py",
+    "detectors/features.py",
+    "detectors/latency.py",
+    "detectors/sketches.py",
+    "detectors/traffic.py",
+]
 
 
 def _extensions() -> list:

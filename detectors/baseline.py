@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import struct
 from datetime import UTC, date, datetime
+from typing import ClassVar
 from zoneinfo import ZoneInfo
 
 from .calendar import is_holiday
@@ -31,7 +32,7 @@ class EWBaseline:
     """
 
     __slots__ = ("alpha", "mean", "var", "n")
-    _FMT = struct.Struct("<ddI")
+    _FMT: ClassVar[struct.Struct] = struct.Struct("<ddI")
 
     def __init__(self, alpha: float = 0.05) -> None:
         self.alpha = alpha
@@ -57,7 +58,7 @@ class EWBaseline:
         return self._FMT.pack(self.mean, self.var, self.n)
 
     @classmethod
-    def from_bytes(cls, data: bytes, alpha: float = 0.05) -> EWBaseline:
+    def from_bytes(cls, data: bytes | bytearray, alpha: float = 0.05) -> EWBaseline:
         b = cls(alpha)
         b.mean, b.var, b.n = cls._FMT.unpack(data)
         return b
@@ -77,7 +78,7 @@ class HoltBaseline:
     """
 
     __slots__ = ("alpha", "beta", "level", "trend", "var", "n")
-    _FMT = struct.Struct("<dddI")
+    _FMT: ClassVar[struct.Struct] = struct.Struct("<dddI")
 
     def __init__(self, alpha: float = 0.1, beta: float = 0.05) -> None:
         self.alpha = alpha
@@ -100,7 +101,7 @@ class HoltBaseline:
         return self._FMT.pack(self.level, self.trend, self.var, self.n)
 
     @classmethod
-    def from_bytes(cls, data: bytes, alpha: float = 0.1, beta: float = 0.05) -> HoltBaseline:
+    def from_bytes(cls, data: bytes | bytearray, alpha: float = 0.1, beta: float = 0.05) -> HoltBaseline:
         b = cls(alpha, beta)
         b.level, b.trend, b.var, b.n = cls._FMT.unpack(data)
         return b
@@ -170,10 +171,10 @@ class SeasonalBaseline:
     """
 
     __slots__ = ("alpha", "tz", "calendar", "holidays", "clip", "buf", "_hours", "_last")
-    SLOTS = 96
-    _SLOT = struct.Struct("<feH")  # mean, variance, weight in 1/16ths
-    _PAIR = struct.Struct("<feHfeH")  # two neighbouring slots
-    SIZE = SLOTS * _SLOT.size
+    SLOTS: ClassVar[int] = 96
+    _SLOT: ClassVar[struct.Struct] = struct.Struct("<feH")  # mean, variance, weight in 1/16ths
+    _PAIR: ClassVar[struct.Struct] = struct.Struct("<feHfeH")  # two neighbouring slots
+    SIZE: ClassVar[int] = SLOTS * _SLOT.size
 
     def __init__(
         self,
@@ -220,7 +221,8 @@ class SeasonalBaseline:
     def expect(self, ts: float, buf: bytearray | None = None) -> tuple[float, float, int]:
         """(mean, variance, count) expected at ``ts``; count is the smaller of the two slots."""
         oa, ob, f = self._slots(ts)
-        return _mix(*_read_slots(self.buf if buf is None else buf, oa, ob), f)
+        ma, va, na16, mb, vb, nb16 = _read_slots(self.buf if buf is None else buf, oa, ob)
+        return _mix(ma, va, na16, mb, vb, nb16, f)
 
     def learn(self, ts: float, x: float, weight: float = 1.0, buf: bytearray | None = None) -> None:
         """Fit the piecewise-linear profile: both knots move toward ``x`` in
@@ -284,7 +286,7 @@ class SeasonalBaseline:
         return bytes(self.buf)
 
     @classmethod
-    def from_bytes(cls, data: bytes, **params) -> SeasonalBaseline:
+    def from_bytes(cls, data: bytes | bytearray, **params) -> SeasonalBaseline:
         if len(data) != cls.SIZE:
             raise ValueError(f"a seasonal profile is {cls.SIZE} bytes, not {len(data)}")
         b = cls(**params)
@@ -304,7 +306,7 @@ _BEFORE = tuple(8 * (h % 24) for h in range(24))
 _AFTER = tuple(8 * ((h + 1) % 24) for h in range(24))
 
 
-def _read_slots(buf: bytearray, oa: int, ob: int) -> tuple:
+def _read_slots(buf: bytearray, oa: int, ob: int) -> tuple[float, float, int, float, float, int]:
     """(mean, variance, weight in 1/16ths) of the slots at byte offsets ``oa`` and ``ob``, in one tuple."""
     if ob == oa + 8:
         return _PAIR.unpack_from(buf, oa)

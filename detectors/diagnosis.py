@@ -35,6 +35,7 @@ import math
 import struct
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import ClassVar
 from zoneinfo import ZoneInfo
 
 from .features import WindowFeatures
@@ -110,7 +111,7 @@ class CompositionState:
     """Usual traffic composition of one service: EW means of a few shares (about 80 bytes)."""
 
     __slots__ = ("n", "hosting", "top10", "endpoint", "log_rpc", "country_share", "agent", "new", "country")
-    _FMT = struct.Struct("<I7f2s")
+    _FMT: ClassVar[struct.Struct] = struct.Struct("<I7f2s")
 
     def __init__(self) -> None:
         self.n = 0
@@ -144,7 +145,7 @@ class CompositionState:
         )
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> CompositionState:
+    def from_bytes(cls, data: bytes | bytearray) -> CompositionState:
         s = cls()
         (s.n, s.hosting, s.top10, s.endpoint, s.log_rpc, s.country_share, s.agent, s.new, c) = cls._FMT.unpack(data)
         s.country = c.rstrip(b"\x00").decode()

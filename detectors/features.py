@@ -22,12 +22,13 @@ the number of clients: sketches, not sets.
 from __future__ import annotations
 
 import math
-from collections import (
+from collections import (  # type: ignore[attr-defined]
     _count_elements as _count,  # Counter's counting loop, in C: _count(d, xs) adds each x to d
 )
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from operator import itemgetter
+from typing import cast
 
 import numpy as np
 
@@ -318,10 +319,10 @@ class WindowAggregator:
                 prev = seen.prev
                 if not (prev[b0] & m0 and prev[b1] & m1 and prev[b2] & m2):
                     w.new += 1
-        c = ev.country
-        if c is not None:
+        country = ev.country
+        if country is not None:
             d = w.countries
-            d[c] = d.get(c, 0) + 1
+            d[country] = d.get(country, 0) + 1
         asn = ev.asn
         if asn is not None:
             name = HOSTING_ASNS.get(asn)
@@ -351,9 +352,9 @@ class WindowAggregator:
             sources[source] = ts
             if ts > self._watermark:
                 self._watermark = ts
-            b = (ts - self.lateness) // W * W
-            if b > self._source_boundary.get(source, _NEG_INF):
-                self._source_boundary[source] = b
+            bound = (ts - self.lateness) // W * W
+            if bound > self._source_boundary.get(source, _NEG_INF):
+                self._source_boundary[source] = bound
                 self._due = True
 
     def add_batch(self, evs: list[RequestEvent] | RequestBatch, source: int = 0) -> list[float]:
@@ -386,9 +387,9 @@ class WindowAggregator:
             before = self._source_boundary.get(source, _NEG_INF)
             for ev in evs:
                 self.add(ev, source)
-                b = self._source_boundary.get(source, _NEG_INF)
-                if b > before:
-                    before = b
+                bnd = self._source_boundary.get(source, _NEG_INF)
+                if bnd > before:
+                    before = bnd
                     steps.append(sources[source])
             return steps
         W = self.window
@@ -581,7 +582,7 @@ class WindowAggregator:
         runs = np.lexsort((order[heads], key[heads] // len(names)))  # by group, then first request
         hosts_of = (key[heads] % len(names)).tolist()
         groups_of = (key[heads] // len(names)).tolist()
-        heads = heads.tolist()
+        heads_l = heads.tolist()
         bins2 = bins_a[order].tolist()
         for r in runs.tolist():
             host = names[hosts_of[r]]
@@ -591,7 +592,7 @@ class WindowAggregator:
             h = hosts.get(host)
             if h is None:
                 h = hosts[host] = [0, 0, LogHistogram()]
-            a = heads[r]
+            a = heads_l[r]
             b = ends[r]
             h[0] += b - a
             h[1] += n5xx[r]
@@ -642,9 +643,9 @@ class WindowAggregator:
         for w, a, b, _ in groups:
             for i in range(a, b):
                 win_of[i] = w
-        idx = range(a0, b0)
+        idx: Iterable[int] = range(a0, b0)
         if not in_order:
-            idx = sorted(idx, key=order_l.__getitem__)
+            idx = sorted(idx, key=cast("list[int]", order_l).__getitem__)
         seen = svc.seen
         keys = self._client_keys
         for i in idx:
@@ -800,7 +801,11 @@ class WindowAggregator:
         f.error_ratio_5xx = w.n5xx / n
         f.ratio_429 = w.n429 / n
         f.ratio_4xx = w.n4xx / n
-        f.hosts = {h: HostStats(c, *hist.quantiles((0.50, 0.95)), e / c) for h, (c, e, hist) in w.hosts.items()}
+        hosts: dict[str, HostStats] = {}
+        for h, (c, e, hist) in w.hosts.items():
+            p50, p95 = hist.quantiles((0.50, 0.95))
+            hosts[h] = HostStats(c, p50, p95, e / c)
+        f.hosts = hosts
         if w.with_ip:
             distinct = max(1, min(w.with_ip, round(w.hll.count())))
             f.distinct_clients = distinct

@@ -24,7 +24,7 @@ class LatencyState:
         return self.p50.to_bytes() + self.p95.to_bytes() + self.errors.to_bytes()
 
     @classmethod
-    def from_bytes(cls, data: bytes, det: LatencySpikeDetector) -> LatencyState:
+    def from_bytes(cls, data: bytes | bytearray, det: LatencySpikeDetector) -> LatencyState:
         k = len(data) // 3
         return cls(*(EWBaseline.from_bytes(data[i * k : (i + 1) * k], det.alpha) for i in range(3)))
 

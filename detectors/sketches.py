@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
-from collections import _count_elements as _count  # Counter's counting loop, in C
+from collections import _count_elements as _count  # type: ignore[attr-defined]  # Counter's counting loop, in C
+from collections.abc import Sequence
 from hashlib import blake2b
 from itertools import accumulate
 from operator import itemgetter
+from typing import ClassVar
 
 import numpy as np
 
@@ -73,7 +75,7 @@ class LogHistogram:
     """
 
     __slots__ = ("bins", "n")
-    _K = _LOG_K
+    _K: ClassVar[float] = _LOG_K
 
     def __init__(self) -> None:
         self.bins: dict[int, int] = {}
@@ -165,7 +167,7 @@ class HyperLogLog:
     def _sum(reg: bytearray) -> tuple[float, int]:
         z = 0.0
         zeros = 0
-        for r in reg:
+        for r in iter(reg):  # (mypyc: no native loop over a bytearray)
             z += 2.0 ** -r
             if r == 0:
                 zeros += 1
@@ -232,7 +234,7 @@ class SpaceSaving:
             if not low:
                 self._low = None
 
-    def add_many(self, keys: list[str]) -> None:
+    def add_many(self, keys: Sequence[str]) -> None:
         """``add(key)`` for each key in order, with the same result (the batch path's hot loop).
 
         The eviction is order-dependent, so this stays a loop; it is

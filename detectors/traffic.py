@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 from .baseline import HoltBaseline, SeasonalBaseline, holt_step
 from .features import WindowFeatures
@@ -22,8 +23,8 @@ class TrafficState:
     """
 
     __slots__ = ("buf",)
-    _HOLT = SeasonalBaseline.SIZE
-    SIZE = _HOLT + HoltBaseline._FMT.size
+    _HOLT: ClassVar[int] = SeasonalBaseline.SIZE
+    SIZE: ClassVar[int] = _HOLT + HoltBaseline._FMT.size
 
     def __init__(self, buf: bytearray | None = None) -> None:
         self.buf = buf if buf is not None else bytearray(self.SIZE)
@@ -32,7 +33,7 @@ class TrafficState:
         return bytes(self.buf)
 
     @classmethod
-    def from_bytes(cls, data: bytes, det: TrafficAnomalyDetector | None = None) -> TrafficState:
+    def from_bytes(cls, data: bytes | bytearray, det: TrafficAnomalyDetector | None = None) -> TrafficState:
         if len(data) != cls.SIZE:
             raise ValueError(f"a traffic state is {cls.SIZE} bytes, not {len(data)}")
         return cls(bytearray(data))
@@ -181,8 +182,8 @@ class TrafficAnomalyDetector:
         start = f.start
         self._profile.learn(start + (f.end - start) / 2, x, w, buf)
         # HoltBaseline(recent_alpha).learn(x, w), in place in the buffer.
-        _HOLT.pack_into(buf, _HOLT_AT, *holt_step(*_HOLT.unpack_from(buf, _HOLT_AT), x, w,
-                                                  self.recent_alpha, _HOLT_BETA))
+        level, trend, var, n = _HOLT.unpack_from(buf, _HOLT_AT)
+        _HOLT.pack_into(buf, _HOLT_AT, *holt_step(level, trend, var, n, x, w, self.recent_alpha, _HOLT_BETA))
         return state
 
 
