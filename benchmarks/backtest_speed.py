@@ -32,7 +32,7 @@ import orjson  # noqa: E402
 
 from detectors import compiled_modules  # noqa: E402
 from stream.backtest import run_backtest  # noqa: E402
-from stream.engine import Engine  # noqa: E402
+from stream.engine import Engine, tune_gc  # noqa: E402
 from stream.files import iter_lines  # noqa: E402
 
 
@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--history-days", type=int, default=2)
     ap.add_argument("--scale", type=float, default=3)
     args = ap.parse_args(argv)
+    tune_gc()  # this process runs as the tocsin command does (both sides of each ratio)
     with tempfile.TemporaryDirectory(prefix="tocsin-speed-") as tmp:
         path = args.requests
         if not path:

@@ -293,6 +293,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--surge-service", default="ent-idf")
     ap.add_argument("--surge-factor", type=float, default=6.0)
     args = ap.parse_args(argv)
+    from stream.engine import tune_gc
+
+    tune_gc()  # the worker process runs as the tocsin command does
     if args.surge_start + args.surge_length > args.duration:
         ap.error("the surge must end before --duration")
     _quiet()

@@ -42,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import orjson  # noqa: E402
 
 from stream.broker import create_topics, given_or_embedded  # noqa: E402
+from stream.engine import tune_gc  # noqa: E402
 from stream.simulator import REQUESTS, Scenario, generate  # noqa: E402
 
 PARTITIONS = 4
@@ -213,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=1, help="measure (a) then (b) this many times, same topic")
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds allowed per measurement")
     args = ap.parse_args(argv)
+    tune_gc()  # this process runs as the tocsin command does (both sides of each ratio)
     logging.basicConfig(level=logging.WARNING)
     for noisy in ("faust", "mode", "aiokafka", "kafka"):
         logging.getLogger(noisy).setLevel(logging.CRITICAL)

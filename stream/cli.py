@@ -234,6 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .engine import tune_gc
+
+    tune_gc()
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

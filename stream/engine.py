@@ -12,6 +12,7 @@ checkpoint the changed ones to a Faust table and restore them.
 
 from __future__ import annotations
 
+import gc
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -27,9 +28,26 @@ from detectors.latency import LatencySpikeDetector, LatencyState
 from detectors.model import Anomaly, Entity, Verdict, severity_for
 from detectors.traffic import TrafficAnomalyDetector, TrafficState
 
-__all__ = ["Engine", "Output"]
+__all__ = ["Engine", "Output", "tune_gc"]
 
 _DISK_HOLD = 2 * 86400.0
+
+#: Allocations between two collections of the youngest generation (CPython: 700).
+GC_GEN0 = 20_000
+
+
+def tune_gc() -> None:
+    """Set the cyclic collector for the engine's allocation pattern (``tocsin`` does it at start).
+
+    A batch allocates thousands of short-lived lists and tuples (the columns,
+    the groups), freed by reference counting; at CPython's default every
+    700 allocations, the collections that found nothing to collect took
+    about a tenth of the batch time, their scans of the long-lived windows
+    and sketches included. Collecting every 20,000 allocations keeps cyclic
+    garbage bounded all the same.
+    """
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(GC_GEN0, gen1, gen2)
 
 
 @dataclass(slots=True)
