@@ -130,6 +130,7 @@ class TocsinApp:
         creds = kafka.faust_credentials()
         if creds is not None:
             opts["broker_credentials"] = creds
+        self.embedded = embedded
         if embedded:
             opts.update(
                 broker_session_timeout=6.0,
