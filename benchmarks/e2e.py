@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import orjson  # noqa: E402
 
-from stream.broker import create_topics, given_or_embedded  # noqa: E402
+from stream.broker import create_topics, default_partition, given_or_embedded  # noqa: E402
 from stream.engine import tune_gc  # noqa: E402
 from stream.simulator import REQUESTS, Scenario, generate  # noqa: E402
 
@@ -80,15 +80,13 @@ async def send_batched(producer, topic: str, msgs: list[tuple[bytes, bytes]], pa
     batches directly (``create_batch`` / ``send_batch``) costs a few µs an
     event; kafka-python's ``send`` tops out at about 9-10k events/s here.
     """
-    from kafka.partitioner.default import murmur2
-
     n_parts = len(await producer.partitions_for(topic))
     batches: dict[int, object] = {}
     futures = []
     for key, value in msgs:
         p = part.get(key)
         if p is None:
-            p = part[key] = (murmur2(key) & 0x7FFFFFFF) % n_parts
+            p = part[key] = default_partition(key, n_parts)
         batch = batches.get(p)
         if batch is None:
             batch = batches[p] = producer.create_batch()

@@ -112,7 +112,7 @@ def _local(hm: str) -> float:
 # -- data ----------------------------------------------------------------------
 def balanced_services(partitions: int = PARTITIONS, per_partition: int = PER_PARTITION) -> list[str]:
     """Service names ``ent-NN`` that the default (murmur2) partitioner spreads evenly."""
-    from kafka.partitioner.default import murmur2
+    from stream.broker import default_partition
 
     by: dict[int, list[str]] = defaultdict(list)
     names: list[str] = []
@@ -120,7 +120,7 @@ def balanced_services(partitions: int = PARTITIONS, per_partition: int = PER_PAR
     while len(names) < partitions * per_partition:
         name = f"ent-{i:02d}"
         i += 1
-        p = (murmur2(name.encode()) & 0x7FFFFFFF) % partitions
+        p = default_partition(name.encode(), partitions)
         if len(by[p]) < per_partition:
             by[p].append(name)
             names.append(name)

@@ -39,6 +39,7 @@ __all__ = [
     "BrokerError",
     "EmbeddedBroker",
     "create_topics",
+    "default_partition",
     "tansu_binary",
     "wait_for_broker",
 ]
@@ -94,6 +95,13 @@ def tansu_binary() -> Path:
     if not os.access(binary, os.X_OK):
         raise BrokerError(f"the tansu broker binary at {binary} is not executable")
     return binary
+
+
+def default_partition(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner gives a keyed record (murmur2, as kafka-python, aiokafka and Faust)."""
+    from kafka.partitioner.default import murmur2
+
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 def free_port(host: str = LOOPBACK) -> int:

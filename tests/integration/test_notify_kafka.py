@@ -15,7 +15,6 @@ import time
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
-from kafka.partitioner.default import murmur2
 
 from alerts.config import AlertingConfig
 from alerts.model import Alert
@@ -23,6 +22,7 @@ from alerts.notify.slack import SlackReceiver
 from alerts.secret import Secret
 from detectors.configfile import load_model_text
 from stream.app import TocsinApp, wait_until
+from stream.broker import default_partition
 from stream.settings import Config, TopicsConfig
 from stream.worker import declare_topics
 from tests.alerts.fake_slack import FakeSlack
@@ -47,7 +47,7 @@ inhibit_rules:
 
 def partition_of(fp: str) -> int:
     """The partition the default partitioner (murmur2, as Faust's and kafka-python's) picks."""
-    return (murmur2(fp.encode()) & 0x7FFFFFFF) % PARTITIONS
+    return default_partition(fp.encode(), PARTITIONS)
 
 
 def ent_alerts(now: float) -> list[Alert]:
