@@ -13,7 +13,7 @@ import os
 import shutil
 import sys
 
-from setuptools import setup
+from setuptools import Extension, setup
 
 #: Hot per-event modules, compiled together (calls between them stay native).
 #: Not compiled: events.py (msgspec reads its annotations at run time),
@@ -43,6 +43,8 @@ def _extensions() -> list:
         print("tocsin: mypyc not available; installing pure Python", file=sys.stderr)
         return []
     exts = mypycify(COMPILED, opt_level="3")
+    # WindowAggregator.add over a batch, written in C (features.py falls back to numpy without it).
+    exts.append(Extension("detectors._native", ["detectors/_native.c"], extra_compile_args=["-O2"]))
     for ext in exts:
         ext.optional = True  # a compiler error leaves the pure Python module in place
     return exts

@@ -160,9 +160,11 @@ def main() -> int:
                 agg.advance()
         cur = tracemalloc.get_traced_memory()[0]
         # The client-hash caches are per worker (all services), bounded at
-        # 65,536 clients: reported apart from what the service holds.
+        # two generations of 65,536 clients: reported apart from what the service holds.
         agg._client_keys.clear()
+        agg._old_keys.clear()
         agg._client_hashes.clear()
+        agg._old_hashes.clear()
         svc = tracemalloc.get_traced_memory()[0]
         tracemalloc.stop()
         print(

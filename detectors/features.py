@@ -21,14 +21,16 @@ the number of clients: sketches, not sets.
 
 from __future__ import annotations
 
+import importlib
 import math
+import os
 from collections import (  # type: ignore[attr-defined]
     _count_elements as _count,  # Counter's counting loop, in C: _count(d, xs) adds each x to d
 )
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from operator import itemgetter
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 
@@ -43,6 +45,15 @@ from .sketches import (
     log_bins_array,
 )
 from .sketches import _bins as _log_bins
+
+try:
+    # The batch loop of ``add`` in C (detectors/_native.c), when the install
+    # built it; TOCSIN_NATIVE=0 switches it off (then numpy does the batches).
+    if os.environ.get("TOCSIN_NATIVE", "1") in ("", "0"):
+        raise ImportError("TOCSIN_NATIVE=0")
+    _native: Any = importlib.import_module("detectors._native")
+except ImportError:
+    _native = None
 
 __all__ = ["WindowAggregator", "WindowFeatures", "HostStats", "HOSTING_ASNS"]
 
@@ -150,6 +161,10 @@ _SMALL_BATCH = 200
 
 _HLL_MASK = (1 << _HLL_P) - 1
 
+if _native is not None:
+    _native.setup(_Service, _Window, LogHistogram, HOSTING_ASNS, _log_bins, log_bin, _MAX_ENDPOINTS, _MAX_AGENTS,
+                  _HLL_P)
+
 
 def _bit_length(x):
     """``int.bit_length`` of each uint64 below 2**54, exactly (frexp of halves exact in a float)."""
@@ -204,31 +219,47 @@ class WindowAggregator:
         self._due = False
         self.late_events = 0
         # client_ip -> its HyperLogLog register and rank and its SeenFilter
-        # bytes and masks (all from hash64, computed once per client).
+        # bytes and masks (all from hash64, computed once per client); two
+        # generations, as the hashes below.
         self._client_keys: dict[str, tuple[int, int, int, int, int, int, int, int]] = {}
-        # client_ip -> hash64 (the batch path derives the rest in numpy).
+        self._old_keys: dict[str, tuple[int, int, int, int, int, int, int, int]] = {}
+        # client_ip -> hash64 (the batch path derives the rest in numpy), in
+        # two generations: a full one becomes the old one, whose clients move
+        # back on their next request (no recent client is hashed again).
         self._client_hashes: dict[str, int] = {}
+        self._old_hashes: dict[str, int] = {}
+        #: Batches are counted by detectors/_native.c when it was built (the
+        #: same as ``add`` for each event); False: by the numpy path below.
+        self.native = _native is not None
 
     def _client_key(self, ip: str) -> tuple[int, int, int, int, int, int, int, int]:
-        h = self._client_hash(ip)
-        idx = h & _HLL_MASK
-        rank = (64 - _HLL_P) - (h >> _HLL_P).bit_length() + 1
-        b = self.seen_bits
-        p0, p1, p2 = h % b, (h >> 21) % b, (h >> 42) % b  # as SeenFilter._positions
-        k = (idx, rank, p0 >> 3, 1 << (p0 & 7), p1 >> 3, 1 << (p1 & 7), p2 >> 3, 1 << (p2 & 7))
+        """The client's key (not in ``_client_keys``): from the old generation, else computed; then current."""
+        k = self._old_keys.get(ip)
+        if k is None:
+            h = self._client_hash(ip)
+            idx = h & _HLL_MASK
+            rank = (64 - _HLL_P) - (h >> _HLL_P).bit_length() + 1
+            b = self.seen_bits
+            p0, p1, p2 = h % b, (h >> 21) % b, (h >> 42) % b  # as SeenFilter._positions
+            k = (idx, rank, p0 >> 3, 1 << (p0 & 7), p1 >> 3, 1 << (p1 & 7), p2 >> 3, 1 << (p2 & 7))
         keys = self._client_keys
         if len(keys) >= _MAX_CLIENT_KEYS:
-            keys.clear()
+            self._old_keys = keys
+            keys = self._client_keys = {}
         keys[ip] = k
         return k
 
     def _client_hash(self, ip: str) -> int:
-        h = self._client_hashes.get(ip)
+        hashes = self._client_hashes
+        h = hashes.get(ip)
         if h is None:
-            h = hash64(ip)
-            if len(self._client_hashes) >= _MAX_CLIENT_KEYS:
-                self._client_hashes.clear()
-            self._client_hashes[ip] = h
+            h = self._old_hashes.get(ip)
+            if h is None:
+                h = hash64(ip)
+            if len(hashes) >= _MAX_CLIENT_KEYS:
+                self._old_hashes = hashes
+                hashes = self._client_hashes = {}
+            hashes[ip] = h
         return h
 
     @property
@@ -378,7 +409,16 @@ class WindowAggregator:
         evictions, first-time clients) loops in Python. A :class:`RequestBatch`
         (from ``decode_requests``) is read as it is, columns and decoded
         messages, without a RequestEvent per event.
+
+        When the install built ``detectors/_native.c`` (``self.native``), the
+        batch goes through it instead: ``add``'s loop in C, event by event,
+        on the same objects (about 4x cheaper than the numpy path).
         """
+        if self.native:
+            batch = RequestBatch.of(evs)
+            res = _native.add_rows(self, batch.rows, batch.ts, source)
+            if res is not NotImplemented:
+                return cast("list[float]", res)
         n = len(evs)
         if n < _SMALL_BATCH:
             # Not worth the set-up: per event (add alone never closes a window).

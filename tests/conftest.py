@@ -18,6 +18,8 @@ def pytest_sessionstart(session):
     root = Path(__file__).resolve().parents[1]
     for so in sorted(root.glob("detectors/*.so")):
         src = so.with_name(so.name.split(".")[0] + ".py")
+        if not src.exists():
+            src = src.with_suffix(".c")  # detectors/_native.c
         if src.exists() and src.stat().st_mtime > so.stat().st_mtime:
             pytest.exit(
                 f"{src.relative_to(root)} changed after it was compiled ({so.name}): "

@@ -49,12 +49,15 @@ class PureDetectors:
     def find_spec(name, path=None, target=None):
         if name.startswith("detectors."):
             src = ROOT / "detectors" / (name.split(".", 1)[1] + ".py")
+            if not src.exists():
+                raise ImportError(f"{name}: pure Python only")  # detectors._native
             return importlib.util.spec_from_file_location(name, src)
         return None
 
 sys.meta_path.insert(0, PureDetectors)
-import detectors.disk
+import detectors.disk, detectors.features
 assert detectors.disk.__file__.endswith(".py"), detectors.disk.__file__
+assert detectors.features._native is None
 module = sys.argv[2]
 sys.argv = [module, *sys.argv[3:]]
 runpy.run_module(module, run_name="__main__")

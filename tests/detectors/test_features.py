@@ -1,16 +1,34 @@
-"""WindowAggregator.add_batch against add, one event at a time."""
+"""WindowAggregator.add_batch against add, one event at a time.
+
+Every test runs twice: add_batch through detectors/_native.c (when the
+install built it) and through the numpy path.
+"""
 
 import random
 
 import pytest
 
+import detectors.features
 from detectors.events import RequestEvent
 from detectors.features import WindowAggregator
 
 T0 = 1617692400.0
+NATIVE = detectors.features._native
 
 
-def events(n, seed=1, services=3, disorder=0.0, rate=2.0, clients=400, endpoints=90, agents=300):
+@pytest.fixture(autouse=True, params=["native", "numpy"])
+def batch_path(request, monkeypatch):
+    """The path add_batch takes in this test (new aggregators take it)."""
+    if request.param == "native":
+        if NATIVE is None:
+            pytest.skip("detectors._native is not built (pure Python install)")
+    else:
+        monkeypatch.setattr(detectors.features, "_native", None)
+    assert WindowAggregator().native == (request.param == "native")
+    return request.param
+
+
+def events(n, seed=1, services=3, disorder=0.0, rate=2.0, clients=400, endpoints=90, agents=300, hosts=4):
     """Requests of a few services; ``disorder`` seconds of jitter in arrival order (below the lateness)."""
     rnd = random.Random(seed)
     out = []
@@ -22,7 +40,7 @@ def events(n, seed=1, services=3, disorder=0.0, rate=2.0, clients=400, endpoints
         out.append(RequestEvent(
             ts, svc, rnd.choice([200, 200, 200, 304, 404, 429, 500, 503]), round(rnd.expovariate(1 / 150), 1),
             endpoint=rnd.choice([None, f"/e{rnd.randrange(endpoints)}", "/home"]),
-            host=rnd.choice([None, f"{svc}-web-{rnd.randrange(4)}"]),
+            host=rnd.choice([None, f"{svc}-web-{rnd.randrange(hosts)}"]),
             client_ip=rnd.choice([None, f"10.0.{rnd.randrange(clients) % 256}.{rnd.randrange(clients) // 256}",
                                   "10.9.9.9"]),
             country=rnd.choice([None, "FR", "FR", "BE", "MA"]),
@@ -222,3 +240,55 @@ def test_add_batch_of_a_decoded_batch_is_add_for_each(sizes):
     assert state(a) == state(b)
     assert open_windows(a) == open_windows(b)
     assert a.flush() == b.flush()
+
+
+@pytest.mark.skipif(NATIVE is None, reason="detectors._native is not built (pure Python install)")
+@pytest.mark.parametrize(
+    ("kwargs", "agg_kwargs", "sizes"),
+    [
+        # late events (disorder beyond the lateness), many services and hosts (the C side's caches overflow)
+        ({"disorder": 40.0, "services": 20, "hosts": 12, "rate": 20.0}, {"lateness": 5.0}, [700, 3, 2500]),
+        # heavy hitters evicted all the time, the filter rotating and colliding
+        ({"clients": 5000, "rate": 50.0}, {"seen_rotation": 200.0, "seen_bits": 1 << 12}, [1000]),
+        ({"clients": 30, "endpoints": 300, "agents": 900, "disorder": 3.0}, {"window": 10.0, "lateness": 1.0}, [64, 4000]),
+    ],
+)
+def test_native_and_numpy_batches_are_the_same(kwargs, agg_kwargs, sizes, batch_path, monkeypatch):
+    """add_batch in C and in numpy, batch for batch, two sources; where per-event processing would differ too (late events)."""
+    if batch_path == "numpy":
+        pytest.skip("compares the two paths itself")
+    evs = events(15_000, **kwargs)
+    half = len(evs) // 2
+    runs = []
+    for native in (True, False):
+        agg = WindowAggregator(**agg_kwargs)
+        agg.native = native
+        out = []
+        for source, part in ((0, evs[:half]), (1, evs[half:])):
+            out.append(batched(agg, part, sizes, source))
+        runs.append((agg, out))
+    (c, wc), (p, wp) = runs
+    assert wc == wp and sum(len(step) for part in wc for step in part) > 10
+    assert state(c) == state(p)
+    assert open_windows(c) == open_windows(p)
+    assert {(n, s): (w.top._low, w.top._min) for n, v in c._services.items() for s, w in v.windows.items()} == \
+        {(n, s): (w.top._low, w.top._min) for n, v in p._services.items() for s, w in v.windows.items()}
+    assert c.late_events == p.late_events
+    if kwargs.get("disorder", 0) > 10:
+        assert c.late_events > 0
+    assert c.flush() == p.flush()
+
+
+@pytest.mark.skipif(NATIVE is None, reason="detectors._native is not built (pure Python install)")
+def test_native_leaves_rows_it_cannot_read_to_numpy(batch_path):
+    """Rows that are not msgspec structs with the request fields: NotImplemented, nothing changed."""
+    if batch_path == "numpy":
+        pytest.skip("about the native path")
+
+    class Row:
+        service, status, latency_ms = "s", 200, 1.0
+
+    agg = WindowAggregator()
+    assert NATIVE.add_rows(agg, [Row()], [T0], 0) is NotImplemented
+    assert NATIVE.add_rows(agg, events(3), [T0, T0, 1], 0) is NotImplemented  # a time that is not a float
+    assert agg._services == {} and agg._sources == {}
