@@ -127,6 +127,15 @@ def format_ts(ts: float) -> str:
 # valid date is left as None for the scalar parser, which has the last word.
 _DIGITS = [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18, 20, 21, 22]
 _np = None
+_native: list = []  # [utc_many or None], on first use
+
+
+def _native_utc_many():
+    if not _native:
+        from detectors.features import _native as mod  # (imports detectors._native unless TOCSIN_NATIVE=0)
+
+        _native.append(None if mod is None else mod.utc_many)
+    return _native[0]
 
 
 def _numpy_tables():
@@ -141,7 +150,18 @@ def _numpy_tables():
 
 
 def fast_utc_many(strs: list[str]) -> list[float | None]:
-    """``[_fast_utc(s) for s in strs]`` (all str) for the usual form; None where the scalar parser must decide."""
+    """``[_fast_utc(s) for s in strs]`` (all str) for the usual form; None where the scalar parser must decide.
+
+    In C (detectors/_native.c, the same checks and arithmetic) when the
+    install built it; else in numpy.
+    """
+    native = _native_utc_many()
+    if native is not None:
+        return native(strs)
+    return _fast_utc_many_numpy(strs)
+
+
+def _fast_utc_many_numpy(strs: list[str]) -> list[float | None]:
     np, (sep_at, sep), mdays = _np or _numpy_tables()
     n = len(strs)
     if not n:
@@ -153,7 +173,7 @@ def fast_utc_many(strs: list[str]) -> list[float | None]:
         out: list[float | None] = [None] * n
         idx = [i for i, s in enumerate(strs) if len(s) == 24]
         if len(idx) < n:
-            for i, v in zip(idx, fast_utc_many([strs[i] for i in idx]), strict=True):
+            for i, v in zip(idx, _fast_utc_many_numpy([strs[i] for i in idx]), strict=True):
                 out[i] = v
         return out
     u = np.frombuffer(buf + b"\0", dtype=np.uint8).reshape(n, 25)
