@@ -132,7 +132,9 @@ _native: list = []  # [utc_many or None], on first use
 
 def _native_utc_many():
     if not _native:
-        from detectors.features import _native as mod  # (imports detectors._native unless TOCSIN_NATIVE=0)
+        from detectors.features import (
+            _native as mod,  # (imports detectors._native unless TOCSIN_NATIVE=0)
+        )
 
         _native.append(None if mod is None else mod.utc_many)
     return _native[0]
