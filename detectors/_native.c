@@ -716,7 +716,17 @@ static int count_client(PyObject *agg, PyObject **client_hashes, unsigned long l
     unsigned long long hi = h >> HLL_P;
     long idx = (long)(h & ((1ULL << HLL_P) - 1));
     long rank = (64 - HLL_P) - (hi ? 64 - __builtin_clzll(hi) : 0) + 1;
-    unsigned long long p0 = h % bits, p1 = (h >> 21) % bits, p2 = (h >> 42) % bits;
+    unsigned long long p0, p1, p2;
+    if ((bits & (bits - 1)) == 0) { /* a power of two (the default): the same remainders, without dividing */
+        p0 = h & (bits - 1);
+        p1 = (h >> 21) & (bits - 1);
+        p2 = (h >> 42) & (bits - 1);
+    }
+    else {
+        p0 = h % bits;
+        p1 = (h >> 21) % bits;
+        p2 = (h >> 42) % bits;
+    }
     long k[8] = {idx, rank, (long)(p0 >> 3), 1L << (p0 & 7), (long)(p1 >> 3), 1L << (p1 & 7),
                  (long)(p2 >> 3), 1L << (p2 & 7)};
     unsigned char *reg = (unsigned char *)PyByteArray_AS_STRING(s->reg);

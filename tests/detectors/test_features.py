@@ -250,7 +250,9 @@ def test_add_batch_of_a_decoded_batch_is_add_for_each(sizes):
         ({"disorder": 40.0, "services": 20, "hosts": 12, "rate": 20.0}, {"lateness": 5.0}, [700, 3, 2500]),
         # heavy hitters evicted all the time, the filter rotating and colliding
         ({"clients": 5000, "rate": 50.0}, {"seen_rotation": 200.0, "seen_bits": 1 << 12}, [1000]),
-        ({"clients": 30, "endpoints": 300, "agents": 900, "disorder": 3.0}, {"window": 10.0, "lateness": 1.0}, [64, 4000]),
+        # caps overflowing; a filter whose size is not a power of two
+        ({"clients": 30, "endpoints": 300, "agents": 900, "disorder": 3.0},
+         {"window": 10.0, "lateness": 1.0, "seen_bits": 5000}, [64, 4000]),
     ],
 )
 def test_native_and_numpy_batches_are_the_same(kwargs, agg_kwargs, sizes, batch_path, monkeypatch):
