@@ -412,7 +412,7 @@ class WindowAggregator:
 
         When the install built ``detectors/_native.c`` (``self.native``), the
         batch goes through it instead: ``add``'s loop in C, event by event,
-        on the same objects (about 4x cheaper than the numpy path).
+        on the same objects (about twice as fast as the numpy path).
         """
         if self.native:
             batch = RequestBatch.of(evs)

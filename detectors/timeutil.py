@@ -127,17 +127,17 @@ def format_ts(ts: float) -> str:
 # valid date is left as None for the scalar parser, which has the last word.
 _DIGITS = [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18, 20, 21, 22]
 _np = None
-_native: list = []  # [utc_many or None], on first use
+_native_fn: list = []  # [detectors._native.utc_many or None], on first use
 
 
 def _native_utc_many():
-    if not _native:
+    if not _native_fn:
         from detectors.features import (
             _native as mod,  # (imports detectors._native unless TOCSIN_NATIVE=0)
         )
 
-        _native.append(None if mod is None else mod.utc_many)
-    return _native[0]
+        _native_fn.append(None if mod is None else mod.utc_many)
+    return _native_fn[0]
 
 
 def _numpy_tables():
