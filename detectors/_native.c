@@ -1,4 +1,10 @@
-/* detectors._native: WindowAggregator.add for a whole batch, in C.
+/* detectors._native: two per-event loops of the detectors, in C.
+ *
+ * - add_rows: WindowAggregator.add for a whole batch (below);
+ * - utc_many: timeutil.fast_utc_many, the event times of a batch (at the end).
+ *
+ * Without this module (no compiler at install, or TOCSIN_NATIVE=0) numpy does
+ * both, with the same results.
  *
  * add_rows(agg, rows, ts, source) does exactly what
  *
@@ -14,7 +20,9 @@
  * What makes it cheaper than the Python loop: the fields of each decoded
  * message are read from their msgspec struct slots, the window's counters are
  * summed in C and written back once per batch, and the per-window objects
- * (dicts, registers, filters) are looked up once per batch, not per event.
+ * (dicts, registers, filters) are looked up once per batch, not per event;
+ * a client's register, rank and filter positions are derived from its cached
+ * hash64 in C (what _client_key computes), not read from a tuple of 8 ints.
  * The hashing and dict updates of the string fields remain: they are most of
  * what is left.
  *
