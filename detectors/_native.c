@@ -1,7 +1,7 @@
 /* detectors._native: two per-event loops of the detectors, in C.
  *
  * - add_rows: WindowAggregator.add for a whole batch (below);
- * - utc_many: timeutil.fast_utc_many, the event times of a batch (at the end).
+ * - utc_many, row_times: timeutil.fast_utc_many, the event times of a batch (at the end).
  *
  * Without this module (no compiler at install, or TOCSIN_NATIVE=0) numpy does
  * both, with the same results.
@@ -53,9 +53,9 @@ static PyObject *S_OTHER, *ONE;
 NAMES(DECL)
 
 /* -- where the fields are in a row (a msgspec struct: one slot a field) -- */
-enum { F_SERVICE, F_STATUS, F_LAT, F_EP, F_HOST, F_IP, F_COUNTRY, F_ASN, F_UA, NFIELDS };
+enum { F_SERVICE, F_STATUS, F_LAT, F_EP, F_HOST, F_IP, F_COUNTRY, F_ASN, F_UA, F_TS, NFIELDS };
 static const char *FIELD_NAMES[NFIELDS] = {
-    "service", "status", "latency_ms", "endpoint", "host", "client_ip", "country", "asn", "user_agent",
+    "service", "status", "latency_ms", "endpoint", "host", "client_ip", "country", "asn", "user_agent", "ts",
 };
 typedef struct {
     PyTypeObject *type;
@@ -119,24 +119,30 @@ static double floordiv(double vx, double wx)
 }
 
 /* -- small helpers ----------------------------------------------------- */
-/* d[key] = d.get(key, 0) + by */
-static int dict_incr(PyObject *d, PyObject *key, long by)
+/* d[key] = v + by, v being d[key] (borrowed; NULL: absent, as 0) */
+static int dict_set_plus(PyObject *d, PyObject *key, PyObject *v, long by)
 {
-    PyObject *v = PyDict_GetItemWithError(d, key);
     long c = 0;
     if (v != NULL) {
         c = PyLong_AsLong(v);
         if (c == -1 && PyErr_Occurred())
             return -1;
     }
-    else if (PyErr_Occurred())
-        return -1;
     PyObject *nv = PyLong_FromLong(c + by);
     if (nv == NULL)
         return -1;
     int r = PyDict_SetItem(d, key, nv);
     Py_DECREF(nv);
     return r;
+}
+
+/* d[key] = d.get(key, 0) + by */
+static int dict_incr(PyObject *d, PyObject *key, long by)
+{
+    PyObject *v = PyDict_GetItemWithError(d, key);
+    if (v == NULL && PyErr_Occurred())
+        return -1;
+    return dict_set_plus(d, key, v, by);
 }
 
 /* a capped count: key if it is counted already or there is room, else "(other)" */
@@ -146,7 +152,7 @@ static int dict_incr_capped(PyObject *d, PyObject *key, Py_ssize_t cap)
     if (v == NULL && PyErr_Occurred())
         return -1;
     if (v != NULL || PyDict_GET_SIZE(d) < cap)
-        return dict_incr(d, key, 1);
+        return dict_set_plus(d, key, v, 1);
     return dict_incr(d, S_OTHER, 1);
 }
 
@@ -748,7 +754,7 @@ static int count_client(PyObject *agg, PyObject **client_hashes, unsigned long l
     PyObject *c = s->top_counts;
     PyObject *v = PyDict_GetItemWithError(c, ip);
     if (v != NULL) {
-        if (dict_incr(c, ip, 1) < 0)
+        if (dict_set_plus(c, ip, v, 1) < 0)
             return -1;
         s->dtop_total++;
     }
@@ -1088,6 +1094,41 @@ static PyObject *utc_many(PyObject *module, PyObject *strs)
     return out;
 }
 
+/* [utc_one(row.ts) for row in rows]: the times of decoded messages, None where
+ * ts is not a string of the usual form (the scalar parser decides those). */
+static PyObject *row_times(PyObject *module, PyObject *rows)
+{
+    if (!PyList_CheckExact(rows))
+        Py_RETURN_NOTIMPLEMENTED;
+    Py_ssize_t n = PyList_GET_SIZE(rows);
+    Layout *lay = NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *row = PyList_GET_ITEM(rows, i);
+        if (lay == NULL || Py_TYPE(row) != lay->type) {
+            lay = layout_of(Py_TYPE(row));
+            if (lay == NULL || FIELD(row, lay, F_TS) == NULL)
+                Py_RETURN_NOTIMPLEMENTED;
+        }
+    }
+    PyObject *out = PyList_New(n);
+    if (out == NULL)
+        return NULL;
+    lay = NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *row = PyList_GET_ITEM(rows, i);
+        if (lay == NULL || Py_TYPE(row) != lay->type)
+            lay = layout_of(Py_TYPE(row));
+        PyObject *ts = FIELD(row, lay, F_TS);
+        PyObject *v = ts != NULL ? utc_one(ts) : (Py_INCREF(Py_None), Py_None);
+        if (v == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, i, v);
+    }
+    return out;
+}
+
 static PyObject *setup(PyObject *module, PyObject *args)
 {
     PyObject *svc, *win, *hist, *hosting, *bins, *log_bin;
@@ -1122,6 +1163,7 @@ static PyMethodDef methods[] = {
     {"add_rows", (PyCFunction)(void (*)(void))add_rows, METH_FASTCALL,
      "add_rows(agg, rows, ts, source) -> steps: WindowAggregator.add for each row, as add_batch returns"},
     {"utc_many", utc_many, METH_O, "utc_many(strs) -> [epoch seconds or None]: timeutil.fast_utc_many"},
+    {"row_times", row_times, METH_O, "row_times(rows) -> utc_many of their ts (None where ts is not a str)"},
     {"setup", setup, METH_VARARGS,
      "setup(_Service, _Window, LogHistogram, HOSTING_ASNS, bins cache, log_bin, max endpoints, max agents, HLL p)"},
     {NULL, NULL, 0, NULL},

@@ -26,7 +26,7 @@ from typing import Annotated, cast
 import msgspec
 
 from .errors import InvalidEvent
-from .timeutil import _fast_utc, fast_utc_many, parse_ts
+from .timeutil import _fast_utc, fast_utc_many, native_module, parse_ts
 
 __all__ = [
     "MAX_EVENT_BYTES",
@@ -269,18 +269,21 @@ def decode_requests(values: list[bytes]) -> tuple[RequestBatch, list[tuple[int, 
                 keep.append(j)
     if not wires:
         return RequestBatch([], []), bad
-    tss: list = [w.ts for w in wires]
-    strs = [t for t in tss if t.__class__ is str]
-    if len(strs) == len(tss):
-        times = fast_utc_many(tss)
-    else:
-        conv = iter(fast_utc_many(strs)).__next__
-        times = [conv() if t.__class__ is str else None for t in tss]
+    native = native_module()
+    times = native.row_times(wires) if native is not None else NotImplemented
+    if times is NotImplemented:
+        tss: list = [w.ts for w in wires]
+        strs = [t for t in tss if t.__class__ is str]
+        if len(strs) == len(tss):
+            times = fast_utc_many(tss)
+        else:
+            conv = iter(fast_utc_many(strs)).__next__
+            times = [conv() if t.__class__ is str else None for t in tss]
     failed: list[tuple[int, str]] = []
     if None in times:  # the times the scalar parser decides: numbers, other forms, the invalid
         for k in [k for k, t in enumerate(times) if t is None]:
             try:
-                times[k] = _ts(tss[k])
+                times[k] = _ts(wires[k].ts)
             except InvalidEvent as exc:
                 failed.append((keep[k] if keep is not None else k, str(exc)))
         if failed:

@@ -127,17 +127,18 @@ def format_ts(ts: float) -> str:
 # valid date is left as None for the scalar parser, which has the last word.
 _DIGITS = [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18, 20, 21, 22]
 _np = None
-_native_fn: list = []  # [detectors._native.utc_many or None], on first use
+_native_mod: list = []  # [detectors._native or None], on first use
 
 
-def _native_utc_many():
-    if not _native_fn:
+def native_module():
+    """detectors._native (its utc_many and row_times), or None: not built, or TOCSIN_NATIVE=0."""
+    if not _native_mod:
         from detectors.features import (
             _native as mod,  # (imports detectors._native unless TOCSIN_NATIVE=0)
         )
 
-        _native_fn.append(None if mod is None else mod.utc_many)
-    return _native_fn[0]
+        _native_mod.append(mod)
+    return _native_mod[0]
 
 
 def _numpy_tables():
@@ -157,9 +158,9 @@ def fast_utc_many(strs: list[str]) -> list[float | None]:
     In C (detectors/_native.c, the same checks and arithmetic) when the
     install built it; else in numpy.
     """
-    native = _native_utc_many()
+    native = native_module()
     if native is not None:
-        return native(strs)
+        return native.utc_many(strs)
     return _fast_utc_many_numpy(strs)
 
 
