@@ -1073,18 +1073,22 @@ static PyObject *utc_one(PyObject *str)
     return PyFloat_FromDouble((double)millis / 1000.0);
 }
 
-static PyObject *utc_many(PyObject *module, PyObject *strs)
+/* [utc_one(x) for x in xs]; with `rows`, x is the ts slot of each decoded message (layouts checked by the caller) */
+static PyObject *utc_list(PyObject *xs, int rows)
 {
-    if (!PyList_CheckExact(strs)) {
-        PyErr_SetString(PyExc_TypeError, "utc_many(list of str)");
-        return NULL;
-    }
-    Py_ssize_t n = PyList_GET_SIZE(strs);
+    Py_ssize_t n = PyList_GET_SIZE(xs);
     PyObject *out = PyList_New(n);
     if (out == NULL)
         return NULL;
+    Layout *lay = NULL;
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *v = utc_one(PyList_GET_ITEM(strs, i));
+        PyObject *x = PyList_GET_ITEM(xs, i);
+        if (rows) {
+            if (lay == NULL || Py_TYPE(x) != lay->type)
+                lay = layout_of(Py_TYPE(x));
+            x = FIELD(x, lay, F_TS);
+        }
+        PyObject *v = x != NULL ? utc_one(x) : (Py_INCREF(Py_None), Py_None);
         if (v == NULL) {
             Py_DECREF(out);
             return NULL;
@@ -1094,39 +1098,30 @@ static PyObject *utc_many(PyObject *module, PyObject *strs)
     return out;
 }
 
-/* [utc_one(row.ts) for row in rows]: the times of decoded messages, None where
- * ts is not a string of the usual form (the scalar parser decides those). */
+static PyObject *utc_many(PyObject *module, PyObject *strs)
+{
+    if (!PyList_CheckExact(strs)) {
+        PyErr_SetString(PyExc_TypeError, "utc_many(list of str)");
+        return NULL;
+    }
+    return utc_list(strs, 0);
+}
+
+/* The times of decoded messages (their ts), as utc_many; NotImplemented for rows it cannot read. */
 static PyObject *row_times(PyObject *module, PyObject *rows)
 {
     if (!PyList_CheckExact(rows))
         Py_RETURN_NOTIMPLEMENTED;
-    Py_ssize_t n = PyList_GET_SIZE(rows);
     Layout *lay = NULL;
-    for (Py_ssize_t i = 0; i < n; i++) {
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(rows); i++) {
         PyObject *row = PyList_GET_ITEM(rows, i);
         if (lay == NULL || Py_TYPE(row) != lay->type) {
             lay = layout_of(Py_TYPE(row));
-            if (lay == NULL || FIELD(row, lay, F_TS) == NULL)
+            if (lay == NULL)
                 Py_RETURN_NOTIMPLEMENTED;
         }
     }
-    PyObject *out = PyList_New(n);
-    if (out == NULL)
-        return NULL;
-    lay = NULL;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *row = PyList_GET_ITEM(rows, i);
-        if (lay == NULL || Py_TYPE(row) != lay->type)
-            lay = layout_of(Py_TYPE(row));
-        PyObject *ts = FIELD(row, lay, F_TS);
-        PyObject *v = ts != NULL ? utc_one(ts) : (Py_INCREF(Py_None), Py_None);
-        if (v == NULL) {
-            Py_DECREF(out);
-            return NULL;
-        }
-        PyList_SET_ITEM(out, i, v);
-    }
-    return out;
+    return utc_list(rows, 1);
 }
 
 static PyObject *setup(PyObject *module, PyObject *args)
