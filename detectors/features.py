@@ -21,9 +21,7 @@ the number of clients: sketches, not sets.
 
 from __future__ import annotations
 
-import importlib
 import math
-import os
 from collections import (  # type: ignore[attr-defined]
     _count_elements as _count,  # Counter's counting loop, in C: _count(d, xs) adds each x to d
 )
@@ -45,15 +43,11 @@ from .sketches import (
     log_bins_array,
 )
 from .sketches import _bins as _log_bins
+from .timeutil import native_module
 
-try:
-    # The batch loop of ``add`` in C (detectors/_native.c), when the install
-    # built it; TOCSIN_NATIVE=0 switches it off (then numpy does the batches).
-    if os.environ.get("TOCSIN_NATIVE", "1") in ("", "0"):
-        raise ImportError("TOCSIN_NATIVE=0")
-    _native: Any = importlib.import_module("detectors._native")
-except ImportError:
-    _native = None
+# The batch loop of ``add`` in C (detectors/_native.c), when the install
+# built it; TOCSIN_NATIVE=0 switches it off (then numpy does the batches).
+_native: Any = native_module()
 
 __all__ = ["WindowAggregator", "WindowFeatures", "HostStats", "HOSTING_ASNS"]
 

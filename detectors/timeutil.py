@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import os
 import re
 from datetime import UTC, datetime
 
@@ -131,12 +133,14 @@ _native_mod: list = []  # [detectors._native or None], on first use
 
 
 def native_module():
-    """detectors._native (its utc_many and row_times), or None: not built, or TOCSIN_NATIVE=0."""
+    """detectors._native (the C loops: add_rows, utc_many, row_times), or None: not built, or TOCSIN_NATIVE=0."""
     if not _native_mod:
-        from detectors.features import (
-            _native as mod,  # (imports detectors._native unless TOCSIN_NATIVE=0)
-        )
-
+        mod = None
+        if os.environ.get("TOCSIN_NATIVE", "1") not in ("", "0"):
+            try:
+                mod = importlib.import_module("detectors._native")
+            except ImportError:
+                pass
         _native_mod.append(mod)
     return _native_mod[0]
 
