@@ -48,6 +48,7 @@ from detectors.errors import InvalidEvent
 from detectors.events import decode_disk, decode_requests
 
 from .alerting import Notifications
+from .broker import track_produced_topics
 from .engine import Engine, Output
 from .metrics import Metrics, update_lag
 from .reader import RequestReader, follow_topic
@@ -156,6 +157,16 @@ class TocsinApp:
             datadir=data_dir or tempfile.mkdtemp(prefix="tocsin-faust-"),
             **opts,
         )
+        # Every producer Faust makes keeps the metadata of the topics it sends to.
+        fproducer = self.app.producer
+        new_producer = fproducer._new_producer
+
+        def tracked_producer(*args: Any, **kwargs: Any) -> Any:
+            producer = new_producer(*args, **kwargs)
+            track_produced_topics(producer)
+            return producer
+
+        fproducer._new_producer = tracked_producer  # type: ignore[method-assign]
         t = config.topics
         topic = self._topic
         self.requests_topic = topic(t.requests)
