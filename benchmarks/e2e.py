@@ -185,8 +185,7 @@ async def worker(bootstrap: str, names: str, n: int, embedded: bool, timeout: fl
         t_end = time.perf_counter()
         cpu_end = time.process_time()
         final = done()
-        crashed = tapp.app._crash_reason or next(
-            (a._crash_reason for a in tapp.app.agents.values() if a._crash_reason), None)
+        crashed = tapp.crash_reason()
     finally:
         try:
             await asyncio.wait_for(tapp.app.stop(), 60)

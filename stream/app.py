@@ -208,7 +208,7 @@ class TocsinApp:
                     if not self._restored:
                         self.restore()
                     msg = event.message
-                    await self.process_request_records(msg.partition, [msg.offset], [event.value])
+                    await self.process_request_records(msg.partition, [msg])
             self.detect_requests = detect_requests
         else:
             reader = self.reader = RequestReader(self)
@@ -299,15 +299,16 @@ class TocsinApp:
             return
         self.engine.apply_signal(sig)
 
-    async def process_request_records(self, partition: int, offsets: list[int], values: list[bytes]) -> None:
-        """Decode, dead-letter and process a batch of messages (offsets and values) of one requests partition."""
+    async def process_request_records(self, partition: int, records: list[Any]) -> None:
+        """Decode, dead-letter and process a batch of messages (with ``offset`` and ``value``) of one requests partition."""
         topic = self.requests_name
         metrics = self.metrics
         self._last_seen[partition] = time.monotonic()
         t0 = time.perf_counter()
+        values = [r.value for r in records]
         evs, bad = decode_requests(values)
         for i, reason in bad:
-            offset, value = offsets[i], values[i]
+            offset, value = records[i].offset, values[i]
             self.counts["dead_letter.requests"] += 1
             metrics.dead_letter(reason, topic)
             await self.dead_letter_topic.send(
@@ -423,6 +424,12 @@ class TocsinApp:
         out = self.engine.flush()
         if out:
             await self.emit(out)
+
+    def crash_reason(self) -> BaseException | None:
+        """Why the app or one of its agents crashed (Faust then runs on without it), or None."""
+        app = self.app
+        return app._crash_reason or next(
+            (a._crash_reason for a in app.agents.values() if a._crash_reason), None)
 
     async def close_receivers(self) -> None:
         await self.notifications.close_receivers()

@@ -54,6 +54,12 @@ def _say(msg: str) -> None:
     print(f"tocsin demo: {msg}", flush=True)
 
 
+def _check_alive(tapp: TocsinApp) -> None:
+    reason = tapp.crash_reason()
+    if reason is not None:
+        raise RuntimeError(f"the worker crashed: {reason!r}") from reason
+
+
 def run_demo(args: Any) -> int:
     for name in ("faust", "aiokafka", "kafka", "mode"):
         logging.getLogger(name).setLevel(logging.ERROR)
@@ -111,14 +117,17 @@ async def _demo(seed: int, history_days: int, scale: float) -> int:
         last = 0.0
         while th.is_alive():
             await asyncio.sleep(0.5)
+            _check_alive(tapp)
             if time.monotonic() - last > 15:
                 last = time.monotonic()
                 _say(f"  ... {tapp.counts['processed.requests']:,} requests processed, event time "
                      f"{datetime.fromtimestamp(engine.aggregator.watermark, UTC):%H:%M} UTC")
         total = sent.get("requests", 0)
         _say(f"simulator sent {total:,} requests and {sent.get('disk-health', 0):,} disk readings")
-        await wait_until(lambda: tapp.counts["processed.requests"] >= total
-                         and tapp.counts["processed.disk-health"] >= sent.get("disk-health", 0), timeout=120)
+        await wait_until(lambda: tapp.crash_reason() is not None or (
+            tapp.counts["processed.requests"] >= total
+            and tapp.counts["processed.disk-health"] >= sent.get("disk-health", 0)), timeout=120)
+        _check_alive(tapp)
         await tapp.flush()
         delivered = await wait_until(
             lambda: tapp.counts["alerts.notified"] >= tapp.counts["alerts.firing"] + tapp.counts["alerts.resolved"],

@@ -172,8 +172,7 @@ class RequestReader:
                     if gen == self._generation:
                         for tp, records in batches.items():
                             if tp.partition in self.owned and records:
-                                await self.tapp.process_request_records(
-                                    tp.partition, [r.offset for r in records], [r.value for r in records])
+                                await self.tapp.process_request_records(tp.partition, records)
                                 self._next[tp.partition] = records[-1].offset + 1
                     else:
                         # Fetched before a rebalance: not processed, so read again
