@@ -35,7 +35,7 @@ import logging
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
@@ -158,7 +158,7 @@ class TocsinApp:
             **opts,
         )
         # Every producer Faust makes keeps the metadata of the topics it sends to.
-        fproducer = self.app.producer
+        fproducer: Any = self.app.producer
         new_producer = fproducer._new_producer
 
         def tracked_producer(*args: Any, **kwargs: Any) -> Any:
@@ -166,7 +166,7 @@ class TocsinApp:
             track_produced_topics(producer)
             return producer
 
-        fproducer._new_producer = tracked_producer  # type: ignore[method-assign]
+        fproducer._new_producer = tracked_producer
         t = config.topics
         topic = self._topic
         self.requests_topic = topic(t.requests)
@@ -176,6 +176,7 @@ class TocsinApp:
         # tested with ``agent.test_context()`` and no broker (faust testing guide).
         out = (lambda _name: self.app.channel(maxsize=100_000)) if local_outputs else topic
         self.anomalies_topic = out(t.anomalies)
+        self._send_anomaly = self._anomaly_sender()
         self.alerts_topic = out(t.alerts)
         self.dead_letter_topic = out(t.dead_letter)
         # Drive signals shared by every worker (see Engine.apply_signal); one
@@ -192,6 +193,23 @@ class TocsinApp:
         self.silences = self.notifications.silences
         self.silences_topic = self.notifications.silences_topic
         self.notify_alerts = self.notifications.notify_alerts
+
+    def _anomaly_sender(self) -> Callable[[bytes, bytes], Awaitable[Any]]:
+        """``send(key, value)`` to the anomalies topic.
+
+        Anomalies are the output of the hot path (about one per window
+        closed): on a broker they go to Faust's producer directly, without
+        the Topic's per-message machinery, which cost about as much as the
+        rest of the window's work (`benchmarks/e2e.py` under py-spy). Same
+        producer, so the same partitioner, and the reader's
+        ``producer.flush()`` before each commit covers them.
+        """
+        topic = self.anomalies_topic
+        if self.local_outputs:
+            return lambda key, value: topic.send(key=key, value=value)
+        name = topic.get_topic_name()
+        producer = self.app.producer
+        return lambda key, value: producer.send(name, key, value, None, None, None)
 
     def _topic(self, name: str) -> faust.TopicT:
         return self.app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
@@ -277,7 +295,7 @@ class TocsinApp:
 
     async def emit(self, out: Output) -> None:
         for a in out.anomalies:
-            await self.anomalies_topic.send(key=a.entity.key.encode(), value=orjson.dumps(a.to_record()))
+            await self._send_anomaly(a.entity.key.encode(), orjson.dumps(a.to_record()))
             self.counts[f"anomalies.{a.detector}"] += 1
             self.metrics.anomaly(a)
         for al in out.alerts:
