@@ -86,9 +86,11 @@ class RequestReader:
             bootstrap_servers=self.tapp._servers, group_id=self.group_id, client_id=f"{kafka.client_id}-requests",
             enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=self.max_records,
             fetch_max_bytes=32 * 1024 * 1024,
-            # 4 MB a partition; 1 MB (aiokafka's default) on the embedded tansu,
-            # where a fetch of up to 4 MB a partition sometimes never got its
-            # answer: `tocsin demo` stalled in about one run of three, 0 of 8 at 1 MB.
+            # 4 MB a partition; 1 MB (aiokafka's default) on the embedded tansu.
+            # (1 MB was chosen when `tocsin demo` stalled and 4 MB fetches were
+            # suspected; the stall was a producer batch stuck on its metadata,
+            # see broker.track_produced_topics. 1 MB is kept: the demo is not
+            # limited by it.)
             max_partition_fetch_bytes=(1 if self.tapp.embedded else 4) * 1024 * 1024,
             # Live traffic: let the broker gather ~128 KB (a few hundred events)
             # or wait 100 ms, so that batches stay large enough to be cheap.
