@@ -199,8 +199,8 @@ class TocsinApp:
 
         Anomalies are the output of the hot path (about one per window
         closed): on a broker they go to Faust's producer directly, without
-        the Topic's per-message machinery, which cost about as much as the
-        rest of the window's work (`benchmarks/e2e.py` under py-spy). Same
+        the Topic's per-message machinery, which cost about as much as
+        closing the windows (`benchmarks/e2e.py` under py-spy). Same
         producer, so the same partitioner, and the reader's
         ``producer.flush()`` before each commit covers them.
         """
