@@ -34,6 +34,7 @@ import numpy as np
 
 from .events import RequestBatch, RequestEvent
 from .sketches import (
+    _LOG_K,
     HyperLogLog,
     LogHistogram,
     SeenFilter,
@@ -156,8 +157,8 @@ _SMALL_BATCH = 200
 _HLL_MASK = (1 << _HLL_P) - 1
 
 if _native is not None and __name__ == "detectors.features":  # (not a second copy of this source, loaded by a test)
-    _native.setup(_Service, _Window, LogHistogram, HOSTING_ASNS, _log_bins, log_bin, _MAX_ENDPOINTS, _MAX_AGENTS,
-                  _HLL_P)
+    _native.setup(_Service, _Window, LogHistogram, HOSTING_ASNS, _log_bins, log_bin, _LOG_K, _MAX_ENDPOINTS,
+                  _MAX_AGENTS, _HLL_P)
 
 
 def _bit_length(x):

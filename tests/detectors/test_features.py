@@ -7,6 +7,8 @@ install built it) and through the numpy path.
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import detectors.features
 from detectors.events import RequestEvent
@@ -294,3 +296,28 @@ def test_native_leaves_rows_it_cannot_read_to_numpy(batch_path):
     assert NATIVE.add_rows(agg, [Row()], [T0], 0) is NotImplemented
     assert NATIVE.add_rows(agg, events(3), [T0, T0, 1], 0) is NotImplemented  # a time that is not a float
     assert agg._services == {} and agg._sources == {}
+
+
+def test_edge_latencies_and_addresses_count_as_one_by_one(batch_path):
+    """Latencies at the edges of log_bin (0, subnormal, huge) and addresses that are not ASCII or long (hashed in C or asked)."""
+    lats = [0.0, -0.0, 5e-324, 1e-300, 0.05, 0.0499999999, 1e15, 1.7e308, 3.0, 30000.7]
+    ips = ["10.0.0.1", "", "2001:db8::1", "é.例.test", "x" * 129, "y" * 256, "10.0.0.1 ", "🙂"]
+    rnd = random.Random(7)
+    evs = [RequestEvent(T0 + i * 0.1, "svc", 200, rnd.choice(lats), client_ip=rnd.choice(ips)) for i in range(3000)]
+    one = WindowAggregator()
+    batch = WindowAggregator()
+    wa = [w for ws in per_event(one, evs) for w in ws]
+    assert wa == [w for ws in batched(batch, evs, [700]) for w in ws] and len(wa) >= 4
+    assert state(batch) == state(one)
+    assert open_windows(batch) == open_windows(one)
+    assert batch.flush() == one.flush()
+
+
+@pytest.mark.skipif(NATIVE is None, reason="detectors._native is not built (pure Python install)")
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=300))
+def test_native_hash64_is_blake2b(text):
+    from detectors.sketches import hash64
+
+    assert NATIVE.hash64(text) == hash64(text)
+    assert NATIVE.hash64("a" * len(text)) == hash64("a" * len(text))  # every length, ASCII (the C path)
