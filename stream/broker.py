@@ -120,7 +120,10 @@ def track_produced_topics(producer: Any) -> None:
     a topic adds it to the tracked ones.
     """
     client = producer.client
-    wait = client._wait_on_metadata
+    wait = getattr(client, "_wait_on_metadata", None)
+    if wait is None or not hasattr(client, "add_topic"):  # another aiokafka: its own metadata handling
+        log.warning("aiokafka %s: producer topics not tracked (no _wait_on_metadata)", type(client).__module__)
+        return
     tracked: set[str] = set()
 
     async def wait_on_metadata(topic: str) -> Any:
