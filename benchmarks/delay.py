@@ -68,7 +68,7 @@ def _templates(service: str, limit: int = 120_000) -> tuple[list[tuple[bytes, by
 
     Each template is (key, JSON object without ``ts`` and without its opening brace).
     """
-    from stream.simulator import REQUESTS, Scenario, generate
+    from stream.tools.simulator import REQUESTS, Scenario, generate
 
     sc = Scenario(history_days=0)
     d = sc.incident_day

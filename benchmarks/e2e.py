@@ -43,7 +43,7 @@ import orjson  # noqa: E402
 
 from stream.broker import create_topics, default_partition, given_or_embedded  # noqa: E402
 from stream.engine import tune_gc  # noqa: E402
-from stream.simulator import REQUESTS, Scenario, generate  # noqa: E402
+from stream.tools.simulator import REQUESTS, Scenario, generate  # noqa: E402
 
 PARTITIONS = 4
 

@@ -85,7 +85,7 @@ import orjson  # noqa: E402
 from e2e import first_requests, preload  # noqa: E402
 
 from stream.broker import create_topics, free_port, given_or_embedded  # noqa: E402
-from stream.simulator import Incident, Scenario, ServiceSpec  # noqa: E402
+from stream.tools.simulator import Incident, Scenario, ServiceSpec  # noqa: E402
 
 PARTITIONS = 8
 PER_PARTITION = 2  # services per partition: 16 services

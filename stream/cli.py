@@ -122,7 +122,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
 # -- report ------------------------------------------------------------------
 def _cmd_report(args: argparse.Namespace) -> int:
     from .files import InputFileError
-    from .report import write_report
+    from .tools.report import write_report
 
     try:
         path = write_report(args.folder, args.out, args.timezone)
@@ -153,7 +153,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from .tools.demo import run_demo
 
     return run_demo(args)
 
@@ -166,7 +166,7 @@ def _cmd_silence(args: argparse.Namespace) -> int:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from . import simulator
+    from .tools import simulator
 
     return simulator.run(args)
 
@@ -224,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     sis.add_parser("list", help="all silences with their state")
     si.set_defaults(func=_cmd_silence)
 
-    from . import simulator
+    from .tools import simulator
 
     sim = sub.add_parser("simulate", help="generate school-platform traffic with an incident day")
     simulator.add_arguments(sim)

@@ -65,7 +65,7 @@ def make_window():
 @pytest.fixture(scope="session")
 def sim_recording(tmp_path_factory):
     """A small simulated week with the incident day, as JSONL files (built once)."""
-    from stream import simulator
+    from stream.tools import simulator
 
     out = tmp_path_factory.mktemp("sim")
     sc = simulator.Scenario(seed=7, history_days=4, scale=3.0)

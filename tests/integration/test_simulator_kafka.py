@@ -4,8 +4,8 @@ from kafka import KafkaConsumer
 
 from detectors.errors import InvalidEvent
 from detectors.events import decode_disk, decode_request
-from stream import simulator as sim
-from stream.simulator import Scenario
+from stream.tools import simulator as sim
+from stream.tools.simulator import Scenario
 
 
 def test_send_to_kafka_counts_and_decodes(kafka_bootstrap, unique_names):

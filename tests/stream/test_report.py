@@ -13,14 +13,14 @@ import orjson
 import pytest
 
 from stream.cli import main
-from stream.report import load_backtest, render_html
+from stream.tools.report import load_backtest, render_html
 
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
 
 
 def small_backtest(tmp_path_factory) -> Path:
     """A backtest of a small simulated incident day, built once per session (shared with test_schemas)."""
-    from stream import simulator
+    from stream.tools import simulator
     from stream.backtest import run_backtest
 
     root = tmp_path_factory.getbasetemp() / "tocsin-small-backtest"

@@ -14,8 +14,8 @@ import pytest
 
 from detectors.errors import InvalidEvent
 from detectors.events import decode_disk, decode_request
-from stream import simulator as sim
-from stream.simulator import HOSTING_ASNS, MALFORMED_KINDS, Scenario, generate, ground_truth
+from stream.tools import simulator as sim
+from stream.tools.simulator import HOSTING_ASNS, MALFORMED_KINDS, Scenario, generate, ground_truth
 
 SC = Scenario(seed=3, history_days=7, scale=0.2)
 DAY = 86400.0

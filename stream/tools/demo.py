@@ -28,9 +28,9 @@ from alerts.notify.console import ConsoleReceiver
 from detectors.configfile import load_model_text
 from detectors.events import decode_disk, decode_request
 
-from .app import TocsinApp, wait_until
-from .engine import Engine
-from .settings import Config
+from ..app import TocsinApp, wait_until
+from ..engine import Engine
+from ..settings import Config
 
 __all__ = ["run_demo"]
 
@@ -68,7 +68,7 @@ def run_demo(args: Any) -> int:
 
 async def _demo(seed: int, history_days: int, scale: float) -> int:
     from . import simulator
-    from .broker import EmbeddedBroker
+    from ..broker import EmbeddedBroker
 
     t_start = time.monotonic()
     sc = simulator.Scenario(seed=seed, history_days=history_days, scale=scale)

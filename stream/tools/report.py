@@ -29,7 +29,7 @@ import orjson
 
 from detectors.timeutil import parse_ts
 
-from .files import InputFileError, iter_lines
+from ..files import InputFileError, iter_lines
 
 __all__ = ["Incident", "ReportData", "load_backtest", "render_html", "write_report"]
 
