@@ -28,19 +28,17 @@ In-memory mode (``local_outputs``, tests without a broker) keeps one agent,
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import faust
 import orjson
 
 from alerts.model import Alert, alert_from_record
+from alerts.notify.base import Receiver
 from alerts.notify.notifier import AlertNotifier
 from alerts.silence import SilenceAPI, SilenceError, SilenceStore
-
-from .reader import follow_topic
-
-if TYPE_CHECKING:
-    from .app import TocsinApp
 
 __all__ = ["TICK", "Notifications"]
 
@@ -53,55 +51,93 @@ _ENVELOPE = "tocsin.notify-group.v1"
 
 
 class Notifications:
-    """Tables, agents, timers and views of the notification side of one :class:`TocsinApp`."""
+    """Tables, agents, timers and views of the notification side of one worker.
 
-    def __init__(self, tapp: TocsinApp) -> None:
-        self.tapp = tapp
-        app = tapp.app
-        t = tapp.config.topics
+    Parameters
+    ----------
+    app
+        The Faust app to register the agents, tables and views on.
+    config
+        The worker's configuration (``alerting``, ``kafka.partitions``).
+    receivers
+        Receivers by name.
+    alerts_topic, silences_topic
+        Where alert state changes and silences are read from.
+    counts, metrics, clock
+        The worker's counters, metrics and wall clock.
+    follow
+        ``await follow(topic, handle)`` reads a topic whole, on every worker
+        (silences). None: in-memory mode (tests without a broker), one agent
+        does everything.
+    web
+        Register the HTTP views.
+    """
+
+    def __init__(
+        self,
+        app: faust.App,
+        config: Any,
+        receivers: dict[str, Receiver],
+        *,
+        alerts_topic: Any,
+        silences_topic: Any,
+        counts: Counter[str],
+        metrics: Any,
+        clock: Callable[[], float],
+        follow: Callable[[Any, Callable[[bytes], None]], Awaitable[None]] | None,
+        web: bool = True,
+    ) -> None:
+        self.app = app
+        self.receivers = receivers
+        self.alerts_topic = alerts_topic
+        self.counts = counts
+        self.metrics = metrics
+        self.clock = clock
+        self.follow = follow
         self.deliveries_table = app.Table("deliveries", default=None, key_type=bytes, value_type=bytes)
         self.groups_table = app.Table("alert_groups", default=None, key_type=bytes, value_type=bytes)
         self.silences = SilenceStore()
-        self.notifier = AlertNotifier(tapp.config.alerting, tapp.receivers, _BytesKeyed(self.deliveries_table),
+        self.notifier = AlertNotifier(config.alerting, receivers, _BytesKeyed(self.deliveries_table),
                                       groups=_BytesKeyed(self.groups_table), silences=self.silences)
         self._notifier_restored = False
-        self.silences_topic = tapp._topic(t.silences)
+        self.silences_topic = silences_topic
+        local = follow is None
         # On a broker: the repartitioned stream, keyed by group key, with the
         # ticks; the firing alerts every partition has seen (the inhibitor's
         # memory across restarts); the partitions whose groups are loaded.
-        self.partitions = tapp.config.kafka.partitions
-        self.groups_topic = None if tapp.local_outputs else app.topic(
+        self.partitions = config.kafka.partitions
+        self.groups_topic = None if local else app.topic(
             f"{app.conf.id}-notify-groups", key_type=bytes, value_type=bytes, key_serializer="raw",
             value_serializer="raw", partitions=self.partitions, internal=True)
-        self.firing_table = None if tapp.local_outputs else app.Table(
+        self.firing_table = None if local else app.Table(
             "firing_alerts", default=None, key_type=bytes, value_type=bytes)
         self._loaded: set[int] = set()
 
-        self._register(app)
+        self._register(app, web)
 
-    def _register(self, app: faust.App) -> None:
-        tapp = self.tapp
+    def _register(self, app: faust.App, web: bool) -> None:
+        counts, metrics, clock = self.counts, self.metrics, self.clock
 
         if self.groups_topic is None:
-            @app.agent(tapp.alerts_topic, name="notify_alerts")
+            @app.agent(self.alerts_topic, name="notify_alerts")
             async def notify_alerts(stream: faust.StreamT) -> None:
                 async for value in stream:
                     if not self._notifier_restored:
                         self._notifier_restored = True
-                        tapp.counts["groups_restored"] = self.notifier.restore()
+                        counts["groups_restored"] = self.notifier.restore()
                     if value == TICK:
-                        await self.notifier.flush(tapp.clock())
+                        await self.notifier.flush(clock())
                     else:
                         alert = self._decode(value)
                         if alert is not None:
-                            await self.notifier.receive(alert, tapp.clock())
-                            tapp.counts["alerts.notified"] += 1
-                    tapp.metrics.sync_notifications(self.notifier.counts)
+                            await self.notifier.receive(alert, clock())
+                            counts["alerts.notified"] += 1
+                    metrics.sync_notifications(self.notifier.counts)
             self.notify_alerts = notify_alerts
         else:
             self._register_repartition(app)  # sets notify_alerts and deliver_groups
 
-        if tapp.local_outputs:
+        if self.follow is None:
             @app.agent(self.silences_topic, name="apply_silences")
             async def apply_silences(stream: faust.StreamT) -> None:
                 async for value in stream:
@@ -111,24 +147,25 @@ class Notifications:
             async def read_silences() -> None:
                 await self._read_silences()
 
-        self._register_views()
+        if web:
+            self._register_views()
 
     def _decode(self, value: bytes) -> Alert | None:
         try:
             return alert_from_record(orjson.loads(value))
         except (ValueError, KeyError, TypeError) as exc:
             log.error("unreadable record on the alerts topic skipped: %s", exc)
-            self.tapp.counts["alerts.unreadable"] += 1
+            self.counts["alerts.unreadable"] += 1
             return None
 
     def _register_repartition(self, app: faust.App) -> None:
-        tapp = self.tapp
+        counts, metrics, clock = self.counts, self.metrics, self.clock
         groups_topic = self.groups_topic
         assert groups_topic is not None
         groups_name = groups_topic.get_topic_name()
         notifier = self.notifier
 
-        @app.agent(tapp.alerts_topic, name="notify_alerts")
+        @app.agent(self.alerts_topic, name="notify_alerts")
         async def notify_alerts(stream: faust.StreamT) -> None:
             async for value in stream:
                 alert = self._decode(value)
@@ -141,7 +178,7 @@ class Notifications:
                 observe = orjson.dumps({"schema": _ENVELOPE, "kind": "observe", "alert": rec})
                 for p in range(self.partitions):
                     await groups_topic.send(key=alert.fingerprint.encode(), value=observe, partition=p)
-                tapp.counts["alerts.forwarded"] += 1
+                counts["alerts.forwarded"] += 1
 
         @app.agent(groups_topic, name="deliver_groups")
         async def deliver_groups(stream: faust.StreamT) -> None:
@@ -149,25 +186,25 @@ class Notifications:
                 p = event.message.partition
                 self._load(p)
                 if event.value == TICK:
-                    await notifier.flush(tapp.clock(), p)
+                    await notifier.flush(clock(), p)
                 else:
                     try:
                         env = orjson.loads(event.value)
                         alert = alert_from_record(env["alert"])
                     except (ValueError, KeyError, TypeError) as exc:
                         log.error("unreadable record on %s skipped: %s", groups_name, exc)
-                        tapp.counts["alerts.unreadable"] += 1
+                        counts["alerts.unreadable"] += 1
                         continue
                     if env.get("kind") == "observe":
                         self._observe(alert)
                     else:
-                        await notifier.receive(alert, tapp.clock(), key=env["group"], shard=p)
-                        tapp.counts["alerts.notified"] += 1
-                tapp.metrics.sync_notifications(notifier.counts)
+                        await notifier.receive(alert, clock(), key=env["group"], shard=p)
+                        counts["alerts.notified"] += 1
+                metrics.sync_notifications(notifier.counts)
 
         @app.timer(interval=1.0, name="notify_ticks")
         async def notify_ticks() -> None:
-            now = tapp.clock()
+            now = clock()
             for p in self._owned():
                 due = notifier.next_flush(p)
                 if p not in self._loaded or (due is not None and due <= now):
@@ -188,7 +225,7 @@ class Notifications:
         assert self.groups_topic is not None
         name = self.groups_topic.get_topic_name()
         try:
-            assigned = self.tapp.app.consumer.assignment()
+            assigned = self.app.consumer.assignment()
         except Exception:  # noqa: BLE001 - not started or rebalancing: nothing to tick yet
             return []
         return sorted(tp.partition for tp in assigned if tp.topic == name)
@@ -203,7 +240,7 @@ class Notifications:
             if raw is not None:
                 self.notifier.observe(alert_from_record(orjson.loads(raw)))
         n = self.notifier.restore(partition)
-        self.tapp.counts["groups_restored"] += n
+        self.counts["groups_restored"] += n
         if n:
             log.info("restored %d alert groups of partition %d", n, partition)
 
@@ -221,13 +258,14 @@ class Notifications:
     def _apply_silence(self, value: bytes) -> None:
         try:
             self.silences.apply(value)
-            self.tapp.counts["silences.applied"] += 1
+            self.counts["silences.applied"] += 1
         except (ValueError, KeyError, TypeError, SilenceError) as exc:
             log.error("unreadable silence record skipped: %s", exc)
 
     async def _read_silences(self) -> None:
         """Every worker honours every silence: it reads the whole silences topic."""
-        await follow_topic(self.tapp, self.silences_topic, self._apply_silence)
+        assert self.follow is not None
+        await self.follow(self.silences_topic, self._apply_silence)
 
     def _register_views(self) -> None:
         """HTTP API of the silences (``/silences/``), on the worker's web server."""
@@ -235,12 +273,12 @@ class Notifications:
 
         api = SilenceAPI(self.silences)
         topic = self.silences_topic
-        clock = self.tapp.clock
+        clock = self.clock
 
         async def publish(rec: dict) -> None:
             await topic.send(key=rec["id"].encode(), value=orjson.dumps(rec))
 
-        @self.tapp.app.page("/silences/")
+        @self.app.page("/silences/")
         class Silences(View):
             async def get(self, request: Request) -> Response:
                 return self.json(api.list_silences(clock()))
@@ -256,7 +294,7 @@ class Notifications:
                 await publish(rec)
                 return self.json(rec, status=201)
 
-        @self.tapp.app.page("/silences/{silence_id}")
+        @self.app.page("/silences/{silence_id}")
         class OneSilence(View):
             async def delete(self, request: Request, silence_id: str) -> Response:
                 try:
@@ -267,7 +305,7 @@ class Notifications:
                 return self.json(rec)
 
     async def close_receivers(self) -> None:
-        for r in self.tapp.receivers.values():
+        for r in self.receivers.values():
             await r.aclose()
 
 

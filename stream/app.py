@@ -1,80 +1,123 @@
-"""The Faust application: topics, tables and agents around one Engine.
+"""The Faust application: topics, tables and agents wired to one :class:`~stream.runner.Runner`.
 
-One place builds the App (:class:`TocsinApp`); the agents are short loops:
+One place builds the App (:class:`TocsinApp`). The processing itself is the
+runner's (decode, dead letters, engine, emit, checkpoint, restore); this
+module gives it its ports and feeds it:
 
-requests (:mod:`stream.reader`) / ``detect_disks``
-    raw bytes in, decoded with msgspec (a ``faust.Record`` costs 13x more),
-    malformed messages to ``dead-letter`` with the reason and the original
-    bytes, good ones to the Engine; anomalies to ``anomalies``, alert state
-    changes to ``alerts``. Request events, the hot path, are read in batches
-    by a :class:`~stream.reader.RequestReader` that follows Faust's partition
-    assignment; with in-memory outputs (tests) a ``detect_requests`` agent
-    feeds the same batch function one event at a time.
-``notify_alerts`` (in :mod:`stream.alerting`)
-    reads ``alerts`` back and runs the notification pipeline, so every state
-    change is in Kafka before any receiver is called and a restarted worker
-    delivers what was not yet delivered.
+requests (:class:`~stream.reader.RequestReader`)
+    batches of raw messages from a consumer of its own, following Faust's
+    partition assignment, into ``Runner.process_request_records``. With
+    in-memory outputs (tests without a broker) a ``detect_requests`` agent
+    hands the runner the same records one at a time.
+``detect_disks``
+    disk-health messages into ``Runner.process_disk_value``.
+outputs (:class:`TopicOutbox`)
+    the runner's records are buffered and sent to their topics after each
+    call: anomalies, alert state changes, dead letters, drive signals.
+checkpoints (:class:`TableStore`)
+    the ``models`` table (changelog-backed), keys naming the partition the
+    state comes from (``r3/traffic:ent-idf``).
+``notify_alerts`` and the silences (:mod:`stream.alerting`)
+    read ``alerts`` back and run the notification pipeline, so every state
+    change is in Kafka before any receiver is called.
 ``read_drive_signals``
-    every drive signal (a flagged or replaced drive) goes to the internal
-    ``<app id>-drive-signals`` topic, which every worker reads whole: the
-    disk-health topic is keyed by host and the requests by service, so with
-    several workers the diagnosis of a service needs drives another worker
-    reads. A restarted worker gets its drives' signals back the same way.
-
-Per-key models are checkpointed every few seconds into the ``models`` table
-(backed by its changelog topic), under a key that names the partition they
-come from (``r3/traffic:ent-idf``, ``d1/drive:host/sda``), and loaded back
-when a rebalance gives the worker that partition.
+    every drive signal goes to the internal ``<app id>-drive-signals``
+    topic, which every worker reads whole: a service's diagnosis may need
+    the drives another worker reads.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import faust
-import orjson
 
 from alerts.notify.base import Receiver
 from alerts.notify.factory import build_receivers
-from detectors.diagnosis import DiskSignal
-from detectors.errors import InvalidEvent
-from detectors.events import decode_disk, decode_requests
 
 from .alerting import Notifications
 from .broker import track_produced_topics
 from .engine import Engine, Output
 from .metrics import Metrics, update_lag
 from .reader import RequestReader, follow_topic
+from .runner import Runner
 from .settings import Config
 
-__all__ = ["TocsinApp", "dead_letter_record"]
+__all__ = ["TableStore", "TocsinApp", "TopicOutbox", "wait_until"]
 
 log = logging.getLogger(__name__)
 
-#: Schema tag of the records on the internal ``<app id>-drive-signals`` topic.
-_SIGNAL = "tocsin.drive-signal.v1"
 
-DEAD_LETTER_SCHEMA = "tocsin.dead-letter.v1"
+class TopicOutbox:
+    """The runner's outbox on Faust: records are buffered, then :meth:`drain` sends them.
+
+    The runner is synchronous; sending is not. Each call into the runner is
+    followed by one ``await drain()``, so the records leave in the order
+    they were made. A record that cannot be sent is logged and counted,
+    and the others still go: one unsendable dead letter must not stop the
+    worker.
+    """
+
+    def __init__(self, counts: Counter[str]) -> None:
+        self.counts = counts
+        self._pending: list[tuple[str, bytes | None, bytes]] = []
+        self._senders: dict[str, Callable[[bytes | None, bytes], Any]] = {}
+
+    def connect(self, kind: str, send: Callable[[bytes | None, bytes], Any]) -> None:
+        """``send(key, value)`` (async) for one kind of record: anomaly, alert, dead_letter, signal."""
+        self._senders[kind] = send
+
+    def anomaly(self, key: bytes, value: bytes) -> None:
+        self._pending.append(("anomaly", key, value))
+
+    def alert(self, key: bytes, value: bytes) -> None:
+        self._pending.append(("alert", key, value))
+
+    def dead_letter(self, value: bytes) -> None:
+        self._pending.append(("dead_letter", None, value))
+
+    def signal(self, key: bytes, value: bytes) -> None:
+        self._pending.append(("signal", key, value))
+
+    async def drain(self) -> None:
+        pending, self._pending = self._pending, []
+        senders = self._senders
+        for kind, key, value in pending:
+            send = senders.get(kind)
+            if send is None:
+                continue
+            try:
+                await send(key, value)
+            except Exception as exc:  # noqa: BLE001 - one record that cannot be sent does not stop the others
+                self.counts[f"send_failed.{kind}"] += 1
+                log.error("a %s record of %d bytes was not sent: %r", kind, len(value), exc)
 
 
-def dead_letter_record(topic: str, partition: int, offset: int, error: str, payload: bytes | None) -> bytes:
-    return orjson.dumps({
-        "schema": DEAD_LETTER_SCHEMA,
-        "source": {"topic": topic, "partition": partition, "offset": offset},
-        "error": error,
-        "payload": base64.b64encode(payload or b"").decode(),
-    })
+class TableStore:
+    """The runner's checkpoint store on the ``models`` table (raw bytes, changelog-backed)."""
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+
+    def put(self, key: bytes, value: bytes | None, partition: int) -> None:
+        if value is None:  # an alert that ended: delete its checkpoint
+            self.table.data.pop(key, None)
+        else:
+            self.table.data[key] = value
+        self.table.send_changelog(partition, key, value)
+
+    def items(self) -> Iterable[tuple[bytes, bytes | None]]:
+        return list(self.table.data.items())
 
 
 class TocsinApp:
-    """Builds and holds the Faust app of one tocsin worker.
+    """Builds the Faust app of one tocsin worker and wires it to a :class:`~stream.runner.Runner`.
 
     Parameters
     ----------
@@ -91,10 +134,14 @@ class TocsinApp:
         Faust app id (consumer group and table topic prefix).
     checkpoint_interval
         Seconds between checkpoints of the changed models.
+    web
+        Serve the worker's HTTP API (silences) on ``config.web``.
     local_outputs
         Write anomalies, alerts and dead letters to in-memory channels (tests).
     clock
         Wall clock of the notification timers (group_wait...), injected in tests.
+    guard
+        The runner's event-time guard (None: built from the configuration).
     """
 
     def __init__(
@@ -112,71 +159,23 @@ class TocsinApp:
         local_outputs: bool = False,
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
+        guard: Any = None,
     ) -> None:
         self.config = config
-        self.engine = engine or Engine(config.detectors, config.alerting)
-        self.receivers = receivers if receivers is not None else build_receivers(config.alerting)
-        self.checkpoint_interval = checkpoint_interval
-        self.clock = clock
-        self.local_outputs = local_outputs
-        self._servers = bootstrap_servers
-        self.counts: Counter[str] = Counter()
-        self.metrics = metrics or Metrics()
-        self._last_checkpoint = time.monotonic()
-        self._last_seen: dict[int, float] = {}  # requests partition -> wall time of its last event
-        self._restored = False
-        self._drive_partition: dict[str, int] = {}  # drive key -> disk-health partition
-        kafka = config.kafka
-        opts: dict[str, Any] = {}
-        creds = kafka.faust_credentials()
-        if creds is not None:
-            opts["broker_credentials"] = creds
+        self.servers = bootstrap_servers
         self.embedded = embedded
-        if embedded:
-            opts.update(
-                broker_session_timeout=6.0,
-                broker_heartbeat_interval=1.0,
-                producer_max_batch_size=1,
-            )
-        self.app = faust.App(
-            app_id or kafka.group_id,
-            broker=[f"kafka://{s.strip()}" for s in bootstrap_servers.split(",")],
-            broker_client_id=kafka.client_id,
-            value_serializer="raw",
-            key_serializer="raw",
-            store="memory://",
-            processing_guarantee="at_least_once",
-            topic_partitions=kafka.partitions,
-            topic_replication_factor=kafka.replication_factor,
-            consumer_auto_offset_reset="earliest",
-            web_enabled=web,
-            web_host=config.web.host,
-            web_port=config.web.port,
-            autodiscover=False,
-            stream_wait_empty=False,
-            datadir=data_dir or tempfile.mkdtemp(prefix="tocsin-faust-"),
-            **opts,
-        )
-        # Every producer Faust makes keeps the metadata of the topics it sends to.
-        fproducer: Any = self.app.producer
-        new_producer = fproducer._new_producer
-
-        def tracked_producer(*args: Any, **kwargs: Any) -> Any:
-            producer = new_producer(*args, **kwargs)
-            track_produced_topics(producer)
-            return producer
-
-        fproducer._new_producer = tracked_producer
+        self.local_outputs = local_outputs
+        self.clock = clock
+        self.metrics = metrics or Metrics()
+        self.receivers = receivers if receivers is not None else build_receivers(config.alerting)
+        self.app = self._build_app(app_id, web, data_dir)
         t = config.topics
-        topic = self._topic
-        self.requests_topic = topic(t.requests)
-        self.requests_name = t.requests
-        self.disk_topic = topic(t.disk_health)
+        self.requests_topic = self._topic(t.requests)
+        self.disk_topic = self._topic(t.disk_health)
         # local_outputs: in-memory channels instead of topics, so agents can be
         # tested with ``agent.test_context()`` and no broker (faust testing guide).
-        out = (lambda _name: self.app.channel(maxsize=100_000)) if local_outputs else topic
+        out = (lambda _name: self.app.channel(maxsize=100_000)) if local_outputs else self._topic
         self.anomalies_topic = out(t.anomalies)
-        self._send_anomaly = self._anomaly_sender()
         self.alerts_topic = out(t.alerts)
         self.dead_letter_topic = out(t.dead_letter)
         # Drive signals shared by every worker (see Engine.apply_signal); one
@@ -186,50 +185,117 @@ class TocsinApp:
             value_serializer="raw", partitions=1, internal=True, compacting=True)
         # Keys and values are raw bytes (the app's serializers): compact, no pickle.
         self.models_table = self.app.Table("models", default=None, key_type=bytes, value_type=bytes)
+
+        self.counts: Counter[str] = Counter()
+        self.outbox = TopicOutbox(self.counts)
+        self._connect_outbox()
+        self.runner = Runner(
+            engine or Engine(config.detectors, config.alerting), self.outbox, TableStore(self.models_table),
+            partitions=config.kafka.partitions, checkpoint_interval=checkpoint_interval, metrics=self.metrics,
+            guard=guard, requests_topic=t.requests, disk_topic=t.disk_health,
+        )
+        # One counter for the app, the runner and the outbox.
+        self.runner.counts = self.counts
+        self.engine = self.runner.engine
+        self.reader: RequestReader | None = None
         self._register_agents()
-        # The notification side: its own agent, tables, silences and views.
-        self.notifications = Notifications(self)
+        # The notification side: its own agents, tables, silences and views.
+        self.notifications = Notifications(
+            self.app, config, self.receivers, alerts_topic=self.alerts_topic,
+            silences_topic=self._topic(t.silences), counts=self.counts, metrics=self.metrics, clock=clock,
+            follow=None if local_outputs else self._follow, web=web,
+        )
         self.notifier = self.notifications.notifier
         self.silences = self.notifications.silences
         self.silences_topic = self.notifications.silences_topic
         self.notify_alerts = self.notifications.notify_alerts
 
-    def _anomaly_sender(self) -> Callable[[bytes, bytes], Awaitable[Any]]:
-        """``send(key, value)`` to the anomalies topic.
+    # -- building -------------------------------------------------------------
+    def _build_app(self, app_id: str | None, web: bool, data_dir: str | None) -> faust.App:
+        kafka = self.config.kafka
+        opts: dict[str, Any] = {}
+        creds = kafka.faust_credentials()
+        if creds is not None:
+            opts["broker_credentials"] = creds
+        if self.embedded:
+            opts.update(broker_session_timeout=6.0, broker_heartbeat_interval=1.0, producer_max_batch_size=1)
+        app = faust.App(
+            app_id or kafka.group_id,
+            broker=[f"kafka://{s.strip()}" for s in self.servers.split(",")],
+            broker_client_id=kafka.client_id,
+            value_serializer="raw",
+            key_serializer="raw",
+            store="memory://",
+            processing_guarantee="at_least_once",
+            topic_partitions=kafka.partitions,
+            topic_replication_factor=kafka.replication_factor,
+            consumer_auto_offset_reset="earliest",
+            web_enabled=web,
+            web_host=self.config.web.host,
+            web_port=self.config.web.port,
+            autodiscover=False,
+            stream_wait_empty=False,
+            datadir=data_dir or tempfile.mkdtemp(prefix="tocsin-faust-"),
+            **opts,
+        )
+        # Every producer Faust makes keeps the metadata of the topics it sends to.
+        fproducer: Any = app.producer
+        new_producer = fproducer._new_producer
 
-        Anomalies are the output of the hot path (about one per window
-        closed): on a broker they go to Faust's producer directly, without
-        the Topic's per-message machinery, which cost about as much as
-        closing the windows (`benchmarks/e2e.py` under py-spy). Same
-        producer, so the same partitioner, and the reader's
-        ``producer.flush()`` before each commit covers them.
-        """
-        topic = self.anomalies_topic
-        if self.local_outputs:
-            return lambda key, value: topic.send(key=key, value=value)
-        name = topic.get_topic_name()
-        producer = self.app.producer
-        return lambda key, value: producer.send(name, key, value, None, None, None)
+        def tracked_producer(*args: Any, **kwargs: Any) -> Any:
+            producer = new_producer(*args, **kwargs)
+            track_produced_topics(producer)
+            return producer
+
+        fproducer._new_producer = tracked_producer
+        return app
 
     def _topic(self, name: str) -> faust.TopicT:
         return self.app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
 
-    # -- agents ------------------------------------------------------------
+    def _connect_outbox(self) -> None:
+        box = self.outbox
+        if self.local_outputs:
+            for kind, topic in (("anomaly", self.anomalies_topic), ("alert", self.alerts_topic),
+                                ("dead_letter", self.dead_letter_topic)):
+                box.connect(kind, lambda k, v, t=topic: t.send(key=k, value=v))
+            return
+        # Anomalies, one per window closed, go to Faust's producer directly,
+        # without the Topic's per-message machinery: same producer, so the
+        # same partitioner, and the reader's producer.flush() before each
+        # commit covers them.
+        name = self.anomalies_topic.get_topic_name()
+        producer = self.app.producer
+        box.connect("anomaly", lambda k, v: producer.send(name, k, v, None, None, None))
+        box.connect("alert", lambda k, v: self.alerts_topic.send(key=k, value=v))
+        box.connect("dead_letter", lambda k, v: self.dead_letter_topic.send(key=k, value=v))
+        signals = self.signals_topic
+        assert signals is not None
+        box.connect("signal", lambda k, v: signals.send(key=k, value=v))
+
+    async def _follow(self, topic: Any, handle: Callable[[bytes], None]) -> None:
+        await follow_topic(self.servers, self.config.kafka, topic, handle)
+
+    # -- agents ------------------------------------------------------------------
     def _register_agents(self) -> None:
         app = self.app
-
-        self.reader: RequestReader | None = None
+        runner = self.runner
         if self.local_outputs:
             @app.agent(self.requests_topic, name="detect_requests")
             async def detect_requests(stream: faust.StreamT) -> None:
                 async for event in stream.events():
-                    if not self._restored:
-                        self.restore()
-                    msg = event.message
-                    await self.process_request_records(msg.partition, [msg])
+                    await self.process_request_records(event.message.partition, [event.message])
             self.detect_requests = detect_requests
         else:
-            reader = self.reader = RequestReader(self)
+            self.reader = reader = RequestReader(
+                self.servers, self.config.kafka, self.config.topics.requests,
+                group_id=f"{app.conf.id}-requests",
+                process=self.process_request_records, before_commit=self._durable,
+                on_lost=runner.forget_partitions, on_gained=runner.restore,
+                declare=self.requests_topic.maybe_declare,
+                commit_interval=runner.checkpoint_interval,
+                max_partition_fetch_bytes=(1 if self.embedded else 4) * 1024 * 1024,
+            )
             models_changelog = self.models_table.changelog_topic.get_topic_name()
 
             @app.task
@@ -244,18 +310,24 @@ class TocsinApp:
             async def on_assigned(sender: Any, **kwargs: Any) -> None:
                 actives = sender.assignor.assigned_actives()
                 parts = {tp.partition for tp in actives if tp.topic == models_changelog}
-                await reader.on_assigned(parts)
-                self._restored = True
+                await reader.on_assigned(parts, self.config.kafka.partitions)
+                runner.restored = True
+
+            signals = self.signals_topic
 
             @app.task
             async def read_drive_signals() -> None:
-                await follow_topic(self, self.signals_topic, self._apply_signal)
+                await self._follow(signals, runner.apply_signal)
 
         @app.agent(self.disk_topic, name="detect_disks")
         async def detect_disks(stream: faust.StreamT) -> None:
             async for event in stream.events():
-                await self._consume(event, "disk-health", decode_disk,
-                                    lambda ev, p=event.message.partition: self._process_disk(ev, p))
+                if not runner.restored:
+                    runner.restore()
+                msg = event.message
+                runner.process_disk_value(msg.partition, msg.offset, event.value, arrival=time.time())
+                await self.outbox.drain()
+                runner.maybe_checkpoint()
 
         @app.timer(interval=max(1.0, self.config.detectors.window / 4), name="close_idle_windows")
         async def close_idle_windows() -> None:
@@ -269,179 +341,46 @@ class TocsinApp:
 
         self.detect_disks = detect_disks
 
-    async def _consume(self, event: faust.EventT, kind: str, decode: Callable, process: Callable[[Any], Output]) -> None:
-        msg = event.message
-        if not self._restored:
-            self.restore()
-        self.metrics.event_in(msg.topic)
-        timed = self.metrics.sample()
-        t0 = time.perf_counter() if timed else 0.0
+    async def _durable(self) -> bool:
+        """Before the reader commits offsets: checkpoint, then flush the producer. False when stopping."""
+        self.runner.checkpoint()
+        await self.outbox.drain()
         try:
-            ev = decode(event.value)
-        except InvalidEvent as exc:
-            self.counts[f"dead_letter.{kind}"] += 1
-            self.metrics.dead_letter(str(exc), msg.topic)
-            await self.dead_letter_topic.send(
-                key=None, value=dead_letter_record(msg.topic, msg.partition, msg.offset, str(exc), event.value)
-            )
-            return
-        self.counts[f"processed.{kind}"] += 1
-        out = process(ev)
-        if timed:
-            self.metrics.processing_time(time.perf_counter() - t0)
-        if out:
-            await self.emit(out)
-        self._maybe_checkpoint()
+            await self.app.producer.flush()
+        except RuntimeError as exc:  # stopping: the producer went first
+            log.info("offsets not committed (%s): the next start reads them again", exc)
+            return False
+        return True
+
+    # -- calls into the runner, then out through the outbox -----------------------
+    async def process_request_records(self, partition: int, records: list[Any]) -> None:
+        """A batch of messages (``offset``, ``value``) of one requests partition."""
+        runner = self.runner
+        if not runner.restored:
+            runner.restore()
+        runner.process_request_records(partition, records, arrival=time.time())
+        await self.outbox.drain()
+        if self.reader is None:  # tests: the reader checkpoints in Kafka mode
+            runner.maybe_checkpoint()
 
     async def emit(self, out: Output) -> None:
-        for a in out.anomalies:
-            await self._send_anomaly(a.entity.key.encode(), orjson.dumps(a.to_record()))
-            self.counts[f"anomalies.{a.detector}"] += 1
-            self.metrics.anomaly(a)
-        for al in out.alerts:
-            await self.alerts_topic.send(key=al.fingerprint.encode(), value=orjson.dumps(al.to_record()))
-            self.counts[f"alerts.{al.status}"] += 1
-            self.metrics.alert(al)
-        if self.signals_topic is not None:
-            for sig in out.signals:
-                await self.signals_topic.send(key=f"{sig.host}/{sig.disk}".encode(),
-                                              value=orjson.dumps({"schema": _SIGNAL, **sig.to_record()}))
-
-    def _apply_signal(self, value: bytes) -> None:
-        """A drive signal from the drive-signals topic (maybe our own) into the engine."""
-        try:
-            sig = DiskSignal.from_record(orjson.loads(value))
-        except (ValueError, KeyError, TypeError) as exc:
-            log.error("unreadable drive signal skipped: %s", exc)
-            self.counts["disk_signals.unreadable"] += 1
-            return
-        self.engine.apply_signal(sig)
-
-    async def process_request_records(self, partition: int, records: list[Any]) -> None:
-        """Decode, dead-letter and process a batch of messages (with ``offset`` and ``value``) of one requests partition."""
-        topic = self.requests_name
-        metrics = self.metrics
-        self._last_seen[partition] = time.monotonic()
-        t0 = time.perf_counter()
-        values = [r.value for r in records]
-        evs, bad = decode_requests(values)
-        for i, reason in bad:
-            offset, value = records[i].offset, values[i]
-            self.counts["dead_letter.requests"] += 1
-            metrics.dead_letter(reason, topic)
-            await self.dead_letter_topic.send(
-                key=None, value=dead_letter_record(topic, partition, offset, reason, value))
-        out = self.engine.process_requests(evs, partition) if evs else None
-        good = len(evs)
-        self.counts["processed.requests"] += good
-        metrics.event_in(topic, len(values))
-        metrics.processing_time((time.perf_counter() - t0) / len(values))
-        if out:
-            await self.emit(out)
-        if self.reader is None:  # tests: the reader checkpoints in Kafka mode
-            self._maybe_checkpoint()
-
-    def _process_disk(self, ev: Any, partition: int) -> Output:
-        self._drive_partition[f"{ev.host}/{ev.disk}"] = partition
-        return self.engine.process_disk(ev)
-
-    # -- state ---------------------------------------------------------------
-    def _maybe_checkpoint(self) -> None:
-        if time.monotonic() - self._last_checkpoint >= self.checkpoint_interval:
-            self.checkpoint()
-
-    def _state_key(self, name: str) -> tuple[str, int] | None:
-        """Table key and partition of one engine state name (``kind:key``)."""
-        kind, _, key = name.partition(":")
-        owner = key.split("|", 1)[0]
-        if kind == "drive" or owner.startswith("@"):
-            p = self._drive_partition.get(key if kind == "drive" else owner[1:])
-            return None if p is None else (f"d{p}/{name}", p)
-        source = self.engine.source_of(owner)
-        if source is None:
-            return None
-        return f"r{source}/{name}", source
-
-    def checkpoint(self) -> int:
-        """Write the changed models to the ``models`` table, each to the partition it comes from.
-
-        No event context needed (the partition is explicit), so the request
-        reader checkpoints between batches and the disk agent from its loop.
-        """
-        self._last_checkpoint = time.monotonic()  # whoever calls (reader or disk agent), one clock
-        table = self.models_table
-        n_parts = self.config.kafka.partitions
-        states = self.engine.dirty_states()
-        n = 0
-        for name, value in states.items():
-            where = self._state_key(name)
-            if where is None:
-                continue
-            key = where[0].encode()
-            if value is None:  # an alert that ended: delete its checkpoint
-                table.data.pop(key, None)
-            else:
-                table.data[key] = value
-            table.send_changelog(where[1] % n_parts, key, value)
-            n += 1
-        self.counts["checkpointed"] += n
-        return n
-
-    def restore(self, partitions: set[int] | None = None) -> int:
-        """Load the checkpointed models of these requests/disk partitions (all when None).
-
-        Called when a rebalance gives this worker partitions (after table
-        recovery), or at the first event in tests. The first window of each
-        restored service is partial: its earlier events were counted by the
-        process that died.
-        """
-        self._restored = True
-        n = 0
-        services: set[str] = set()
-        for k, v in list(self.models_table.data.items()):
-            if v is None:
-                continue
-            where, _, name = k.decode().partition("/")
-            if partitions is not None and int(where[1:]) not in partitions:
-                continue
-            self.engine.load_state(name, v)
-            kind, _, key = name.partition(":")
-            if kind not in ("drive", "alert"):
-                services.add(key.split("|", 1)[0])
-            n += 1
-        if n:
-            log.info("restored %d models from the models table", n)
-            self.engine.mark_resumed(services)
-        self.counts["restored"] += n
-        return n
-
-    def forget_partitions(self, partitions: set[int]) -> None:
-        """Drop the services read from these requests partitions (another worker has them now)."""
-        self.engine.forget_sources(partitions)
-        for p in partitions:
-            self._last_seen.pop(p, None)
+        self.runner.emit(out)
+        await self.outbox.drain()
 
     async def tick(self, now: float, live_within: float = 600.0) -> None:
-        """Advance event time to ``now`` for partitions that went quiet on live traffic.
-
-        A partition is quiet when nothing arrived from it for two windows of
-        wall time; it is live when its last event time is recent. Partitions
-        that lag (a consumer catching up) are not quiet and are left alone.
-        """
-        quiet_after = 2 * self.config.detectors.window
-        mono = time.monotonic()
-        agg = self.engine.aggregator
-        for partition, seen in list(self._last_seen.items()):
-            if mono - seen >= quiet_after and 0.0 <= now - agg.source_watermark(partition) <= live_within:
-                out = self.engine.advance(now, partition)
-                if out:
-                    await self.emit(out)
+        self.runner.tick(now, 2 * self.config.detectors.window, live_within)
+        await self.outbox.drain()
 
     async def flush(self) -> None:
         """Close the open windows and publish what they give (end of a demo)."""
-        out = self.engine.flush()
-        if out:
-            await self.emit(out)
+        self.runner.flush()
+        await self.outbox.drain()
+
+    def checkpoint(self) -> int:
+        return self.runner.checkpoint()
+
+    def restore(self, partitions: set[int] | None = None) -> int:
+        return self.runner.restore(partitions)
 
     def crash_reason(self) -> BaseException | None:
         """Why the app or one of its agents crashed (Faust then runs on without it), or None."""
@@ -451,7 +390,6 @@ class TocsinApp:
 
     async def close_receivers(self) -> None:
         await self.notifications.close_receivers()
-
 
 
 async def wait_until(cond: Callable[[], bool], timeout: float, interval: float = 0.1) -> bool:

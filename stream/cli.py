@@ -109,11 +109,13 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return _fail(str(exc))
     try:
-        res = run_backtest(args.requests, args.disks, args.out, Engine(cfg.detectors, cfg.alerting))
+        res = run_backtest(args.requests, args.disks, args.out, Engine(cfg.detectors, cfg.alerting),
+                           alerting=cfg.alerting)
     except InputFileError as exc:
         return _fail(str(exc))
     print(res.summary())
-    print(f"wrote {Path(args.out) / 'anomalies.jsonl'} and {Path(args.out) / 'alerts.jsonl'}")
+    out = Path(args.out)
+    print(f"wrote {out / 'anomalies.jsonl'}, {out / 'alerts.jsonl'} and {out / 'notifications.jsonl'}")
     if res.events == 0 and res.invalid:
         return _fail(f"{res.first_error} (and every other line: no valid event in the input)")
     return 0

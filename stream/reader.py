@@ -1,12 +1,12 @@
 """The request path of a worker: batches from Kafka straight to the Engine.
 
 Request events are the hot path (thousands a second per service), and
-Faust's per-message stream machinery costs about 130 µs a message on these
-machines whatever the agent does (``benchmarks/e2e.py``; a Faust agent that
-only decodes reads ~7,000 messages/s where a bare aiokafka consumer reads
-~250,000). So the worker reads the requests topic with its own aiokafka
-consumer, ``getmany`` batches of up to ``max_records``, decodes and
-aggregates them a batch at a time, and keeps everything else in Faust:
+Faust's per-message stream machinery costs far more than the detectors do
+per event (figures in ``benchmarks/README.md``). So the worker reads the
+requests topic with its own aiokafka consumer, ``getmany`` batches of up to
+``max_records``, hands each batch to a ``process`` port (the runner) and
+keeps everything else in Faust. The reader knows nothing of the app: it is
+given its ports.
 
 Which partitions
     Faust's consumer group decides. Requests partition ``r`` belongs to the
@@ -33,13 +33,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiokafka.errors import KafkaError
-
-if TYPE_CHECKING:
-    from .app import TocsinApp
 
 __all__ = ["RequestReader", "follow_topic"]
 
@@ -47,24 +44,59 @@ log = logging.getLogger(__name__)
 
 
 class RequestReader:
-    """Reads the requests partitions this worker owns, in batches, into ``tapp``'s Engine.
+    """Reads the requests partitions this worker owns, in batches, into the ``process`` port.
 
     Parameters
     ----------
-    tapp
-        The app whose engine, tables and outputs are used.
+    servers, kafka
+        Bootstrap servers and the ``kafka`` configuration (security options).
+    topic, group_id
+        The requests topic, and the consumer group its offsets are committed to.
+    process
+        ``await process(partition, records)``: one batch of one partition.
+    before_commit
+        ``await before_commit()`` makes what was processed durable
+        (checkpoint, producer flush); False: do not commit now (stopping).
+    on_lost, on_gained
+        Called with the requests partitions another worker took, or this one got.
+    declare
+        ``await declare()`` creates the topic if needed (Faust's ``maybe_declare``).
     max_records
         Largest batch taken from one ``getmany``.
     commit_interval
         Seconds between checkpoint-and-commit rounds.
+    max_partition_fetch_bytes
+        Largest fetch of one partition.
     """
 
-    def __init__(self, tapp: TocsinApp, max_records: int = 5000, commit_interval: float | None = None) -> None:
-        self.tapp = tapp
-        self.topic = tapp.config.topics.requests
-        self.group_id = f"{tapp.app.conf.id}-requests"
+    def __init__(
+        self,
+        servers: str,
+        kafka: Any,
+        topic: str,
+        *,
+        group_id: str,
+        process: Callable[[int, list[Any]], Awaitable[None]],
+        before_commit: Callable[[], Awaitable[bool]],
+        on_lost: Callable[[set[int]], Any],
+        on_gained: Callable[[set[int]], Any],
+        declare: Callable[[], Awaitable[Any]] | None = None,
+        max_records: int = 5000,
+        commit_interval: float = 5.0,
+        max_partition_fetch_bytes: int = 4 * 1024 * 1024,
+    ) -> None:
+        self.servers = servers
+        self.kafka = kafka
+        self.topic = topic
+        self.group_id = group_id
+        self.process = process
+        self.before_commit = before_commit
+        self.on_lost = on_lost
+        self.on_gained = on_gained
+        self.declare = declare
         self.max_records = max_records
-        self.commit_interval = commit_interval if commit_interval is not None else tapp.checkpoint_interval
+        self.commit_interval = commit_interval
+        self.max_partition_fetch_bytes = max_partition_fetch_bytes
         self.owned: set[int] = set()
         self._next: dict[int, int] = {}  # partition -> next offset to read (= to commit)
         self._committed: dict[int, int] = {}
@@ -81,17 +113,12 @@ class RequestReader:
             return
         from aiokafka import AIOKafkaConsumer
 
-        kafka = self.tapp.config.kafka
+        kafka = self.kafka
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.tapp._servers, group_id=self.group_id, client_id=f"{kafka.client_id}-requests",
+            bootstrap_servers=self.servers, group_id=self.group_id, client_id=f"{kafka.client_id}-requests",
             enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=self.max_records,
             fetch_max_bytes=32 * 1024 * 1024,
-            # 4 MB a partition; 1 MB (aiokafka's default) on the embedded tansu.
-            # (1 MB was chosen when `tocsin demo` stalled and 4 MB fetches were
-            # suspected; the stall was a producer batch stuck on its metadata,
-            # see broker.track_produced_topics. 1 MB is kept: the demo is not
-            # limited by it.)
-            max_partition_fetch_bytes=(1 if self.tapp.embedded else 4) * 1024 * 1024,
+            max_partition_fetch_bytes=self.max_partition_fetch_bytes,
             # Live traffic: let the broker gather ~128 KB (a few hundred events)
             # or wait 100 ms, so that batches stay large enough to be cheap.
             fetch_min_bytes=128 * 1024, fetch_max_wait_ms=100,
@@ -110,7 +137,8 @@ class RequestReader:
 
     async def _partitions(self) -> set[int]:
         # Faust declares the topics its agents read; this one is read here.
-        await self.tapp.requests_topic.maybe_declare()
+        if self.declare is not None:
+            await self.declare()
         return await _topic_partitions(self._consumer, self.topic, tries=60)
 
     # -- rebalances (Faust signals) ---------------------------------------------
@@ -127,12 +155,10 @@ class RequestReader:
             self._generation += 1
             log.info("paused reading %s partitions %s until the group settles", self.topic, sorted(self.owned))
 
-    async def on_assigned(self, model_partitions: set[int]) -> None:
-        """The assignment is final and the tables recovered: read what ``model_partitions`` imply."""
+    async def on_assigned(self, model_partitions: set[int], n: int) -> None:
+        """The assignment is final and the tables recovered: read what ``model_partitions`` (of ``n``) imply."""
         from aiokafka import TopicPartition
 
-        tapp = self.tapp
-        n = tapp.config.kafka.partitions
         async with self._lock:
             # Faust runs app tasks only once started, after this first
             # rebalance: the consumer starts here then.
@@ -141,12 +167,12 @@ class RequestReader:
             owned = {r for r in parts if r % n in model_partitions}
             lost, gained = self.owned - owned, owned - self.owned
             if lost:
-                tapp.forget_partitions(lost)
+                self.on_lost(lost)
                 for r in lost:
                     self._next.pop(r, None)
                     self._committed.pop(r, None)
             if gained:
-                tapp.restore(gained)
+                self.on_gained(gained)
             self._generation += 1
             self._paused = False
             if owned != {tp.partition for tp in self._consumer.assignment()}:
@@ -174,7 +200,7 @@ class RequestReader:
                     if gen == self._generation:
                         for tp, records in batches.items():
                             if tp.partition in self.owned and records:
-                                await self.tapp.process_request_records(tp.partition, records)
+                                await self.process(tp.partition, records)
                                 self._next[tp.partition] = records[-1].offset + 1
                     else:
                         # Fetched before a rebalance: not processed, so read again
@@ -198,11 +224,7 @@ class RequestReader:
         from aiokafka import TopicPartition
 
         self._last_commit = time.monotonic()
-        self.tapp.checkpoint()
-        try:
-            await self.tapp.app.producer.flush()
-        except RuntimeError as exc:  # stopping: the producer went first
-            log.info("offsets of %s not committed (%s): the next start reads them again", self.topic, exc)
+        if not await self.before_commit():
             return
         due = {r: o for r, o in self._next.items() if r in self.owned and self._committed.get(r) != o}
         if due:
@@ -222,7 +244,7 @@ class RequestReader:
             await update_lag(metrics, self._consumer)
 
 
-async def follow_topic(tapp: TocsinApp, topic: Any, handle: Callable[[bytes], None]) -> None:
+async def follow_topic(servers: str, kafka: Any, topic: Any, handle: Callable[[bytes], None]) -> None:
     """Hand every record of every partition of ``topic`` to ``handle``, from the start, for ever.
 
     A consumer of its own, outside the worker's consumer group: a group would
@@ -234,8 +256,8 @@ async def follow_topic(tapp: TocsinApp, topic: Any, handle: Callable[[bytes], No
 
     await topic.maybe_declare()
     name = topic.get_topic_name()
-    consumer = AIOKafkaConsumer(bootstrap_servers=tapp._servers, enable_auto_commit=False,
-                                auto_offset_reset="earliest", **tapp.config.kafka.aiokafka_options())
+    consumer = AIOKafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False,
+                                auto_offset_reset="earliest", **kafka.aiokafka_options())
     await consumer.start()
     try:
         parts = await _topic_partitions(consumer, name)

@@ -67,8 +67,8 @@ def run_demo(args: Any) -> int:
 
 
 async def _demo(seed: int, history_days: int, scale: float) -> int:
-    from . import simulator
     from ..broker import EmbeddedBroker
+    from . import simulator
 
     t_start = time.monotonic()
     sc = simulator.Scenario(seed=seed, history_days=history_days, scale=scale)

@@ -89,7 +89,7 @@ def test_malformed_lines_go_to_the_dead_letter_file(tmp_path, capsys):
     f.write_bytes(orjson.dumps(good) + b"\n{oops\n" + orjson.dumps({**good, "status": 42}) + b"\n")
     assert main(["backtest", "--requests", str(f), "--out", str(tmp_path / "o")]) == 0
     dl = read(tmp_path / "o" / "dead-letter.jsonl")
-    assert [d["line"] for d in dl] == [2, 3] and all(d["error"] for d in dl)
+    assert [d["source"]["line"] for d in dl] == [2, 3] and all(d["error"] for d in dl)
 
 
 @pytest.mark.parametrize(
@@ -210,4 +210,4 @@ def test_batched_backtest_is_the_per_event_one(sim_recording, tmp_path):
     assert read(tmp_path / "o" / "anomalies.jsonl") == anomalies and anomalies
     assert read(tmp_path / "o" / "alerts.jsonl") == alerts
     dead = read(tmp_path / "o" / "dead-letter.jsonl")
-    assert [(d["file"], d["line"], d["error"]) for d in dead] == bad and len(bad) == 8
+    assert [(d["source"]["file"], d["source"]["line"], d["error"]) for d in dead] == bad and len(bad) == 8

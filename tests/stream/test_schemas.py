@@ -12,7 +12,7 @@ from jsonschema import Draft202012Validator, FormatChecker
 
 from alerts.model import SCHEMA as ALERT_SCHEMA
 from detectors.model import SCHEMA as ANOMALY_SCHEMA
-from stream.app import DEAD_LETTER_SCHEMA, dead_letter_record
+from stream.runner import DEAD_LETTER_PAYLOAD_MAX, DEAD_LETTER_SCHEMA, dead_letter_record
 from tests.stream.test_report import small_backtest
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
@@ -66,11 +66,24 @@ def test_every_alert_of_a_backtest_validates(backtest_dir):
 def test_the_worker_dead_letter_record_validates():
     v = _validator("dead-letter.v1.json")
     raw = b'{"ts": 1, "service": "ent", "status": 700}\xff'
-    rec = orjson.loads(dead_letter_record("requests", 3, 1234, "Expected `int` <= 599 - at `$.status`", raw))
+    src = {"topic": "requests", "partition": 3, "offset": 1234}
+    rec = orjson.loads(dead_letter_record(src, "Expected `int` <= 599 - at `$.status`", raw))
     assert not _errors(v, rec)
-    assert base64.b64decode(rec["payload"]) == raw
-    empty = orjson.loads(dead_letter_record("disk-health", 0, 0, "not valid JSON: empty", None))
+    assert base64.b64decode(rec["payload"]) == raw and rec["size"] == len(raw) and "truncated" not in rec
+    empty = orjson.loads(dead_letter_record({"topic": "disk-health", "partition": 0, "offset": 0}, "not valid JSON: empty", None))
     assert not _errors(v, empty)
+    from_file = orjson.loads(dead_letter_record({"file": "r.jsonl", "line": 2}, "not valid JSON", b"{oops"))
+    assert not _errors(v, from_file)
+
+
+def test_a_dead_letter_keeps_a_bounded_prefix_of_a_huge_message():
+    v = _validator("dead-letter.v1.json")
+    raw = b"x" * 920_000  # under Kafka's 1 MB limit, but not once base64-encoded
+    value = dead_letter_record({"topic": "requests", "partition": 0, "offset": 9}, "over 64 KiB", raw)
+    rec = orjson.loads(value)
+    assert not _errors(v, rec)
+    assert len(value) < 100_000 and rec["size"] == 920_000 and rec["truncated"] is True
+    assert base64.b64decode(rec["payload"]) == raw[:DEAD_LETTER_PAYLOAD_MAX]
 
 
 ANOMALY = {
