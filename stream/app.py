@@ -194,8 +194,10 @@ class TocsinApp:
             partitions=config.kafka.partitions, checkpoint_interval=checkpoint_interval, metrics=self.metrics,
             guard=guard, requests_topic=t.requests, disk_topic=t.disk_health,
         )
-        # One counter for the app, the runner and the outbox.
-        self.runner.counts = self.counts
+        # The runner counts what it handed to the outbox; those counts join
+        # the app's once the records are sent (:meth:`_drain`), so that
+        # "processed" means written out, as callers waiting on it expect.
+        self._handed = self.runner.counts
         self.engine = self.runner.engine
         self.reader: RequestReader | None = None
         self._register_agents()
@@ -326,7 +328,7 @@ class TocsinApp:
                     runner.restore()
                 msg = event.message
                 runner.process_disk_value(msg.partition, msg.offset, event.value, arrival=time.time())
-                await self.outbox.drain()
+                await self._drain()
                 runner.maybe_checkpoint()
 
         @app.timer(interval=max(1.0, self.config.detectors.window / 4), name="close_idle_windows")
@@ -344,7 +346,7 @@ class TocsinApp:
     async def _durable(self) -> bool:
         """Before the reader commits offsets: checkpoint, then flush the producer. False when stopping."""
         self.runner.checkpoint()
-        await self.outbox.drain()
+        await self._drain()
         try:
             await self.app.producer.flush()
         except RuntimeError as exc:  # stopping: the producer went first
@@ -353,28 +355,34 @@ class TocsinApp:
         return True
 
     # -- calls into the runner, then out through the outbox -----------------------
+    async def _drain(self) -> None:
+        await self.outbox.drain()
+        if self._handed:
+            self.counts.update(self._handed)
+            self._handed.clear()
+
     async def process_request_records(self, partition: int, records: list[Any]) -> None:
         """A batch of messages (``offset``, ``value``) of one requests partition."""
         runner = self.runner
         if not runner.restored:
             runner.restore()
         runner.process_request_records(partition, records, arrival=time.time())
-        await self.outbox.drain()
+        await self._drain()
         if self.reader is None:  # tests: the reader checkpoints in Kafka mode
             runner.maybe_checkpoint()
 
     async def emit(self, out: Output) -> None:
         self.runner.emit(out)
-        await self.outbox.drain()
+        await self._drain()
 
     async def tick(self, now: float, live_within: float = 600.0) -> None:
         self.runner.tick(now, 2 * self.config.detectors.window, live_within)
-        await self.outbox.drain()
+        await self._drain()
 
     async def flush(self) -> None:
         """Close the open windows and publish what they give (end of a demo)."""
         self.runner.flush()
-        await self.outbox.drain()
+        await self._drain()
 
     def checkpoint(self) -> int:
         return self.runner.checkpoint()
