@@ -240,3 +240,26 @@ def test_bad_folders_exit_2_with_one_line(tmp_path, capsys, setup, needle):
 def test_unknown_timezone_exits_2(synthetic, capsys):
     assert main(["report", str(synthetic), "--timezone", "Mars/Olympus"]) == 2
     assert "unknown time zone" in capsys.readouterr().err
+
+
+def test_the_page_shows_what_each_receiver_would_have_been_sent(backtest_dir):
+    notes = [orjson.loads(line) for line in open(backtest_dir / "notifications.jsonl", "rb")]
+    assert notes
+    data = load_backtest(backtest_dir)
+    assert len(data.notifications) == len(notes)
+    page = render_html(data)
+    section = page.split("<h2>Notifications</h2>", 1)[1].split("<h2>", 1)[0]
+    for receiver in {n["receiver"] for n in notes}:
+        row = re.search(rf"<tr><td>{re.escape(receiver)}</td>((?:<td class=n>\d+</td>)+)</tr>", section)
+        assert row, section[:500]
+        counts = [int(x) for x in re.findall(r"\d+", row.group(1))]
+        mine = [n for n in notes if n["receiver"] == receiver]
+        assert counts[:4] == [sum(n["kind"] == k for n in mine) for k in ("new", "update", "reminder", "resolve")]
+        assert f"{receiver} (notified)" in page
+
+
+def test_an_older_folder_without_notifications_still_renders(backtest_dir, tmp_path):
+    for name in ("anomalies.jsonl", "alerts.jsonl"):
+        (tmp_path / name).write_bytes((backtest_dir / name).read_bytes())
+    page = render_html(load_backtest(tmp_path))
+    assert "no notifications.jsonl in this folder" in page
