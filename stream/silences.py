@@ -58,7 +58,8 @@ def run_silence(args: Any, cfg: Config) -> int:
     api = SilenceAPI(_load(cfg, servers))
     try:
         if args.action == "add":
-            payload = {"matchers": args.matcher, "created_by": args.author, "comment": args.comment}
+            payload = {"matchers": args.matcher, "created_by": args.author, "comment": args.comment,
+                       "match_all": bool(getattr(args, "match_all", False))}
             if args.ends_at:
                 payload["ends_at"] = args.ends_at
             else:
