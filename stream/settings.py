@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from alerts.config import AlertingConfig, ClearSecret, Duration
 from alerts.secret import Secret
+from alerts.silence import SilenceLimits
 from detectors.config import DetectorsConfig
 from detectors.configfile import load_model_file
 from detectors.errors import ConfigError
@@ -151,6 +152,11 @@ class WebConfig(_Strict):
     max_silence_duration: Duration = Field(30 * 86400.0, gt=0)
     max_silence_start_ahead: Duration = Field(30 * 86400.0, ge=0)
     max_silences: int = Field(10_000, ge=1)
+
+    def silence_limits(self) -> SilenceLimits:
+        """The bounds of a new silence, for the HTTP API and ``tocsin silence add`` alike."""
+        return SilenceLimits(max_duration=self.max_silence_duration, max_start_ahead=self.max_silence_start_ahead,
+                             max_silences=self.max_silences)
 
     def write_token(self) -> Secret | None:
         """The bearer token of writes, from ``token_file`` or ``token_env``; None: writes are disabled.

@@ -55,7 +55,7 @@ def run_silence(args: Any, cfg: Config) -> int:
         print("tocsin: error: silence: name the brokers (--bootstrap-servers or kafka.bootstrap_servers)", file=sys.stderr)
         return 2
     now = time.time()
-    api = SilenceAPI(_load(cfg, servers))
+    api = SilenceAPI(_load(cfg, servers), cfg.web.silence_limits())
     try:
         if args.action == "add":
             payload = {"matchers": args.matcher, "created_by": args.author, "comment": args.comment,

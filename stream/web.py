@@ -37,7 +37,6 @@ from alerts.silence import (
     Silence,
     SilenceAPI,
     SilenceError,
-    SilenceLimits,
     SilenceStore,
     alertmanager_filter,
     from_alertmanager,
@@ -169,11 +168,7 @@ def install_views(
         raise ConfigError("web.auth_reads: reads need a token, and none is configured "
                           "(set TOCSIN_WEB_TOKEN, or web.token_env / web.token_file)")
     auth = _Auth(token, settings.auth_reads)
-    api = SilenceAPI(silences, SilenceLimits(
-        max_duration=settings.max_silence_duration,
-        max_start_ahead=settings.max_silence_start_ahead,
-        max_silences=settings.max_silences,
-    ))
+    api = SilenceAPI(silences, settings.silence_limits())
     if token is None:
         log.warning("web API: no token configured, silences cannot be created or expired over HTTP "
                     "(set TOCSIN_WEB_TOKEN or web.token_file)")

@@ -78,6 +78,14 @@ def test_silence_created_over_http_reaches_every_worker(kafka_bootstrap, unique_
     assert main([*argv, "--config", str(path), "list"]) == 0
     assert '"status":"expired"' in capsys.readouterr().out
     assert main([*argv, "--config", str(path), "expire", "no-such-id"]) == 2
+    # The CLI validates with the same bounds, and a silence of everything needs --match-all.
+    add = [*argv, "--config", str(path), "add", "--author", "a", "--comment", "c"]
+    assert main([*add, "-m", 'service="x"', "--duration", "100000000h"]) == 2
+    assert "longer than the limit, 30d" in capsys.readouterr().err
+    assert main([*add, "-m", 'severity=~".+"']) == 2
+    assert "silence everything" in capsys.readouterr().err
+    assert main([*add, "-m", 'severity=~".+"', "--match-all", "--duration", "1h30m"]) == 0
+    assert "silence " in capsys.readouterr().out
 
 
 async def _amtool(url: str, *args: str, http_config: str | None = None) -> tuple[int, str, str]:
