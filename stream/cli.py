@@ -135,21 +135,14 @@ def _cmd_report(args: argparse.Namespace) -> int:
 # -- config ------------------------------------------------------------------
 def _cmd_check_config(args: argparse.Namespace) -> int:
     """Validate the file, then the secrets the worker will read at start (receivers, web token, SASL)."""
-    from alerts.config import secret_problems
-
-    from .settings import load_config
+    from .settings import config_problems, load_config
 
     try:
         cfg = load_config(args.config)
     except ConfigError as exc:
         return _fail(str(exc))
     name = args.config or "(defaults)"
-    problems = secret_problems(cfg.alerting)
-    for check in (cfg.web.write_token, cfg.kafka.faust_credentials):
-        try:
-            check()
-        except ConfigError as exc:
-            problems.append(str(exc))
+    problems = config_problems(cfg)
     if problems:
         return _fail(f"{name}: " + "; ".join(problems))
     writes = "on (bearer token)" if cfg.web.write_token() is not None else "off (no token)"

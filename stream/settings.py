@@ -25,7 +25,7 @@ from detectors.config import DetectorsConfig
 from detectors.configfile import load_model_file
 from detectors.errors import ConfigError
 
-__all__ = ["Config", "KafkaConfig", "TopicsConfig", "WebConfig", "load_config"]
+__all__ = ["Config", "KafkaConfig", "TopicsConfig", "WebConfig", "config_problems", "load_config"]
 
 
 class _Strict(BaseModel):
@@ -215,6 +215,24 @@ class _MetricsEnv(BaseSettings):
 
     host: str | None = None
     port: int | None = None
+
+
+def config_problems(cfg: Config) -> list[str]:
+    """Secrets the worker reads at start and cannot find, one line each (empty: none).
+
+    Every receiver's (naming it), the web API token file, the Kafka SASL
+    password. ``tocsin check-config`` reports them; a worker can check them
+    before it starts a broker or creates topics.
+    """
+    from alerts.config import secret_problems
+
+    problems = secret_problems(cfg.alerting)
+    for check in (cfg.web.write_token, cfg.kafka.faust_credentials):
+        try:
+            check()
+        except ConfigError as exc:
+            problems.append(str(exc))
+    return problems
 
 
 def load_config(path: str | Path | None = None) -> Config:
