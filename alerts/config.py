@@ -13,6 +13,9 @@ by an environment variable (``token_env``, ``url_env``) or a file
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
@@ -32,6 +35,7 @@ __all__ = [
     "SlackWebhookConfig",
     "TimeIntervalConfig",
     "WebhookConfig",
+    "secret_problems",
     "DEFAULT_GROUP_WAIT",
     "DEFAULT_GROUP_INTERVAL",
     "DEFAULT_REPEAT_INTERVAL",
@@ -264,3 +268,33 @@ class AlertingConfig(_Strict):
     def intervals(self) -> dict[str, list[TimeRange]]:
         """Time intervals by name."""
         return {t.name: list(t.time_intervals) for t in self.time_intervals}
+
+
+def secret_problems(cfg: AlertingConfig, environ: Mapping[str, str] | None = None) -> list[str]:
+    """What is wrong with the receivers' secrets, one line each naming the receiver (empty: all present).
+
+    Every ``<name>_env`` / ``<name>_file`` pair of a receiver is checked the
+    way the receiver will read it at start: the file first (it must be
+    readable and not empty), else the environment variable (set, not empty).
+    A pair with neither set is an optional secret left out.
+    """
+    env = os.environ if environ is None else environ
+    problems: list[str] = []
+    for rc in cfg.receivers:
+        sub = getattr(rc, rc.kind)
+        for field in type(sub).model_fields:
+            if not field.endswith("_env"):
+                continue
+            what = field[: -len("_env")]
+            var, path = getattr(sub, field), getattr(sub, f"{what}_file", None)
+            where = f"receiver {rc.name!r} ({rc.kind})"
+            if path:
+                try:
+                    if not Path(path).read_text(encoding="utf-8").strip():
+                        problems.append(f"{where}: {what}_file {path} is empty")
+                except OSError as exc:
+                    problems.append(f"{where}: {what}_file {path} cannot be read: {exc.strerror}")
+            elif var and not env.get(var, "").strip():
+                problems.append(f"{where}: {what}: the environment variable {var} is not set "
+                                f"(set it, or {what}_file)")
+    return problems

@@ -31,6 +31,7 @@ False
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Iterable, MutableMapping
@@ -43,23 +44,34 @@ from detectors.configfile import parse_duration
 from detectors.timeutil import format_ts, parse_ts
 
 from .errors import AlertsError
-from .matchers import Matcher, matches_all
+from .matchers import Matcher
+from .model import CAUSES
 
 __all__ = [
+    "ALERTNAME",
     "SCHEMA",
     "Silence",
     "SilenceAPI",
     "SilenceError",
+    "SilenceLimits",
     "SilenceNotFound",
     "SilenceStore",
     "Silencer",
+    "alertmanager_filter",
     "decode",
     "encode",
+    "from_alertmanager",
+    "matches_every_alert",
+    "to_alertmanager",
 ]
 
 SCHEMA = "tocsin.silence.v1"
 #: How long an expired silence is kept (listed, and its id known), as in Alertmanager.
 RETENTION = 120 * 3600.0
+#: The ``alertname`` label every tocsin alert has in Alertmanager's format (see alerts.notify.amformat).
+ALERTNAME = "tocsin"
+_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+_ALERTNAME: dict[str, str | None] = {"alertname": ALERTNAME}
 
 
 class SilenceError(AlertsError):
@@ -89,7 +101,11 @@ class Silence:
         return "active" if now < self.ends_at else "expired"
 
     def mutes(self, labels: dict[str, str | None], now: float) -> bool:
-        return self.starts_at <= now < self.ends_at and matches_all(self.matchers, labels)
+        if not self.starts_at <= now < self.ends_at:
+            return False
+        # ``alertname`` (from silences made in Alertmanager's format) is tocsin's, on every alert.
+        return all(m.matches(_ALERTNAME if m.name == "alertname" and "alertname" not in labels else labels)
+                   for m in self.matchers)
 
     def to_record(self, now: float | None = None) -> dict[str, Any]:
         rec: dict[str, Any] = {
@@ -173,6 +189,10 @@ class SilenceStore:
     def __len__(self) -> int:
         return len(self._silences)
 
+    def count_live(self, now: float) -> int:
+        """How many silences are pending or active at ``now``."""
+        return sum(1 for s in self._silences.values() if now < s.ends_at)
+
     def active(self, now: float) -> list[Silence]:
         return [s for s in self._silences.values() if s.starts_at <= now < s.ends_at]
 
@@ -201,7 +221,43 @@ class Silencer:
         return [s.id for s in self.store if s.mutes(labels, now)]
 
 
-_CREATE_FIELDS = {"matchers", "starts_at", "ends_at", "duration", "created_by", "comment"}
+_CREATE_FIELDS = {"matchers", "starts_at", "ends_at", "duration", "created_by", "comment", "match_all"}
+
+#: Values an alert field can take; free labels (service, host, disk...) are probed with made-up names.
+_ENUMERATED: dict[str, tuple[str, ...]] = {
+    "cause": CAUSES,
+    "severity": ("info", "warning", "critical"),
+    "status": ("firing", "resolved"),
+    "alertname": (ALERTNAME,),
+}
+_PROBES = ("tocsin-probe-name", "Z", "a.b-c_d/9 x", "0")
+
+
+def _selective(m: Matcher) -> bool:
+    """Does ``m`` leave out some alerts? (Rejects a value of an enumerated field, or a made-up name.)"""
+    return not all(m.matches({m.name: v}) for v in _ENUMERATED.get(m.name, _PROBES))
+
+
+def matches_every_alert(matchers: Iterable[Matcher]) -> bool:
+    """True when no matcher narrows the silence down: it would mute (nearly) every alert.
+
+    >>> matches_every_alert([Matcher.parse('severity=~".+"')]), matches_every_alert([Matcher.parse('service=~".+"')])
+    (True, True)
+    >>> matches_every_alert([Matcher.parse('severity=~".+"'), Matcher.parse('service="ent"')])
+    False
+    """
+    return not any(_selective(m) for m in matchers)
+
+
+@dataclass(frozen=True, slots=True)
+class SilenceLimits:
+    """Bounds a silence request is checked against before anything is stored."""
+
+    max_duration: float = 30 * 86400.0  #: longest silence (ends_at - starts_at)
+    max_start_ahead: float = 30 * 86400.0  #: latest start, from now
+    max_matchers: int = 32
+    max_text: int = 1024  #: characters of a matcher, created_by or comment
+    max_silences: int = 10_000  #: pending and active silences kept at once
 
 
 def _time(payload: dict[str, Any], name: str) -> float:
@@ -211,43 +267,84 @@ def _time(payload: dict[str, Any], name: str) -> float:
         raise SilenceError(f"{name}: {exc}") from None
 
 
+def _text(payload: dict[str, Any], name: str, limit: int) -> str:
+    v = payload.get(name)
+    if not isinstance(v, str) or not v.strip():
+        raise SilenceError(f"{name}: required (a non-empty string)")
+    if len(v) > limit:
+        raise SilenceError(f"{name}: {len(v)} characters, at most {limit}")
+    return v.strip()
+
+
+def _storable(m: Matcher, where: str) -> Matcher:
+    """``m`` if its text form reads back the same (silence records keep matchers as text)."""
+    try:
+        if Matcher.parse(str(m)) == m:
+            return m
+    except ValueError:
+        pass
+    raise SilenceError(f"{where}: the value {m.value!r} cannot be kept in a silence (a double quote in it)")
+
+
 class SilenceAPI:
     """Create, expire and list silences; the HTTP view or CLI around it only translates.
 
     Every error is a :class:`SilenceError` whose message says which field is
     wrong and why, and whose ``status`` is the HTTP status to answer.
+    :meth:`new_silence` and :meth:`expiry` validate and store nothing (a
+    server publishes the result first, then applies it to the store);
+    :meth:`create_silence` and :meth:`expire_silence` also apply it.
     """
 
-    def __init__(self, store: SilenceStore) -> None:
+    def __init__(self, store: SilenceStore, limits: SilenceLimits | None = None) -> None:
         self.store = store
+        self.limits = limits or SilenceLimits()
 
-    def create_silence(self, payload: dict[str, Any], now: float) -> dict[str, Any]:
-        """Validate ``payload`` and make a silence; returns its record (to publish).
+    def new_silence(self, payload: dict[str, Any], now: float, silence_id: str | None = None) -> Silence:
+        """Validate ``payload`` against the limits; the silence it asks for (not stored).
 
         Fields: ``matchers`` (list of ``name="value"``-style strings, required),
-        ``ends_at`` (RFC 3339 or epoch seconds) or ``duration`` (``2h``),
-        ``starts_at`` (default now), ``created_by`` and ``comment`` (required).
+        ``ends_at`` (RFC 3339 or epoch seconds) or ``duration`` (``2h``,
+        ``1h30m``), ``starts_at`` (default now), ``created_by`` and
+        ``comment`` (required), ``match_all`` (true to allow a silence that
+        mutes every alert).
         """
+        lim = self.limits
         if not isinstance(payload, dict):
             raise SilenceError("a silence is a JSON object with matchers, ends_at or duration, created_by, comment")
         unknown = set(payload) - _CREATE_FIELDS
         if unknown:
             raise SilenceError(
-                f"unknown field(s): {', '.join(sorted(unknown))} (allowed: {', '.join(sorted(_CREATE_FIELDS))})"
+                f"unknown field(s): {', '.join(sorted(map(str, unknown)))[:200]} "
+                f"(allowed: {', '.join(sorted(_CREATE_FIELDS))})"
             )
         matchers = payload.get("matchers")
         if not isinstance(matchers, list) or not matchers:
             raise SilenceError('matchers: a non-empty list of matchers is required, e.g. ["service=\\"ent\\""]')
+        if len(matchers) > lim.max_matchers:
+            raise SilenceError(f"matchers: {len(matchers)} matchers, at most {lim.max_matchers}")
         parsed = []
         for i, m in enumerate(matchers):
+            if isinstance(m, Matcher):
+                parsed.append(_storable(m, f"matchers.{i}"))
+                continue
             if not isinstance(m, str):
                 raise SilenceError(f"matchers.{i}: a matcher is a string like service=\"ent\"")
+            if len(m) > lim.max_text:
+                raise SilenceError(f"matchers.{i}: {len(m)} characters, at most {lim.max_text}")
             try:
-                parsed.append(Matcher.parse(m))
+                parsed.append(_storable(Matcher.parse(m), f"matchers.{i}"))
             except ValueError as exc:
                 raise SilenceError(f"matchers.{i}: {exc}") from None
-        if all(m.matches({}) for m in parsed):
-            raise SilenceError("matchers: at least one matcher must not match an empty value (it would silence everything)")
+        match_all = payload.get("match_all", False)
+        if not isinstance(match_all, bool):
+            raise SilenceError("match_all: true or false")
+        if not match_all and matches_every_alert(parsed):
+            raise SilenceError(
+                "matchers: no matcher narrows this silence down, it would silence everything "
+                "(name a service, host, disk or cause; if that is what you want, set match_all: true "
+                "in tocsin's own API: POST /silences/ or tocsin silence add --match-all)"
+            )
         starts = _time(payload, "starts_at") if payload.get("starts_at") is not None else now
         if payload.get("ends_at") is not None and payload.get("duration") is not None:
             raise SilenceError("give ends_at or duration, not both")
@@ -255,44 +352,175 @@ class SilenceAPI:
             ends = _time(payload, "ends_at")
         elif payload.get("duration") is not None:
             try:
-                ends = starts + parse_duration(payload["duration"])
+                length = parse_duration(payload["duration"])
             except ValueError as exc:
                 raise SilenceError(f"duration: {exc}") from None
+            if length > lim.max_duration:
+                raise SilenceError(f"duration: {payload['duration']} is longer than the limit, "
+                                   f"{_human(lim.max_duration)}")
+            ends = max(starts, now) + length
         else:
             raise SilenceError("ends_at: required (or duration, e.g. 2h)")
         if ends <= starts:
             raise SilenceError(f"ends_at: {format_ts(ends)} is not after starts_at {format_ts(starts)}")
         if ends <= now:
             raise SilenceError(f"ends_at: {format_ts(ends)} is in the past")
-        for name in ("created_by", "comment"):
-            v = payload.get(name)
-            if not isinstance(v, str) or not v.strip():
-                raise SilenceError(f"{name}: required (a non-empty string)")
+        starts = max(starts, now)  # a start in the past means now
+        if starts > now + lim.max_start_ahead:
+            raise SilenceError(f"starts_at: {format_ts(starts)} is more than {_human(lim.max_start_ahead)} ahead")
+        if ends - starts > lim.max_duration:
+            raise SilenceError(f"ends_at: {format_ts(ends)} makes the silence longer than the limit, "
+                               f"{_human(lim.max_duration)}")
+        created_by = _text(payload, "created_by", lim.max_text)
+        comment = _text(payload, "comment", lim.max_text)
+        old = self.store.get(silence_id) if silence_id is not None else None
+        if old is None and self.store.count_live(now) >= lim.max_silences:
+            raise SilenceError(f"{lim.max_silences} silences are pending or active already: expire some first")
         s = Silence(
-            id=str(uuid.uuid4()),
+            id=silence_id or str(uuid.uuid4()),
             matchers=tuple(parsed),
-            starts_at=max(starts, now),  # a start in the past means now
+            starts_at=starts,
             ends_at=ends,
-            created_by=payload["created_by"].strip(),
-            comment=payload["comment"].strip(),
-            updated_at=now,
+            created_by=created_by,
+            comment=comment,
+            updated_at=max(now, old.updated_at) if old is not None else now,
         )
-        return self.store.apply(s).to_record(now)
+        s.to_record(now)  # every field formats: what is stored can always be listed
+        return s
+
+    def create_silence(self, payload: dict[str, Any], now: float) -> dict[str, Any]:
+        """Validate ``payload``, keep the silence; returns its record (to publish)."""
+        return self.store.apply(self.new_silence(payload, now)).to_record(now)
+
+    def expiry(self, silence_id: str, now: float) -> Silence:
+        """The silence ``silence_id`` ended now (not stored)."""
+        s = self.store.get(str(silence_id))
+        if s is None:
+            raise SilenceNotFound(f"no silence with id {str(silence_id)[:100]!r}")
+        if s.state(now) == "expired":
+            raise SilenceError(f"silence {silence_id} already expired at {format_ts(s.ends_at)}")
+        return replace(s, starts_at=min(s.starts_at, now), ends_at=now, updated_at=max(now, s.updated_at))
 
     def expire_silence(self, silence_id: str, now: float) -> dict[str, Any]:
         """End a silence now; returns the expiry record (to publish)."""
-        s = self.store.get(str(silence_id))
-        if s is None:
-            raise SilenceNotFound(f"no silence with id {silence_id!r}")
-        if s.state(now) == "expired":
-            raise SilenceError(f"silence {silence_id} already expired at {format_ts(s.ends_at)}")
-        starts = min(s.starts_at, now)
-        return self.store.apply(replace(s, starts_at=starts, ends_at=now, updated_at=max(now, s.updated_at))).to_record(now)
+        return self.store.apply(self.expiry(silence_id, now)).to_record(now)
+
+    def update(self, silence_id: str, payload: dict[str, Any], now: float) -> list[Silence]:
+        """Alertmanager's update of a silence: the silences to publish (not stored).
+
+        The same id is kept when the matchers are the same and the silence has
+        not expired; otherwise the old one is expired and a new one made, as
+        Alertmanager does.
+        """
+        old = self.store.get(str(silence_id))
+        if old is None:
+            raise SilenceNotFound(f"no silence with id {str(silence_id)[:100]!r}")
+        fresh = self.new_silence(payload, now)
+        if old.state(now) != "expired" and fresh.matchers == old.matchers:
+            return [replace(fresh, id=old.id, updated_at=max(now, old.updated_at))]
+        if old.state(now) == "expired":
+            return [fresh]
+        return [self.expiry(old.id, now), fresh]
 
     def list_silences(self, now: float, states: Iterable[str] = ("pending", "active", "expired")) -> list[dict[str, Any]]:
         """Records with their ``status``, active first, then pending, then expired, newest first."""
+        return [s.to_record(now) for s in self.silences(now, states)]
+
+    def silences(self, now: float, states: Iterable[str] = ("pending", "active", "expired")) -> list[Silence]:
         order = {"active": 0, "pending": 1, "expired": 2}
         wanted = set(states)
         items = [s for s in self.store if s.state(now) in wanted]
         items.sort(key=lambda s: (order[s.state(now)], -s.updated_at))
-        return [s.to_record(now) for s in items]
+        return items
+
+
+def _human(seconds: float) -> str:
+    """``30d``, ``12h``, ``90m`` or ``45s``: the largest unit that divides ``seconds``."""
+    for unit, n in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= n and seconds % n == 0:
+            return f"{int(seconds // n)}{unit}"
+    return f"{seconds:g}s"
+
+
+# -- Alertmanager's API v2 format ---------------------------------------------------
+# What ``amtool`` and Alertmanager's UI speak: matchers as objects
+# ({"name", "value", "isRegex", "isEqual"}), camelCase times, a status object.
+
+_AM_FIELDS = {"id", "matchers", "startsAt", "endsAt", "createdBy", "comment"}
+_AM_OPS = {(False, True): "=", (False, False): "!=", (True, True): "=~", (True, False): "!~"}
+
+
+def from_alertmanager(body: Any) -> tuple[str | None, dict[str, Any]]:
+    """A postable silence of Alertmanager's API (v2) as ``(id or None, payload for new_silence)``."""
+    if not isinstance(body, dict):
+        raise SilenceError("a silence is a JSON object with matchers, startsAt, endsAt, createdBy, comment")
+    unknown = set(body) - _AM_FIELDS
+    if unknown:
+        raise SilenceError(f"unknown field(s): {', '.join(sorted(map(str, unknown)))[:200]} "
+                           f"(allowed: {', '.join(sorted(_AM_FIELDS))})")
+    raw = body.get("matchers")
+    if not isinstance(raw, list) or not raw:
+        raise SilenceError("matchers: a non-empty list of {name, value, isRegex, isEqual} is required")
+    matchers: list[Matcher] = []
+    for i, m in enumerate(raw):
+        if not isinstance(m, dict) or not isinstance(m.get("name"), str) or not isinstance(m.get("value"), str):
+            raise SilenceError(f"matchers.{i}: an object with name and value (strings), isRegex and isEqual")
+        is_regex, is_equal = m.get("isRegex", False), m.get("isEqual", True)
+        if not isinstance(is_regex, bool) or not isinstance(is_equal, bool):
+            raise SilenceError(f"matchers.{i}: isRegex and isEqual are true or false")
+        name, value = m["name"], m["value"]
+        if not _LABEL_NAME.match(name):
+            raise SilenceError(f"matchers.{i}: {name[:100]!r} is not a label name")
+        if is_regex:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise SilenceError(f"matchers.{i}: bad regular expression: {exc}") from None
+        matchers.append(Matcher(name, _AM_OPS[is_regex, is_equal], value))
+    payload: dict[str, Any] = {"matchers": matchers}
+    for am, ours in (("startsAt", "starts_at"), ("endsAt", "ends_at"), ("createdBy", "created_by"),
+                     ("comment", "comment")):
+        if body.get(am) is not None:
+            payload[ours] = body[am]
+    if payload.get("ends_at") is None:
+        raise SilenceError("endsAt: required")
+    sid = body.get("id")
+    if sid is not None and (not isinstance(sid, str) or len(sid) > 200):
+        raise SilenceError("id: a silence id (string)")
+    return (sid or None), payload
+
+
+def _am_matcher(m: Matcher) -> dict[str, Any]:
+    return {"name": m.name, "value": m.value, "isRegex": m.op in ("=~", "!~"), "isEqual": m.op in ("=", "=~")}
+
+
+def to_alertmanager(s: Silence, now: float) -> dict[str, Any]:
+    """A gettable silence of Alertmanager's API (v2)."""
+    return {
+        "id": s.id,
+        "status": {"state": s.state(now)},
+        "updatedAt": format_ts(s.updated_at),
+        "matchers": [_am_matcher(m) for m in s.matchers],
+        "startsAt": format_ts(s.starts_at),
+        "endsAt": format_ts(s.ends_at),
+        "createdBy": s.created_by,
+        "comment": s.comment,
+    }
+
+
+def alertmanager_filter(silences: Iterable[Silence], filters: Iterable[str]) -> list[Silence]:
+    """The silences whose matchers satisfy every filter (``GET /api/v2/silences?filter=...``).
+
+    As in Alertmanager: a silence's matchers are read as a label set
+    (name to value) and each filter matcher must match it.
+    """
+    try:
+        fs = [Matcher.parse(f) for f in filters]
+    except ValueError as exc:
+        raise SilenceError(f"filter: {exc}") from None
+    out = []
+    for s in silences:
+        labels: dict[str, str | None] = {m.name: m.value for m in s.matchers}
+        if all(f.matches(labels) for f in fs):
+            out.append(s)
+    return out

@@ -11,6 +11,7 @@ detectors.errors.ConfigError: t.yaml:1: window: Input should be a valid number, 
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,19 +25,30 @@ __all__ = ["load_model_file", "load_model_text", "parse_duration"]
 
 M = TypeVar("M", bound=BaseModel)
 
-_DUR = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
-_UNIT = {"ms": 0.001, "s": 1, None: 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_DUR = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w|y)?\s*$")
+_UNIT = {"ms": 0.001, "s": 1, None: 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+# Alertmanager's (Prometheus') duration syntax: integer parts, largest unit first, e.g. 1h30m, 1w2d.
+_AM_DUR = re.compile(r"^(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?$")
+_AM_UNITS = (31536000, 604800, 86400, 3600, 60, 1, 0.001)
 
 
 def parse_duration(v: Any) -> float:
-    """Seconds from a number or a string like ``30s``, ``5m``, ``1h``, ``2d``.
+    """Seconds from a number or a string like ``30s``, ``5m``, ``1.5h``, ``2d``, or Alertmanager's ``1h30m``.
 
-    >>> parse_duration("5m"), parse_duration(90), parse_duration("1.5h")
-    (300.0, 90.0, 5400.0)
+    One unit may carry decimals (``1.5h``); several units are integers, largest
+    first, as Alertmanager and Prometheus write them (``1w2d``, ``1h30m15s``).
+    ``y`` is 365 days, as there.
+
+    >>> parse_duration("5m"), parse_duration(90), parse_duration("1.5h"), parse_duration("1h30m")
+    (300.0, 90.0, 5400.0, 5400.0)
+    >>> parse_duration("1m30s500ms")
+    90.5
     """
     if isinstance(v, bool):
         raise ValueError("a duration must be a number of seconds or a string like 5m")
     if isinstance(v, int | float):
+        if not math.isfinite(v):
+            raise ValueError("a duration must be a finite number of seconds")
         if v < 0:
             raise ValueError("a duration cannot be negative")
         return float(v)
@@ -44,7 +56,10 @@ def parse_duration(v: Any) -> float:
         m = _DUR.match(v)
         if m:
             return float(m.group(1)) * _UNIT[m.group(2)]
-    raise ValueError(f"{v!r} is not a duration (use a number of seconds or 30s, 5m, 1h, 2d)")
+        m = _AM_DUR.match(v.strip())
+        if m and any(m.groups()):
+            return float(sum(int(g) * u for g, u in zip(m.groups(), _AM_UNITS, strict=True) if g))
+    raise ValueError(f"{v!r} is not a duration (use a number of seconds or 30s, 5m, 1h30m, 2d)")
 
 
 def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:

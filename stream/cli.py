@@ -136,15 +136,31 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 # -- config ------------------------------------------------------------------
 def _cmd_check_config(args: argparse.Namespace) -> int:
-    from .settings import load_config
+    """Validate the file, then the secrets the worker will read at start (receivers, web token, SASL)."""
+    from .settings import config_problems, load_config
 
     try:
         cfg = load_config(args.config)
     except ConfigError as exc:
         return _fail(str(exc))
-    print(f"{args.config or '(defaults)'}: OK; broker: {cfg.kafka.bootstrap_servers or 'embedded tansu'}; "
-          f"receivers: {', '.join(r.name for r in cfg.alerting.receivers)}")
+    name = args.config or "(defaults)"
+    problems = config_problems(cfg)
+    if problems:
+        return _fail(f"{name}: " + "; ".join(problems))
+    writes = "on (bearer token)" if cfg.web.write_token() is not None else "off (no token)"
+    print(f"{name}: OK; broker: {cfg.kafka.bootstrap_servers or 'embedded tansu'}; "
+          f"receivers: {', '.join(r.name for r in cfg.alerting.receivers)}; "
+          f"web API on {cfg.web.host}:{cfg.web.port}, writes {writes}")
     return 0
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("tocsin")
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        return "unknown"
 
 
 # -- worker / demo -------------------------------------------------------------
@@ -175,6 +191,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="tocsin", description="Anomaly detection and alerting on request and disk-health streams.")
+    p.add_argument("--version", action="version", version=f"tocsin {_version()}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     d = sub.add_parser("demo", help="the whole system on the embedded broker, with a simulated incident day")
@@ -207,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--timezone", default="UTC", help="time zone of the times shown (default UTC)")
     rp.set_defaults(func=_cmd_report)
 
-    c = sub.add_parser("check-config", help="validate a configuration file")
+    c = sub.add_parser("check-config", help="validate a configuration file and the secrets it names")
     c.add_argument("config", nargs="?")
     c.set_defaults(func=_cmd_check_config)
 
@@ -221,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--ends-at", help="RFC 3339 end instead of --duration")
     add.add_argument("--author", required=True)
     add.add_argument("--comment", required=True)
+    add.add_argument("--match-all", action="store_true", help="allow a silence that matches every alert")
     exp = sis.add_parser("expire", help="end a silence now")
     exp.add_argument("id")
     sis.add_parser("list", help="all silences with their state")
@@ -240,11 +258,17 @@ def main(argv: list[str] | None = None) -> int:
 
     tune_gc()
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv:  # bare ``tocsin``: what it can do
+        parser.print_help()
+        return 0
     try:
         args = parser.parse_args(argv)
     except _UsageError as exc:
         print(f"{exc}", file=sys.stderr)
         return 2
+    except SystemExit as exc:  # --help, --version: printed, done
+        return int(exc.code or 0)
     try:
         return int(args.func(args) or 0)
     except ConfigError as exc:

@@ -1,9 +1,11 @@
 """tocsin's one settings model: a YAML file, then environment overrides.
 
-The YAML file (``--config`` or ``TOCSIN_CONFIG``) has four sections,
-``kafka``, ``topics``, ``detectors`` and ``alerting``; every field has a
-default, so no file at all is a valid configuration. Environment variables
-``TOCSIN_KAFKA_*`` override the ``kafka`` section (for containers).
+The YAML file (``--config`` or ``TOCSIN_CONFIG``) has the sections
+``kafka``, ``topics``, ``web``, ``metrics``, ``detectors`` and ``alerting``;
+every field has a default, so no file at all is a valid configuration.
+Environment variables ``TOCSIN_KAFKA_*`` override the ``kafka`` section,
+``TOCSIN_WEB_HOST``/``PORT`` and ``TOCSIN_METRICS_HOST``/``PORT`` where the
+servers listen (for containers).
 """
 
 from __future__ import annotations
@@ -16,13 +18,14 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from alerts.config import AlertingConfig
+from alerts.config import AlertingConfig, ClearSecret, Duration
 from alerts.secret import Secret
+from alerts.silence import SilenceLimits
 from detectors.config import DetectorsConfig
 from detectors.configfile import load_model_file
 from detectors.errors import ConfigError
 
-__all__ = ["Config", "KafkaConfig", "TopicsConfig", "load_config"]
+__all__ = ["Config", "KafkaConfig", "TopicsConfig", "WebConfig", "config_problems", "load_config"]
 
 
 class _Strict(BaseModel):
@@ -127,8 +130,51 @@ class TopicsConfig(_Strict):
 
 
 class WebConfig(_Strict):
+    """The worker's HTTP API (silences): safe by default.
+
+    Listens on 127.0.0.1 unless ``host`` says otherwise. Writes (creating or
+    expiring silences) need ``Authorization: Bearer <token>``, the token read
+    from the file ``token_file`` or the variable ``token_env`` (never from
+    this file); with neither set, writes are refused. Reads are open unless
+    ``auth_reads``. Bodies over ``max_body_bytes`` answer 413, JSON nested
+    deeper than ``max_json_depth`` 400; silences are bounded by
+    ``max_silence_duration``, ``max_silence_start_ahead`` and ``max_silences``.
+    """
+
     host: str = "127.0.0.1"
-    port: int = Field(6066, ge=0, le=65535)
+    port: int = Field(6066, ge=1, le=65535)
+    token: ClearSecret = None
+    token_env: str | None = "TOCSIN_WEB_TOKEN"  # noqa: S105 - the name of a variable, not a secret
+    token_file: str | None = None
+    auth_reads: bool = False
+    max_body_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    max_json_depth: int = Field(16, ge=2, le=256)
+    max_silence_duration: Duration = Field(30 * 86400.0, gt=0)
+    max_silence_start_ahead: Duration = Field(30 * 86400.0, ge=0)
+    max_silences: int = Field(10_000, ge=1)
+
+    def silence_limits(self) -> SilenceLimits:
+        """The bounds of a new silence, for the HTTP API and ``tocsin silence add`` alike."""
+        return SilenceLimits(max_duration=self.max_silence_duration, max_start_ahead=self.max_silence_start_ahead,
+                             max_silences=self.max_silences)
+
+    def write_token(self) -> Secret | None:
+        """The bearer token of writes, from ``token_file`` or ``token_env``; None: writes are disabled.
+
+        A ``token_file`` that cannot be read, or is empty, is a ConfigError
+        (not a quiet fall back to no token).
+        """
+        if self.token_file:
+            try:
+                value = Path(self.token_file).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(f"web.token_file: cannot read {self.token_file}: {exc.strerror}") from None
+            if not value:
+                raise ConfigError(f"web.token_file: {self.token_file} is empty")
+            return Secret(value)
+        if self.token_env and os.environ.get(self.token_env, "").strip():
+            return Secret(os.environ[self.token_env].strip())
+        return None
 
 
 class MetricsConfig(_Strict):
@@ -157,11 +203,36 @@ class _KafkaEnv(BaseSettings):
     ssl_cafile: str | None = None
 
 
+class _WebEnv(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TOCSIN_WEB_", extra="ignore")
+
+    host: str | None = None
+    port: int | None = None
+
+
 class _MetricsEnv(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TOCSIN_METRICS_", extra="ignore")
 
     host: str | None = None
     port: int | None = None
+
+
+def config_problems(cfg: Config) -> list[str]:
+    """Secrets the worker reads at start and cannot find, one line each (empty: none).
+
+    Every receiver's (naming it), the web API token file, the Kafka SASL
+    password. ``tocsin check-config`` reports them; a worker can check them
+    before it starts a broker or creates topics.
+    """
+    from alerts.config import secret_problems
+
+    problems = secret_problems(cfg.alerting)
+    for check in (cfg.web.write_token, cfg.kafka.faust_credentials):
+        try:
+            check()
+        except ConfigError as exc:
+            problems.append(str(exc))
+    return problems
 
 
 def load_config(path: str | Path | None = None) -> Config:
@@ -174,6 +245,12 @@ def load_config(path: str | Path | None = None) -> Config:
             cfg = cfg.model_copy(update={"kafka": KafkaConfig.model_validate({**cfg.kafka.model_dump(), **env})})
         except ValueError as exc:
             raise ConfigError(f"TOCSIN_KAFKA_* environment: {exc}") from None
+    wenv = _WebEnv().model_dump(exclude_none=True)
+    if wenv:
+        try:
+            cfg = cfg.model_copy(update={"web": WebConfig.model_validate({**cfg.web.model_dump(), **wenv})})
+        except ValueError as exc:
+            raise ConfigError(f"TOCSIN_WEB_* environment: {exc}") from None
     menv = _MetricsEnv().model_dump(exclude_none=True)
     if menv:
         cfg = cfg.model_copy(update={"metrics": cfg.metrics.model_copy(update=menv)})

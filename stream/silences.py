@@ -55,10 +55,11 @@ def run_silence(args: Any, cfg: Config) -> int:
         print("tocsin: error: silence: name the brokers (--bootstrap-servers or kafka.bootstrap_servers)", file=sys.stderr)
         return 2
     now = time.time()
-    api = SilenceAPI(_load(cfg, servers))
+    api = SilenceAPI(_load(cfg, servers), cfg.web.silence_limits())
     try:
         if args.action == "add":
-            payload = {"matchers": args.matcher, "created_by": args.author, "comment": args.comment}
+            payload = {"matchers": args.matcher, "created_by": args.author, "comment": args.comment,
+                       "match_all": bool(getattr(args, "match_all", False))}
             if args.ends_at:
                 payload["ends_at"] = args.ends_at
             else:
