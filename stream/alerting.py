@@ -38,7 +38,7 @@ import orjson
 from alerts.model import Alert, alert_from_record
 from alerts.notify.base import Receiver
 from alerts.notify.notifier import AlertNotifier
-from alerts.silence import SilenceAPI, SilenceError, SilenceStore
+from alerts.silence import SilenceError, SilenceStore
 
 __all__ = ["TICK", "Notifications"]
 
@@ -94,6 +94,7 @@ class Notifications:
         self.metrics = metrics
         self.clock = clock
         self.follow = follow
+        self.web_settings = config.web
         self.deliveries_table = app.Table("deliveries", default=None, key_type=bytes, value_type=bytes)
         self.groups_table = app.Table("alert_groups", default=None, key_type=bytes, value_type=bytes)
         self.silences = SilenceStore()
@@ -268,41 +269,16 @@ class Notifications:
         await self.follow(self.silences_topic, self._apply_silence)
 
     def _register_views(self) -> None:
-        """HTTP API of the silences (``/silences/``), on the worker's web server."""
-        from faust.web import Request, Response, View
+        """HTTP API of the silences (tocsin's and Alertmanager's), on the worker's web server."""
+        from .web import install_views
 
-        api = SilenceAPI(self.silences)
         topic = self.silences_topic
-        clock = self.clock
 
         async def publish(rec: dict) -> None:
-            await topic.send(key=rec["id"].encode(), value=orjson.dumps(rec))
+            fut = await topic.send(key=rec["id"].encode(), value=orjson.dumps(rec))
+            await fut  # acknowledged by the broker: only then is the silence kept
 
-        @self.app.page("/silences/")
-        class Silences(View):
-            async def get(self, request: Request) -> Response:
-                return self.json(api.list_silences(clock()))
-
-            async def post(self, request: Request) -> Response:
-                try:
-                    payload = await request.json()
-                    rec = api.create_silence(payload, clock())
-                except SilenceError as exc:
-                    return self.json({"error": str(exc)}, status=exc.status)
-                except ValueError:
-                    return self.json({"error": "the body must be a JSON object"}, status=400)
-                await publish(rec)
-                return self.json(rec, status=201)
-
-        @self.app.page("/silences/{silence_id}")
-        class OneSilence(View):
-            async def delete(self, request: Request, silence_id: str) -> Response:
-                try:
-                    rec = api.expire_silence(silence_id, clock())
-                except SilenceError as exc:
-                    return self.json({"error": str(exc)}, status=exc.status)
-                await publish(rec)
-                return self.json(rec)
+        install_views(self.app, self.silences, publish, self.clock, self.web_settings)
 
     async def close_receivers(self) -> None:
         for r in self.receivers.values():

@@ -48,6 +48,7 @@ from .metrics import Metrics, update_lag
 from .reader import RequestReader, follow_topic
 from .runner import Runner
 from .settings import Config
+from .web import faust_web_settings
 
 __all__ = ["TableStore", "TocsinApp", "TopicOutbox", "wait_until"]
 
@@ -233,8 +234,7 @@ class TocsinApp:
             topic_replication_factor=kafka.replication_factor,
             consumer_auto_offset_reset="earliest",
             web_enabled=web,
-            web_host=self.config.web.host,
-            web_port=self.config.web.port,
+            **faust_web_settings(self.config.web),
             autodiscover=False,
             stream_wait_empty=False,
             datadir=data_dir or tempfile.mkdtemp(prefix="tocsin-faust-"),

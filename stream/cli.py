@@ -167,7 +167,10 @@ def _version() -> str:
 def _cmd_worker(args: argparse.Namespace) -> int:
     from .worker import run_worker
 
-    return run_worker(args.config, loglevel=args.loglevel)
+    try:
+        return run_worker(args.config, loglevel=args.loglevel)
+    except ConfigError as exc:
+        return _fail(f"worker: {exc}")
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

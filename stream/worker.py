@@ -8,7 +8,9 @@ import sys
 from kafka.errors import KafkaError
 
 from .app import TocsinApp
-from .settings import Config, load_config
+from detectors.errors import ConfigError
+
+from .settings import Config, config_problems, load_config
 
 __all__ = ["run_worker"]
 
@@ -57,6 +59,10 @@ def serve(tapp: TocsinApp, cfg: Config, loglevel: str = "info", label: str = "to
 def run_worker(config_path: str | None, loglevel: str = "info") -> int:
 
     cfg = load_config(config_path)
+    # A receiver whose secret is missing fails now, before a broker is started or a topic created.
+    problems = config_problems(cfg)
+    if problems:
+        raise ConfigError("; ".join(problems))
     broker = None
     servers = cfg.kafka.bootstrap_servers
     if not servers:

@@ -114,3 +114,15 @@ def test_version_and_usage(capsys):
     assert out.startswith("usage: tocsin") and "check-config" in out and "worker" in out
     assert main(["-h"]) == 0
     assert main(["no-such-command"]) == 2
+
+
+def test_the_worker_refuses_a_missing_secret_before_starting_a_broker(tmp_path, capsys, monkeypatch):
+    from stream.cli import main
+
+    monkeypatch.delenv("TOCSIN_TEST_SLACK_TOKEN", raising=False)
+    cfg = tmp_path / "tocsin.yaml"
+    cfg.write_text("alerting:\n  receivers:\n    - name: oncall\n      slack: {channel: '#oncall', token_env: TOCSIN_TEST_SLACK_TOKEN}\n"
+                   "  route: {receiver: oncall}\n")
+    assert main(["worker", "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "oncall" in err and "TOCSIN_TEST_SLACK_TOKEN" in err and "embedded" not in err
