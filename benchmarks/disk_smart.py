@@ -57,7 +57,7 @@ TOSHIBA = "TOSHIBA_MQ01ABF050_last_10_day_all_q_raw.csv"
 SEED = 20240601
 SPLIT_DATE = "2013-04-28"
 DAY = 86400.0
-GRID = tuple(round(0.05 * k, 2) for k in range(2, 20)) + (0.97, 0.99)
+GRID = tuple(round(0.05 * k, 2) for k in range(2, 20)) + (0.97, 0.99, 0.995, 0.999)
 COUNTERS = ("5", "187", "188", "197", "198")
 
 
@@ -337,8 +337,8 @@ def evaluate(name: str, fleet: Fleet, scores: list[float], rules: dict[str, list
         o_t, o_r = fleet.outcome(tune_part, flags), fleet.outcome(report_part, flags)
         pooled.add(o_r)
         if fixed is None:
-            print(f"    tune   {tune_part.name:34s} threshold {t:.2f}: {o_t.line()}")
-        print(f"    report {report_part.name:34s} threshold {t:.2f}: {o_r.line()}")
+            print(f"    tune   {tune_part.name:34s} threshold {t:.3g}: {o_t.line()}")
+        print(f"    report {report_part.name:34s} threshold {t:.3g}: {o_r.line()}")
         for r, f in rules.items():
             pooled_rules[r].add(fleet.outcome(report_part, flag_times(fleet.events, f)))
     if len(parts) > 1:
@@ -409,17 +409,17 @@ def main(argv: list[str] | None = None) -> int:
             tev = tosh[0] if variant == "with SMART 9" else without_poh(tosh[0])
             tf = Fleet(tev, tosh[1])
             tscores, _ = replay(tev, make())
-            print(f"  TOSHIBA MQ01ABF050 2019 (second fleet, report-only, last 10 days per drive), threshold {t_time:.2f} from the time split:")
+            print(f"  TOSHIBA MQ01ABF050 2019 (second fleet, report-only, last 10 days per drive), threshold {t_time:.3g} from the time split:")
             evaluate("toshiba", tf, tscores, rule_flags(tev), [(Part("", set()), Part("TOSHIBA", tf.drives))], args.max_healthy, t_time)
             o = tf.outcome(Part("", tf.drives), flag_times(tev, (s >= default_t for s in tscores)))
             print(f"    at the shipped threshold {default_t:.2f}: {o.line()}")
         if args.river:
             print(f"  River, delayed labels (revealed at the failure or {args.horizon:g} d after each reading), time split:")
-            for label, make in river_models():
-                rs = river_scores(ev, make, args.horizon)
+            for label, make_model in river_models():
+                rs = river_scores(ev, make_model, args.horizon)
                 t = tune(fleet, rs, Part("", fleet.drives, hi=split), args.max_healthy)
                 o = fleet.outcome(Part("", fleet.drives, lo=split), flag_times(ev, (s >= t for s in rs)))
-                print(f"    {label:40s} threshold {t:.2f}: report {o.line()}")
+                print(f"    {label:40s} threshold {t:.3g}: report {o.line()}")
     if args.scale:
         us, mem, size = scale_cost(dev_events, args.scale, 4)
         print(

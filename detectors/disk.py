@@ -31,7 +31,13 @@ Two pieces of state are shared by all drives (:meth:`DiskFailureDetector.to_byte
   how often healthy drives show a SMART 197 rise and a soft stall of their
   power-on hours: in a model where they are rare (under ``event_ref_rate``
   per reading), a single 197 rise (even one not confirmed on the next
-  reading) and a soft stall are evidence on their own;
+  reading) and a soft stall are evidence on their own. SMART 188 rises
+  count only in a model whose healthy drives seldom show them (on some models
+  command timeouts creep on every drive), and the model's share of healthy
+  readings with SMART 5, 197 and 187 + 198 non-zero is kept (evidence text,
+  and the ``level_rare`` feature, whose prior weight is 0: it did not help
+  on the report-only parts of ``benchmarks/disk_smart.py``). 8 counts a
+  model, at most 1,024 models;
 - one logistic model over the features, whose prior weights encode the rules
   above. With ``learning_rate > 0`` it learns from the labels as they arrive
   (``failure=true`` on a drive's last reading: a positive example; a drive
@@ -40,6 +46,14 @@ Two pieces of state are shared by all drives (:meth:`DiskFailureDetector.to_byte
   operating point stays where ``threshold`` puts it. Off by default: on the
   Backblaze 2013 replay, learning from labels bought recall only at the
   price of false alarms, no better than lowering the threshold.
+
+Counters that rose on one or two readings only, by ``tick_max`` or less in
+all, with no other sign, are not flagged (healthy drives tick once or twice
+and stay flat); risen on one or two readings by more, the score is held at
+``tick_score`` (under the 0.9 from which the engine pages: a warning at
+most) until a third rise or another sign. Every flagged verdict's evidence
+names the counters, their move, and what is normal for them in the model
+(the rate of such rises among its healthy readings).
 
 Examples
 --------
@@ -57,8 +71,8 @@ count is not:
 ...     good, bad = det.learn_one(g, good), det.learn_one(b, bad)
 >>> vg.flagged, vb.flagged, vb.signal
 (False, True, 'smart_5_raw')
->>> vb.evidence[0]
-'SMART 5 (reallocated sectors) rose from 0 to 72 in 9 days'
+>>> vb.evidence[0].split("; ")
+['SMART 5 (reallocated sectors) rose from 0 to 72 in 9 days', 'counter rises in 0% of 18 healthy readings of drives without a model']
 """
 
 from __future__ import annotations
@@ -125,11 +139,14 @@ _R5, _R197, _RUNC, _R188, _INC, _LEVEL, _RECENT, _STALL, _LAT, _ERR, _FAM, _SOFT
     range(_NF)
 )
 # Per-model counts of healthy readings: readings, counter rises, SMART 197 rises,
-# soft stalls, SMART 188 rises, and readings with SMART 5, 197, 187 + 198 non-zero.
-_C_N, _C_RISE, _C_197, _C_SOFT, _C_188, _C_NZ5, _C_NZ197, _C_NZUNC = range(8)
-_NC = 8
-#: The counters whose non-zero level is compared with the model's healthy drives.
-_NZ_KEYS: tuple[tuple[int, str], ...] = ((_C_NZ5, "5"), (_C_NZ197, "197"), (_C_NZUNC, "187+198"))
+# soft stalls, SMART 188 rises; then, for SMART 5, 197 and 187 + 198, a histogram
+# of their non-zero values in log2 bins (1, 2-3, 4-7, ..., 1024 and more).
+_C_N, _C_RISE, _C_197, _C_SOFT, _C_188 = range(5)
+_C_H = 5
+_NBIN = 11
+_NC = _C_H + 3 * _NBIN
+#: The levels compared with the model's healthy drives, in histogram order.
+_NZ_KEYS: tuple[str, ...] = ("5", "197", "187+198")
 _MAX_FAMILIES = 1024
 _LEVEL_KEYS = ("5", "187", "197", "198")
 
@@ -323,7 +340,7 @@ _MODEL = struct.Struct("<BII" + "d" * _NF)
 _MODEL_VERSION = 3
 _U16 = struct.Struct("<H")
 _FAMILY = struct.Struct("<B")
-_COUNTS = struct.Struct("<8d")
+_COUNTS = struct.Struct("<%dd" % _NC)
 _COUNTS_V2 = struct.Struct("<4d")
 _MODEL_V2 = struct.Struct("<BII" + "d" * (_NF - 1))
 
@@ -389,7 +406,17 @@ class DiskFailureDetector:
         Rate per reading, among a model's healthy drives, at which a soft
         stall or a SMART 197 rise stops being evidence; at 1/8 of it or less
         it weighs fully (a log2 scale in between). Learned online per model
-        from the drives not labelled failed.
+        from the drives not labelled failed (SMART 188 rises too).
+    level_ref_rate
+        Share of a model's healthy readings with a counter non-zero under
+        which a non-zero value is evidence (``level_rare``), as
+        ``event_ref_rate`` is for rises.
+    tick_max
+        Counters risen on one or two readings, by this much or less in all
+        and with no other sign, are not flagged; 0 turns it off.
+    tick_score
+        Ceiling of the score of counters risen on one or two readings by
+        more than ``tick_max`` (a warning, not a page).
 
     Examples
     --------
@@ -603,27 +630,37 @@ class DiskFailureDetector:
         v187: float | None,
         v198: float | None,
     ) -> tuple[float, int, float]:
-        """The strongest non-zero counter against its model: (feature, index in _NZ_KEYS, model rate).
+        """The strongest counter level against its model: (feature, index in _NZ_KEYS, model rate).
 
-        The feature is log2(1 + value) x how rare a non-zero value is among
-        the healthy readings of the model's other drives (:meth:`_gate` at
-        ``level_ref_rate``).
+        The feature is log2(1 + value) x how rare a value as high (its log2
+        bin or above) is among the healthy readings of the model's other
+        drives (:meth:`_gate` at ``level_ref_rate``); the rate is that share.
         """
         best, which, rate = 0.0, -1, _NAN
         tr = st.tracks
-        unc = (v187 or 0.0) + (v198 or 0.0)
-        for k, (j, val, own) in enumerate(
-            (
-                (_C_NZ5, v5 or 0.0, tr[0].last > 0.0),
-                (_C_NZ197, v197 or 0.0, tr[3].last > 0.0),
-                (_C_NZUNC, unc, tr[1].last > 0.0 or tr[4].last > 0.0),
-            )
-        ):
-            if val > 0.0:
-                g = self._gate(model, j, st.n if own else 0, st.n, self.level_ref_rate)
-                f = _log2p(val) * g
-                if f > best:
-                    best, which, rate = f, k, self._rate(model, j, st.n if own else 0, st.n)
+        tot = self._family[""]
+        fam = self._family.get(model or "")
+        for k in range(3):
+            if k == 0:
+                val, first = v5, tr[0].first
+            elif k == 1:
+                val, first = v197, tr[3].first
+            else:
+                val, first = _unc(v187, v198), _unc(tr[1].first, tr[4].first)
+            if val is None or not val > 0.0:
+                continue
+            b = _bin(val)
+            h = _C_H + k * _NBIN
+            # the drive's own readings were in this bin or above when it started there
+            own = float(st.n) if _bin(first) >= b else 0.0
+            t_tail = _tail(tot, h, b)
+            f_tail = _tail(fam, h, b) if fam is not None and fam is not tot else -1.0
+            g = self._gate_counts(f_tail, fam, t_tail, tot, own, st.n, self.level_ref_rate)
+            f = _log2p(val) * g
+            if f > best:
+                m = max(0.0, fam[_C_N] - st.n) if fam is not None else 0.0
+                share = max(0.0, f_tail - own) / m if m > 0.0 and f_tail >= 0.0 else _NAN
+                best, which, rate = f, k, share
         return best, which, rate
 
     def _normal(self, ev: DiskHealthEvent, st: DriveState | None, i: int) -> str:
@@ -659,18 +696,32 @@ class DiskFailureDetector:
         """
         tot = self._family[""]
         fam = self._family.get(model or "")
-        g = (tot[j] + ref * 100.0) / (tot[_C_N] + 100.0)
-        if fam is None or fam is tot:
+        f_j = fam[j] if fam is not None and fam is not tot else -1.0
+        return self._gate_counts(f_j, fam, tot[j], tot, own, n, ref)
+
+    def _gate_counts(
+        self,
+        f_j: float,
+        fam: list[float] | None,
+        t_j: float,
+        tot: list[float],
+        own: float,
+        n: int,
+        ref: float,
+    ) -> float:
+        """:meth:`_gate` from the counts: the model's (``f_j`` < 0: none) and the total's."""
+        g = (t_j + ref * 100.0) / (tot[_C_N] + 100.0)
+        if f_j < 0.0 or fam is None:
             r = g
         else:
             k = self.family_prior
-            r = (max(0.0, fam[j] - own) + k * g) / (max(0.0, fam[_C_N] - n) + k)
+            r = (max(0.0, f_j - own) + k * g) / (max(0.0, fam[_C_N] - n) + k)
         if r >= ref:
             return 0.0
         return min(1.0, math.log2(ref / r) / 3.0) if r > 0.0 else 1.0
 
     def _ticks(self, ev: DiskHealthEvent, st: DriveState | None, x: list[float]) -> float:
-        """How far the counters rose in all, when they are the only evidence and rose on two readings at most; else -1.
+        """How far the counters rose in all, when they are the only evidence and rose on one or two readings; else -1.
 
         Healthy drives often tick once or twice and stay flat; failing ones
         keep climbing or show other signs.
@@ -692,7 +743,7 @@ class DiskFailureDetector:
             top = v if v > t.peak else t.peak
             if top > t.first:
                 total += top - t.first
-        return total if rising + now <= 2 else -1.0
+        return total if 0 < rising + now <= 2 else -1.0
 
     def _z(self, x: list[float]) -> float:
         return self.bias + _dot(self._weights, x)
@@ -855,10 +906,10 @@ class DiskFailureDetector:
             fam = self._family[name] = [0.0] * _NC
         tot = self._family[""]
         tr = st.tracks
-        nz5 = 1 if tr[0].last > 0.0 else 0
-        nz197 = 1 if tr[3].last > 0.0 else 0
-        nzunc = 1 if tr[1].last > 0.0 or tr[4].last > 0.0 else 0
-        if not (rose or soft or rose188 or nz5 or nz197 or nzunc or event.failure):  # the common case
+        b5 = _bin(tr[0].last)
+        b197 = _bin(tr[3].last)
+        bunc = _bin(_unc(tr[1].last, tr[4].last))
+        if not (rose or soft or rose188 or b5 or b197 or bunc or event.failure):  # the common case
             tot[0] += 1.0
             if fam is not None and fam is not tot:
                 fam[0] += 1.0
@@ -869,9 +920,12 @@ class DiskFailureDetector:
             f[_C_197] += rose197
             f[_C_SOFT] += soft
             f[_C_188] += rose188
-            f[_C_NZ5] += nz5
-            f[_C_NZ197] += nz197
-            f[_C_NZUNC] += nzunc
+            if b5:
+                f[_C_H + b5 - 1] += 1.0
+            if b197:
+                f[_C_H + _NBIN + b197 - 1] += 1.0
+            if bunc:
+                f[_C_H + 2 * _NBIN + bunc - 1] += 1.0
             if event.failure:  # a failed drive's history is not what healthy drives do
                 n = float(st.n)
                 f[_C_N] = max(0.0, f[_C_N] - n)
@@ -879,10 +933,10 @@ class DiskFailureDetector:
                 f[_C_197] = max(0.0, f[_C_197] - tr[3].inc)  # it already counts this reading's rise
                 f[_C_SOFT] = max(0.0, f[_C_SOFT] - st.soft)
                 f[_C_188] = max(0.0, f[_C_188] - tr[2].inc)
-                # counters seldom fall: a non-zero value now was (about) non-zero all along
-                f[_C_NZ5] = max(0.0, f[_C_NZ5] - n * nz5)
-                f[_C_NZ197] = max(0.0, f[_C_NZ197] - n * nz197)
-                f[_C_NZUNC] = max(0.0, f[_C_NZUNC] - n * nzunc)
+                # its levels, as if they had been at today's all along (counters seldom fall)
+                for h, b in ((_C_H, b5), (_C_H + _NBIN, b197), (_C_H + 2 * _NBIN, bunc)):
+                    if b:
+                        f[h + b - 1] = max(0.0, f[h + b - 1] - n)
 
     def _learn_label(self, x: list[float], y: float) -> None:
         z = self._z(x)
@@ -1005,7 +1059,7 @@ class DiskFailureDetector:
                 ev.model, st, _cur(ev, st, 0), _cur(ev, st, 3), _cur(ev, st, 1), _cur(ev, st, 4)
             )
             if k >= 0:
-                name = _NZ_KEYS[k][1]
+                name = _NZ_KEYS[k]
                 v = _cur(ev, st, 0) if k == 0 else _cur(ev, st, 3)
                 if k == 2:
                     v = max(0.0, _cur(ev, st, 1)) + max(0.0, _cur(ev, st, 4))
@@ -1017,7 +1071,7 @@ class DiskFailureDetector:
                         f"smart_{name.split('+')[0]}_raw",
                         v,
                         0.0,
-                        f"SMART {name} at {v:g}: non-zero in {share} healthy readings of {who}",
+                        f"SMART {name} at {v:g}: as high in {share} healthy readings of {who}",
                     )
                 )
         if not parts:
@@ -1096,6 +1150,29 @@ class DiskFailureDetector:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _bin(v: float) -> int:
+    """Log2 bin of a counter value: 0 for none or zero, 1 for 1, 2 for 2-3, ... _NBIN for 1,024 and more."""
+    if not v >= 1.0:  # NaN too
+        return 0
+    b = 1 + int(_log2(v))
+    return b if b < _NBIN else _NBIN
+
+
+def _unc(a: float | None, b: float | None) -> float:
+    """SMART 187 + 198, unseen ones (None, NaN) as 0."""
+    x = a if a is not None and a == a else 0.0
+    y = b if b is not None and b == b else 0.0
+    return x + y
+
+
+def _tail(f: list[float], h: int, b: int) -> float:
+    """Readings in bin ``b`` or above of the histogram at ``h``."""
+    t = 0.0
+    for i in range(h + b - 1, h + _NBIN):
+        t += f[i]
+    return t
 
 
 def _cur(ev: DiskHealthEvent, st: DriveState | None, i: int) -> float:

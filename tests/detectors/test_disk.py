@@ -373,3 +373,22 @@ def test_evidence_names_the_counter_against_its_model():
     assert v.flagged
     assert v.evidence[0].startswith("SMART 197 (pending sectors) rose from 0 to 80 in 10 days; "), v.evidence
     assert "SMART 197 rises in 0% of 1160 healthy readings of model ACME 4TB" in v.evidence[0]
+
+
+def test_previous_release_model_bytes_still_read():
+    import struct
+
+    from detectors.disk import PRIOR_WEIGHTS
+
+    det = DiskFailureDetector()
+    _fleet(det, "ACME 4TB", 5, 4)
+    w = list(PRIOR_WEIGHTS[:-1])
+    counts = struct.pack("<4d", 15.0, 1.0, 0.0, 0.0)
+    old = struct.pack("<BII" + "d" * len(w), 2, 0, 0, *w) + struct.pack("<H", 1)
+    old += struct.pack("<B", 8) + b"ACME 4TB" + counts
+    clone = DiskFailureDetector.from_bytes(old)
+    assert clone.weights == DiskFailureDetector().weights
+    assert clone._family["ACME 4TB"] == [15.0, 1.0, 0.0, 0.0] + [0.0] * (len(det._family[""]) - 4)
+    again = DiskFailureDetector.from_bytes(det.to_bytes())
+    assert again._family == det._family and again.to_bytes() == det.to_bytes()
+    assert len(det.to_bytes()) < 1000  # two models' counts and the weights
