@@ -30,8 +30,10 @@ Two pieces of state are shared by all drives (:meth:`DiskFailureDetector.to_byte
   a Hitachi that starts reallocating is more often dying. Likewise, per model,
   how often healthy drives show a SMART 197 rise and a soft stall of their
   power-on hours: in a model where they are rare (under ``event_ref_rate``
-  per reading), a single 197 rise (even one not confirmed on the next
-  reading) and a soft stall are evidence on their own. SMART 188 rises
+  per reading), a soft stall is evidence on its own (so would be a single
+  197 rise not confirmed on the next reading, ``spike_197``, but its prior
+  weight is 0: one-off 197 jumps are common on some healthy models, and
+  leaving it out helped the leave-one-model-out report). SMART 188 rises
   count only in a model whose healthy drives seldom show them (on some models
   command timeouts creep on every drive), and the model's share of healthy
   readings with SMART 5, 197 and 187 + 198 non-zero is kept (evidence text,
@@ -131,7 +133,7 @@ PRIOR_WEIGHTS: tuple[float, ...] = (
     1.4,
     1.0,
     7.0,
-    1.5,
+    0.0,
     0.0,
 )
 _NF = len(FEATURES)
@@ -340,7 +342,7 @@ _MODEL = struct.Struct("<BII" + "d" * _NF)
 _MODEL_VERSION = 3
 _U16 = struct.Struct("<H")
 _FAMILY = struct.Struct("<B")
-_COUNTS = struct.Struct("<%dd" % _NC)
+_COUNTS = struct.Struct(f"<{_NC}d")
 _COUNTS_V2 = struct.Struct("<4d")
 _MODEL_V2 = struct.Struct("<BII" + "d" * (_NF - 1))
 

@@ -232,16 +232,14 @@ def _spike(d, r):
     return 0.0 if d < 20 else 16.0  # one jump, larger than a tick
 
 
-def test_single_pending_sector_rise_counts_only_in_a_model_where_it_is_rare():
+def test_a_one_off_pending_sector_jump_is_not_flagged_even_in_a_model_where_it_is_rare():
+    # One-off SMART 197 jumps are common on some healthy models (issue 19); a
+    # pending-sector count counts once seen on two readings (a confirmed rise).
     quiet = DiskFailureDetector()
     _fleet(quiet, "ACME 4TB", 40, 30)  # healthy drives of this model never show SMART 197
-    v = replay(quiet, drive(11, days=21, smart197=_spike))[-1]
-    assert v.flagged and v.signal == "smart_197_raw"
-    assert "rare in healthy drives of this model" in v.evidence[0]
-
-    noisy = DiskFailureDetector()
-    _fleet(noisy, "ACME 4TB", 40, 30, smart197=lambda d, r: float(d % 3 == 0))  # 197 flickers
-    assert not replay(noisy, drive(11, days=21, smart197=_spike))[-1].flagged
+    verdicts = replay(quiet, drive(11, days=21, smart197=_spike))
+    assert not any(v.flagged for v in verdicts)
+    assert quiet.weights["spike_197"] == 0.0
 
 
 def test_slow_power_on_hours_count_only_in_a_model_where_they_are_rare():
