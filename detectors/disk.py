@@ -49,8 +49,8 @@ Two pieces of state are shared by all drives (:meth:`DiskFailureDetector.to_byte
   Backblaze 2013 replay, learning from labels bought recall only at the
   price of false alarms, no better than lowering the threshold.
 
-Counters that rose on one or two readings only, by ``tick_max`` or less in
-all, with no other sign, are not flagged (healthy drives tick once or twice
+Counters that rose on one or two readings only, each by ``tick_max`` or
+less, with no other sign, are not flagged (healthy drives tick once or twice
 and stay flat); risen on one or two readings by more, the score is held at
 ``tick_score`` (under the 0.9 from which the engine pages: a warning at
 most) until a third rise or another sign. Every flagged verdict's evidence
@@ -414,7 +414,7 @@ class DiskFailureDetector:
         which a non-zero value is evidence (``level_rare``), as
         ``event_ref_rate`` is for rises.
     tick_max
-        Counters risen on one or two readings, by this much or less in all
+        Counters risen on one or two readings, each by this much or less
         and with no other sign, are not flagged; 0 turns it off.
     tick_score
         Ceiling of the score of counters risen on one or two readings by
@@ -723,15 +723,17 @@ class DiskFailureDetector:
         return min(1.0, math.log2(ref / r) / 3.0) if r > 0.0 else 1.0
 
     def _ticks(self, ev: DiskHealthEvent, st: DriveState | None, x: list[float]) -> float:
-        """How far the counters rose in all, when they are the only evidence and rose on one or two readings; else -1.
+        """The largest rise of a counter, when counters are the only evidence and rose on one or two readings; else -1.
 
         Healthy drives often tick once or twice and stay flat; failing ones
         keep climbing or show other signs.
         """
-        if st is None or x[_STALL] or x[_SOFT] or x[_LAT] or x[_ERR]:
+        w = self._weights
+        other = w[_STALL] * x[_STALL] + w[_SOFT] * x[_SOFT] + w[_LAT] * x[_LAT] + w[_ERR] * x[_ERR]
+        if st is None or other >= 1.0:  # I/O latency a little above its mean is no sign
             return -1.0
         rising = st.rising
-        total = 0.0
+        most = 0.0
         now = 0
         for i in (0, 1, 3, 4):
             t = st.tracks[i]
@@ -743,9 +745,9 @@ class DiskFailureDetector:
             if v > t.last:
                 now = 1
             top = v if v > t.peak else t.peak
-            if top > t.first:
-                total += top - t.first
-        return total if 0 < rising + now <= 2 else -1.0
+            if top - t.first > most:
+                most = top - t.first
+        return most if 0 < rising + now <= 2 else -1.0
 
     def _z(self, x: list[float]) -> float:
         return self.bias + _dot(self._weights, x)
@@ -769,10 +771,10 @@ class DiskFailureDetector:
         x = self._features(event, state)
         z = self.bias + _dot(self._weights, x)
         if z >= self._z_cut:
-            total = self._ticks(event, state, x)
-            if 0.0 <= total <= self.tick_max:
+            most = self._ticks(event, state, x)
+            if 0.0 <= most <= self.tick_max:
                 z = self._z_cut - 0.5  # one or two small ticks: not flagged
-            elif total > self.tick_max and z > self._z_tick:
+            elif most > self.tick_max and z > self._z_tick:
                 z = self._z_tick  # one or two larger rises: a warning at most, not a page
         score = 1.0 / (1.0 + math.exp(-z)) if z > -700.0 else 0.0
         warming = (0 if state is None else state.n) + 1 < self.warmup

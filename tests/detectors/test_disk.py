@@ -286,18 +286,29 @@ def test_version_1_drive_state_still_reads():
 # --------------------------------------------------------------------------- issue 13 item 6, issue 19
 
 
+def _ticks(seed: int, disk: str, latency=None) -> list[DiskHealthEvent]:
+    """A healthy drive whose SMART 5, 187, 197 and 198 tick by 1 on day 10, SMART 5 once more on day 20."""
+    out = []
+    for ev in drive(seed, days=40, disk=disk, latency=latency, errors=None if latency is None else (lambda d, r: 0)):
+        d = round((ev.ts - T0) / DAY)
+        one = 1.0 if d >= 10 else 0.0
+        smart = {**ev.smart, "5": one + (d >= 20), "187": one, "197": one, "198": one}
+        out.append(DiskHealthEvent(ts=ev.ts, host=ev.host, disk=ev.disk, smart=smart, model=ev.model,
+                                   io_latency_ms=ev.io_latency_ms, io_errors=ev.io_errors))
+    return out
+
+
 def test_one_or_two_small_ticks_that_stay_flat_are_not_flagged():
+    off = DiskFailureDetector(tick_max=0.0)  # without the rule, these ticks alone are flagged
+    _fleet(off, "ACME 4TB", 40, 30)  # a model whose healthy drives never tick: ticks are rare
+    assert any(v.flagged for v in replay(off, _ticks(21, "ticker")))
+
     det = DiskFailureDetector()
-    _fleet(det, "ACME 4TB", 40, 30)  # a model whose healthy drives never tick: ticks are rare
-
-    def tick5(d, r):
-        return 0.0 if d < 10 else 1.0
-
-    def tick197(d, r):
-        return 0.0 if d < 20 else 1.0
-
-    verdicts = replay(det, drive(21, days=40, smart5=tick5, smart197=tick197, disk="ticker"))
-    assert not any(v.flagged for v in verdicts)
+    _fleet(det, "ACME 4TB", 40, 30)
+    assert not any(v.flagged for v in replay(det, _ticks(21, "ticker")))
+    # the same with I/O latency a little above its usual level on the days of the ticks
+    lat = _ticks(21, "ticker2", latency=lambda d, r: 8.8 if d in (10, 11, 20, 21) else 8.0)
+    assert not any(v.flagged for v in replay(det, lat))
 
 
 def test_one_large_jump_is_a_warning_at_most_until_the_counter_keeps_rising():
