@@ -30,8 +30,16 @@ Two pieces of state are shared by all drives (:meth:`DiskFailureDetector.to_byte
   a Hitachi that starts reallocating is more often dying. Likewise, per model,
   how often healthy drives show a SMART 197 rise and a soft stall of their
   power-on hours: in a model where they are rare (under ``event_ref_rate``
-  per reading), a single 197 rise (even one not confirmed on the next
-  reading) and a soft stall are evidence on their own;
+  per reading), a soft stall is evidence on its own (so would be a single
+  197 rise not confirmed on the next reading, ``spike_197``, but its prior
+  weight is 0: one-off 197 jumps are common on some healthy models, and
+  leaving it out helped the leave-one-model-out report). SMART 188 rises
+  count only in a model whose healthy drives seldom show them (on some models
+  command timeouts creep on every drive), and the model's share of healthy
+  readings with SMART 5, 197 and 187 + 198 non-zero is kept (evidence text,
+  and the ``level_rare`` feature, whose prior weight is 0: it did not help
+  on the report-only parts of ``benchmarks/disk_smart.py``). 8 counts a
+  model, at most 1,024 models;
 - one logistic model over the features, whose prior weights encode the rules
   above. With ``learning_rate > 0`` it learns from the labels as they arrive
   (``failure=true`` on a drive's last reading: a positive example; a drive
@@ -40,6 +48,14 @@ Two pieces of state are shared by all drives (:meth:`DiskFailureDetector.to_byte
   operating point stays where ``threshold`` puts it. Off by default: on the
   Backblaze 2013 replay, learning from labels bought recall only at the
   price of false alarms, no better than lowering the threshold.
+
+Counters that rose on one or two readings only, each by ``tick_max`` or
+less, with no other sign, are not flagged (healthy drives tick once or twice
+and stay flat); risen on one or two readings by more, the score is held at
+``tick_score`` (under the 0.9 from which the engine pages: a warning at
+most) until a third rise or another sign. Every flagged verdict's evidence
+names the counters, their move, and what is normal for them in the model
+(the rate of such rises among its healthy readings).
 
 Examples
 --------
@@ -57,8 +73,8 @@ count is not:
 ...     good, bad = det.learn_one(g, good), det.learn_one(b, bad)
 >>> vg.flagged, vb.flagged, vb.signal
 (False, True, 'smart_5_raw')
->>> vb.evidence[0]
-'SMART 5 (reallocated sectors) rose from 0 to 72 in 9 days'
+>>> vb.evidence[0].split("; ")
+['SMART 5 (reallocated sectors) rose from 0 to 72 in 9 days', 'counter rises in 0% of 18 healthy readings of drives without a model']
 """
 
 from __future__ import annotations
@@ -101,6 +117,7 @@ FEATURES: tuple[str, ...] = (
     "family",  # log2(how much rarer counter rises are in the drive's model than overall), if rising
     "soft_stalls",  # readings where power-on hours advanced too slowly (capped), x the model's rarity of it
     "spike_197",  # log2(1 + peak rise of SMART 197, even if seen once), x the model's rarity of 197 rises
+    "level_rare",  # log2(1 + a counter's value), x how rare a non-zero value is in the model's healthy drives
 )
 #: Prior weights (logit units per feature unit): the rules, before any label.
 PRIOR_WEIGHTS: tuple[float, ...] = (
@@ -116,14 +133,22 @@ PRIOR_WEIGHTS: tuple[float, ...] = (
     1.4,
     1.0,
     7.0,
-    1.5,
+    0.0,
+    0.0,
 )
 _NF = len(FEATURES)
-_R5, _R197, _RUNC, _R188, _INC, _LEVEL, _RECENT, _STALL, _LAT, _ERR, _FAM, _SOFT, _SPIKE = range(
-    _NF
+_R5, _R197, _RUNC, _R188, _INC, _LEVEL, _RECENT, _STALL, _LAT, _ERR, _FAM, _SOFT, _SPIKE, _LRARE = (
+    range(_NF)
 )
-# per-model counts of healthy readings: [readings, counter rises, SMART 197 rises, soft stalls]
-_C_N, _C_RISE, _C_197, _C_SOFT = range(4)
+# Per-model counts of healthy readings: readings, counter rises, SMART 197 rises,
+# soft stalls, SMART 188 rises; then, for SMART 5, 197 and 187 + 198, a histogram
+# of their non-zero values in log2 bins (1, 2-3, 4-7, ..., 1024 and more).
+_C_N, _C_RISE, _C_197, _C_SOFT, _C_188 = range(5)
+_C_H = 5
+_NBIN = 11
+_NC = _C_H + 3 * _NBIN
+#: The levels compared with the model's healthy drives, in histogram order.
+_NZ_KEYS: tuple[str, ...] = ("5", "197", "187+198")
 _MAX_FAMILIES = 1024
 _LEVEL_KEYS = ("5", "187", "197", "198")
 
@@ -314,10 +339,12 @@ class DiskVerdict:
 # --------------------------------------------------------------------------- the detector
 
 _MODEL = struct.Struct("<BII" + "d" * _NF)
-_MODEL_VERSION = 2
+_MODEL_VERSION = 3
 _U16 = struct.Struct("<H")
 _FAMILY = struct.Struct("<B")
-_COUNTS = struct.Struct("<4d")
+_COUNTS = struct.Struct(f"<{_NC}d")
+_COUNTS_V2 = struct.Struct("<4d")
+_MODEL_V2 = struct.Struct("<BII" + "d" * (_NF - 1))
 
 
 def _dot(w: list[float], x: list[float]) -> float:
@@ -381,7 +408,17 @@ class DiskFailureDetector:
         Rate per reading, among a model's healthy drives, at which a soft
         stall or a SMART 197 rise stops being evidence; at 1/8 of it or less
         it weighs fully (a log2 scale in between). Learned online per model
-        from the drives not labelled failed.
+        from the drives not labelled failed (SMART 188 rises too).
+    level_ref_rate
+        Share of a model's healthy readings with a counter non-zero under
+        which a non-zero value is evidence (``level_rare``), as
+        ``event_ref_rate`` is for rises.
+    tick_max
+        Counters risen on one or two readings, each by this much or less
+        and with no other sign, are not flagged; 0 turns it off.
+    tick_score
+        Ceiling of the score of counters risen on one or two readings by
+        more than ``tick_max`` (a warning, not a page).
 
     Examples
     --------
@@ -403,6 +440,9 @@ class DiskFailureDetector:
         family_prior: float = 200.0,
         soft_stall_ratio: float = 0.6,
         event_ref_rate: float = 0.001,
+        level_ref_rate: float = 0.01,
+        tick_max: float = 2.0,
+        tick_score: float = 0.85,
     ) -> None:
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"threshold must be in (0, 1), got {threshold!r}")
@@ -419,13 +459,19 @@ class DiskFailureDetector:
         self.family_prior = family_prior
         self.soft_stall_ratio = soft_stall_ratio
         self.event_ref_rate = event_ref_rate
+        self.level_ref_rate = level_ref_rate
+        self.tick_max = tick_max
+        self.tick_score = tick_score
         self._weights = list(PRIOR_WEIGHTS)
         self._n_pos = 0
         self._n_neg = 0
         # per drive model: [readings after a drive's first, readings where a counter rose],
         # from drives not (yet) known to have failed; "" sums all models
-        self._family: dict[str, list[float]] = {"": [0.0, 0.0, 0.0, 0.0]}
+        self._family: dict[str, list[float]] = {"": [0.0] * _NC}
         self._z_cut = math.log(threshold / (1.0 - threshold))
+        if not 0.0 < tick_score < 1.0:
+            raise ValueError(f"tick_score must be in (0, 1), got {tick_score!r}")
+        self._z_tick = max(self._z_cut, math.log(tick_score / (1.0 - tick_score)))
         # evidence is written only for scores within about 20x of the threshold
         self._z_explain = self._z_cut - 3.0
 
@@ -453,7 +499,7 @@ class DiskFailureDetector:
         c0, c1, c2, c3, c4 = st.tracks
         l0, l1, l2, l3, l4 = c0.last, c1.last, c2.last, c3.last, c4.last
         level = rise_unc = jump = 0.0
-        incs = st.n_inc
+        incs = float(st.n_inc)
         if l0 == l0:  # 5: reallocated sectors
             if v0 is None:
                 v0 = l0
@@ -485,7 +531,13 @@ class DiskFailureDetector:
                 incs += 1
             rise = v2 - c2.first
             if rise > 0.0:
-                x[_R188] = _log2p(rise)
+                # ... and weighed by how rare its rises are in the model: some creep on every drive
+                g = 1.0
+                if self.family_prior > 0.0:
+                    inc188 = c2.inc + (1 if v2 > l2 else 0)
+                    g = self._gate(ev.model, _C_188, c2.inc, st.n, self.event_ref_rate)
+                    incs -= (1.0 - g) * inc188
+                x[_R188] = _log2p(rise) * g
         if l3 == l3:  # 197: pending sectors come and go; a rise counts once seen on two readings
             if v3 is None:
                 v3 = l3
@@ -499,7 +551,7 @@ class DiskFailureDetector:
             peak = c3.peak
             spike = (v3 if v3 > peak else peak) - f3
             if spike > 0.0:  # ... unless the drive's model seldom shows 197 rises at all
-                g = self._gate(ev.model, _C_197, c3.inc, st.n)
+                g = self._gate(ev.model, _C_197, c3.inc, st.n, self.event_ref_rate)
                 if g:
                     x[_SPIKE] = _log2p(spike) * g
             level += v3
@@ -521,12 +573,14 @@ class DiskFailureDetector:
             level += v4
         if rise_unc:
             x[_RUNC] = _log2p(rise_unc)
-        if incs:
-            x[_INC] = float(incs if incs < 6 else 6)
+        if incs > 0.0:
+            x[_INC] = incs if incs < 6.0 else 6.0
             if self.family_prior > 0.0:
                 x[_FAM] = self._rarity(ev.model)
         if level:
             x[_LEVEL] = _log2p(level)
+            if self.family_prior > 0.0:
+                x[_LRARE] = self._level_rare(ev.model, st, v0, v3, v1, v4)[0]
         dt = ev.ts - st.last_ts
         recent = st.recent
         if recent:
@@ -545,7 +599,7 @@ class DiskFailureDetector:
         if stalls:
             x[_STALL] = float(min(stalls, self.max_stalls))
         if soft:
-            g = self._gate(ev.model, _C_SOFT, st.soft, st.n)
+            g = self._gate(ev.model, _C_SOFT, st.soft, st.n, self.event_ref_rate)
             if g:
                 x[_SOFT] = float(min(soft, self.max_stalls)) * g
         lat = ev.io_latency_ms
@@ -569,24 +623,131 @@ class DiskFailureDetector:
         v = v if v < 3.0 else 3.0  # max(-3.0, min(3.0, v))
         return v if v > -3.0 else -3.0
 
-    def _gate(self, model: str | None, j: int, own: float, n: int) -> float:
+    def _level_rare(
+        self,
+        model: str | None,
+        st: DriveState,
+        v5: float | None,
+        v197: float | None,
+        v187: float | None,
+        v198: float | None,
+    ) -> tuple[float, int, float]:
+        """The strongest counter level against its model: (feature, index in _NZ_KEYS, model rate).
+
+        The feature is log2(1 + value) x how rare a value as high (its log2
+        bin or above) is among the healthy readings of the model's other
+        drives (:meth:`_gate` at ``level_ref_rate``); the rate is that share.
+        """
+        best, which, rate = 0.0, -1, _NAN
+        tr = st.tracks
+        tot = self._family[""]
+        fam = self._family.get(model or "")
+        for k in range(3):
+            if k == 0:
+                val, first = v5, tr[0].first
+            elif k == 1:
+                val, first = v197, tr[3].first
+            else:
+                val, first = _unc(v187, v198), _unc(tr[1].first, tr[4].first)
+            if val is None or not val > 0.0:
+                continue
+            b = _bin(val)
+            h = _C_H + k * _NBIN
+            # the drive's own readings were in this bin or above when it started there
+            own = float(st.n) if _bin(first) >= b else 0.0
+            t_tail = _tail(tot, h, b)
+            f_tail = _tail(fam, h, b) if fam is not None and fam is not tot else -1.0
+            g = self._gate_counts(f_tail, fam, t_tail, tot, own, st.n, self.level_ref_rate)
+            f = _log2p(val) * g
+            if f > best:
+                m = max(0.0, fam[_C_N] - st.n) if fam is not None else 0.0
+                share = max(0.0, f_tail - own) / m if m > 0.0 and f_tail >= 0.0 else _NAN
+                best, which, rate = f, k, share
+        return best, which, rate
+
+    def _normal(self, ev: DiskHealthEvent, st: DriveState | None, i: int) -> str:
+        """What is normal for counter ``TRACKED[i]`` in the drive's model: its rate of rises in healthy readings."""
+        if st is None or self.family_prior <= 0.0:
+            return ""
+        j = _C_197 if i == 3 else (_C_188 if i == 2 else _C_RISE)
+        own = float(st.tracks[i].inc if j != _C_RISE else st.rising)
+        n = st.n - 1  # the drive's readings counted in its model (all but its first)
+        rate = self._rate(ev.model, j, own, n)
+        if rate != rate:
+            return ""
+        what = "SMART 197 rises" if i == 3 else ("SMART 188 rises" if i == 2 else "counter rises")
+        who = f"model {ev.model}" if ev.model else "drives without a model"
+        m = max(0.0, self._family[ev.model or ""][_C_N] - n)
+        return f"; {what} in {100.0 * rate:.2g}% of {m:.0f} healthy readings of {who}"
+
+    def _rate(self, model: str | None, j: int, own: float, n: int) -> float:
+        """Share of the healthy readings of the model's other drives with event ``j`` (NaN: no model counts)."""
+        fam = self._family.get(model or "")
+        if fam is None:
+            return _NAN
+        m = max(0.0, fam[_C_N] - n)
+        return max(0.0, fam[j] - own) / m if m > 0.0 else _NAN
+
+    def _gate(self, model: str | None, j: int, own: float, n: int, ref: float) -> float:
         """How rare event ``j`` is among the healthy readings of the model's other drives, in [0, 1].
 
-        0: common; ``own`` and ``n`` are the drive's own count of the event
-        and readings, taken out.
+        0: as common as ``ref`` per reading or more; 1: 8 times rarer or
+        less. ``own`` and ``n`` are the drive's own count of the event and
+        readings, taken out. The model's rate is pulled toward the rate
+        over all models by ``family_prior`` pseudo-readings.
         """
         tot = self._family[""]
         fam = self._family.get(model or "")
-        ref = self.event_ref_rate
-        g = (tot[j] + ref * 100.0) / (tot[_C_N] + 100.0)
-        if fam is None or fam is tot:
+        f_j = fam[j] if fam is not None and fam is not tot else -1.0
+        return self._gate_counts(f_j, fam, tot[j], tot, own, n, ref)
+
+    def _gate_counts(
+        self,
+        f_j: float,
+        fam: list[float] | None,
+        t_j: float,
+        tot: list[float],
+        own: float,
+        n: int,
+        ref: float,
+    ) -> float:
+        """:meth:`_gate` from the counts: the model's (``f_j`` < 0: none) and the total's."""
+        g = (t_j + ref * 100.0) / (tot[_C_N] + 100.0)
+        if f_j < 0.0 or fam is None:
             r = g
         else:
             k = self.family_prior
-            r = (max(0.0, fam[j] - own) + k * g) / (max(0.0, fam[_C_N] - n) + k)
+            r = (max(0.0, f_j - own) + k * g) / (max(0.0, fam[_C_N] - n) + k)
         if r >= ref:
             return 0.0
         return min(1.0, math.log2(ref / r) / 3.0) if r > 0.0 else 1.0
+
+    def _ticks(self, ev: DiskHealthEvent, st: DriveState | None, x: list[float]) -> float:
+        """The largest rise of a counter, when counters are the only evidence and rose on one or two readings; else -1.
+
+        Healthy drives often tick once or twice and stay flat; failing ones
+        keep climbing or show other signs.
+        """
+        w = self._weights
+        other = w[_STALL] * x[_STALL] + w[_SOFT] * x[_SOFT] + w[_LAT] * x[_LAT] + w[_ERR] * x[_ERR]
+        if st is None or other >= 1.0:  # I/O latency a little above its mean is no sign
+            return -1.0
+        rising = st.rising
+        most = 0.0
+        now = 0
+        for i in (0, 1, 3, 4):
+            t = st.tracks[i]
+            v = ev.smart.get(TRACKED[i])
+            if v is None or v != v:
+                v = t.last
+            if v != v or t.first != t.first:
+                continue
+            if v > t.last:
+                now = 1
+            top = v if v > t.peak else t.peak
+            if top - t.first > most:
+                most = top - t.first
+        return most if 0 < rising + now <= 2 else -1.0
 
     def _z(self, x: list[float]) -> float:
         return self.bias + _dot(self._weights, x)
@@ -609,6 +770,12 @@ class DiskFailureDetector:
         """
         x = self._features(event, state)
         z = self.bias + _dot(self._weights, x)
+        if z >= self._z_cut:
+            most = self._ticks(event, state, x)
+            if 0.0 <= most <= self.tick_max:
+                z = self._z_cut - 0.5  # one or two small ticks: not flagged
+            elif most > self.tick_max and z > self._z_tick:
+                z = self._z_tick  # one or two larger rises: a warning at most, not a page
         score = 1.0 / (1.0 + math.exp(-z)) if z > -700.0 else 0.0
         warming = (0 if state is None else state.n) + 1 < self.warmup
         if z < self._z_explain:  # far below the threshold: the cheap, common path
@@ -627,6 +794,10 @@ class DiskFailureDetector:
                 warming,
             )
         return self._explain(event, state, x, z, score, warming)
+
+    def features_one(self, event: DiskHealthEvent, state: DriveState | None) -> dict[str, float]:
+        """The per-drive features behind :meth:`score_one`, by name (for a learned model beside the rules)."""
+        return dict(zip(FEATURES, self._features(event, state), strict=True))
 
     def learn_one(self, event: DiskHealthEvent, state: DriveState | None) -> DriveState:
         """Update the drive's sketch with one reading; learn its label if it has one.
@@ -672,7 +843,7 @@ class DiskFailureDetector:
             st.poh = poh
         if st.recent:
             st.recent *= math.exp(-(ts - st.last_ts) / (self.recent_days * _DAY))
-        rose = rose197 = 0
+        rose = rose197 = rose188 = 0
         tracks = st.tracks
         for i, v in enumerate(map(get, TRACKED)):
             if v is None:
@@ -687,7 +858,9 @@ class DiskFailureDetector:
             if v > last:
                 t.inc += 1
                 st.n_inc += 1
-                if i != 2:
+                if i == 2:
+                    rose188 = 1
+                else:
                     st.recent += v - last
                     rose = 1
                     if i == 3:
@@ -716,36 +889,58 @@ class DiskFailureDetector:
         if event.io_errors is not None or st.err_recent:
             st.err_recent = st.err_recent * 0.5 + (event.io_errors or 0)
         if st.n and self.family_prior > 0.0:
-            self._count_family(event, st, rose, rose197, soft)
+            self._count_family(event, st, rose, rose197, soft, rose188)
         st.rising += rose
         st.n += 1
         st.last_ts = ts
         return st
 
     def _count_family(
-        self, event: DiskHealthEvent, st: DriveState, rose: int, rose197: int, soft: int
+        self, event: DiskHealthEvent, st: DriveState, rose: int, rose197: int, soft: int, rose188: int
     ) -> None:
-        """Count this reading in its drive model's rates of counter rises and soft stalls (and in the total)."""
+        """Count this reading in its drive model's rates (and in the total).
+
+        The rates: counter rises, SMART 197 rises, soft stalls, SMART 188
+        rises, and non-zero SMART 5, 197 and 187 + 198 (the counters' values
+        once this reading is learned).
+        """
         name = event.model or ""
         fam = self._family.get(name)
         if fam is None and len(self._family) < _MAX_FAMILIES:
-            fam = self._family[name] = [0.0, 0.0, 0.0, 0.0]
+            fam = self._family[name] = [0.0] * _NC
         tot = self._family[""]
-        if not (rose or soft or event.failure):  # the common case
+        tr = st.tracks
+        b5 = _bin(tr[0].last)
+        b197 = _bin(tr[3].last)
+        bunc = _bin(_unc(tr[1].last, tr[4].last))
+        if not (rose or soft or rose188 or b5 or b197 or bunc or event.failure):  # the common case
             tot[0] += 1.0
             if fam is not None and fam is not tot:
                 fam[0] += 1.0
             return
         for f in (tot,) if fam is None or fam is tot else (tot, fam):
-            f[0] += 1.0
-            f[1] += rose
-            f[2] += rose197
-            f[3] += soft
+            f[_C_N] += 1.0
+            f[_C_RISE] += rose
+            f[_C_197] += rose197
+            f[_C_SOFT] += soft
+            f[_C_188] += rose188
+            if b5:
+                f[_C_H + b5 - 1] += 1.0
+            if b197:
+                f[_C_H + _NBIN + b197 - 1] += 1.0
+            if bunc:
+                f[_C_H + 2 * _NBIN + bunc - 1] += 1.0
             if event.failure:  # a failed drive's history is not what healthy drives do
-                f[0] = max(0.0, f[0] - st.n)
-                f[1] = max(0.0, f[1] - st.rising - rose)
-                f[2] = max(0.0, f[2] - st.tracks[3].inc)  # it already counts this reading's rise
-                f[3] = max(0.0, f[3] - st.soft)
+                n = float(st.n)
+                f[_C_N] = max(0.0, f[_C_N] - n)
+                f[_C_RISE] = max(0.0, f[_C_RISE] - st.rising - rose)
+                f[_C_197] = max(0.0, f[_C_197] - tr[3].inc)  # it already counts this reading's rise
+                f[_C_SOFT] = max(0.0, f[_C_SOFT] - st.soft)
+                f[_C_188] = max(0.0, f[_C_188] - tr[2].inc)
+                # its levels, as if they had been at today's all along (counters seldom fall)
+                for h, b in ((_C_H, b5), (_C_H + _NBIN, b197), (_C_H + 2 * _NBIN, bunc)):
+                    if b:
+                        f[h + b - 1] = max(0.0, f[h + b - 1] - n)
 
     def _learn_label(self, x: list[float], y: float) -> None:
         z = self._z(x)
@@ -774,9 +969,11 @@ class DiskFailureDetector:
         extra = w[_INC] * x[_INC] + w[_RECENT] * x[_RECENT]  # shared by the rising counters
         for feat, idx in ((_R5, 0), (_R197, 3), (_R188, 2)):
             if x[feat] and not (idx == 3 and x[_SPIKE]):
-                parts.append((w[feat] * x[feat] + extra, *_rise_text(ev, st, idx)))
+                sig, cur, first, text = _rise_text(ev, st, idx)
+                parts.append((w[feat] * x[feat] + extra, sig, cur, first, text + self._normal(ev, st, idx)))
         if x[_SPIKE]:
             sig, cur, first, text = _rise_text(ev, st, 3)
+            text += self._normal(ev, st, 3)
             peak = max(cur, st.tracks[3].peak) if st is not None else cur
             if not x[_R197]:
                 text = f"SMART 197 ({_NAMES['197']}) reached {peak:g} from {first:g} (now {cur:g})"
@@ -791,9 +988,9 @@ class DiskFailureDetector:
             )
         if x[_RUNC]:
             for idx in (1, 4):
-                rt = _rise_text(ev, st, idx)
-                if rt[1] > rt[2]:
-                    parts.append((w[_RUNC] * x[_RUNC] + extra, *rt))
+                sig, cur, first, text = _rise_text(ev, st, idx)
+                if cur > first:
+                    parts.append((w[_RUNC] * x[_RUNC] + extra, sig, cur, first, text + self._normal(ev, st, idx)))
         if x[_STALL]:
             poh = ev.smart.get("9", _NAN)
             last = st.poh if st is not None else _NAN
@@ -861,10 +1058,34 @@ class DiskFailureDetector:
                         f"SMART {name} ({_NAMES[name]}) at {v:g} (non-zero)",
                     )
                 )
-        if not parts:
-            return DiskVerdict(
-                score, False, "smart_5_raw", _cur(ev, st, 0), _first(st, 0), [], warming
+        if w[_LRARE] * x[_LRARE] >= 0.5 and st is not None:
+            _, k, rate = self._level_rare(
+                ev.model, st, _cur(ev, st, 0), _cur(ev, st, 3), _cur(ev, st, 1), _cur(ev, st, 4)
             )
+            if k >= 0:
+                name = _NZ_KEYS[k]
+                v = _cur(ev, st, 0) if k == 0 else _cur(ev, st, 3)
+                if k == 2:
+                    v = max(0.0, _cur(ev, st, 1)) + max(0.0, _cur(ev, st, 4))
+                who = f"model {ev.model}" if ev.model else "drives without a model"
+                share = "no" if rate != rate else f"{100.0 * rate:.2g}% of the"
+                parts.append(
+                    (
+                        w[_LRARE] * x[_LRARE],
+                        f"smart_{name.split('+')[0]}_raw",
+                        v,
+                        0.0,
+                        f"SMART {name} at {v:g}: as high in {share} healthy readings of {who}",
+                    )
+                )
+        if not parts:
+            if z >= self._z_cut:  # evidence of a kind with no sentence: name the feature
+                i = max(range(_NF), key=lambda j: w[j] * x[j])
+                parts.append((w[i] * x[i], "disk_failure_score", score, 0.0, f"{FEATURES[i]} at {x[i]:.2g}"))
+            else:
+                return DiskVerdict(
+                    score, False, "smart_5_raw", _cur(ev, st, 0), _first(st, 0), [], warming
+                )
         if len(parts) > 1:
             parts.sort(key=lambda p: -p[0])
         top = parts[0]
@@ -891,13 +1112,16 @@ class DiskFailureDetector:
     def from_bytes(cls, b: bytes, **params: float) -> DiskFailureDetector:
         """Rebuild a detector from :meth:`to_bytes`; ``params`` are the constructor arguments."""
         try:
-            if b[0] != _MODEL_VERSION:
+            if b[0] not in (2, _MODEL_VERSION):
                 raise ValueError("version")
+            old = b[0] == 2  # the previous release: no level_rare weight, 4 counts a model
             det = cls(**params)  # type: ignore[arg-type]
-            v = _MODEL.unpack_from(b)
+            head = _MODEL_V2 if old else _MODEL
+            counts = _COUNTS_V2 if old else _COUNTS
+            v = head.unpack_from(b)
             det._n_pos, det._n_neg = v[1], v[2]
-            det._weights = list(v[3:])
-            off = _MODEL.size
+            det._weights = list(v[3:]) + ([PRIOR_WEIGHTS[_LRARE]] if old else [])
+            off = head.size
             (n,) = _U16.unpack_from(b, off)
             off += _U16.size
             family: dict[str, list[float]] = {}
@@ -905,15 +1129,15 @@ class DiskFailureDetector:
                 (k,) = _FAMILY.unpack_from(b, off)
                 name = b[off + 1 : off + 1 + k].decode("utf-8", "replace")
                 off += 1 + k
-                family[name] = list(_COUNTS.unpack_from(b, off))
-                off += _COUNTS.size
+                family[name] = list(counts.unpack_from(b, off)) + [0.0] * (_NC - counts.size // 8)
+                off += counts.size
         except (IndexError, ValueError, struct.error) as exc:
             raise DiskStateError(
                 f"not a version-{_MODEL_VERSION} disk model ({len(b)} bytes): {exc}"
             ) from None
         if off != len(b):
             raise DiskStateError(f"disk model has {len(b) - off} trailing bytes")
-        family.setdefault("", [0.0, 0.0, 0.0, 0.0])
+        family.setdefault("", [0.0] * _NC)
         det._family = family
         return det
 
@@ -930,6 +1154,29 @@ class DiskFailureDetector:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _bin(v: float) -> int:
+    """Log2 bin of a counter value: 0 for none or zero, 1 for 1, 2 for 2-3, ... _NBIN for 1,024 and more."""
+    if not v >= 1.0:  # NaN too
+        return 0
+    b = 1 + int(_log2(v))
+    return b if b < _NBIN else _NBIN
+
+
+def _unc(a: float | None, b: float | None) -> float:
+    """SMART 187 + 198, unseen ones (None, NaN) as 0."""
+    x = a if a is not None and a == a else 0.0
+    y = b if b is not None and b == b else 0.0
+    return x + y
+
+
+def _tail(f: list[float], h: int, b: int) -> float:
+    """Readings in bin ``b`` or above of the histogram at ``h``."""
+    t = 0.0
+    for i in range(h + b - 1, h + _NBIN):
+        t += f[i]
+    return t
 
 
 def _cur(ev: DiskHealthEvent, st: DriveState | None, i: int) -> float:

@@ -11,12 +11,14 @@ import math
 import random
 
 from detectors.disk import (
+    _C_188,
     _C_197,
     _ERR,
     _FAM,
     _INC,
     _LEVEL,
     _LEVEL_KEYS,
+    _LRARE,
     _NF,
     _R5,
     _R188,
@@ -50,14 +52,17 @@ def ref_counter_features(det: DiskFailureDetector, ev: DiskHealthEvent, st: Driv
         return x, (_LEVEL, _ERR)
     lasts, firsts = st.last, st.first
     level = rise_unc = jump = 0.0
-    incs = st.n_inc
+    incs = float(st.n_inc)
+    vals: list[float | None] = [None] * _K
     for i in range(_K):
         last = lasts[i]
         v = get(TRACKED[i])
+        vals[i] = v
         if v is None:
             if last != last:
                 continue
             v = last
+            vals[i] = v
         elif last != last:
             if i != 2:
                 level += v
@@ -73,7 +78,7 @@ def ref_counter_features(det: DiskFailureDetector, ev: DiskHealthEvent, st: Driv
             peak = st.peak[i]
             spike = (v if v > peak else peak) - firsts[i]
             if spike > 0.0:
-                g = det._gate(ev.model, _C_197, st.inc[3], st.n)
+                g = det._gate(ev.model, _C_197, st.inc[3], st.n, det.event_ref_rate)
                 if g:
                     x[_SPIKE] = _log2p(spike) * g
         else:
@@ -85,24 +90,27 @@ def ref_counter_features(det: DiskFailureDetector, ev: DiskHealthEvent, st: Driv
                 x[_R5] = _log2p(rise)
             elif i == 3:
                 x[_R197] = _log2p(rise)
-            elif i == 2:
-                x[_R188] = _log2p(rise)
+            elif i == 2:  # weighed by the model's rate of 188 rises; those rises leave the count
+                g = det._gate(ev.model, _C_188, st.inc[2], st.n, det.event_ref_rate)
+                incs -= (1.0 - g) * (st.inc[2] + (1 if v > last else 0))
+                x[_R188] = _log2p(rise) * g
             else:
                 rise_unc += rise
     if rise_unc:
         x[_RUNC] = _log2p(rise_unc)
-    if incs:
-        x[_INC] = float(incs if incs < 6 else 6)
+    if incs > 0.0:
+        x[_INC] = incs if incs < 6.0 else 6.0
         if det.family_prior > 0.0:
             x[_FAM] = det._rarity(ev.model)
     if level:
         x[_LEVEL] = _log2p(level)
+        x[_LRARE] = det._level_rare(ev.model, st, vals[0], vals[3], vals[1], vals[4])[0]
     recent = st.recent
     if recent:
         recent *= math.exp(-(ev.ts - st.last_ts) / (det.recent_days * 86400.0))
     if recent or jump:
         x[_RECENT] = _log2p(recent + jump)
-    return x, (_R5, _R197, _RUNC, _R188, _INC, _LEVEL, _RECENT, _FAM, _SPIKE)
+    return x, (_R5, _R197, _RUNC, _R188, _INC, _LEVEL, _RECENT, _FAM, _SPIKE, _LRARE)
 
 
 def test_unrolled_counter_features_equal_the_loop():
