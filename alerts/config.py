@@ -129,6 +129,8 @@ _KINDS = ("console", "slack", "webhook", "slack_webhook", "alertmanager")
 class ReceiverConfig(_Strict):
     name: str = Field(min_length=1)
     send_resolved: bool = True
+    #: Receivers that get this receiver's notifications while it is failed (the console always does).
+    fallback: list[str] = Field(default_factory=list)
     console: ConsoleConfig | None = None
     slack: SlackConfig | None = None
     webhook: WebhookConfig | None = None
@@ -259,6 +261,17 @@ class AlertingConfig(_Strict):
         if self.route.matchers:
             raise ValueError("route.matchers: the root route matches every alert and takes no matchers")
         walk(self.route, "route")
+        return self
+
+    @model_validator(mode="after")
+    def _known_fallbacks(self) -> AlertingConfig:
+        names = {r.name for r in self.receivers}
+        for i, r in enumerate(self.receivers):
+            for f in r.fallback:
+                if f == r.name:
+                    raise ValueError(f"receivers.{i}.fallback: receiver {r.name!r} cannot be its own fallback")
+                if f not in names:
+                    raise ValueError(f"receivers.{i}.fallback: no receiver named {f!r} (have: {', '.join(sorted(names))})")
         return self
 
     def intervals(self) -> dict[str, list[TimeRange]]:

@@ -52,10 +52,7 @@ import asyncio
 import dataclasses
 import logging
 import random
-from collections.abc import Mapping
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import aiohttp
 from slack_sdk.errors import SlackApiError, SlackClientError
@@ -74,6 +71,7 @@ from slack_sdk.web.async_slack_response import AsyncSlackResponse
 from alerts.errors import NotifyError
 from alerts.model import Alert
 from alerts.notify.base import Memory, Receiver, cause_text, format_duration, labels_text
+from alerts.notify.http import classify_status, retry_after_seconds
 from alerts.notify.pipeline import state_id
 from alerts.secret import Secret, redact
 from detectors.timeutil import format_ts
@@ -102,33 +100,42 @@ FALLBACK_MAX = 3000
 SEVERITY_EMOJI = {"critical": ":rotating_light:", "warning": ":warning:"}
 RESOLVED_EMOJI = ":white_check_mark:"
 
-#: Slack error codes that no retry will fix.
-FATAL_ERRORS = frozenset(
+#: Slack error codes that make the receiver unusable until someone fixes it, with what to fix.
+RECEIVER_ERRORS: dict[str, str] = {
+    "invalid_auth": "the bot token is not valid: set a valid bot token (xoxb-...) in the receiver's token_env or token_file",
+    "not_authed": "no token was sent: set the bot token in the receiver's token_env or token_file",
+    "account_inactive": "the token's user or bot was deactivated: reinstall the Slack app and update the token",
+    "token_revoked": "the token was revoked: reinstall the Slack app and update the token",
+    "token_expired": "the token expired: refresh it (or turn off token rotation) and update the token",
+    "no_permission": "the token lacks a permission: check the Slack app's scopes (chat:write) and reinstall it",
+    "missing_scope": "the Slack app lacks the chat:write scope: add it and reinstall the app",
+    "not_allowed_token_type": "this is not a bot token: use the app's bot token (xoxb-...)",
+    "ekm_access_denied": "the workspace's encryption keys refuse access: ask the Slack admins",
+    "channel_not_found": "the channel does not exist or the bot cannot see it: check the receiver's channel (an id like C0123 is safest) and invite the bot",
+    "not_in_channel": "the bot is not in the channel: invite it (/invite @<bot>) or add the chat:write.public scope",
+    "is_archived": "the channel is archived: unarchive it or point the receiver at another channel",
+    "restricted_action": "the workspace forbids the bot to post in this channel: ask the Slack admins",
+    "team_access_not_granted": "the token has no access to this workspace: reinstall the Slack app there",
+}
+#: Slack error codes that refuse one message only: other messages may still get through.
+MESSAGE_ERRORS = frozenset(
     {
-        "invalid_auth",
-        "not_authed",
-        "account_inactive",
-        "token_revoked",
-        "token_expired",
-        "no_permission",
-        "missing_scope",
-        "not_allowed_token_type",
-        "ekm_access_denied",
-        "channel_not_found",
-        "not_in_channel",
-        "is_archived",
-        "restricted_action",
         "invalid_blocks",
         "invalid_blocks_format",
+        "invalid_attachments",
         "msg_too_long",
         "no_text",
+        "too_many_attachments",
         "invalid_arguments",
         "invalid_arg_name",
         "message_not_found",
         "cant_update_message",
         "edit_window_closed",
+        "thread_not_found",
     }
 )
+#: Slack error codes that no retry will fix.
+FATAL_ERRORS = frozenset(RECEIVER_ERRORS) | MESSAGE_ERRORS
 #: Slack error codes (with HTTP 200) that a later retry may fix.
 TRANSIENT_ERRORS = frozenset(
     {"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}
@@ -147,35 +154,12 @@ class SlackNotifyError(NotifyError):
         retry_after: float | None = None,
         error: str | None = None,
         status: int | None = None,
+        scope: Literal["receiver", "message"] = "receiver",
+        fix: str | None = None,
     ):
-        super().__init__(message, retryable=retryable, retry_after=retry_after)
+        super().__init__(message, retryable=retryable, retry_after=retry_after, scope=scope, fix=fix)
         self.error = error
         self.status = status
-
-
-def _retry_after(headers: Mapping[str, Any] | None) -> float | None:
-    """Seconds from a Retry-After header (delta seconds or HTTP date); None when absent."""
-    if not headers:
-        return None
-    value: Any = None
-    for k, v in headers.items():
-        if k.lower() == "retry-after":
-            value = v
-            break
-    if isinstance(value, list | tuple):
-        value = value[0] if value else None
-    if value is None:
-        return None
-    text = str(value).strip()
-    try:
-        return max(0.0, float(text))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(text)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 class _BoundedRateLimitRetryHandler(AsyncRateLimitErrorRetryHandler):
@@ -199,7 +183,7 @@ class _BoundedRateLimitRetryHandler(AsyncRateLimitErrorRetryHandler):
     ) -> bool:
         if response is None or response.status_code != 429:
             return False
-        wait = _retry_after(response.headers)
+        wait = retry_after_seconds(response.headers)
         return wait is None or wait <= self.max_wait
 
     async def prepare_for_next_attempt_async(
@@ -210,7 +194,7 @@ class _BoundedRateLimitRetryHandler(AsyncRateLimitErrorRetryHandler):
         response: HttpResponse | None = None,
         error: Exception | None = None,
     ) -> None:
-        wait = _retry_after(response.headers if response is not None else None)
+        wait = retry_after_seconds(response.headers if response is not None else None)
         if wait is None:
             wait = 1.0
         state.next_attempt_requested = True
@@ -548,11 +532,14 @@ class SlackReceiver(Receiver):
         retry_after: float | None = None,
         error: str | None = None,
         status: int | None = None,
+        scope: str = "receiver",
+        fix: str | None = None,
     ) -> SlackNotifyError:
         message = redact(f"slack receiver {self.name!r}: {method} {what}", [self.token])
         log.info("%s (retryable=%s, retry_after=%s)", message, retryable, retry_after)
         return SlackNotifyError(
-            message, retryable=retryable, retry_after=retry_after, error=error, status=status
+            message, retryable=retryable, retry_after=retry_after, error=error, status=status,
+            scope="message" if scope == "message" else "receiver", fix=fix,
         )
 
     def _api_error(self, method: str, err: SlackApiError) -> SlackNotifyError:
@@ -560,25 +547,29 @@ class SlackReceiver(Receiver):
         status = getattr(resp, "status_code", None)
         data = getattr(resp, "data", None)
         code = data.get("error") if isinstance(data, dict) else None
-        retry_after = _retry_after(getattr(resp, "headers", None))
+        retry_after = retry_after_seconds(getattr(resp, "headers", None))
         what = f"failed: HTTP {status}" + (f", error {code}" if code else "")
+        kw: dict[str, Any] = {"error": code, "status": status}
         if status == 429 or code == "ratelimited":
-            return self._error(
-                what,
-                method,
-                retryable=True,
-                retry_after=retry_after if retry_after is not None else 1.0,
-                error=code,
-                status=status,
-            )
-        if code in FATAL_ERRORS or (status is not None and 400 <= status < 500):
-            return self._error(what, method, retryable=False, error=code, status=status)
-        if (status is not None and status >= 500) or code in TRANSIENT_ERRORS:
-            return self._error(
-                what, method, retryable=True, retry_after=retry_after, error=code, status=status
-            )
+            return self._error(what, method, retryable=True,
+                               retry_after=retry_after if retry_after is not None else 1.0, **kw)
+        if code in RECEIVER_ERRORS:
+            fix = RECEIVER_ERRORS[code]
+            if code in ("channel_not_found", "not_in_channel", "is_archived"):
+                fix = f"channel {self.channel!r}: {fix}"
+            return self._error(what, method, retryable=False, fix=fix, **kw)
+        if code in MESSAGE_ERRORS:
+            return self._error(what, method, retryable=False, scope="message",
+                               fix="Slack refused this message: report it with the log line", **kw)
+        if code in TRANSIENT_ERRORS or (status is not None and status >= 500):
+            return self._error(what, method, retryable=True, retry_after=retry_after, **kw)
+        if status is not None and 400 <= status < 500:
+            retryable, fix = classify_status(status)
+            return self._error(what, method, retryable=retryable, retry_after=retry_after if retryable else None,
+                               fix=fix, **kw)
         # HTTP 200 with an error code we do not know: trying again sends the same request.
-        return self._error(what, method, retryable=False, error=code, status=status)
+        return self._error(what, method, retryable=False, scope="message",
+                           fix=f"Slack answered {code!r}: see https://docs.slack.dev/reference/methods/{method}", **kw)
 
     async def _post(
         self, alert: Alert, kind: str, channel: str, thread_ts: str | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import random
 
 import pytest
 from aiohttp import web
@@ -139,17 +140,22 @@ async def test_pipeline_retries_a_webhook_until_it_answers_and_logs_no_secret(se
 receivers: [{name: hook, webhook: {url_env: HOOK_URL}}]
 route: {receiver: hook, group_wait: 0s}
 """, AlertingConfig)
-    sleeps: list[float] = []
-
-    async def sleep(s):
-        sleeps.append(s)
-
     hook = WebhookReceiver(Secret(server.base + SECRET_PATH), name="hook")
     deliveries: dict[str, bytes] = {}
-    n = AlertNotifier(cfg, {"hook": hook}, deliveries, sleep=sleep)
+    n = AlertNotifier(cfg, {"hook": hook}, deliveries, rng=random.Random(1))
     await n.receive(make_alert(), T0)
+    assert len(server.requests) == 1
+    # The 429 said Retry-After: 7; nothing is tried before.
+    assert n.next_flush() == pytest.approx(T0 + 7.0)
+    await n.flush(T0 + 6.9)
+    assert len(server.requests) == 1
+    now = T0 + 7.0
+    while len(server.requests) < 4:
+        await n.flush(now)
+        now = n.next_flush()
     await hook.aclose()
-    assert len(server.requests) == 4 and sleeps[0] == 7.0
+    assert len(server.requests) == 4 and n.counts["sent.hook"] == 1 and n.counts["retried.hook"] == 3
+    assert not n.pipeline.retries
     blob = caplog.text + b"".join(deliveries.values()).decode()
     assert "SECRET" not in blob
 
