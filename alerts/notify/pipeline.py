@@ -97,12 +97,14 @@ class ReceiverHealth:
 
 @dataclasses.dataclass(slots=True)
 class Retry:
-    """A group notification to try again at ``due`` (its ``attempt``-th failure)."""
+    """A group to try again at ``due`` (after its ``attempt``-th failure)."""
 
     receiver: str
     attempt: int
     due: float
     error: str
+    #: The first notification that failed, sent before the group's latest state (None: only the latest).
+    first: GroupNotification | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -252,21 +254,30 @@ class NotificationPipeline:
                 alerts.append(a)
         n = dataclasses.replace(n, alerts=tuple(alerts))
         health = self.health_of(name)
+        retry = self.retries.get(n.key)
+        # The oldest notification that failed goes first: a group that fired and
+        # resolved during an outage is still told that it fired.
+        todo = [dataclasses.replace(retry.first, now=now), n] if retry is not None and retry.first is not None else [n]
         if health.failed and now < health.next_probe:
             self.retries.pop(n.key, None)
-            await self._fall_back(name, receiver, n, health.error or "failed")
+            for m in todo:
+                await self._fall_back(name, receiver, m, health.error or "failed")
             return Delivery(0, True)
-        try:
-            sent = await asyncio.wait_for(self._send(name, receiver, n), self.attempt_timeout)
-        except NotifyError as exc:
-            return await self._failed(name, receiver, n, exc)
-        except TimeoutError:
-            err = NotifyError(f"receiver {name!r}: no answer within {self.attempt_timeout:g}s", retryable=True)
-            return await self._failed(name, receiver, n, err)
-        except Exception as exc:  # noqa: BLE001 - a bug in one receiver must not stop the others
-            log.exception("receiver %s raised on group %s; its notification goes to the fallbacks", name, n.key)
-            err = NotifyError(f"receiver {name!r}: {type(exc).__name__}: {exc}", retryable=False, scope="message")
-            return await self._failed(name, receiver, n, err)
+        if retry is not None and retry.due > now and not health.failed:
+            return Delivery(0, False)  # backing off; the retry carries the group's latest state
+        sent = 0
+        for i, m in enumerate(todo):
+            try:
+                sent += await asyncio.wait_for(self._send(name, receiver, m), self.attempt_timeout)
+            except NotifyError as exc:
+                return await self._failed(name, receiver, todo[i:], exc, now)
+            except TimeoutError:
+                err = NotifyError(f"receiver {name!r}: no answer within {self.attempt_timeout:g}s", retryable=True)
+                return await self._failed(name, receiver, todo[i:], err, now)
+            except Exception as exc:  # noqa: BLE001 - a bug in one receiver must not stop the others
+                log.exception("receiver %s raised on group %s; its notification goes to the fallbacks", name, n.key)
+                err = NotifyError(f"receiver {name!r}: {type(exc).__name__}: {exc}", retryable=False, scope="message")
+                return await self._failed(name, receiver, todo[i:], err, now)
         self.retries.pop(n.key, None)
         if health.failed:
             self.health[name] = ReceiverHealth()
@@ -274,20 +285,23 @@ class NotificationPipeline:
             log.warning("receiver %s delivers again (it had failed since %s: %s)", name, health.since, health.error)
         return Delivery(sent, True)
 
-    async def _failed(self, name: str, receiver: Receiver, n: GroupNotification, exc: NotifyError) -> Delivery:
+    async def _failed(self, name: str, receiver: Receiver, left: list[GroupNotification], exc: NotifyError,
+                      now: float) -> Delivery:
+        """``left[0]`` failed with ``exc``; ``left[1:]`` (the group's latest state) was not tried."""
         self.counts[f"failed.{name}"] += 1
         health = self.health_of(name)
-        now = n.now
+        key = left[0].key
         if exc.retryable and not health.failed:
-            prev = self.retries.get(n.key)
+            prev = self.retries.get(key)
             attempt = prev.attempt + 1 if prev else 1
             wait = self.backoff(attempt, exc.retry_after)
-            self.retries[n.key] = Retry(name, attempt, now + wait, str(exc))
+            first = left[0] if len(left) > 1 or left[0].firing else None
+            self.retries[key] = Retry(name, attempt, now + wait, str(exc), first)
             self.counts[f"retried.{name}"] += 1
             log.warning("receiver %s failed on group %s (attempt %d), retrying in %.1f s: %s",
-                        name, n.key, attempt, wait, exc)
+                        name, key, attempt, wait, exc)
             return Delivery(0, False)
-        self.retries.pop(n.key, None)
+        self.retries.pop(key, None)
         if health.failed:
             # A probe of a failed receiver failed: it stays failed.
             health.next_probe = now + self.recheck_after
@@ -302,8 +316,9 @@ class NotificationPipeline:
         else:
             self.counts[f"refused.{name}"] += 1
             log.error("receiver %s refused the notification of group %s: %s%s; it goes to the fallbacks",
-                      name, n.key, exc, f". To fix: {exc.fix}" if exc.fix else "")
-        await self._fall_back(name, receiver, n, str(exc))
+                      name, key, exc, f". To fix: {exc.fix}" if exc.fix else "")
+        for m in left:
+            await self._fall_back(name, receiver, dataclasses.replace(m, now=now), str(exc))
         return Delivery(0, True)
 
     def _fallback_names(self, name: str) -> list[str]:
