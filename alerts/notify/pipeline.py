@@ -32,7 +32,7 @@ happens after a failed attempt depends on what the receiver said
   fallbacks; the receiver stays healthy.
 
 Every notification is accounted for: delivered, retried, or handed to the
-fallbacks and the console (``fallback.<name>`` counts the alerts). The
+fallbacks and the console (``fallback.<name>`` counts the alert state changes handed over). The
 ``counts`` are what the metrics module reads: ``sent.<r>``,
 ``failed.<r>`` (each failed attempt), ``retried.<r>`` (each retry
 scheduled), ``fallback.<r>``, ``refused.<r>``, ``receiver_failed.<r>``,
@@ -279,7 +279,12 @@ class NotificationPipeline:
                 err = NotifyError(f"receiver {name!r}: {type(exc).__name__}: {exc}", retryable=False, scope="message")
                 return await self._failed(name, receiver, todo[i:], err, now)
         self.retries.pop(n.key, None)
-        if health.failed:
+        if health.failed and not sent:
+            # The probe had nothing to say to the failed receiver (it never heard of
+            # these alerts): its fallbacks still need to hear.
+            for m in todo:
+                await self._fall_back(name, receiver, m, health.error or "failed")
+        elif health.failed:
             self.health[name] = ReceiverHealth()
             self.counts[f"receiver_recovered.{name}"] += 1
             log.warning("receiver %s delivers again (it had failed since %s: %s)", name, health.since, health.error)
@@ -329,7 +334,6 @@ class NotificationPipeline:
         told = [a for a in n.alerts if a.status == "firing" or receiver.send_resolved]
         if not told:
             return 0
-        self.counts[f"fallback.{name}"] += len(told)
         sent = 0
         out = dataclasses.replace(n, key=f"{n.key}|fallback:{name}", alerts=tuple(told))
         for fb in self._fallback_names(name):
@@ -341,9 +345,14 @@ class NotificationPipeline:
             except (NotifyError, TimeoutError) as exc:
                 self.counts[f"failed.{fb}"] += 1
                 log.error("fallback receiver %s failed too on group %s: %s", fb, n.key, exc)
+        new = sent
         if self.console is not None:
+            # The console's log says which alerts are new to the fallbacks (a group is re-sent each flush).
+            new = 0
             for a in told:
-                sent += await self._deliver_one(f"fallback:{name}", self.console, a)
+                new += await self._deliver_one(f"fallback:{name}", self.console, a)
+        self.counts[f"fallback.{name}"] += new
+        sent += new
         if sent:
             log.warning("receiver %s unavailable (%s): %d alert(s) of group %s handed to its fallbacks",
                         name, reason, len(told), n.key)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import random
 
 import pytest
-from aiohttp import web
 
 from alerts.config import AlertingConfig
 from alerts.errors import ConfigError, NotifyError
@@ -21,59 +19,15 @@ from alerts.notify.webhook import WebhookReceiver
 from alerts.secret import Secret
 from detectors.configfile import load_model_text
 from tests.alerts.conftest import T0
+from tests.alerts.fake_http import HTTPServer
 
 SECRET_PATH = "/hooks/T0SECRET/B0SECRET/xyzSECRETxyz"  # noqa: S105 - a fake webhook path
 TOKEN = "tok-SECRET-bearer-123"  # noqa: S105 - a fake token
 
 
-class Server:
-    """Records POSTs; answers per ``mode``: ok, 429, 500, 400, drop, slow."""
-
-    def __init__(self) -> None:
-        self.requests: list[tuple[str, dict, dict]] = []
-        self.modes: list[str] = []
-        self.runner: web.AppRunner | None = None
-        self.port = 0
-
-    async def start(self) -> Server:
-        app = web.Application()
-
-        async def handle(request: web.Request) -> web.StreamResponse:
-            body = await request.json()
-            self.requests.append((request.path, body, dict(request.headers)))
-            mode = self.modes.pop(0) if self.modes else "ok"
-            if mode == "429":
-                return web.json_response({"error": "slow down"}, status=429, headers={"Retry-After": "7"})
-            if mode == "500":
-                return web.Response(status=500, text="boom")
-            if mode == "400":
-                return web.Response(status=400, text="invalid_payload")
-            if mode == "drop":
-                request.transport.abort()
-                raise asyncio.CancelledError
-            if mode == "slow":
-                await asyncio.sleep(2)
-            return web.Response(text="ok")
-
-        app.router.add_post("/{tail:.*}", handle)
-        self.runner = web.AppRunner(app, access_log=None)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        return self
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def stop(self) -> None:
-        await self.runner.cleanup()
-
-
 @pytest.fixture
 async def server(no_proxy_env):
-    s = await Server().start()
+    s = await HTTPServer().start()
     yield s
     await s.stop()
 
