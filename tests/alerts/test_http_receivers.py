@@ -128,7 +128,7 @@ route: {{receiver: hook}}
 """, AlertingConfig)
     r = build_receivers(cfg)
     assert r["hook"].http.url.get().startswith("http://127.0.0.1:2")
-    assert r["hook2"].http.url.get() == "http://127.0.0.1:1" + SECRET_PATH and r["hook2"].send_resolved is False
+    assert r["hook2"].url.get() == "http://127.0.0.1:1" + SECRET_PATH and r["hook2"].send_resolved is False
     assert r["am"].http.bearer_token.get() == TOKEN
     assert "SECRET" not in repr(r) and TOKEN not in repr(r)
     monkeypatch.delenv("HOOK_URL")
@@ -162,3 +162,23 @@ async def test_slack_incoming_webhook_one_message_per_group_within_limits(server
     assert len(body["blocks"][0]["text"]["text"]) <= 150
     assert all(len(b["text"]["text"]) <= 3000 for b in body["blocks"] if b["type"] == "section")
     assert "more alerts" in body["blocks"][-1]["elements"][0]["text"]
+
+
+@pytest.mark.parametrize(
+    ("mode", "retryable", "scope", "retry_after"),
+    [("429", True, "receiver", 7.0), ("500", True, "receiver", None), ("drop", True, "receiver", None),
+     ("408", True, "receiver", None), ("404", False, "receiver", None), ("401", False, "receiver", None),
+     ("400", False, "message", None)],
+)
+async def test_slack_incoming_webhook_failures_are_classified_without_the_url(server, make_alert, caplog, mode,
+                                                                              retryable, scope, retry_after):
+    caplog.set_level(logging.DEBUG)
+    server.modes = [mode]
+    sw = SlackWebhookReceiver(Secret(server.base + SECRET_PATH), timeout=1, name="sw")
+    with pytest.raises(NotifyError) as exc:
+        await sw.notify_group(group([make_alert()]), None)
+    await sw.aclose()
+    assert (exc.value.retryable, exc.value.retry_after) == (retryable, retry_after)
+    if not retryable:
+        assert exc.value.scope == scope and exc.value.fix
+    assert "SECRET" not in str(exc.value) + caplog.text + repr(sw)
