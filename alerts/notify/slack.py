@@ -52,6 +52,7 @@ import asyncio
 import dataclasses
 import logging
 import random
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 import aiohttp
@@ -72,9 +73,17 @@ from alerts.errors import NotifyError
 from alerts.model import Alert
 from alerts.notify.base import Memory, Receiver, cause_text, format_duration, labels_text
 from alerts.notify.http import classify_status, retry_after_seconds
+from alerts.notify.message import (
+    Peaks,
+    Presentation,
+    evidence_line,
+    headline,
+    human_value,
+    signal_name,
+    tidy_numbers,
+)
 from alerts.notify.pipeline import state_id
 from alerts.secret import Secret, redact
-from detectors.timeutil import format_ts
 
 if TYPE_CHECKING:
     from alerts.group import GroupNotification
@@ -93,8 +102,9 @@ FIELDS_PER_SECTION = 10
 CONTEXT_TEXT_MAX = 3000
 BUTTON_URL_MAX = 3000
 MAX_BLOCKS = 50
-# Readability, not a Slack limit: more evidence than this is summarised.
-MAX_EVIDENCE = 20
+# Readability, not Slack limits: more evidence than this is summarised, longer lines are cut.
+MAX_EVIDENCE = 12
+EVIDENCE_LINE_MAX = 400
 FALLBACK_MAX = 3000
 
 SEVERITY_EMOJI = {"critical": ":rotating_light:", "warning": ":warning:"}
@@ -217,7 +227,12 @@ class _ServerErrorRetryHandler(AsyncServerErrorRetryHandler):
 
 
 # ---------------------------------------------------------------------------
-# Block Kit
+# Block Kit: what the channel and a phone show
+
+
+SEVERITY_COLOR = {"critical": "#D0021B", "warning": "#F2A900"}
+RESOLVED_COLOR = "#2EB67D"
+_SEVERITY_RANK_TEXT = {"critical": "CRITICAL", "warning": "WARNING"}
 
 
 def _truncate(text: str, limit: int) -> str:
@@ -240,162 +255,196 @@ def _mrkdwn(text: str, limit: int) -> str:
     return cut + "…"
 
 
-def _num(x: float) -> str:
-    return f"{x:,.4g}" if abs(x) < 1e6 else f"{x:,.0f}"
-
-
-def _date(ts: float) -> str:
-    """A Slack date token, shown in the reader's time zone, with the UTC time as fallback."""
-    return f"<!date^{int(ts)}^{{date_short_pretty}} {{time_secs}}|{format_ts(ts)}>"
+def _cause(alert: Alert) -> str:
+    return f"{cause_text(alert.cause)} ({round(alert.confidence * 100)}% confidence)"
 
 
 def _cause_line(alert: Alert) -> str:
-    return (
-        f"*Suspected cause:* {_escape(cause_text(alert.cause))} "
-        f"({round(alert.confidence * 100)}% confidence)   *Severity:* {_escape(alert.severity)}"
-    )
+    return f"*Cause:* {_escape(_cause(alert))}"
 
 
-def _evidence_blocks(alert: Alert, budget: int) -> list[dict[str, Any]]:
-    """Sections of evidence fields, at most ``budget`` blocks, at most MAX_EVIDENCE items."""
-    if budget <= 0 or not alert.evidence:
-        return []
-    shown = list(alert.evidence[:MAX_EVIDENCE])
-    fields = [
-        {
-            "type": "mrkdwn",
-            "text": _mrkdwn(
-                f"{ev.signal}: {_num(ev.value)} (usual {_num(ev.expected)})\n{ev.text}", FIELD_MAX
-            ),
-        }
-        for ev in shown
-    ]
-    blocks: list[dict[str, Any]] = []
-    hidden = len(alert.evidence) - len(shown)
-    room = budget - (1 if hidden else 0)
-    for i in range(0, len(fields), FIELDS_PER_SECTION):
-        if len(blocks) >= room:
-            hidden += len(fields) - i
+def _section(text: str) -> dict[str, Any]:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": _truncate(text, SECTION_TEXT_MAX)}}
+
+
+def _evidence_text(alert: Alert, peaks: Peaks | None, pres: Presentation, *, resolved: bool) -> str | None:
+    """One list: each sentence once; a firing alert's peak beside the current value, a resolved alert's peak alone."""
+    shown = alert.evidence[:MAX_EVIDENCE]
+    if not shown:
+        return None
+    lines = []
+    peak_at = None
+    for ev in shown:
+        peak = peaks.peak_of(ev) if peaks is not None else None
+        if resolved:
+            text = tidy_numbers(peak[2]) if peak is not None and peak[2] else evidence_line(ev)
+            lines.append(f"• {_escape(text)}")
+            if peak is not None:
+                peak_at = max(peak_at or 0.0, peak[3])
+        elif peak is not None:
+            lines.append(f"• {_escape(evidence_line(ev))}  _(peak {human_value(ev.signal, peak[0])}"
+                         f" at {pres.time(peak[3], day=False)})_")
+        else:
+            lines.append(f"• {_escape(evidence_line(ev))}")
+    if resolved:
+        head = "*At its worst*" + (f" ({pres.time(peak_at, day=False)})" if peak_at else "")
+    else:
+        head = "*Evidence* (latest, peak beside it)" if any("_(peak" in line for line in lines) else "*Evidence*"
+    # Whole lines within the section's limit, each at most a few lines on a phone, then a count.
+    kept: list[str] = []
+    size = len(head) + 40
+    for line in lines:
+        line = _mrkdwn_cut(line, EVIDENCE_LINE_MAX)
+        if size + len(line) + 1 > SECTION_TEXT_MAX:
             break
-        block: dict[str, Any] = {"type": "section", "fields": fields[i : i + FIELDS_PER_SECTION]}
-        if i == 0:
-            block["text"] = {"type": "mrkdwn", "text": "*Evidence*"}
-        blocks.append(block)
-    if hidden and len(blocks) < budget:
-        blocks.append(
-            {
-                "type": "context",
-                "elements": [{"type": "mrkdwn", "text": f"…and {hidden} more evidence items"}],
-            }
-        )
-    return blocks
+        kept.append(line)
+        size += len(line) + 1
+    more = len(alert.evidence) - len(kept)
+    if more:
+        kept.append(f"…and {more} more")
+    return head + "\n" + "\n".join(kept)
 
 
-def _context_block(alert: Alert, note: str | None = None) -> dict[str, Any]:
-    elements = [{"type": "mrkdwn", "text": f"Started {_date(alert.starts_at)}"}]
-    labels = labels_text(alert.labels)
-    if labels:
-        elements.append({"type": "mrkdwn", "text": _mrkdwn(labels, CONTEXT_TEXT_MAX)})
-    elements.append({"type": "mrkdwn", "text": f"fingerprint `{_escape(alert.fingerprint)}`"})
-    if note:
-        elements.append({"type": "mrkdwn", "text": _mrkdwn(note, CONTEXT_TEXT_MAX)})
-    return {"type": "context", "elements": elements}
+def _mrkdwn_cut(text: str, limit: int) -> str:
+    """Cut escaped mrkdwn to ``limit`` without splitting an entity."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    amp = cut.rfind("&", max(0, len(cut) - 5))
+    if amp != -1 and ";" not in cut[amp:]:
+        cut = cut[:amp]
+    return cut + "…"
 
 
-def _actions_block(runbook_url: str | None, dashboard_url: str | None) -> dict[str, Any] | None:
-    buttons = []
-    for action_id, label, url in (
-        ("runbook", "Runbook", runbook_url),
-        ("dashboard", "Dashboard", dashboard_url),
-    ):
-        if url and len(url) <= BUTTON_URL_MAX:
-            buttons.append(
-                {
-                    "type": "button",
-                    "action_id": action_id,
-                    "text": {"type": "plain_text", "text": label},
-                    "url": url,
-                }
-            )
+def _links_block(alert: Alert, pres: Presentation) -> dict[str, Any] | None:
+    buttons = [
+        {"type": "button", "action_id": aid, "text": {"type": "plain_text", "text": label}, "url": url}
+        for aid, label, url in pres.links(alert) if len(url) <= BUTTON_URL_MAX
+    ]
     return {"type": "actions", "elements": buttons} if buttons else None
 
 
-def build_blocks(
+@dataclasses.dataclass(frozen=True)
+class SlackMessage:
+    """One Slack message: ``text`` (the push notification), top-level ``blocks`` and coloured ``attachments``."""
+
+    text: str
+    blocks: list[dict[str, Any]]
+    attachments: list[dict[str, Any]]
+
+    def kwargs(self) -> dict[str, Any]:
+        return {"text": self.text, "blocks": self.blocks, "attachments": self.attachments}
+
+    def all_blocks(self) -> list[dict[str, Any]]:
+        return [*self.blocks, *(b for a in self.attachments for b in a.get("blocks", []))]
+
+
+def build_message(
     alert: Alert,
     *,
     kind: str = "new",
-    runbook_url: str | None = None,
-    dashboard_url: str | None = None,
+    pres: Presentation | None = None,
+    peaks: Peaks | None = None,
     note: str | None = None,
-) -> list[dict[str, Any]]:
-    """Block Kit blocks for one alert state, within Slack's limits.
+    now: float | None = None,
+) -> SlackMessage:
+    """The parent message of an incident led by ``alert``: ``kind`` ``new`` (firing) or ``resolved``.
 
-    ``kind`` is ``new`` (the root message), ``update`` (a thread reply while
-    firing) or ``resolved`` (the edited root message); ``note`` is added to
-    the context line (the other alerts of a group, how long it fires).
+    The header (severity and headline) is a top-level block; the details sit
+    in an attachment whose colour is the severity's (green once resolved):
+    cause once, times in the receiver's zone, one evidence list (current
+    value and peak apart), the next step, links; the context line keeps UTC.
     """
-    blocks: list[dict[str, Any]] = []
-    if kind == "update":
-        head = f"*Update:* still firing, {_escape(alert.severity)}"
-        blocks.append(
-            {
-                "type": "section",
-                "text": {"type": "mrkdwn", "text": _mrkdwn_join(head, _cause_line(alert))},
-            }
-        )
+    pres = pres or Presentation()
+    resolved = kind == "resolved"
+    head = headline(alert)
+    if resolved:
+        header = f"{RESOLVED_EMOJI} RESOLVED · {head}"
     else:
-        if kind == "resolved":
-            header = f"{RESOLVED_EMOJI} RESOLVED: {alert.title}"
-        else:
-            header = f"{SEVERITY_EMOJI.get(alert.severity, ':bell:')} {alert.title}"
-        blocks.append(
-            {
-                "type": "header",
-                "text": {
-                    "type": "plain_text",
-                    "text": _truncate(header, HEADER_MAX),
-                    "emoji": True,
-                },
-            }
-        )
-        text = _cause_line(alert)
-        if kind == "resolved":
-            end = alert.ends_at if alert.ends_at is not None else alert.starts_at
-            text = (
-                f"*Resolved* {_date(end)} after {format_duration(end - alert.starts_at)}\n"
-                + text.replace("*Suspected cause:*", "*Suspected cause was:*")
-            )
-        blocks.append(
-            {
-                "type": "section",
-                "text": {"type": "mrkdwn", "text": _truncate(text, SECTION_TEXT_MAX)},
-            }
-        )
-    actions = _actions_block(runbook_url, dashboard_url)
-    tail = 1 + (1 if actions else 0)  # context (+ actions)
-    blocks.extend(_evidence_blocks(alert, MAX_BLOCKS - len(blocks) - tail))
-    blocks.append(_context_block(alert, note))
-    if actions:
-        blocks.append(actions)
-    return blocks[:MAX_BLOCKS]
+        header = f"{SEVERITY_EMOJI.get(alert.severity, ':bell:')} {_SEVERITY_RANK_TEXT.get(alert.severity, alert.severity.upper())} · {head}"
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": _truncate(header, HEADER_MAX), "emoji": True}}
+    ]
+    details: list[dict[str, Any]] = []
+    end = alert.ends_at if alert.ends_at is not None else (now if now is not None else alert.starts_at)
+    if resolved:
+        recovered = ", ".join(dict.fromkeys(signal_name(ev.signal) for ev in alert.evidence)) or "the alert's signals"
+        details.append(_section(
+            f"*Recovered:* {pres.time(end)}, after {format_duration(end - alert.starts_at)}\n"
+            f"*Back to usual:* {_escape(recovered)}\n"
+            f"*Cause was:* {_escape(_cause(alert))}"))
+    else:
+        details.append(_section(f"{_cause_line(alert)}\n*Since:* {pres.time(alert.starts_at)}"))
+    ev = _evidence_text(alert, peaks, pres, resolved=resolved)
+    if ev:
+        details.append(_section(ev))
+    if not resolved:
+        details.append(_section(f"*Next step:* {_escape(pres.next_step(alert))}"))
+    context = [f"{labels_text(alert.labels) or 'tocsin'}",
+               f"started {pres.utc(alert.starts_at)}" + (f", resolved {pres.utc(end)}" if resolved else ""),
+               f"fingerprint `{_escape(alert.fingerprint)}`"]
+    if note:
+        context.append(note)
+    details.append({"type": "context", "elements": [
+        {"type": "mrkdwn", "text": _mrkdwn(c, CONTEXT_TEXT_MAX) if i != 2 else c} for i, c in enumerate(context)]})
+    links = _links_block(alert, pres)
+    if links:
+        details.append(links)
+    color = RESOLVED_COLOR if resolved else SEVERITY_COLOR.get(alert.severity, "#888888")
+    text = fallback_text(alert, kind=kind, pres=pres, now=now)
+    return SlackMessage(text, blocks, [{"color": color, "fallback": text, "blocks": details[: MAX_BLOCKS - 1]}])
 
 
-def _mrkdwn_join(*parts: str) -> str:
-    return _truncate("\n".join(parts), SECTION_TEXT_MAX)
-
-
-def fallback_text(alert: Alert, *, kind: str = "new") -> str:
-    """The plain ``text`` of a message: notifications and clients without blocks show it."""
+def fallback_text(alert: Alert, *, kind: str = "new", pres: Presentation | None = None, now: float | None = None) -> str:
+    """The plain ``text`` of a message: what a phone's notification shows (cause once, zone shown)."""
+    pres = pres or Presentation()
     if kind == "resolved":
-        end = alert.ends_at if alert.ends_at is not None else alert.starts_at
-        text = f"[RESOLVED after {format_duration(end - alert.starts_at)}] {alert.title}"
+        end = alert.ends_at if alert.ends_at is not None else (now if now is not None else alert.starts_at)
+        text = (f"[RESOLVED] {headline(alert)}: recovered {pres.time(end)} after "
+                f"{format_duration(end - alert.starts_at)} (was {cause_text(alert.cause)})")
     else:
         prefix = "[update] " if kind == "update" else ""
-        text = (
-            f"{prefix}[{alert.severity.upper()}] {alert.title}: "
-            f"{cause_text(alert.cause)} ({round(alert.confidence * 100)}% confidence)"
-        )
+        text = (f"{prefix}[{alert.severity.upper()}] {headline(alert)}: {_cause(alert)}, "
+                f"since {pres.time(alert.starts_at)}")
     return _mrkdwn(text, FALLBACK_MAX)
+
+
+def change_lines(before: Mapping[str, Any] | None, alert: Alert, pres: Presentation) -> tuple[list[str], bool]:
+    """What changed in ``alert`` since ``before`` (its cause, severity, confidence, headline told last), as
+    ``from -> to`` lines; and whether it escalated (severity rose)."""
+    if before is None:
+        return [f":heavy_plus_sign: *New in this incident:* {_escape(headline(alert))}: "
+                f"{_escape(_cause(alert))}, {alert.severity}"], alert.severity == "critical"
+    lines = [f":arrows_counterclockwise: *Update:* {_escape(headline(alert))}"]
+    escalated = _SEVERITY_RANK.get(alert.severity, 0) > _SEVERITY_RANK.get(str(before.get("severity")), 0)
+    if before.get("severity") != alert.severity:
+        mark = ":arrow_up: *Escalated*" if escalated else ":arrow_down: *Severity*"
+        lines.append(f"{mark}: {before.get('severity')} → *{alert.severity}*")
+    if before.get("cause") != alert.cause:
+        lines.append(f"*Cause:* {_escape(cause_text(str(before.get('cause'))))} → "
+                     f"*{_escape(cause_text(alert.cause))}* ({round(alert.confidence * 100)}% confidence)")
+    elif round(float(before.get("confidence", 0)) * 100) != round(alert.confidence * 100):
+        lines.append(f"*Confidence:* {round(float(before.get('confidence', 0)) * 100)}% → "
+                     f"{round(alert.confidence * 100)}%")
+    if before.get("headline") not in (None, headline(alert)):
+        lines.append(f"*Was:* {_escape(str(before['headline']))}")
+    if alert.evidence:
+        lines.append(f"*Now:* {_escape(evidence_line(alert.evidence[0]))}")
+    if len(lines) > 2 or escalated:
+        lines.append(f"*Next step:* {_escape(pres.next_step(alert))}")
+    return lines, escalated
+
+
+def _told(alert: Alert) -> dict[str, Any]:
+    """What a thread remembers of an alert it told, to say what changed next time."""
+    return {"sid": state_id(alert), "cause": alert.cause, "severity": alert.severity,
+            "confidence": round(alert.confidence, 4), "headline": headline(alert)}
+
+
+def build_blocks(alert: Alert, *, kind: str = "new", pres: Presentation | None = None, peaks: Peaks | None = None,
+                 note: str | None = None, now: float | None = None) -> list[dict[str, Any]]:
+    """Every block of :func:`build_message` (top level and attachment), for checks of Slack's limits."""
+    return build_message(alert, kind=kind, pres=pres, peaks=peaks, note=note, now=now).all_blocks()
 
 
 # ---------------------------------------------------------------------------
@@ -417,7 +466,10 @@ class SlackReceiver(Receiver):
     timeout
         Seconds for one HTTP request.
     runbook_url, dashboard_url
-        Shown as buttons when set.
+        Shown as buttons when set (shorthands for ``presentation``'s).
+    presentation
+        Time zone, next steps, runbooks per cause and service, links
+        (:class:`~alerts.notify.message.Presentation`).
     client
         An ``AsyncWebClient`` to use as is (its own retry handlers and
         session); None builds one.
@@ -450,6 +502,7 @@ class SlackReceiver(Receiver):
         max_retry_after: float = 30.0,
         name: str = "slack",
         reminder_broadcast: bool = False,
+        presentation: Presentation | None = None,
     ):
         if not isinstance(token, Secret):
             token = Secret(token)
@@ -466,6 +519,12 @@ class SlackReceiver(Receiver):
         self.max_retry_after = max_retry_after
         self.name = name
         self.reminder_broadcast = reminder_broadcast
+        pres = presentation or Presentation()
+        if runbook_url and not pres.runbook_url:
+            pres = dataclasses.replace(pres, runbook_url=runbook_url)
+        if dashboard_url and not pres.dashboard_url:
+            pres = dataclasses.replace(pres, dashboard_url=dashboard_url)
+        self.presentation = pres
         self._client: AsyncWebClient | None = client
         self._session: aiohttp.ClientSession | None = None
 
@@ -571,19 +630,20 @@ class SlackReceiver(Receiver):
         return self._error(what, method, retryable=False, scope="message",
                            fix=f"Slack answered {code!r}: see https://docs.slack.dev/reference/methods/{method}", **kw)
 
-    async def _post(
-        self, alert: Alert, kind: str, channel: str, thread_ts: str | None = None
-    ) -> AsyncSlackResponse:
+    async def _send(self, msg: SlackMessage, channel: str, thread_ts: str | None = None,
+                    broadcast: bool = False) -> AsyncSlackResponse:
         return await self._call(
-            "chat.postMessage",
-            channel=channel,
-            text=fallback_text(alert, kind=kind),
-            blocks=build_blocks(
-                alert, kind=kind, runbook_url=self.runbook_url, dashboard_url=self.dashboard_url
-            ),
-            thread_ts=thread_ts,
-            unfurl_links=False,
-            unfurl_media=False,
+            "chat.postMessage", channel=channel, thread_ts=thread_ts, **msg.kwargs(),
+            reply_broadcast=True if broadcast and thread_ts else None, unfurl_links=False, unfurl_media=False,
+        )
+
+    async def _reply(self, root: Mapping[str, Any], lines: list[str], *, broadcast: bool = False) -> None:
+        """A thread reply: the lines as one section (what changed), the same as its text."""
+        text = _truncate("\n".join(lines), FALLBACK_MAX)
+        await self._call(
+            "chat.postMessage", channel=root["channel"], thread_ts=root["ts"], text=text,
+            blocks=[_section(text)], reply_broadcast=True if broadcast else None,
+            unfurl_links=False, unfurl_media=False,
         )
 
     async def check(self) -> dict[str, Any]:
@@ -591,93 +651,69 @@ class SlackReceiver(Receiver):
         resp = await self._call("auth.test")
         return dict(resp.data) if isinstance(resp.data, dict) else {}
 
-    # -- notify ------------------------------------------------------------
+    # -- notify: one alert, one thread -----------------------------------------
 
     async def notify(self, alert: Alert, memory: Memory | None) -> Memory | None:
         root = memory if memory and memory.get("channel") and memory.get("ts") else None
+        peaks = Peaks.load((memory or {}).get("peaks"))
         fp = alert.fingerprint
+        pres = self.presentation
+        if alert.status == "firing":
+            peaks.update(alert, alert.starts_at if root is None else (alert.ends_at or alert.starts_at))
         if alert.status == "resolved":
+            msg = build_message(alert, kind="resolved", pres=pres, peaks=peaks)
             if root is None:
                 # The firing message was never delivered (or its memory is lost):
                 # say it resolved in a message of its own.
-                resp = await self._post(alert, "resolved", self.channel)
-                log.debug(
-                    "slack %s: resolved alert %s posted as new message %s",
-                    self.name,
-                    fp,
-                    resp["ts"],
-                )
+                resp = await self._send(msg, self.channel)
                 return {"channel": resp["channel"], "ts": resp["ts"]}
             try:
-                await self._call(
-                    "chat.update",
-                    channel=root["channel"],
-                    ts=root["ts"],
-                    text=fallback_text(alert, kind="resolved"),
-                    blocks=build_blocks(
-                        alert,
-                        kind="resolved",
-                        runbook_url=self.runbook_url,
-                        dashboard_url=self.dashboard_url,
-                    ),
-                )
+                await self._call("chat.update", channel=root["channel"], ts=root["ts"], **msg.kwargs())
             except SlackNotifyError as err:
                 if err.error == "message_not_found":
                     # The original was deleted: say it resolved in a message of its own.
-                    resp = await self._post(alert, "resolved", self.channel)
+                    resp = await self._send(msg, self.channel)
                     return {"channel": resp["channel"], "ts": resp["ts"]}
                 if err.error not in ("cant_update_message", "edit_window_closed"):
                     raise
                 # The original is frozen: the thread reply below still says resolved.
-                log.info(
-                    "slack %s: could not edit message of alert %s (%s)", self.name, fp, err.error
-                )
-            end = alert.ends_at if alert.ends_at is not None else alert.starts_at
-            await self._call(
-                "chat.postMessage",
-                channel=root["channel"],
-                thread_ts=root["ts"],
-                text=f"{RESOLVED_EMOJI} resolved after {format_duration(end - alert.starts_at)}",
-            )
-            log.debug(
-                "slack %s: alert %s resolved in %s/%s", self.name, fp, root["channel"], root["ts"]
-            )
-            return dict(root)
+                log.info("slack %s: could not edit message of alert %s (%s)", self.name, fp, err.error)
+            await self._reply(root, [_resolved_line(alert, pres)])
+            return {"channel": root["channel"], "ts": root["ts"], "peaks": peaks.dump()}
         if root is None:
-            resp = await self._post(alert, "new", self.channel)
-            log.debug(
-                "slack %s: alert %s posted as %s/%s", self.name, fp, resp["channel"], resp["ts"]
-            )
-            return {"channel": resp["channel"], "ts": resp["ts"]}
-        await self._post(alert, "update", root["channel"], thread_ts=root["ts"])
-        log.debug(
-            "slack %s: alert %s update in thread %s/%s", self.name, fp, root["channel"], root["ts"]
-        )
-        return dict(root)
+            resp = await self._send(build_message(alert, pres=pres, peaks=peaks), self.channel)
+            log.debug("slack %s: alert %s posted as %s/%s", self.name, fp, resp["channel"], resp["ts"])
+            return {"channel": resp["channel"], "ts": resp["ts"], "seen": _told(alert), "peaks": peaks.dump()}
+        lines, escalated = change_lines((memory or {}).get("seen") or {}, alert, pres)
+        await self._reply(root, lines, broadcast=escalated)
+        return {"channel": root["channel"], "ts": root["ts"], "seen": _told(alert), "peaks": peaks.dump()}
 
     # -- groups: one thread per incident --------------------------------------
 
     async def notify_group(self, notification: GroupNotification, memory: Memory | None) -> Memory | None:
         n = notification
+        pres = self.presentation
         mem = dict(memory) if memory else {}
-        told: dict[str, str] = dict(mem.get("told") or {})
+        told: dict[str, Any] = {k: (v if isinstance(v, dict) else {"sid": v}) for k, v in (mem.get("told") or {}).items()}
+        peaks = {fp: Peaks.load(p) for fp, p in (mem.get("peaks") or {}).items()}
         open_ = bool(mem.get("open") and mem.get("channel") and mem.get("ts"))
         firing = sorted(n.firing, key=_lead_order)
+        for a in firing:
+            peaks.setdefault(a.fingerprint, Peaks()).update(a, n.now)
         if not open_:
             if not firing:
                 return memory  # resolves of alerts no open thread told: nothing to say
-            return await self._open_thread(n, firing)
+            return await self._open_thread(n, firing, peaks)
         lines: list[str] = []
+        escalated = False
         for a in firing:
             before = told.get(a.fingerprint)
-            if before is None:
-                lines.append(f":heavy_plus_sign: *New in this incident:* {_alert_line(a)}")
-            elif before != state_id(a):
-                lines.append(f":arrows_counterclockwise: *Update:* {_alert_line(a)}")
-        resolved = [a for a in n.resolved if told.get(a.fingerprint) not in (None, state_id(a))]
-        for a in resolved:
-            end = a.ends_at if a.ends_at is not None else n.now
-            lines.append(f"{RESOLVED_EMOJI} resolved after {format_duration(end - a.starts_at)}: {_escape(a.title)}")
+            if before is None or before.get("sid") != state_id(a):
+                more, up = change_lines(before if before and "cause" in before else None, a, pres)
+                lines.extend(more)
+                escalated = escalated or up
+        resolved = [a for a in n.resolved if a.fingerprint in told and told[a.fingerprint].get("sid") != state_id(a)]
+        lines.extend(_resolved_line(a, pres, n.now) for a in resolved)
         closing = not firing and bool(resolved)
         since = float(mem.get("since", min((a.starts_at for a in firing), default=n.now)))
         reminder = not lines and bool(firing) and n.now - float(mem.get("at", 0.0)) >= n.route.repeat_interval
@@ -688,58 +724,51 @@ class SlackReceiver(Receiver):
         if closing:
             lead = max(resolved, key=lambda a: (a.ends_at or n.now, a.fingerprint))
             lead = dataclasses.replace(lead, starts_at=min(since, lead.starts_at))
-            note, kind, shown = None, "resolved", [lead]
+            msg = build_message(lead, kind="resolved", pres=pres, peaks=peaks.get(lead.fingerprint), now=n.now)
         else:
-            note = _group_note(firing, n.now, since, reminders)
-            kind, shown = "new", firing
+            msg = build_message(firing[0], pres=pres, peaks=peaks.get(firing[0].fingerprint),
+                                note=_group_note(firing, n.now, since, reminders), now=n.now)
+            if len(firing) > 1:
+                msg = dataclasses.replace(msg, text=_truncate(f"{msg.text} (+{len(firing) - 1} more alerts)", FALLBACK_MAX))
         try:
-            await self._call(
-                "chat.update", channel=root["channel"], ts=root["ts"],
-                text=_group_fallback(shown, kind), blocks=self._group_blocks(shown, kind, note),
-            )
+            await self._call("chat.update", channel=root["channel"], ts=root["ts"], **msg.kwargs())
         except SlackNotifyError as err:
             if err.error == "message_not_found" and firing:
                 # The parent was deleted: the incident goes on in a new thread.
-                return await self._open_thread(n, firing)
+                return await self._open_thread(n, firing, peaks)
             if err.error not in ("message_not_found", "cant_update_message", "edit_window_closed"):
                 raise
             log.info("slack %s: could not edit the parent of group %s (%s)", self.name, n.key, err.error)
         if reminder:
-            text = (f":bell: *Reminder:* still firing after {format_duration(n.now - since)}: "
-                    + "; ".join(_escape(a.title) for a in firing[:5])
-                    + (f" (+{len(firing) - 5} more)" if len(firing) > 5 else ""))
-        else:
-            text = "\n".join(lines)
-        await self._call(
-            "chat.postMessage", channel=root["channel"], thread_ts=root["ts"],
-            text=_truncate(text, FALLBACK_MAX),
-            reply_broadcast=True if reminder and self.reminder_broadcast else None,
-            unfurl_links=False, unfurl_media=False,
-        )
+            lines = [(f":bell: *Reminder:* still firing after {format_duration(n.now - since)} "
+                      f"(since {pres.time(since)}): "
+                      + "; ".join(_escape(headline(a)) for a in firing[:5])
+                      + (f" (+{len(firing) - 5} more)" if len(firing) > 5 else ""))]
+        # Escalations are shown in the channel, not only in the thread.
+        await self._reply(root, lines, broadcast=escalated or (reminder and self.reminder_broadcast))
         log.debug("slack %s: group %s %s in %s/%s", self.name, n.key,
                   "reminder" if reminder else "closed" if closing else "update", root["channel"], root["ts"])
         if closing:
             return {**root, "open": False, "told": {}, "at": n.now}
         for a in firing:
-            told[a.fingerprint] = state_id(a)
+            told[a.fingerprint] = _told(a)
         for a in resolved:
             told.pop(a.fingerprint, None)
-        return {**root, "open": True, "told": told, "since": since, "at": n.now, "reminders": reminders}
+            peaks.pop(a.fingerprint, None)
+        return {**root, "open": True, "told": told, "since": since, "at": n.now, "reminders": reminders,
+                "peaks": {fp: p.dump() for fp, p in peaks.items() if fp in told}}
 
-    async def _open_thread(self, n: GroupNotification, firing: list[Alert]) -> Memory:
+    async def _open_thread(self, n: GroupNotification, firing: list[Alert], peaks: dict[str, Peaks]) -> Memory:
         since = min(a.starts_at for a in firing)
-        resp = await self._call(
-            "chat.postMessage", channel=self.channel, text=_group_fallback(firing, "new"),
-            blocks=self._group_blocks(firing, "new", _group_note(firing, n.now, since, 0)),
-            unfurl_links=False, unfurl_media=False,
-        )
+        msg = build_message(firing[0], pres=self.presentation, peaks=peaks.get(firing[0].fingerprint),
+                            note=_group_note(firing, n.now, since, 0), now=n.now)
+        if len(firing) > 1:
+            msg = dataclasses.replace(msg, text=_truncate(f"{msg.text} (+{len(firing) - 1} more alerts)", FALLBACK_MAX))
+        resp = await self._send(msg, self.channel)
         log.debug("slack %s: group %s posted as %s/%s", self.name, n.key, resp["channel"], resp["ts"])
         return {"channel": resp["channel"], "ts": resp["ts"], "open": True,
-                "told": {a.fingerprint: state_id(a) for a in firing}, "since": since, "at": n.now, "reminders": 0}
-
-    def _group_blocks(self, alerts: list[Alert], kind: str, note: str | None) -> list[dict[str, Any]]:
-        return build_blocks(alerts[0], kind=kind, runbook_url=self.runbook_url,
-                            dashboard_url=self.dashboard_url, note=note)
+                "told": {a.fingerprint: _told(a) for a in firing}, "since": since, "at": n.now, "reminders": 0,
+                "peaks": {a.fingerprint: peaks[a.fingerprint].dump() for a in firing if a.fingerprint in peaks}}
 
 
 def _lead_order(a: Alert) -> tuple:
@@ -747,24 +776,20 @@ def _lead_order(a: Alert) -> tuple:
     return (-_SEVERITY_RANK.get(a.severity, 0), a.starts_at, a.fingerprint)
 
 
-def _alert_line(a: Alert) -> str:
-    return (f"{_escape(a.title)} ({_escape(cause_text(a.cause))}, {round(a.confidence * 100)}% confidence, "
-            f"{_escape(a.severity)})")
+def _resolved_line(a: Alert, pres: Presentation, now: float | None = None) -> str:
+    end = a.ends_at if a.ends_at is not None else (now if now is not None else a.starts_at)
+    return (f"{RESOLVED_EMOJI} *Resolved:* {_escape(headline(a))}: recovered {pres.time(end)} "
+            f"after {format_duration(end - a.starts_at)}")
 
 
 def _group_note(firing: list[Alert], now: float, since: float, reminders: int) -> str | None:
     """Context of a group's parent: its other alerts, and how long it fires once reminded."""
     parts = []
     if len(firing) > 1:
-        others = "; ".join(a.title for a in firing[1:6])
+        others = "; ".join(headline(a) for a in firing[1:6])
         more = f" (+{len(firing) - 6} more)" if len(firing) > 6 else ""
         parts.append(f"{len(firing)} alerts firing in this incident, also: {others}{more}")
     if reminders:
         parts.append(f"still firing after {format_duration(now - since)} "
                      f"({reminders} reminder{'s' if reminders > 1 else ''} in the thread)")
     return " · ".join(parts) or None
-
-
-def _group_fallback(alerts: list[Alert], kind: str) -> str:
-    text = fallback_text(alerts[0], kind=kind)
-    return text if len(alerts) == 1 else _truncate(f"{text} (+{len(alerts) - 1} more alerts)", FALLBACK_MAX)

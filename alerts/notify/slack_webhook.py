@@ -24,6 +24,7 @@ from alerts.secret import Secret, redact
 
 from .base import Memory, Receiver, labels_text
 from .http import classify_status, retry_after_seconds
+from .message import evidence_line, headline
 from .slack import (
     FALLBACK_MAX,
     HEADER_MAX,
@@ -44,10 +45,10 @@ log = logging.getLogger(__name__)
 
 def _alert_section(a: Alert) -> dict[str, Any]:
     emoji = RESOLVED_EMOJI if a.status == "resolved" else SEVERITY_EMOJI.get(a.severity, ":bell:")
-    head = f"{emoji} *{_escape(a.title)}*" + (" (resolved)" if a.status == "resolved" else "")
-    lines = [head, _cause_line(a)]
+    state = "RESOLVED" if a.status == "resolved" else a.severity.upper()
+    lines = [f"{emoji} *{state}* · *{_escape(headline(a))}*", _cause_line(a)]
     if a.evidence:
-        lines.append(_escape(a.evidence[0].text))
+        lines.append("• " + _escape(evidence_line(a.evidence[0])))
     labels = labels_text(a.labels)
     if labels:
         lines.append(f"`{_escape(labels)}`")

@@ -6,7 +6,8 @@ import importlib
 import pytest
 
 MODULES = ["alerts.group", "alerts.inhibit", "alerts.silence", "alerts.timeinterval", "alerts.matchers",
-           "alerts.secret", "alerts.notify.base", "alerts.notify.console"]
+           "alerts.secret", "alerts.notify.base", "alerts.notify.console", "alerts.notify.message",
+           "alerts.notify.http"]
 
 
 @pytest.mark.parametrize("name", MODULES)
