@@ -11,6 +11,7 @@ and kept out of slack-sdk's debug log.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any, Literal
 
@@ -22,9 +23,9 @@ from alerts.group import GroupNotification
 from alerts.model import Alert
 from alerts.secret import Secret, redact
 
-from .base import Memory, Receiver, labels_text
+from .base import Memory, Receiver, format_duration, labels_text
 from .http import classify_status, retry_after_seconds
-from .message import evidence_line, headline
+from .message import Presentation, evidence_line, headline
 from .slack import (
     FALLBACK_MAX,
     HEADER_MAX,
@@ -43,10 +44,14 @@ __all__ = ["SlackWebhookReceiver", "group_blocks"]
 log = logging.getLogger(__name__)
 
 
-def _alert_section(a: Alert) -> dict[str, Any]:
+def _alert_section(a: Alert, pres: Presentation) -> dict[str, Any]:
     emoji = RESOLVED_EMOJI if a.status == "resolved" else SEVERITY_EMOJI.get(a.severity, ":bell:")
     state = "RESOLVED" if a.status == "resolved" else a.severity.upper()
     lines = [f"{emoji} *{state}* · *{_escape(headline(a))}*", _cause_line(a)]
+    if a.status == "resolved" and a.ends_at is not None:
+        lines.append(f"*Recovered:* {pres.time(a.ends_at)} after {format_duration(a.ends_at - a.starts_at)}")
+    else:
+        lines.append(f"*Since:* {pres.time(a.starts_at)}")
     if a.evidence:
         lines.append("• " + _escape(evidence_line(a.evidence[0])))
     labels = labels_text(a.labels)
@@ -66,21 +71,28 @@ def group_text(n: GroupNotification) -> str:
     return f"[{', '.join(parts)}] {labels or 'tocsin alerts'}"
 
 
-def group_blocks(n: GroupNotification, runbook_url: str | None = None, dashboard_url: str | None = None) -> list[dict[str, Any]]:
-    """Block Kit blocks for one group notification, within Slack's limits."""
+def group_blocks(n: GroupNotification, pres: Presentation | None = None) -> list[dict[str, Any]]:
+    """Block Kit blocks for one group notification, within Slack's limits.
+
+    The lead alert (the first firing one) gives the next step and the links.
+    """
+    pres = pres or Presentation()
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": _truncate(group_text(n), HEADER_MAX), "emoji": True}}
     ]
+    lead = next(iter(n.firing), None)
     buttons = [
         {"type": "button", "text": {"type": "plain_text", "text": label}, "url": url, "action_id": aid}
-        for aid, label, url in (("runbook", "Runbook", runbook_url), ("dashboard", "Dashboard", dashboard_url))
-        if url
+        for aid, label, url in (pres.links(lead) if lead is not None else [])
     ]
-    room = MAX_BLOCKS - len(blocks) - (1 if buttons else 0) - 1  # keep one for "and N more"
+    room = MAX_BLOCKS - len(blocks) - (1 if buttons else 0) - (1 if lead else 0) - 1  # keep one for "and N more"
     alerts = list(n.alerts)
-    blocks.extend(_alert_section(a) for a in alerts[:room])
+    blocks.extend(_alert_section(a, pres) for a in alerts[:room])
     if len(alerts) > room:
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": f"…and {len(alerts) - room} more alerts"}]})
+    if lead is not None:
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _truncate(
+            f"*Next step:* {_escape(pres.next_step(lead))}", SECTION_TEXT_MAX)}})
     if buttons:
         blocks.append({"type": "actions", "elements": buttons})
     return blocks[:MAX_BLOCKS]
@@ -119,11 +131,16 @@ class SlackWebhookReceiver(Receiver):
     groups = True
 
     def __init__(self, url: Secret | str, *, timeout: float = 10.0, runbook_url: str | None = None,
-                 dashboard_url: str | None = None, send_resolved: bool = True, name: str = "slack-webhook") -> None:
+                 dashboard_url: str | None = None, send_resolved: bool = True, name: str = "slack-webhook",
+                 presentation: Presentation | None = None) -> None:
         self.url = url if isinstance(url, Secret) else Secret(url)
         self.timeout = timeout
-        self.runbook_url = runbook_url
-        self.dashboard_url = dashboard_url
+        pres = presentation or Presentation()
+        if runbook_url and not pres.runbook_url:
+            pres = dataclasses.replace(pres, runbook_url=runbook_url)
+        if dashboard_url and not pres.dashboard_url:
+            pres = dataclasses.replace(pres, dashboard_url=dashboard_url)
+        self.presentation = pres
         self.send_resolved = send_resolved
         self.name = name
         self._session: aiohttp.ClientSession | None = None
@@ -170,7 +187,7 @@ class SlackWebhookReceiver(Receiver):
 
     async def notify_group(self, notification: GroupNotification, memory: Memory | None) -> Memory | None:
         await self.send(_mrkdwn(group_text(notification), FALLBACK_MAX),
-                        group_blocks(notification, self.runbook_url, self.dashboard_url))
+                        group_blocks(notification, self.presentation))
         return None
 
     async def notify(self, alert: Alert, memory: Memory | None) -> Memory | None:

@@ -161,7 +161,8 @@ async def test_slack_incoming_webhook_one_message_per_group_within_limits(server
     assert len(body["blocks"]) <= 50
     assert len(body["blocks"][0]["text"]["text"]) <= 150
     assert all(len(b["text"]["text"]) <= 3000 for b in body["blocks"] if b["type"] == "section")
-    assert "more alerts" in body["blocks"][-1]["elements"][0]["text"]
+    assert any("more alerts" in b["elements"][0]["text"] for b in body["blocks"] if b["type"] == "context")
+    assert body["blocks"][-1]["text"]["text"].startswith("*Next step:* Rate-limit the endpoint under attack")
 
 
 @pytest.mark.parametrize(
