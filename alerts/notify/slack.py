@@ -279,8 +279,9 @@ def _evidence_text(alert: Alert, peaks: Peaks | None, pres: Presentation, *, res
         if resolved:
             text = tidy_numbers(peak[2]) if peak is not None and peak[2] else evidence_line(ev)
             lines.append(f"• {_escape(text)}")
-            if peak is not None:
-                peak_at = max(peak_at or 0.0, peak[3])
+            seen = peaks.by_signal.get(ev.signal) if peaks is not None else None
+            if seen is not None:
+                peak_at = max(peak_at or 0.0, float(seen[3]))
         elif peak is not None:
             lines.append(f"• {_escape(evidence_line(ev))}  _(peak {human_value(ev.signal, peak[0])}"
                          f" at {pres.time(peak[3], day=False)})_")
@@ -427,7 +428,7 @@ def change_lines(before: Mapping[str, Any] | None, alert: Alert, pres: Presentat
         lines.append(f"*Confidence:* {round(float(before.get('confidence', 0)) * 100)}% → "
                      f"{round(alert.confidence * 100)}%")
     if before.get("headline") not in (None, headline(alert)):
-        lines.append(f"*Was:* {_escape(str(before['headline']))}")
+        lines.append(f"*Title:* {_escape(str(before['headline']))} → {_escape(headline(alert))}")
     if alert.evidence:
         lines.append(f"*Now:* {_escape(evidence_line(alert.evidence[0]))}")
     if len(lines) > 2 or escalated:

@@ -161,7 +161,9 @@ async def test_escalation_is_broadcast_and_the_parent_turns_critical_with_curren
     edit, reply = sent[2]
     r = reply.json
     assert r["reply_broadcast"] is True  # shown in the channel, not only in the thread
-    assert ":arrow_up: *Escalated*: warning → *critical*" in r["text"]
+    assert r["text"].splitlines()[1:3] == [
+        ":arrow_up: *Escalated*: warning → *critical*",
+        "*Title:* Traffic 8.3x usual on ent-grand-est → Traffic 5.1x usual on ent-grand-est"]
     e = edit.json
     assert e["attachments"][0]["color"] == "#D0021B"
     assert blocks_of(e)[0]["text"]["text"] == ":rotating_light: CRITICAL · Traffic 5.1x usual on ent-grand-est"
@@ -188,7 +190,8 @@ async def test_resolve_says_what_recovered_and_when(incident):
         "*Cause was:* suspected attack (86% confidence)",
     ]
     # The peak is labelled as such, never shown as if it were still going on.
-    assert blocks[2]["text"]["text"].startswith("*At its worst*")
+    assert blocks[2]["text"]["text"].splitlines()[:2] == [
+        "*At its worst* (10:10 CEST)", "• 820 req/s against 99 usual for a Tuesday 10:00 (Europe/Paris)"]
     assert not any(b["text"]["text"].startswith("*Evidence*") for b in blocks if b["type"] == "section")
     assert "Next step" not in shown(e)
     assert reply.json["text"] == (":white_check_mark: *Resolved:* Traffic 8.3x usual on ent-grand-est: "
