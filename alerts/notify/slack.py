@@ -22,20 +22,31 @@ one aggregation group (the route's ``group_by`` values):
 The idempotent call (the edit) always goes first and the reply last, so the
 pipeline's retry after a failed reply cannot post anything twice.
 
+What a message says (:func:`build_message`), written to be read on a phone:
+the notification ``text`` and a header with the severity and the headline
+(the title with the cause said once); below, in an attachment coloured by
+severity (green once resolved): the cause and confidence, the start time
+in the receiver's time zone with the zone's name, one list of evidence
+sentences in human units (the current value, and the peak beside it when it
+was worse), the next step for the cause, and runbook, dashboard and report
+buttons (:class:`~alerts.notify.message.Presentation`); the context line
+keeps the labels, the UTC time and the fingerprint. A resolved parent says
+when it recovered, after how long, which signals are back to usual, and
+shows the worst reading labelled as such. A thread reply says what changed,
+``from → to`` (severity, cause, confidence, title) with the value now; an
+escalation (severity rising) is broadcast to the channel.
+
 :meth:`SlackReceiver.notify` is the per-alert conversation (one fingerprint):
+the parent message on the first firing, a reply saying what changed on
+later ones, and on resolve the parent edited to RESOLVED and a reply.
 
-- first firing: ``chat.postMessage`` with Block Kit blocks (header with a
-  severity emoji and the title, suspected cause and confidence, evidence,
-  start time and labels, runbook and dashboard buttons);
-- later firing updates: a reply in that message's thread (``thread_ts``);
-- resolved: ``chat.update`` of the original message, marked resolved with
-  the duration, and a "resolved" reply in the thread.
+The receiver keeps no state: what it needs to continue a thread (channel
+and parent ts, what each alert was when last told, the peaks) comes back as
+``memory``, which the pipeline persists.
 
-The receiver keeps no state: :meth:`SlackReceiver.notify` returns
-``{"channel": <channel id>, "ts": <root message ts>}`` and gets it back as
-``memory`` next time; :meth:`SlackReceiver.notify_group` also keeps the
-state id told per fingerprint, whether the thread is open and when it last
-posted in it.
+Non-retryable failures say what to fix (:data:`RECEIVER_ERRORS`: the
+receiver is unusable until then) or that only this message was refused
+(:data:`MESSAGE_ERRORS`).
 
 Transient failures (HTTP 429 honouring ``Retry-After``, 5xx, dropped
 connections) are retried inside the call by slack-sdk's async retry handlers,
