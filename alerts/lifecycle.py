@@ -11,13 +11,11 @@ tracker turns findings into alert state changes:
 * a firing alert is re-sent (status firing) only when its cause changes for
   a better-supported one or its severity rises: the receivers thread these
   as updates;
-* while it fires, a finding of the same cause refreshes the alert's
-  evidence and title together (the title's numbers always match its
-  evidence), quietly; the worst reading (by its lead evidence's distance
-  from the usual) is kept apart;
-* then it resolves, once, carrying the worst reading's evidence and
-  title: a resolved record sums the incident up at its peak, and receivers
-  say it recovered (they do not show it as current).
+* a finding of the same cause while it fires changes nothing a receiver
+  sees: the alert keeps the title and evidence it was last sent with (the
+  title's numbers always match its evidence, and the resolve says what was
+  last reported, which the receivers tell apart from the peak they saw);
+* then it resolves, once.
 
 Time is passed in (``now``), never read from a clock.
 """
@@ -49,21 +47,6 @@ class _Tracked:
     onset: float  # when the problem began (start of the first window it was seen in)
     firing: bool = False
     ids: list[str] = field(default_factory=list)
-    peak: Alert | None = None  # the alert at its worst reading
-
-
-def _strength(alert: Alert) -> float:
-    """How far the alert's lead evidence is from the usual (relative), to find its worst reading."""
-    if not alert.evidence:
-        return alert.confidence
-    ev = alert.evidence[0]
-    return abs(float(ev.value) - float(ev.expected)) / max(abs(float(ev.expected)), 1e-9)
-
-
-def _worse(peak: Alert | None, alert: Alert) -> Alert:
-    if peak is None or (alert.evidence and peak.evidence and alert.evidence[0].signal != peak.evidence[0].signal):
-        return alert
-    return alert if _strength(alert) > _strength(peak) else peak
 
 
 class AlertTracker:
@@ -111,7 +94,7 @@ class AlertTracker:
         onset = finding.onset if finding.onset is not None else now
         if t is None:
             t = self._alerts[new.fingerprint] = _Tracked(new, now, now, hold, pending, onset,
-                                                         ids=list(new.anomalies), peak=new)
+                                                         ids=list(new.anomalies))
             return self._maybe_fire(t, now)
         if not t.firing and now - t.last_seen > self.pending_gap:
             # A pending problem that went away and came back starts over.
@@ -136,12 +119,13 @@ class AlertTracker:
             )
             if t.firing:
                 return [t.alert]
+        elif new.cause == cur.cause and t.firing:
+            # Same story: more anomalies behind it; title and evidence stay as reported.
+            t.alert = replace(cur, anomalies=tuple(t.ids))
         elif new.cause == cur.cause:
-            # Same story: keep the freshest evidence (and the title made from it), quietly.
+            # Not reported yet: the freshest reading, its title with it.
             t.alert = replace(cur, title=new.title, evidence=new.evidence,
                               confidence=max(cur.confidence, new.confidence), anomalies=tuple(t.ids))
-        if t.alert.cause == new.cause:
-            t.peak = _worse(t.peak, t.alert)
         return self._maybe_fire(t, now)
 
     def _maybe_fire(self, t: _Tracked, now: float) -> list[Alert]:
@@ -156,7 +140,7 @@ class AlertTracker:
         t = self._alerts.pop(fp, None)
         if t is None or not t.firing:
             return []
-        return [self._resolved(t, now)]
+        return [t.alert.resolved(now)]
 
     def tick(self, now: float) -> list[Alert]:
         """Advance time: fire pending alerts that are due, resolve quiet ones."""
@@ -165,19 +149,10 @@ class AlertTracker:
             if now - t.last_seen > (t.hold if t.firing else max(self.pending_gap, t.pending)):
                 del self._alerts[fp]
                 if t.firing:
-                    out.append(self._resolved(t, t.last_seen + t.hold))
+                    out.append(t.alert.resolved(t.last_seen + t.hold))
             elif not t.firing:
                 out.extend(self._maybe_fire(t, now))
         return out
-
-    @staticmethod
-    def _resolved(t: _Tracked, at: float) -> Alert:
-        """The resolve record: the alert's state, with the title and evidence of its worst reading."""
-        a = t.alert
-        p = t.peak
-        if p is not None and p.cause == a.cause:
-            a = replace(a, title=p.title, evidence=p.evidence)
-        return a.resolved(at)
 
     # -- state for checkpoints -----------------------------------------------
     def export(self) -> dict[str, tuple[dict[str, str | None], bytes]]:
@@ -189,7 +164,6 @@ class AlertTracker:
             fp: (t.alert.labels, orjson.dumps({
                 "alert": t.alert.to_record(), "first_seen": t.first_seen, "last_seen": t.last_seen,
                 "hold": t.hold, "pending": t.pending, "onset": t.onset, "firing": t.firing, "ids": t.ids,
-                "peak": None if t.peak is None else t.peak.to_record(),
             }))
             for fp, t in self._alerts.items()
         }
@@ -200,8 +174,7 @@ class AlertTracker:
         alert = alert_from_record(rec["alert"])
         self._alerts[alert.fingerprint] = _Tracked(
             alert, rec["first_seen"], rec["last_seen"], rec["hold"], rec["pending"], rec["onset"],
-            firing=bool(rec["firing"]), ids=list(rec["ids"]),
-            peak=alert_from_record(rec["peak"]) if rec.get("peak") else alert)
+            firing=bool(rec["firing"]), ids=list(rec["ids"]))
 
     def forget(self, owned_elsewhere: Callable[[dict[str, str | None]], bool]) -> int:
         """Drop, without resolving them, the alerts whose labels another worker now owns."""

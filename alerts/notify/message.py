@@ -160,21 +160,34 @@ def evidence_lines(alert: Alert, limit: int = 8) -> list[str]:
 
 @dataclass
 class Peaks:
-    """The worst reading of each signal of one alert: ``{signal: [value, expected, text, at]}``.
+    """The worst reading of each signal of one alert: ``{signal: [value, expected, text, at]}``,
+    and the headline of the state whose lead evidence was the worst (``[headline, deviation, at]``).
 
     Kept in a receiver's memory (plain JSON) and updated with each state it is told.
     """
 
     by_signal: dict[str, list[Any]] = field(default_factory=dict)
+    lead: list[Any] | None = None
 
     @classmethod
     def load(cls, raw: Mapping[str, Any] | None) -> Peaks:
-        return cls({k: list(v) for k, v in (raw or {}).items()})
+        raw = raw or {}
+        return cls({k: list(v) for k, v in (raw.get("signals") or {}).items()},
+                   list(raw["lead"]) if raw.get("lead") else None)
 
-    def dump(self) -> dict[str, list[Any]]:
-        return self.by_signal
+    def dump(self) -> dict[str, Any]:
+        return {"signals": self.by_signal, "lead": self.lead}
+
+    @property
+    def headline(self) -> str | None:
+        """The headline of the worst state told (its numbers are those of the peak)."""
+        return str(self.lead[0]) if self.lead else None
 
     def update(self, alert: Alert, at: float) -> None:
+        if alert.evidence:
+            d = _deviation(alert.evidence[0])
+            if self.lead is None or d > float(self.lead[1]):
+                self.lead = [headline(alert), d, at]
         for ev in alert.evidence:
             old = self.by_signal.get(ev.signal)
             if old is None or _deviation(ev) > _deviation(Evidence(ev.signal, old[0], old[1], "")):

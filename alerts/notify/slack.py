@@ -369,7 +369,8 @@ def build_message(
     """
     pres = pres or Presentation()
     resolved = kind == "resolved"
-    head = headline(alert)
+    # A resolved incident is summed up at its worst: the peak's headline beside the peak's evidence.
+    head = (peaks.headline if resolved and peaks is not None and peaks.headline else None) or headline(alert)
     if resolved:
         header = f"{RESOLVED_EMOJI} RESOLVED · {head}"
     else:
@@ -403,16 +404,17 @@ def build_message(
     if links:
         details.append(links)
     color = RESOLVED_COLOR if resolved else SEVERITY_COLOR.get(alert.severity, "#888888")
-    text = fallback_text(alert, kind=kind, pres=pres, now=now)
+    text = fallback_text(alert, kind=kind, pres=pres, now=now, head=head)
     return SlackMessage(text, blocks, [{"color": color, "fallback": text, "blocks": details[: MAX_BLOCKS - 1]}])
 
 
-def fallback_text(alert: Alert, *, kind: str = "new", pres: Presentation | None = None, now: float | None = None) -> str:
+def fallback_text(alert: Alert, *, kind: str = "new", pres: Presentation | None = None, now: float | None = None,
+                  head: str | None = None) -> str:
     """The plain ``text`` of a message: what a phone's notification shows (cause once, zone shown)."""
     pres = pres or Presentation()
     if kind == "resolved":
         end = alert.ends_at if alert.ends_at is not None else (now if now is not None else alert.starts_at)
-        text = (f"[RESOLVED] {headline(alert)}: recovered {pres.time(end)} after "
+        text = (f"[RESOLVED] {head or headline(alert)}: recovered {pres.time(end)} after "
                 f"{format_duration(end - alert.starts_at)} (was {cause_text(alert.cause)})")
     else:
         prefix = "[update] " if kind == "update" else ""
@@ -690,7 +692,7 @@ class SlackReceiver(Receiver):
                     raise
                 # The original is frozen: the thread reply below still says resolved.
                 log.info("slack %s: could not edit message of alert %s (%s)", self.name, fp, err.error)
-            await self._reply(root, [_resolved_line(alert, pres)])
+            await self._reply(root, [_resolved_line(alert, pres, head=peaks.headline)])
             return {"channel": root["channel"], "ts": root["ts"], "peaks": peaks.dump()}
         if root is None:
             resp = await self._send(build_message(alert, pres=pres, peaks=peaks), self.channel)
@@ -725,7 +727,8 @@ class SlackReceiver(Receiver):
                 lines.extend(more)
                 escalated = escalated or up
         resolved = [a for a in n.resolved if a.fingerprint in told and told[a.fingerprint].get("sid") != state_id(a)]
-        lines.extend(_resolved_line(a, pres, n.now) for a in resolved)
+        lines.extend(_resolved_line(a, pres, n.now, peaks[a.fingerprint].headline if a.fingerprint in peaks else None)
+                     for a in resolved)
         closing = not firing and bool(resolved)
         since = float(mem.get("since", min((a.starts_at for a in firing), default=n.now)))
         reminder = not lines and bool(firing) and n.now - float(mem.get("at", 0.0)) >= n.route.repeat_interval
@@ -788,9 +791,9 @@ def _lead_order(a: Alert) -> tuple:
     return (-_SEVERITY_RANK.get(a.severity, 0), a.starts_at, a.fingerprint)
 
 
-def _resolved_line(a: Alert, pres: Presentation, now: float | None = None) -> str:
+def _resolved_line(a: Alert, pres: Presentation, now: float | None = None, head: str | None = None) -> str:
     end = a.ends_at if a.ends_at is not None else (now if now is not None else a.starts_at)
-    return (f"{RESOLVED_EMOJI} *Resolved:* {_escape(headline(a))}: recovered {pres.time(end)} "
+    return (f"{RESOLVED_EMOJI} *Resolved:* {_escape(head or headline(a))}: recovered {pres.time(end)} "
             f"after {format_duration(end - a.starts_at)}")
 
 

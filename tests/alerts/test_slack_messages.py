@@ -65,8 +65,7 @@ async def incident(fake_slack, make_alert, monkeypatch):
                                  title="Traffic 8.3x usual on ent-grand-est: suspected attack")
     escalation = dataclasses.replace(update, severity="critical", evidence=evidence(500),
                                      title="Traffic 5.1x usual on ent-grand-est: suspected attack")
-    resolve = dataclasses.replace(escalation, evidence=evidence(820),
-                                  title="Traffic 8.3x usual on ent-grand-est: suspected attack").resolved(T0 + 3900)
+    resolve = escalation.resolved(T0 + 3900)  # the lifecycle resolves with the state last reported
     steps = [(T0, base), (T0 + 360, update), (T0 + 720, escalation), (T0 + 3900, resolve)]
     sent = []
     for t, a in steps:
