@@ -29,6 +29,7 @@ __all__ = [
     "AlertingConfig",
     "AlertmanagerConfig",
     "InhibitRuleConfig",
+    "MessageOptions",
     "ReceiverConfig",
     "RouteConfig",
     "SlackConfig",
@@ -64,14 +65,71 @@ def _refuse_clear_secret(v: Any) -> None:
 ClearSecret = Annotated[None, BeforeValidator(_refuse_clear_secret)]
 
 
-class SlackConfig(_Strict):
+_CAUSE_KEYS = ("capacity_saturation", "suspected_attack", "disk_failure", "unknown")
+
+
+def _check_causes(v: dict[str, str], where: str, extra: tuple[str, ...] = ()) -> dict[str, str]:
+    for k in v:
+        if k not in _CAUSE_KEYS + extra:
+            raise ValueError(f"{where}: {k!r} is not a cause (one of: {', '.join(_CAUSE_KEYS + extra)})")
+    return v
+
+
+class MessageOptions(_Strict):
+    """What a receiver that writes text shows: time zone, next steps, runbooks and links.
+
+    URLs are templates: ``{service}``, ``{host}``, ``{disk}``, ``{cause}``,
+    ``{fingerprint}``, ``{starts_at}`` and ``{starts_at_ms}`` are filled from the alert.
+    """
+
+    time_zone: str = "UTC"  # an IANA zone (Europe/Paris): every time shown in it, with its name
+    runbook_url: str | None = None  # the default runbook
+    runbook_urls: dict[str, str] = Field(default_factory=dict)  # per cause
+    service_runbook_urls: dict[str, dict[str, str]] = Field(default_factory=dict)  # per service: cause (or "*")
+    dashboard_url: str | None = None
+    report_url: str | None = None  # where `tocsin report` output is served
+    next_steps: dict[str, str] = Field(default_factory=dict)  # per cause, replaces the default line
+
+    @field_validator("time_zone")
+    @classmethod
+    def _zone(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        if v.upper() in ("UTC", "Z"):
+            return "UTC"
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{v!r} is not a time zone name (like Europe/Paris or UTC)") from None
+        return v
+
+    @field_validator("runbook_urls", "next_steps")
+    @classmethod
+    def _per_cause(cls, v: dict[str, str]) -> dict[str, str]:
+        return _check_causes(v, "keys")
+
+    @field_validator("service_runbook_urls")
+    @classmethod
+    def _per_service(cls, v: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        for service, urls in v.items():
+            _check_causes(urls, f"service {service!r}", ("*",))
+        return v
+
+    def presentation(self) -> Any:
+        """The :class:`alerts.notify.message.Presentation` of these options."""
+        from .notify.message import Presentation
+
+        return Presentation(self.time_zone, self.runbook_url, dict(self.runbook_urls),
+                            {k: dict(v) for k, v in self.service_runbook_urls.items()},
+                            self.dashboard_url, self.report_url, dict(self.next_steps))
+
+
+class SlackConfig(MessageOptions):
     channel: str = Field(min_length=1)
     token: ClearSecret = None
     token_env: str | None = "SLACK_BOT_TOKEN"  # noqa: S105 - the name of a variable, not a secret
     token_file: str | None = None
     api_url: str | None = None  # for tests or Slack-compatible gateways
-    runbook_url: str | None = None
-    dashboard_url: str | None = None
     timeout: Duration = 10.0
     reminder_broadcast: bool = False  # repeat_interval reminders also shown in the channel (reply_broadcast)
 
@@ -99,14 +157,12 @@ class WebhookConfig(_Strict):
         return self
 
 
-class SlackWebhookConfig(_Strict):
+class SlackWebhookConfig(MessageOptions):
     """A Slack incoming webhook: one message per group notification, no threads."""
 
     url: ClearSecret = None
     url_env: str | None = None
     url_file: str | None = None
-    runbook_url: str | None = None
-    dashboard_url: str | None = None
     timeout: Duration = 10.0
 
     @model_validator(mode="after")
@@ -133,6 +189,8 @@ _KINDS = ("console", "slack", "webhook", "slack_webhook", "alertmanager")
 class ReceiverConfig(_Strict):
     name: str = Field(min_length=1)
     send_resolved: bool = True
+    #: Receivers that get this receiver's notifications while it is failed (the console always does).
+    fallback: list[str] = Field(default_factory=list)
     console: ConsoleConfig | None = None
     slack: SlackConfig | None = None
     webhook: WebhookConfig | None = None
@@ -263,6 +321,17 @@ class AlertingConfig(_Strict):
         if self.route.matchers:
             raise ValueError("route.matchers: the root route matches every alert and takes no matchers")
         walk(self.route, "route")
+        return self
+
+    @model_validator(mode="after")
+    def _known_fallbacks(self) -> AlertingConfig:
+        names = {r.name for r in self.receivers}
+        for i, r in enumerate(self.receivers):
+            for f in r.fallback:
+                if f == r.name:
+                    raise ValueError(f"receivers.{i}.fallback: receiver {r.name!r} cannot be its own fallback")
+                if f not in names:
+                    raise ValueError(f"receivers.{i}.fallback: no receiver named {f!r} (have: {', '.join(sorted(names))})")
         return self
 
     def intervals(self) -> dict[str, list[TimeRange]]:

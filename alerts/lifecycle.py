@@ -11,6 +11,10 @@ tracker turns findings into alert state changes:
 * a firing alert is re-sent (status firing) only when its cause changes for
   a better-supported one or its severity rises: the receivers thread these
   as updates;
+* a finding of the same cause while it fires changes nothing a receiver
+  sees: the alert keeps the title and evidence it was last sent with (the
+  title's numbers always match its evidence, and the resolve says what was
+  last reported, which the receivers tell apart from the peak they saw);
 * then it resolves, once.
 
 Time is passed in (``now``), never read from a clock.
@@ -115,10 +119,13 @@ class AlertTracker:
             )
             if t.firing:
                 return [t.alert]
+        elif new.cause == cur.cause and t.firing:
+            # Same story: more anomalies behind it; title and evidence stay as reported.
+            t.alert = replace(cur, anomalies=tuple(t.ids))
         elif new.cause == cur.cause:
-            # Same story: keep the freshest evidence, quietly.
-            t.alert = replace(cur, evidence=new.evidence, confidence=max(cur.confidence, new.confidence),
-                              anomalies=tuple(t.ids))
+            # Not reported yet: the freshest reading, its title with it.
+            t.alert = replace(cur, title=new.title, evidence=new.evidence,
+                              confidence=max(cur.confidence, new.confidence), anomalies=tuple(t.ids))
         return self._maybe_fire(t, now)
 
     def _maybe_fire(self, t: _Tracked, now: float) -> list[Alert]:

@@ -8,6 +8,7 @@ from typing import Literal, TextIO
 
 from alerts.model import Alert
 from alerts.notify.base import Memory, Receiver, cause_text, format_duration, labels_text
+from alerts.notify.message import evidence_line, headline
 from detectors.timeutil import format_ts
 
 __all__ = ["ConsoleReceiver"]
@@ -83,7 +84,7 @@ class ConsoleReceiver(Receiver):
             status = paint(
                 "[FIRING]" if not update else "[FIRING, update]", _COLORS.get(alert.severity, _BOLD)
             )
-        head = f"{status} {alert.severity.upper()}  {paint(alert.title, _BOLD)}"
+        head = f"{status} {alert.severity.upper()}  {paint(headline(alert), _BOLD)}"
         rows: list[tuple[str, str]] = [
             ("cause", f"{cause_text(alert.cause)} ({round(alert.confidence * 100)}% confidence)"),
             ("labels", labels_text(alert.labels) or "-"),
@@ -97,7 +98,7 @@ class ConsoleReceiver(Receiver):
                 )
             )
         for i, ev in enumerate(alert.evidence):
-            rows.append(("evidence" if i == 0 else "", ev.text))
+            rows.append(("evidence" if i == 0 else "", evidence_line(ev)))
         width = _KEY_WIDTH
         lines = [head]
         for key, value in rows:

@@ -42,8 +42,7 @@ def build_receivers(cfg: AlertingConfig) -> dict[str, Receiver]:
             s = rc.slack
             out[rc.name] = SlackReceiver(
                 _secret(rc, s.token_env, s.token_file), s.channel, base_url=s.api_url, timeout=s.timeout,
-                runbook_url=s.runbook_url, dashboard_url=s.dashboard_url, name=rc.name,
-                reminder_broadcast=s.reminder_broadcast,
+                name=rc.name, reminder_broadcast=s.reminder_broadcast, presentation=s.presentation(),
             )
         elif rc.webhook is not None:
             from .webhook import WebhookReceiver
@@ -59,8 +58,8 @@ def build_receivers(cfg: AlertingConfig) -> dict[str, Receiver]:
 
             sw = rc.slack_webhook
             out[rc.name] = SlackWebhookReceiver(
-                _secret(rc, sw.url_env, sw.url_file, "url"), timeout=sw.timeout,
-                runbook_url=sw.runbook_url, dashboard_url=sw.dashboard_url, name=rc.name,
+                _secret(rc, sw.url_env, sw.url_file, "url"), timeout=sw.timeout, name=rc.name,
+                presentation=sw.presentation(),
             )
         elif rc.alertmanager is not None:
             from .alertmanager import AlertmanagerReceiver

@@ -1,16 +1,22 @@
 """One JSON POST with a timeout, failures classified for the retry stage, secrets kept out.
 
-:class:`HTTPPoster` is shared by the webhook, Slack incoming webhook and
-Alertmanager receivers. A failure raises :class:`~alerts.errors.NotifyError`:
-retryable for timeouts, dropped connections, HTTP 429 (with ``Retry-After``)
-and 5xx; not retryable for other 4xx (the request itself is wrong: a retry
-sends the same). The URL and token are :class:`~alerts.secret.Secret` and are
-redacted from every message.
+:class:`HTTPPoster` is shared by the webhook and Alertmanager receivers. A
+failure raises :class:`~alerts.errors.NotifyError` (see
+:func:`classify_status`): retryable for timeouts, dropped connections, HTTP
+408, 429 (with ``Retry-After``) and 5xx; not retryable for other 4xx (the
+request itself is wrong, or the credentials or URL are: a retry sends the
+same), which make the receiver unusable until someone fixes what the error
+says. The URL and token are :class:`~alerts.secret.Secret` and are redacted
+from every message.
+
+:func:`retry_after_seconds` is the one ``Retry-After`` parser of the
+receivers (the Slack receivers use it too).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -21,26 +27,72 @@ import orjson
 from alerts.errors import NotifyError
 from alerts.secret import Secret, redact
 
-__all__ = ["HTTPPoster", "retry_after_seconds"]
+__all__ = ["HTTPPoster", "classify_status", "retry_after_seconds"]
 
 log = logging.getLogger(__name__)
 
 
-def retry_after_seconds(value: str | None) -> float | None:
-    """``Retry-After`` in seconds (a number or an HTTP date), None when absent or unreadable."""
-    if not value:
+def retry_after_seconds(value: str | Mapping[str, Any] | None, now: datetime | None = None) -> float | None:
+    """``Retry-After`` in seconds: from the header value or from a mapping of headers.
+
+    A number of seconds or an HTTP date (RFC 9110 10.2.3), relative to
+    ``now`` (default: the clock); None when absent or unreadable. A header
+    given as a list (slack-sdk) counts by its first value.
+
+    >>> retry_after_seconds("7")
+    7.0
+    >>> retry_after_seconds({"retry-after": ["30"]})
+    30.0
+    >>> retry_after_seconds("Tue, 06 Apr 2021 08:05:00 GMT", now=datetime(2021, 4, 6, 8, 4, tzinfo=UTC))
+    60.0
+    >>> retry_after_seconds("soon") is None and retry_after_seconds({}) is None
+    True
+    """
+    if isinstance(value, Mapping):
+        value = next((v for k, v in value.items() if str(k).lower() == "retry-after"), None)
+    if isinstance(value, list | tuple):
+        value = value[0] if value else None
+    if value is None:
+        return None
+    text = str(value).strip()
+    if not text:
         return None
     try:
-        return max(0.0, float(value))
+        return max(0.0, float(text))
     except ValueError:
         pass
     try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+#: What to fix, by HTTP status, when a receiver answers with a client error.
+_HTTP_FIX = {
+    400: "the endpoint rejected the payload: check that the URL is the right kind of endpoint for this receiver",
+    401: "the endpoint wants credentials: check the receiver's bearer token (or the token in its URL)",
+    403: "the credentials are refused: check the receiver's bearer token (or the token in its URL) and its rights",
+    404: "nothing answers at this URL: check the receiver's URL",
+    405: "the URL does not take POST: check the receiver's URL",
+    410: "the endpoint is gone (deleted webhook or archived channel): create a new one and update the URL",
+    413: "the payload is too large for the endpoint: lower max_alerts or raise the endpoint's limit",
+}
+
+
+def classify_status(status: int) -> tuple[bool, str | None]:
+    """(retryable, what to fix) for an HTTP error status.
+
+    >>> classify_status(503), classify_status(408), classify_status(429)
+    ((True, None), (True, None), (True, None))
+    >>> classify_status(401)[0]
+    False
+    """
+    if status in (408, 429) or status >= 500:
+        return True, None
+    return False, _HTTP_FIX.get(status, f"the endpoint refuses the request (HTTP {status}): check the receiver's URL and credentials")
 
 
 class HTTPPoster:
@@ -55,10 +107,10 @@ class HTTPPoster:
         self.kind = kind
         self._session: aiohttp.ClientSession | None = None
 
-    def _error(self, what: str, *, retryable: bool, retry_after: float | None = None) -> NotifyError:
+    def _error(self, what: str, *, retryable: bool, retry_after: float | None = None, fix: str | None = None) -> NotifyError:
         message = redact(f"{self.kind} receiver {self.name!r}: {what}", [self.url, self.bearer_token])
         log.info("%s (retryable=%s)", message, retryable)
-        return NotifyError(message, retryable=retryable, retry_after=retry_after)
+        return NotifyError(message, retryable=retryable, retry_after=retry_after, fix=fix)
 
     async def post(self, payload: Any, *, url: str | None = None) -> tuple[int, bytes]:
         """POST ``payload`` as JSON (to ``url`` if given, else the receiver's); returns status and body."""
@@ -80,11 +132,10 @@ class HTTPPoster:
             return status, body
         text = body[:200].decode("utf-8", "replace").strip()
         what = f"HTTP {status}" + (f": {text}" if text else "")
-        if status == 429:
-            raise self._error(what, retryable=True, retry_after=retry_after if retry_after is not None else 1.0)
-        if status >= 500:
-            raise self._error(what, retryable=True, retry_after=retry_after)
-        raise self._error(what, retryable=False)
+        retryable, fix = classify_status(status)
+        if status == 429 and retry_after is None:
+            retry_after = 1.0
+        raise self._error(what, retryable=retryable, retry_after=retry_after if retryable else None, fix=fix)
 
     async def aclose(self) -> None:
         if self._session is not None:

@@ -22,20 +22,31 @@ one aggregation group (the route's ``group_by`` values):
 The idempotent call (the edit) always goes first and the reply last, so the
 pipeline's retry after a failed reply cannot post anything twice.
 
+What a message says (:func:`build_message`), written to be read on a phone:
+the notification ``text`` and a header with the severity and the headline
+(the title with the cause said once); below, in an attachment coloured by
+severity (green once resolved): the cause and confidence, the start time
+in the receiver's time zone with the zone's name, one list of evidence
+sentences in human units (the current value, and the peak beside it when it
+was worse), the next step for the cause, and runbook, dashboard and report
+buttons (:class:`~alerts.notify.message.Presentation`); the context line
+keeps the labels, the UTC time and the fingerprint. A resolved parent says
+when it recovered, after how long, which signals are back to usual, and
+shows the worst reading labelled as such. A thread reply says what changed,
+``from → to`` (severity, cause, confidence, title) with the value now; an
+escalation (severity rising) is broadcast to the channel.
+
 :meth:`SlackReceiver.notify` is the per-alert conversation (one fingerprint):
+the parent message on the first firing, a reply saying what changed on
+later ones, and on resolve the parent edited to RESOLVED and a reply.
 
-- first firing: ``chat.postMessage`` with Block Kit blocks (header with a
-  severity emoji and the title, suspected cause and confidence, evidence,
-  start time and labels, runbook and dashboard buttons);
-- later firing updates: a reply in that message's thread (``thread_ts``);
-- resolved: ``chat.update`` of the original message, marked resolved with
-  the duration, and a "resolved" reply in the thread.
+The receiver keeps no state: what it needs to continue a thread (channel
+and parent ts, what each alert was when last told, the peaks) comes back as
+``memory``, which the pipeline persists.
 
-The receiver keeps no state: :meth:`SlackReceiver.notify` returns
-``{"channel": <channel id>, "ts": <root message ts>}`` and gets it back as
-``memory`` next time; :meth:`SlackReceiver.notify_group` also keeps the
-state id told per fingerprint, whether the thread is open and when it last
-posted in it.
+Non-retryable failures say what to fix (:data:`RECEIVER_ERRORS`: the
+receiver is unusable until then) or that only this message was refused
+(:data:`MESSAGE_ERRORS`).
 
 Transient failures (HTTP 429 honouring ``Retry-After``, 5xx, dropped
 connections) are retried inside the call by slack-sdk's async retry handlers,
@@ -53,9 +64,7 @@ import dataclasses
 import logging
 import random
 from collections.abc import Mapping
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import aiohttp
 from slack_sdk.errors import SlackApiError, SlackClientError
@@ -74,9 +83,18 @@ from slack_sdk.web.async_slack_response import AsyncSlackResponse
 from alerts.errors import NotifyError
 from alerts.model import Alert
 from alerts.notify.base import Memory, Receiver, cause_text, format_duration, labels_text
+from alerts.notify.http import classify_status, retry_after_seconds
+from alerts.notify.message import (
+    Peaks,
+    Presentation,
+    evidence_line,
+    headline,
+    human_value,
+    signal_name,
+    tidy_numbers,
+)
 from alerts.notify.pipeline import state_id
 from alerts.secret import Secret, redact
-from detectors.timeutil import format_ts
 
 if TYPE_CHECKING:
     from alerts.group import GroupNotification
@@ -95,40 +113,50 @@ FIELDS_PER_SECTION = 10
 CONTEXT_TEXT_MAX = 3000
 BUTTON_URL_MAX = 3000
 MAX_BLOCKS = 50
-# Readability, not a Slack limit: more evidence than this is summarised.
-MAX_EVIDENCE = 20
+# Readability, not Slack limits: more evidence than this is summarised, longer lines are cut.
+MAX_EVIDENCE = 12
+EVIDENCE_LINE_MAX = 400
 FALLBACK_MAX = 3000
 
 SEVERITY_EMOJI = {"critical": ":rotating_light:", "warning": ":warning:"}
 RESOLVED_EMOJI = ":white_check_mark:"
 
-#: Slack error codes that no retry will fix.
-FATAL_ERRORS = frozenset(
+#: Slack error codes that make the receiver unusable until someone fixes it, with what to fix.
+RECEIVER_ERRORS: dict[str, str] = {
+    "invalid_auth": "the bot token is not valid: set a valid bot token (xoxb-...) in the receiver's token_env or token_file",
+    "not_authed": "no token was sent: set the bot token in the receiver's token_env or token_file",
+    "account_inactive": "the token's user or bot was deactivated: reinstall the Slack app and update the token",
+    "token_revoked": "the token was revoked: reinstall the Slack app and update the token",
+    "token_expired": "the token expired: refresh it (or turn off token rotation) and update the token",
+    "no_permission": "the token lacks a permission: check the Slack app's scopes (chat:write) and reinstall it",
+    "missing_scope": "the Slack app lacks the chat:write scope: add it and reinstall the app",
+    "not_allowed_token_type": "this is not a bot token: use the app's bot token (xoxb-...)",
+    "ekm_access_denied": "the workspace's encryption keys refuse access: ask the Slack admins",
+    "channel_not_found": "the channel does not exist or the bot cannot see it: check the receiver's channel (an id like C0123 is safest) and invite the bot",
+    "not_in_channel": "the bot is not in the channel: invite it (/invite @<bot>) or add the chat:write.public scope",
+    "is_archived": "the channel is archived: unarchive it or point the receiver at another channel",
+    "restricted_action": "the workspace forbids the bot to post in this channel: ask the Slack admins",
+    "team_access_not_granted": "the token has no access to this workspace: reinstall the Slack app there",
+}
+#: Slack error codes that refuse one message only: other messages may still get through.
+MESSAGE_ERRORS = frozenset(
     {
-        "invalid_auth",
-        "not_authed",
-        "account_inactive",
-        "token_revoked",
-        "token_expired",
-        "no_permission",
-        "missing_scope",
-        "not_allowed_token_type",
-        "ekm_access_denied",
-        "channel_not_found",
-        "not_in_channel",
-        "is_archived",
-        "restricted_action",
         "invalid_blocks",
         "invalid_blocks_format",
+        "invalid_attachments",
         "msg_too_long",
         "no_text",
+        "too_many_attachments",
         "invalid_arguments",
         "invalid_arg_name",
         "message_not_found",
         "cant_update_message",
         "edit_window_closed",
+        "thread_not_found",
     }
 )
+#: Slack error codes that no retry will fix.
+FATAL_ERRORS = frozenset(RECEIVER_ERRORS) | MESSAGE_ERRORS
 #: Slack error codes (with HTTP 200) that a later retry may fix.
 TRANSIENT_ERRORS = frozenset(
     {"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}
@@ -147,35 +175,12 @@ class SlackNotifyError(NotifyError):
         retry_after: float | None = None,
         error: str | None = None,
         status: int | None = None,
+        scope: Literal["receiver", "message"] = "receiver",
+        fix: str | None = None,
     ):
-        super().__init__(message, retryable=retryable, retry_after=retry_after)
+        super().__init__(message, retryable=retryable, retry_after=retry_after, scope=scope, fix=fix)
         self.error = error
         self.status = status
-
-
-def _retry_after(headers: Mapping[str, Any] | None) -> float | None:
-    """Seconds from a Retry-After header (delta seconds or HTTP date); None when absent."""
-    if not headers:
-        return None
-    value: Any = None
-    for k, v in headers.items():
-        if k.lower() == "retry-after":
-            value = v
-            break
-    if isinstance(value, list | tuple):
-        value = value[0] if value else None
-    if value is None:
-        return None
-    text = str(value).strip()
-    try:
-        return max(0.0, float(text))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(text)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 class _BoundedRateLimitRetryHandler(AsyncRateLimitErrorRetryHandler):
@@ -199,7 +204,7 @@ class _BoundedRateLimitRetryHandler(AsyncRateLimitErrorRetryHandler):
     ) -> bool:
         if response is None or response.status_code != 429:
             return False
-        wait = _retry_after(response.headers)
+        wait = retry_after_seconds(response.headers)
         return wait is None or wait <= self.max_wait
 
     async def prepare_for_next_attempt_async(
@@ -210,7 +215,7 @@ class _BoundedRateLimitRetryHandler(AsyncRateLimitErrorRetryHandler):
         response: HttpResponse | None = None,
         error: Exception | None = None,
     ) -> None:
-        wait = _retry_after(response.headers if response is not None else None)
+        wait = retry_after_seconds(response.headers if response is not None else None)
         if wait is None:
             wait = 1.0
         state.next_attempt_requested = True
@@ -233,7 +238,12 @@ class _ServerErrorRetryHandler(AsyncServerErrorRetryHandler):
 
 
 # ---------------------------------------------------------------------------
-# Block Kit
+# Block Kit: what the channel and a phone show
+
+
+SEVERITY_COLOR = {"critical": "#D0021B", "warning": "#F2A900"}
+RESOLVED_COLOR = "#2EB67D"
+_SEVERITY_RANK_TEXT = {"critical": "CRITICAL", "warning": "WARNING"}
 
 
 def _truncate(text: str, limit: int) -> str:
@@ -256,162 +266,199 @@ def _mrkdwn(text: str, limit: int) -> str:
     return cut + "…"
 
 
-def _num(x: float) -> str:
-    return f"{x:,.4g}" if abs(x) < 1e6 else f"{x:,.0f}"
-
-
-def _date(ts: float) -> str:
-    """A Slack date token, shown in the reader's time zone, with the UTC time as fallback."""
-    return f"<!date^{int(ts)}^{{date_short_pretty}} {{time_secs}}|{format_ts(ts)}>"
+def _cause(alert: Alert) -> str:
+    return f"{cause_text(alert.cause)} ({round(alert.confidence * 100)}% confidence)"
 
 
 def _cause_line(alert: Alert) -> str:
-    return (
-        f"*Suspected cause:* {_escape(cause_text(alert.cause))} "
-        f"({round(alert.confidence * 100)}% confidence)   *Severity:* {_escape(alert.severity)}"
-    )
+    return f"*Cause:* {_escape(_cause(alert))}"
 
 
-def _evidence_blocks(alert: Alert, budget: int) -> list[dict[str, Any]]:
-    """Sections of evidence fields, at most ``budget`` blocks, at most MAX_EVIDENCE items."""
-    if budget <= 0 or not alert.evidence:
-        return []
-    shown = list(alert.evidence[:MAX_EVIDENCE])
-    fields = [
-        {
-            "type": "mrkdwn",
-            "text": _mrkdwn(
-                f"{ev.signal}: {_num(ev.value)} (usual {_num(ev.expected)})\n{ev.text}", FIELD_MAX
-            ),
-        }
-        for ev in shown
-    ]
-    blocks: list[dict[str, Any]] = []
-    hidden = len(alert.evidence) - len(shown)
-    room = budget - (1 if hidden else 0)
-    for i in range(0, len(fields), FIELDS_PER_SECTION):
-        if len(blocks) >= room:
-            hidden += len(fields) - i
+def _section(text: str) -> dict[str, Any]:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": _truncate(text, SECTION_TEXT_MAX)}}
+
+
+def _evidence_text(alert: Alert, peaks: Peaks | None, pres: Presentation, *, resolved: bool) -> str | None:
+    """One list: each sentence once; a firing alert's peak beside the current value, a resolved alert's peak alone."""
+    shown = alert.evidence[:MAX_EVIDENCE]
+    if not shown:
+        return None
+    lines = []
+    peak_at = None
+    for ev in shown:
+        peak = peaks.peak_of(ev) if peaks is not None else None
+        if resolved:
+            text = tidy_numbers(peak[2]) if peak is not None and peak[2] else evidence_line(ev)
+            lines.append(f"• {_escape(text)}")
+            seen = peaks.by_signal.get(ev.signal) if peaks is not None else None
+            if seen is not None:
+                peak_at = max(peak_at or 0.0, float(seen[3]))
+        elif peak is not None:
+            lines.append(f"• {_escape(evidence_line(ev))}  _(peak {human_value(ev.signal, peak[0])}"
+                         f" at {pres.time(peak[3], day=False)})_")
+        else:
+            lines.append(f"• {_escape(evidence_line(ev))}")
+    if resolved:
+        head = "*At its worst*" + (f" ({pres.time(peak_at, day=False)})" if peak_at else "")
+    else:
+        head = "*Evidence* (latest, peak beside it)" if any("_(peak" in line for line in lines) else "*Evidence*"
+    # Whole lines within the section's limit, each at most a few lines on a phone, then a count.
+    kept: list[str] = []
+    size = len(head) + 40
+    for line in lines:
+        line = _mrkdwn_cut(line, EVIDENCE_LINE_MAX)
+        if size + len(line) + 1 > SECTION_TEXT_MAX:
             break
-        block: dict[str, Any] = {"type": "section", "fields": fields[i : i + FIELDS_PER_SECTION]}
-        if i == 0:
-            block["text"] = {"type": "mrkdwn", "text": "*Evidence*"}
-        blocks.append(block)
-    if hidden and len(blocks) < budget:
-        blocks.append(
-            {
-                "type": "context",
-                "elements": [{"type": "mrkdwn", "text": f"…and {hidden} more evidence items"}],
-            }
-        )
-    return blocks
+        kept.append(line)
+        size += len(line) + 1
+    more = len(alert.evidence) - len(kept)
+    if more:
+        kept.append(f"…and {more} more")
+    return head + "\n" + "\n".join(kept)
 
 
-def _context_block(alert: Alert, note: str | None = None) -> dict[str, Any]:
-    elements = [{"type": "mrkdwn", "text": f"Started {_date(alert.starts_at)}"}]
-    labels = labels_text(alert.labels)
-    if labels:
-        elements.append({"type": "mrkdwn", "text": _mrkdwn(labels, CONTEXT_TEXT_MAX)})
-    elements.append({"type": "mrkdwn", "text": f"fingerprint `{_escape(alert.fingerprint)}`"})
-    if note:
-        elements.append({"type": "mrkdwn", "text": _mrkdwn(note, CONTEXT_TEXT_MAX)})
-    return {"type": "context", "elements": elements}
+def _mrkdwn_cut(text: str, limit: int) -> str:
+    """Cut escaped mrkdwn to ``limit`` without splitting an entity."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    amp = cut.rfind("&", max(0, len(cut) - 5))
+    if amp != -1 and ";" not in cut[amp:]:
+        cut = cut[:amp]
+    return cut + "…"
 
 
-def _actions_block(runbook_url: str | None, dashboard_url: str | None) -> dict[str, Any] | None:
-    buttons = []
-    for action_id, label, url in (
-        ("runbook", "Runbook", runbook_url),
-        ("dashboard", "Dashboard", dashboard_url),
-    ):
-        if url and len(url) <= BUTTON_URL_MAX:
-            buttons.append(
-                {
-                    "type": "button",
-                    "action_id": action_id,
-                    "text": {"type": "plain_text", "text": label},
-                    "url": url,
-                }
-            )
+def _links_block(alert: Alert, pres: Presentation) -> dict[str, Any] | None:
+    buttons = [
+        {"type": "button", "action_id": aid, "text": {"type": "plain_text", "text": label}, "url": url}
+        for aid, label, url in pres.links(alert) if len(url) <= BUTTON_URL_MAX
+    ]
     return {"type": "actions", "elements": buttons} if buttons else None
 
 
-def build_blocks(
+@dataclasses.dataclass(frozen=True)
+class SlackMessage:
+    """One Slack message: ``text`` (the push notification), top-level ``blocks`` and coloured ``attachments``."""
+
+    text: str
+    blocks: list[dict[str, Any]]
+    attachments: list[dict[str, Any]]
+
+    def kwargs(self) -> dict[str, Any]:
+        return {"text": self.text, "blocks": self.blocks, "attachments": self.attachments}
+
+    def all_blocks(self) -> list[dict[str, Any]]:
+        return [*self.blocks, *(b for a in self.attachments for b in a.get("blocks", []))]
+
+
+def build_message(
     alert: Alert,
     *,
     kind: str = "new",
-    runbook_url: str | None = None,
-    dashboard_url: str | None = None,
+    pres: Presentation | None = None,
+    peaks: Peaks | None = None,
     note: str | None = None,
-) -> list[dict[str, Any]]:
-    """Block Kit blocks for one alert state, within Slack's limits.
+    now: float | None = None,
+) -> SlackMessage:
+    """The parent message of an incident led by ``alert``: ``kind`` ``new`` (firing) or ``resolved``.
 
-    ``kind`` is ``new`` (the root message), ``update`` (a thread reply while
-    firing) or ``resolved`` (the edited root message); ``note`` is added to
-    the context line (the other alerts of a group, how long it fires).
+    The header (severity and headline) is a top-level block; the details sit
+    in an attachment whose colour is the severity's (green once resolved):
+    cause once, times in the receiver's zone, one evidence list (current
+    value and peak apart), the next step, links; the context line keeps UTC.
     """
-    blocks: list[dict[str, Any]] = []
-    if kind == "update":
-        head = f"*Update:* still firing, {_escape(alert.severity)}"
-        blocks.append(
-            {
-                "type": "section",
-                "text": {"type": "mrkdwn", "text": _mrkdwn_join(head, _cause_line(alert))},
-            }
-        )
+    pres = pres or Presentation()
+    resolved = kind == "resolved"
+    # A resolved incident is summed up at its worst: the peak's headline beside the peak's evidence.
+    head = (peaks.headline if resolved and peaks is not None and peaks.headline else None) or headline(alert)
+    if resolved:
+        header = f"{RESOLVED_EMOJI} RESOLVED · {head}"
     else:
-        if kind == "resolved":
-            header = f"{RESOLVED_EMOJI} RESOLVED: {alert.title}"
-        else:
-            header = f"{SEVERITY_EMOJI.get(alert.severity, ':bell:')} {alert.title}"
-        blocks.append(
-            {
-                "type": "header",
-                "text": {
-                    "type": "plain_text",
-                    "text": _truncate(header, HEADER_MAX),
-                    "emoji": True,
-                },
-            }
-        )
-        text = _cause_line(alert)
-        if kind == "resolved":
-            end = alert.ends_at if alert.ends_at is not None else alert.starts_at
-            text = (
-                f"*Resolved* {_date(end)} after {format_duration(end - alert.starts_at)}\n"
-                + text.replace("*Suspected cause:*", "*Suspected cause was:*")
-            )
-        blocks.append(
-            {
-                "type": "section",
-                "text": {"type": "mrkdwn", "text": _truncate(text, SECTION_TEXT_MAX)},
-            }
-        )
-    actions = _actions_block(runbook_url, dashboard_url)
-    tail = 1 + (1 if actions else 0)  # context (+ actions)
-    blocks.extend(_evidence_blocks(alert, MAX_BLOCKS - len(blocks) - tail))
-    blocks.append(_context_block(alert, note))
-    if actions:
-        blocks.append(actions)
-    return blocks[:MAX_BLOCKS]
+        header = f"{SEVERITY_EMOJI.get(alert.severity, ':bell:')} {_SEVERITY_RANK_TEXT.get(alert.severity, alert.severity.upper())} · {head}"
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": _truncate(header, HEADER_MAX), "emoji": True}}
+    ]
+    details: list[dict[str, Any]] = []
+    end = alert.ends_at if alert.ends_at is not None else (now if now is not None else alert.starts_at)
+    if resolved:
+        recovered = ", ".join(dict.fromkeys(signal_name(ev.signal) for ev in alert.evidence)) or "the alert's signals"
+        details.append(_section(
+            f"*Recovered:* {pres.time(end)}, after {format_duration(end - alert.starts_at)}\n"
+            f"*Back to usual:* {_escape(recovered)}\n"
+            f"*Cause was:* {_escape(_cause(alert))}"))
+    else:
+        details.append(_section(f"{_cause_line(alert)}\n*Since:* {pres.time(alert.starts_at)}"))
+    ev = _evidence_text(alert, peaks, pres, resolved=resolved)
+    if ev:
+        details.append(_section(ev))
+    if not resolved:
+        details.append(_section(f"*Next step:* {_escape(pres.next_step(alert))}"))
+    context = [f"{labels_text(alert.labels) or 'tocsin'}",
+               f"started {pres.utc(alert.starts_at)}" + (f", resolved {pres.utc(end)}" if resolved else ""),
+               f"fingerprint `{_escape(alert.fingerprint)}`"]
+    if note:
+        context.append(note)
+    details.append({"type": "context", "elements": [
+        {"type": "mrkdwn", "text": _mrkdwn(c, CONTEXT_TEXT_MAX) if i != 2 else c} for i, c in enumerate(context)]})
+    links = _links_block(alert, pres)
+    if links:
+        details.append(links)
+    color = RESOLVED_COLOR if resolved else SEVERITY_COLOR.get(alert.severity, "#888888")
+    text = fallback_text(alert, kind=kind, pres=pres, now=now, head=head)
+    return SlackMessage(text, blocks, [{"color": color, "fallback": text, "blocks": details[: MAX_BLOCKS - 1]}])
 
 
-def _mrkdwn_join(*parts: str) -> str:
-    return _truncate("\n".join(parts), SECTION_TEXT_MAX)
-
-
-def fallback_text(alert: Alert, *, kind: str = "new") -> str:
-    """The plain ``text`` of a message: notifications and clients without blocks show it."""
+def fallback_text(alert: Alert, *, kind: str = "new", pres: Presentation | None = None, now: float | None = None,
+                  head: str | None = None) -> str:
+    """The plain ``text`` of a message: what a phone's notification shows (cause once, zone shown)."""
+    pres = pres or Presentation()
     if kind == "resolved":
-        end = alert.ends_at if alert.ends_at is not None else alert.starts_at
-        text = f"[RESOLVED after {format_duration(end - alert.starts_at)}] {alert.title}"
+        end = alert.ends_at if alert.ends_at is not None else (now if now is not None else alert.starts_at)
+        text = (f"[RESOLVED] {head or headline(alert)}: recovered {pres.time(end)} after "
+                f"{format_duration(end - alert.starts_at)} (was {cause_text(alert.cause)})")
     else:
         prefix = "[update] " if kind == "update" else ""
-        text = (
-            f"{prefix}[{alert.severity.upper()}] {alert.title}: "
-            f"{cause_text(alert.cause)} ({round(alert.confidence * 100)}% confidence)"
-        )
+        text = (f"{prefix}[{alert.severity.upper()}] {headline(alert)}: {_cause(alert)}, "
+                f"since {pres.time(alert.starts_at)}")
     return _mrkdwn(text, FALLBACK_MAX)
+
+
+def change_lines(before: Mapping[str, Any] | None, alert: Alert, pres: Presentation) -> tuple[list[str], bool]:
+    """What changed in ``alert`` since ``before`` (its cause, severity, confidence, headline told last), as
+    ``from -> to`` lines; and whether it escalated (severity rose)."""
+    if before is None:
+        return [f":heavy_plus_sign: *New in this incident:* {_escape(headline(alert))}: "
+                f"{_escape(_cause(alert))}, {alert.severity}"], alert.severity == "critical"
+    lines = [f":arrows_counterclockwise: *Update:* {_escape(headline(alert))}"]
+    escalated = _SEVERITY_RANK.get(alert.severity, 0) > _SEVERITY_RANK.get(str(before.get("severity")), 0)
+    if before.get("severity") != alert.severity:
+        mark = ":arrow_up: *Escalated*" if escalated else ":arrow_down: *Severity*"
+        lines.append(f"{mark}: {before.get('severity')} → *{alert.severity}*")
+    if before.get("cause") != alert.cause:
+        lines.append(f"*Cause:* {_escape(cause_text(str(before.get('cause'))))} → "
+                     f"*{_escape(cause_text(alert.cause))}* ({round(alert.confidence * 100)}% confidence)")
+    elif round(float(before.get("confidence", 0)) * 100) != round(alert.confidence * 100):
+        lines.append(f"*Confidence:* {round(float(before.get('confidence', 0)) * 100)}% → "
+                     f"{round(alert.confidence * 100)}%")
+    if before.get("headline") not in (None, headline(alert)):
+        lines.append(f"*Title:* {_escape(str(before['headline']))} → {_escape(headline(alert))}")
+    if alert.evidence:
+        lines.append(f"*Now:* {_escape(evidence_line(alert.evidence[0]))}")
+    if len(lines) > 2 or escalated:
+        lines.append(f"*Next step:* {_escape(pres.next_step(alert))}")
+    return lines, escalated
+
+
+def _told(alert: Alert) -> dict[str, Any]:
+    """What a thread remembers of an alert it told, to say what changed next time."""
+    return {"sid": state_id(alert), "cause": alert.cause, "severity": alert.severity,
+            "confidence": round(alert.confidence, 4), "headline": headline(alert)}
+
+
+def build_blocks(alert: Alert, *, kind: str = "new", pres: Presentation | None = None, peaks: Peaks | None = None,
+                 note: str | None = None, now: float | None = None) -> list[dict[str, Any]]:
+    """Every block of :func:`build_message` (top level and attachment), for checks of Slack's limits."""
+    return build_message(alert, kind=kind, pres=pres, peaks=peaks, note=note, now=now).all_blocks()
 
 
 # ---------------------------------------------------------------------------
@@ -433,7 +480,10 @@ class SlackReceiver(Receiver):
     timeout
         Seconds for one HTTP request.
     runbook_url, dashboard_url
-        Shown as buttons when set.
+        Shown as buttons when set (shorthands for ``presentation``'s).
+    presentation
+        Time zone, next steps, runbooks per cause and service, links
+        (:class:`~alerts.notify.message.Presentation`).
     client
         An ``AsyncWebClient`` to use as is (its own retry handlers and
         session); None builds one.
@@ -466,6 +516,7 @@ class SlackReceiver(Receiver):
         max_retry_after: float = 30.0,
         name: str = "slack",
         reminder_broadcast: bool = False,
+        presentation: Presentation | None = None,
     ):
         if not isinstance(token, Secret):
             token = Secret(token)
@@ -482,6 +533,12 @@ class SlackReceiver(Receiver):
         self.max_retry_after = max_retry_after
         self.name = name
         self.reminder_broadcast = reminder_broadcast
+        pres = presentation or Presentation()
+        if runbook_url and not pres.runbook_url:
+            pres = dataclasses.replace(pres, runbook_url=runbook_url)
+        if dashboard_url and not pres.dashboard_url:
+            pres = dataclasses.replace(pres, dashboard_url=dashboard_url)
+        self.presentation = pres
         self._client: AsyncWebClient | None = client
         self._session: aiohttp.ClientSession | None = None
 
@@ -548,11 +605,14 @@ class SlackReceiver(Receiver):
         retry_after: float | None = None,
         error: str | None = None,
         status: int | None = None,
+        scope: str = "receiver",
+        fix: str | None = None,
     ) -> SlackNotifyError:
         message = redact(f"slack receiver {self.name!r}: {method} {what}", [self.token])
         log.info("%s (retryable=%s, retry_after=%s)", message, retryable, retry_after)
         return SlackNotifyError(
-            message, retryable=retryable, retry_after=retry_after, error=error, status=status
+            message, retryable=retryable, retry_after=retry_after, error=error, status=status,
+            scope="message" if scope == "message" else "receiver", fix=fix,
         )
 
     def _api_error(self, method: str, err: SlackApiError) -> SlackNotifyError:
@@ -560,39 +620,44 @@ class SlackReceiver(Receiver):
         status = getattr(resp, "status_code", None)
         data = getattr(resp, "data", None)
         code = data.get("error") if isinstance(data, dict) else None
-        retry_after = _retry_after(getattr(resp, "headers", None))
+        retry_after = retry_after_seconds(getattr(resp, "headers", None))
         what = f"failed: HTTP {status}" + (f", error {code}" if code else "")
+        kw: dict[str, Any] = {"error": code, "status": status}
         if status == 429 or code == "ratelimited":
-            return self._error(
-                what,
-                method,
-                retryable=True,
-                retry_after=retry_after if retry_after is not None else 1.0,
-                error=code,
-                status=status,
-            )
-        if code in FATAL_ERRORS or (status is not None and 400 <= status < 500):
-            return self._error(what, method, retryable=False, error=code, status=status)
-        if (status is not None and status >= 500) or code in TRANSIENT_ERRORS:
-            return self._error(
-                what, method, retryable=True, retry_after=retry_after, error=code, status=status
-            )
+            return self._error(what, method, retryable=True,
+                               retry_after=retry_after if retry_after is not None else 1.0, **kw)
+        if code in RECEIVER_ERRORS:
+            fix = RECEIVER_ERRORS[code]
+            if code in ("channel_not_found", "not_in_channel", "is_archived"):
+                fix = f"channel {self.channel!r}: {fix}"
+            return self._error(what, method, retryable=False, fix=fix, **kw)
+        if code in MESSAGE_ERRORS:
+            return self._error(what, method, retryable=False, scope="message",
+                               fix="Slack refused this message: report it with the log line", **kw)
+        if code in TRANSIENT_ERRORS or (status is not None and status >= 500):
+            return self._error(what, method, retryable=True, retry_after=retry_after, **kw)
+        if status is not None and 400 <= status < 500:
+            retryable, fix = classify_status(status)
+            return self._error(what, method, retryable=retryable, retry_after=retry_after if retryable else None,
+                               fix=fix, **kw)
         # HTTP 200 with an error code we do not know: trying again sends the same request.
-        return self._error(what, method, retryable=False, error=code, status=status)
+        return self._error(what, method, retryable=False, scope="message",
+                           fix=f"Slack answered {code!r}: see https://docs.slack.dev/reference/methods/{method}", **kw)
 
-    async def _post(
-        self, alert: Alert, kind: str, channel: str, thread_ts: str | None = None
-    ) -> AsyncSlackResponse:
+    async def _send(self, msg: SlackMessage, channel: str, thread_ts: str | None = None,
+                    broadcast: bool = False) -> AsyncSlackResponse:
         return await self._call(
-            "chat.postMessage",
-            channel=channel,
-            text=fallback_text(alert, kind=kind),
-            blocks=build_blocks(
-                alert, kind=kind, runbook_url=self.runbook_url, dashboard_url=self.dashboard_url
-            ),
-            thread_ts=thread_ts,
-            unfurl_links=False,
-            unfurl_media=False,
+            "chat.postMessage", channel=channel, thread_ts=thread_ts, **msg.kwargs(),
+            reply_broadcast=True if broadcast and thread_ts else None, unfurl_links=False, unfurl_media=False,
+        )
+
+    async def _reply(self, root: Mapping[str, Any], lines: list[str], *, broadcast: bool = False) -> None:
+        """A thread reply: the lines as one section (what changed), the same as its text."""
+        text = _truncate("\n".join(lines), FALLBACK_MAX)
+        await self._call(
+            "chat.postMessage", channel=root["channel"], thread_ts=root["ts"], text=text,
+            blocks=[_section(text)], reply_broadcast=True if broadcast else None,
+            unfurl_links=False, unfurl_media=False,
         )
 
     async def check(self) -> dict[str, Any]:
@@ -600,93 +665,70 @@ class SlackReceiver(Receiver):
         resp = await self._call("auth.test")
         return dict(resp.data) if isinstance(resp.data, dict) else {}
 
-    # -- notify ------------------------------------------------------------
+    # -- notify: one alert, one thread -----------------------------------------
 
     async def notify(self, alert: Alert, memory: Memory | None) -> Memory | None:
         root = memory if memory and memory.get("channel") and memory.get("ts") else None
+        peaks = Peaks.load((memory or {}).get("peaks"))
         fp = alert.fingerprint
+        pres = self.presentation
+        if alert.status == "firing":
+            peaks.update(alert, alert.starts_at if root is None else (alert.ends_at or alert.starts_at))
         if alert.status == "resolved":
+            msg = build_message(alert, kind="resolved", pres=pres, peaks=peaks)
             if root is None:
                 # The firing message was never delivered (or its memory is lost):
                 # say it resolved in a message of its own.
-                resp = await self._post(alert, "resolved", self.channel)
-                log.debug(
-                    "slack %s: resolved alert %s posted as new message %s",
-                    self.name,
-                    fp,
-                    resp["ts"],
-                )
+                resp = await self._send(msg, self.channel)
                 return {"channel": resp["channel"], "ts": resp["ts"]}
             try:
-                await self._call(
-                    "chat.update",
-                    channel=root["channel"],
-                    ts=root["ts"],
-                    text=fallback_text(alert, kind="resolved"),
-                    blocks=build_blocks(
-                        alert,
-                        kind="resolved",
-                        runbook_url=self.runbook_url,
-                        dashboard_url=self.dashboard_url,
-                    ),
-                )
+                await self._call("chat.update", channel=root["channel"], ts=root["ts"], **msg.kwargs())
             except SlackNotifyError as err:
                 if err.error == "message_not_found":
                     # The original was deleted: say it resolved in a message of its own.
-                    resp = await self._post(alert, "resolved", self.channel)
+                    resp = await self._send(msg, self.channel)
                     return {"channel": resp["channel"], "ts": resp["ts"]}
                 if err.error not in ("cant_update_message", "edit_window_closed"):
                     raise
                 # The original is frozen: the thread reply below still says resolved.
-                log.info(
-                    "slack %s: could not edit message of alert %s (%s)", self.name, fp, err.error
-                )
-            end = alert.ends_at if alert.ends_at is not None else alert.starts_at
-            await self._call(
-                "chat.postMessage",
-                channel=root["channel"],
-                thread_ts=root["ts"],
-                text=f"{RESOLVED_EMOJI} resolved after {format_duration(end - alert.starts_at)}",
-            )
-            log.debug(
-                "slack %s: alert %s resolved in %s/%s", self.name, fp, root["channel"], root["ts"]
-            )
-            return dict(root)
+                log.info("slack %s: could not edit message of alert %s (%s)", self.name, fp, err.error)
+            await self._reply(root, [_resolved_line(alert, pres, head=peaks.headline)])
+            return {"channel": root["channel"], "ts": root["ts"], "peaks": peaks.dump()}
         if root is None:
-            resp = await self._post(alert, "new", self.channel)
-            log.debug(
-                "slack %s: alert %s posted as %s/%s", self.name, fp, resp["channel"], resp["ts"]
-            )
-            return {"channel": resp["channel"], "ts": resp["ts"]}
-        await self._post(alert, "update", root["channel"], thread_ts=root["ts"])
-        log.debug(
-            "slack %s: alert %s update in thread %s/%s", self.name, fp, root["channel"], root["ts"]
-        )
-        return dict(root)
+            resp = await self._send(build_message(alert, pres=pres, peaks=peaks), self.channel)
+            log.debug("slack %s: alert %s posted as %s/%s", self.name, fp, resp["channel"], resp["ts"])
+            return {"channel": resp["channel"], "ts": resp["ts"], "seen": _told(alert), "peaks": peaks.dump()}
+        lines, escalated = change_lines((memory or {}).get("seen") or {}, alert, pres)
+        await self._reply(root, lines, broadcast=escalated)
+        return {"channel": root["channel"], "ts": root["ts"], "seen": _told(alert), "peaks": peaks.dump()}
 
     # -- groups: one thread per incident --------------------------------------
 
     async def notify_group(self, notification: GroupNotification, memory: Memory | None) -> Memory | None:
         n = notification
+        pres = self.presentation
         mem = dict(memory) if memory else {}
-        told: dict[str, str] = dict(mem.get("told") or {})
+        told: dict[str, Any] = {k: (v if isinstance(v, dict) else {"sid": v}) for k, v in (mem.get("told") or {}).items()}
+        peaks = {fp: Peaks.load(p) for fp, p in (mem.get("peaks") or {}).items()}
         open_ = bool(mem.get("open") and mem.get("channel") and mem.get("ts"))
         firing = sorted(n.firing, key=_lead_order)
+        for a in firing:
+            peaks.setdefault(a.fingerprint, Peaks()).update(a, n.now)
         if not open_:
             if not firing:
                 return memory  # resolves of alerts no open thread told: nothing to say
-            return await self._open_thread(n, firing)
+            return await self._open_thread(n, firing, peaks)
         lines: list[str] = []
+        escalated = False
         for a in firing:
             before = told.get(a.fingerprint)
-            if before is None:
-                lines.append(f":heavy_plus_sign: *New in this incident:* {_alert_line(a)}")
-            elif before != state_id(a):
-                lines.append(f":arrows_counterclockwise: *Update:* {_alert_line(a)}")
-        resolved = [a for a in n.resolved if told.get(a.fingerprint) not in (None, state_id(a))]
-        for a in resolved:
-            end = a.ends_at if a.ends_at is not None else n.now
-            lines.append(f"{RESOLVED_EMOJI} resolved after {format_duration(end - a.starts_at)}: {_escape(a.title)}")
+            if before is None or before.get("sid") != state_id(a):
+                more, up = change_lines(before if before and "cause" in before else None, a, pres)
+                lines.extend(more)
+                escalated = escalated or up
+        resolved = [a for a in n.resolved if a.fingerprint in told and told[a.fingerprint].get("sid") != state_id(a)]
+        lines.extend(_resolved_line(a, pres, n.now, peaks[a.fingerprint].headline if a.fingerprint in peaks else None)
+                     for a in resolved)
         closing = not firing and bool(resolved)
         since = float(mem.get("since", min((a.starts_at for a in firing), default=n.now)))
         reminder = not lines and bool(firing) and n.now - float(mem.get("at", 0.0)) >= n.route.repeat_interval
@@ -697,58 +739,51 @@ class SlackReceiver(Receiver):
         if closing:
             lead = max(resolved, key=lambda a: (a.ends_at or n.now, a.fingerprint))
             lead = dataclasses.replace(lead, starts_at=min(since, lead.starts_at))
-            note, kind, shown = None, "resolved", [lead]
+            msg = build_message(lead, kind="resolved", pres=pres, peaks=peaks.get(lead.fingerprint), now=n.now)
         else:
-            note = _group_note(firing, n.now, since, reminders)
-            kind, shown = "new", firing
+            msg = build_message(firing[0], pres=pres, peaks=peaks.get(firing[0].fingerprint),
+                                note=_group_note(firing, n.now, since, reminders), now=n.now)
+            if len(firing) > 1:
+                msg = dataclasses.replace(msg, text=_truncate(f"{msg.text} (+{len(firing) - 1} more alerts)", FALLBACK_MAX))
         try:
-            await self._call(
-                "chat.update", channel=root["channel"], ts=root["ts"],
-                text=_group_fallback(shown, kind), blocks=self._group_blocks(shown, kind, note),
-            )
+            await self._call("chat.update", channel=root["channel"], ts=root["ts"], **msg.kwargs())
         except SlackNotifyError as err:
             if err.error == "message_not_found" and firing:
                 # The parent was deleted: the incident goes on in a new thread.
-                return await self._open_thread(n, firing)
+                return await self._open_thread(n, firing, peaks)
             if err.error not in ("message_not_found", "cant_update_message", "edit_window_closed"):
                 raise
             log.info("slack %s: could not edit the parent of group %s (%s)", self.name, n.key, err.error)
         if reminder:
-            text = (f":bell: *Reminder:* still firing after {format_duration(n.now - since)}: "
-                    + "; ".join(_escape(a.title) for a in firing[:5])
-                    + (f" (+{len(firing) - 5} more)" if len(firing) > 5 else ""))
-        else:
-            text = "\n".join(lines)
-        await self._call(
-            "chat.postMessage", channel=root["channel"], thread_ts=root["ts"],
-            text=_truncate(text, FALLBACK_MAX),
-            reply_broadcast=True if reminder and self.reminder_broadcast else None,
-            unfurl_links=False, unfurl_media=False,
-        )
+            lines = [(f":bell: *Reminder:* still firing after {format_duration(n.now - since)} "
+                      f"(since {pres.time(since)}): "
+                      + "; ".join(_escape(headline(a)) for a in firing[:5])
+                      + (f" (+{len(firing) - 5} more)" if len(firing) > 5 else ""))]
+        # Escalations are shown in the channel, not only in the thread.
+        await self._reply(root, lines, broadcast=escalated or (reminder and self.reminder_broadcast))
         log.debug("slack %s: group %s %s in %s/%s", self.name, n.key,
                   "reminder" if reminder else "closed" if closing else "update", root["channel"], root["ts"])
         if closing:
             return {**root, "open": False, "told": {}, "at": n.now}
         for a in firing:
-            told[a.fingerprint] = state_id(a)
+            told[a.fingerprint] = _told(a)
         for a in resolved:
             told.pop(a.fingerprint, None)
-        return {**root, "open": True, "told": told, "since": since, "at": n.now, "reminders": reminders}
+            peaks.pop(a.fingerprint, None)
+        return {**root, "open": True, "told": told, "since": since, "at": n.now, "reminders": reminders,
+                "peaks": {fp: p.dump() for fp, p in peaks.items() if fp in told}}
 
-    async def _open_thread(self, n: GroupNotification, firing: list[Alert]) -> Memory:
+    async def _open_thread(self, n: GroupNotification, firing: list[Alert], peaks: dict[str, Peaks]) -> Memory:
         since = min(a.starts_at for a in firing)
-        resp = await self._call(
-            "chat.postMessage", channel=self.channel, text=_group_fallback(firing, "new"),
-            blocks=self._group_blocks(firing, "new", _group_note(firing, n.now, since, 0)),
-            unfurl_links=False, unfurl_media=False,
-        )
+        msg = build_message(firing[0], pres=self.presentation, peaks=peaks.get(firing[0].fingerprint),
+                            note=_group_note(firing, n.now, since, 0), now=n.now)
+        if len(firing) > 1:
+            msg = dataclasses.replace(msg, text=_truncate(f"{msg.text} (+{len(firing) - 1} more alerts)", FALLBACK_MAX))
+        resp = await self._send(msg, self.channel)
         log.debug("slack %s: group %s posted as %s/%s", self.name, n.key, resp["channel"], resp["ts"])
         return {"channel": resp["channel"], "ts": resp["ts"], "open": True,
-                "told": {a.fingerprint: state_id(a) for a in firing}, "since": since, "at": n.now, "reminders": 0}
-
-    def _group_blocks(self, alerts: list[Alert], kind: str, note: str | None) -> list[dict[str, Any]]:
-        return build_blocks(alerts[0], kind=kind, runbook_url=self.runbook_url,
-                            dashboard_url=self.dashboard_url, note=note)
+                "told": {a.fingerprint: _told(a) for a in firing}, "since": since, "at": n.now, "reminders": 0,
+                "peaks": {a.fingerprint: peaks[a.fingerprint].dump() for a in firing if a.fingerprint in peaks}}
 
 
 def _lead_order(a: Alert) -> tuple:
@@ -756,24 +791,20 @@ def _lead_order(a: Alert) -> tuple:
     return (-_SEVERITY_RANK.get(a.severity, 0), a.starts_at, a.fingerprint)
 
 
-def _alert_line(a: Alert) -> str:
-    return (f"{_escape(a.title)} ({_escape(cause_text(a.cause))}, {round(a.confidence * 100)}% confidence, "
-            f"{_escape(a.severity)})")
+def _resolved_line(a: Alert, pres: Presentation, now: float | None = None, head: str | None = None) -> str:
+    end = a.ends_at if a.ends_at is not None else (now if now is not None else a.starts_at)
+    return (f"{RESOLVED_EMOJI} *Resolved:* {_escape(head or headline(a))}: recovered {pres.time(end)} "
+            f"after {format_duration(end - a.starts_at)}")
 
 
 def _group_note(firing: list[Alert], now: float, since: float, reminders: int) -> str | None:
     """Context of a group's parent: its other alerts, and how long it fires once reminded."""
     parts = []
     if len(firing) > 1:
-        others = "; ".join(a.title for a in firing[1:6])
+        others = "; ".join(headline(a) for a in firing[1:6])
         more = f" (+{len(firing) - 6} more)" if len(firing) > 6 else ""
         parts.append(f"{len(firing)} alerts firing in this incident, also: {others}{more}")
     if reminders:
         parts.append(f"still firing after {format_duration(now - since)} "
                      f"({reminders} reminder{'s' if reminders > 1 else ''} in the thread)")
     return " · ".join(parts) or None
-
-
-def _group_fallback(alerts: list[Alert], kind: str) -> str:
-    text = fallback_text(alerts[0], kind=kind)
-    return text if len(alerts) == 1 else _truncate(f"{text} (+{len(alerts) - 1} more alerts)", FALLBACK_MAX)

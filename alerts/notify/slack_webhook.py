@@ -5,19 +5,27 @@ group notification is a message of its own: a header with the count firing
 and resolved and the group's labels, one section per alert (severity,
 title, suspected cause and confidence, first evidence), within Slack's
 limits (50 blocks, 3000 characters a section, 150 a header). The webhook
-URL is the secret: a :class:`~alerts.secret.Secret`, redacted from errors.
+URL is the secret: a :class:`~alerts.secret.Secret`, redacted from errors
+and kept out of slack-sdk's debug log.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+import logging
+from typing import Any, Literal
 
+import aiohttp
+from slack_sdk.webhook.async_client import AsyncWebhookClient
+
+from alerts.errors import NotifyError
 from alerts.group import GroupNotification
 from alerts.model import Alert
-from alerts.secret import Secret
+from alerts.secret import Secret, redact
 
-from .base import Memory, Receiver, labels_text
-from .http import HTTPPoster
+from .base import Memory, Receiver, format_duration, labels_text
+from .http import classify_status, retry_after_seconds
+from .message import Presentation, evidence_line, headline
 from .slack import (
     FALLBACK_MAX,
     HEADER_MAX,
@@ -33,13 +41,19 @@ from .slack import (
 
 __all__ = ["SlackWebhookReceiver", "group_blocks"]
 
+log = logging.getLogger(__name__)
 
-def _alert_section(a: Alert) -> dict[str, Any]:
+
+def _alert_section(a: Alert, pres: Presentation) -> dict[str, Any]:
     emoji = RESOLVED_EMOJI if a.status == "resolved" else SEVERITY_EMOJI.get(a.severity, ":bell:")
-    head = f"{emoji} *{_escape(a.title)}*" + (" (resolved)" if a.status == "resolved" else "")
-    lines = [head, _cause_line(a)]
+    state = "RESOLVED" if a.status == "resolved" else a.severity.upper()
+    lines = [f"{emoji} *{state}* · *{_escape(headline(a))}*", _cause_line(a)]
+    if a.status == "resolved" and a.ends_at is not None:
+        lines.append(f"*Recovered:* {pres.time(a.ends_at)} after {format_duration(a.ends_at - a.starts_at)}")
+    else:
+        lines.append(f"*Since:* {pres.time(a.starts_at)}")
     if a.evidence:
-        lines.append(_escape(a.evidence[0].text))
+        lines.append("• " + _escape(evidence_line(a.evidence[0])))
     labels = labels_text(a.labels)
     if labels:
         lines.append(f"`{_escape(labels)}`")
@@ -57,47 +71,123 @@ def group_text(n: GroupNotification) -> str:
     return f"[{', '.join(parts)}] {labels or 'tocsin alerts'}"
 
 
-def group_blocks(n: GroupNotification, runbook_url: str | None = None, dashboard_url: str | None = None) -> list[dict[str, Any]]:
-    """Block Kit blocks for one group notification, within Slack's limits."""
+def group_blocks(n: GroupNotification, pres: Presentation | None = None) -> list[dict[str, Any]]:
+    """Block Kit blocks for one group notification, within Slack's limits.
+
+    The lead alert (the first firing one) gives the next step and the links.
+    """
+    pres = pres or Presentation()
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": _truncate(group_text(n), HEADER_MAX), "emoji": True}}
     ]
+    lead = next(iter(n.firing), None)
     buttons = [
         {"type": "button", "text": {"type": "plain_text", "text": label}, "url": url, "action_id": aid}
-        for aid, label, url in (("runbook", "Runbook", runbook_url), ("dashboard", "Dashboard", dashboard_url))
-        if url
+        for aid, label, url in (pres.links(lead) if lead is not None else [])
     ]
-    room = MAX_BLOCKS - len(blocks) - (1 if buttons else 0) - 1  # keep one for "and N more"
+    room = MAX_BLOCKS - len(blocks) - (1 if buttons else 0) - (1 if lead else 0) - 1  # keep one for "and N more"
     alerts = list(n.alerts)
-    blocks.extend(_alert_section(a) for a in alerts[:room])
+    blocks.extend(_alert_section(a, pres) for a in alerts[:room])
     if len(alerts) > room:
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": f"…and {len(alerts) - room} more alerts"}]})
+    if lead is not None:
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _truncate(
+            f"*Next step:* {_escape(pres.next_step(lead))}", SECTION_TEXT_MAX)}})
     if buttons:
         blocks.append({"type": "actions", "elements": buttons})
     return blocks[:MAX_BLOCKS]
 
 
+#: slack-sdk's webhook client logs the URL (the secret) at DEBUG: it gets a logger that never does.
+_SDK_LOG = logging.getLogger("tocsin.slack_webhook.sdk")
+_SDK_LOG.setLevel(logging.WARNING)
+_SDK_LOG.propagate = False
+
+#: Slack's incoming-webhook answers that refuse one message only.
+_MESSAGE_ERRORS = frozenset({"invalid_payload", "no_text", "invalid_blocks", "invalid_blocks_format",
+                             "too_many_attachments", "msg_too_long"})
+#: What to fix, by Slack's incoming-webhook answer.
+_WEBHOOK_FIX = {
+    "no_service": "the webhook was removed or its URL is wrong: create a new incoming webhook and update url_env/url_file",
+    "no_team": "the webhook's workspace is gone: create a new incoming webhook",
+    "team_disabled": "the webhook's workspace is disabled: create a new incoming webhook",
+    "invalid_token": "the webhook's URL is not valid: copy it again from the Slack app and update url_env/url_file",
+    "action_prohibited": "a Slack admin restricts posting to this channel: ask them or use another channel",
+    "channel_not_found": "the webhook's channel was deleted: create a new incoming webhook",
+    "channel_is_archived": "the webhook's channel is archived: unarchive it or create a new incoming webhook",
+    "posting_to_general_channel_denied": "only admins may post to this channel: use another channel",
+}
+
+
 class SlackWebhookReceiver(Receiver):
-    """Posts one message per group notification to a Slack incoming webhook."""
+    """Posts one message per group notification to a Slack incoming webhook.
+
+    Sent with slack-sdk's :class:`~slack_sdk.webhook.async_client.AsyncWebhookClient`,
+    one attempt per call (the pipeline retries); answers are classified as
+    for the other HTTP receivers (:func:`~alerts.notify.http.classify_status`),
+    Slack's error body (``no_service``, ``invalid_payload``...) naming what to fix.
+    """
 
     groups = True
 
     def __init__(self, url: Secret | str, *, timeout: float = 10.0, runbook_url: str | None = None,
-                 dashboard_url: str | None = None, send_resolved: bool = True, name: str = "slack-webhook") -> None:
-        self.http = HTTPPoster(url, timeout=timeout, name=name, kind="slack webhook")
-        self.runbook_url = runbook_url
-        self.dashboard_url = dashboard_url
+                 dashboard_url: str | None = None, send_resolved: bool = True, name: str = "slack-webhook",
+                 presentation: Presentation | None = None) -> None:
+        self.url = url if isinstance(url, Secret) else Secret(url)
+        self.timeout = timeout
+        pres = presentation or Presentation()
+        if runbook_url and not pres.runbook_url:
+            pres = dataclasses.replace(pres, runbook_url=runbook_url)
+        if dashboard_url and not pres.dashboard_url:
+            pres = dataclasses.replace(pres, dashboard_url=dashboard_url)
+        self.presentation = pres
         self.send_resolved = send_resolved
         self.name = name
+        self._session: aiohttp.ClientSession | None = None
+        self._client: AsyncWebhookClient | None = None
 
     def __repr__(self) -> str:
-        return f"SlackWebhookReceiver(name={self.name!r}, url={self.http.url!r})"
+        return f"SlackWebhookReceiver(name={self.name!r}, url={self.url!r})"
+
+    def _get_client(self) -> AsyncWebhookClient:
+        if self._client is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
+            self._client = AsyncWebhookClient(self.url.get(), timeout=int(max(1, round(self.timeout))),
+                                              session=self._session, logger=_SDK_LOG, retry_handlers=[])
+        return self._client
+
+    def _error(self, what: str, *, retryable: bool, retry_after: float | None = None,
+               scope: Literal["receiver", "message"] = "receiver", fix: str | None = None) -> NotifyError:
+        message = redact(f"slack webhook receiver {self.name!r}: {what}", [self.url])
+        log.info("%s (retryable=%s)", message, retryable)
+        return NotifyError(message, retryable=retryable, retry_after=retry_after, scope=scope, fix=fix)
+
+    async def send(self, text: str, blocks: list[dict[str, Any]]) -> None:
+        """One message; raises NotifyError (classified, URL redacted) when Slack does not take it."""
+        try:
+            resp = await self._get_client().send(text=text, blocks=blocks, unfurl_links=False, unfurl_media=False)
+        except TimeoutError:
+            raise self._error(f"timed out after {self.timeout}s", retryable=True) from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise self._error(f"connection failed ({type(exc).__name__}: {exc})", retryable=True) from None
+        if resp.status_code < 300:
+            return
+        body = (resp.body or "").strip()[:200]
+        what = f"HTTP {resp.status_code}" + (f": {body}" if body else "")
+        retryable, fix = classify_status(resp.status_code)
+        if retryable:
+            retry_after = retry_after_seconds(resp.headers)
+            if resp.status_code == 429 and retry_after is None:
+                retry_after = 1.0
+            raise self._error(what, retryable=True, retry_after=retry_after)
+        if body in _MESSAGE_ERRORS:
+            raise self._error(what, retryable=False, scope="message",
+                              fix="Slack refused this message: report it with the log line")
+        raise self._error(what, retryable=False, fix=_WEBHOOK_FIX.get(body, fix))
 
     async def notify_group(self, notification: GroupNotification, memory: Memory | None) -> Memory | None:
-        await self.http.post({
-            "text": _mrkdwn(group_text(notification), FALLBACK_MAX),
-            "blocks": group_blocks(notification, self.runbook_url, self.dashboard_url),
-        })
+        await self.send(_mrkdwn(group_text(notification), FALLBACK_MAX),
+                        group_blocks(notification, self.presentation))
         return None
 
     async def notify(self, alert: Alert, memory: Memory | None) -> Memory | None:
@@ -105,4 +195,7 @@ class SlackWebhookReceiver(Receiver):
         return await self.notify_group(n, memory)
 
     async def aclose(self) -> None:
-        await self.http.aclose()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+            self._client = None

@@ -1,7 +1,8 @@
 """A fake Slack Web API served over real HTTP on 127.0.0.1, port 0.
 
 Implements ``chat.postMessage``, ``chat.update`` and ``auth.test`` with JSON
-or form bodies and bearer (or ``token`` field) auth, records every call, and
+or form bodies and bearer (or ``token`` field) auth, records every call and
+every message (text, blocks, coloured attachments, ``reply_broadcast``), and
 fails on demand:
 
 - ``mode`` (switchable at run time): ``ok``, ``ratelimited`` (HTTP 429 with
@@ -51,6 +52,24 @@ class Message:
     blocks: list[dict[str, Any]] | None
     thread_ts: str | None = None
     edits: list[dict[str, Any]] = field(default_factory=list)
+    attachments: list[dict[str, Any]] | None = None
+    broadcast: bool = False
+
+    @property
+    def all_blocks(self) -> list[dict[str, Any]]:
+        """The top-level blocks, then those of the attachments (what the channel shows)."""
+        return [*(self.blocks or []), *(b for a in self.attachments or [] for b in a.get("blocks", []))]
+
+    @property
+    def shown_text(self) -> str:
+        """Every text of the message's blocks, one per line: what a reader sees."""
+        out = []
+        for b in self.all_blocks:
+            if "text" in b:
+                out.append(b["text"]["text"])
+            out.extend(e["text"]["text"] if isinstance(e.get("text"), dict) else e.get("text", "")
+                       for e in b.get("elements", []))
+        return "\n".join(out)
 
 
 class FakeSlack:
@@ -201,8 +220,8 @@ class FakeSlack:
         return self.channels.get(channel.lstrip("#"))
 
     @staticmethod
-    def _blocks(payload: dict[str, Any]) -> list[dict[str, Any]] | None:
-        blocks = payload.get("blocks")
+    def _blocks(payload: dict[str, Any], key: str = "blocks") -> list[dict[str, Any]] | None:
+        blocks = payload.get(key)
         if isinstance(blocks, str):  # form bodies carry blocks as a JSON string
             blocks = json.loads(blocks)
         return blocks
@@ -217,7 +236,9 @@ class FakeSlack:
         if thread_ts is not None and thread_ts not in self.messages:
             return {"ok": False, "error": "thread_not_found"}
         ts = f"1700000000.{next(self._ts):06d}"
-        msg = Message(channel, ts, p.get("text"), self._blocks(p), thread_ts)
+        msg = Message(channel, ts, p.get("text"), self._blocks(p), thread_ts,
+                      attachments=self._blocks(p, "attachments"),
+                      broadcast=bool(thread_ts and p.get("reply_broadcast") in (True, "true", "1")))
         self.messages[ts] = msg
         return {
             "ok": True,
@@ -233,9 +254,10 @@ class FakeSlack:
         msg = self.messages.get(p.get("ts", ""))
         if msg is None or msg.channel != channel:
             return {"ok": False, "error": "message_not_found"}
-        msg.edits.append({"text": msg.text, "blocks": msg.blocks})
+        msg.edits.append({"text": msg.text, "blocks": msg.blocks, "attachments": msg.attachments})
         msg.text = p.get("text", msg.text)
         msg.blocks = self._blocks(p) if "blocks" in p else msg.blocks
+        msg.attachments = self._blocks(p, "attachments") if "attachments" in p else msg.attachments
         return {"ok": True, "channel": channel, "ts": msg.ts, "text": msg.text}
 
     def _auth_test(self, p: dict[str, Any]) -> dict[str, Any]:

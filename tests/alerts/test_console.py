@@ -25,7 +25,7 @@ async def test_firing_block_has_everything(make_alert):
 
     text = out.getvalue()
     lines = text.splitlines()
-    assert lines[0] == "[FIRING] CRITICAL  Traffic 8.2x usual on ent-grand-est: suspected attack"
+    assert lines[0] == "[FIRING] CRITICAL  Traffic 8.2x usual on ent-grand-est"  # the cause once, below
     assert "  cause     suspected attack (86% confidence)" in lines
     assert "  labels    service=ent-grand-est host=web-3" in lines
     assert "  started   2021-04-06T08:04:00Z" in lines

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
+import random
 
 import pytest
-from aiohttp import web
 
 from alerts.config import AlertingConfig
 from alerts.errors import ConfigError, NotifyError
@@ -20,59 +19,15 @@ from alerts.notify.webhook import WebhookReceiver
 from alerts.secret import Secret
 from detectors.configfile import load_model_text
 from tests.alerts.conftest import T0
+from tests.alerts.fake_http import HTTPServer
 
 SECRET_PATH = "/hooks/T0SECRET/B0SECRET/xyzSECRETxyz"  # noqa: S105 - a fake webhook path
 TOKEN = "tok-SECRET-bearer-123"  # noqa: S105 - a fake token
 
 
-class Server:
-    """Records POSTs; answers per ``mode``: ok, 429, 500, 400, drop, slow."""
-
-    def __init__(self) -> None:
-        self.requests: list[tuple[str, dict, dict]] = []
-        self.modes: list[str] = []
-        self.runner: web.AppRunner | None = None
-        self.port = 0
-
-    async def start(self) -> Server:
-        app = web.Application()
-
-        async def handle(request: web.Request) -> web.StreamResponse:
-            body = await request.json()
-            self.requests.append((request.path, body, dict(request.headers)))
-            mode = self.modes.pop(0) if self.modes else "ok"
-            if mode == "429":
-                return web.json_response({"error": "slow down"}, status=429, headers={"Retry-After": "7"})
-            if mode == "500":
-                return web.Response(status=500, text="boom")
-            if mode == "400":
-                return web.Response(status=400, text="invalid_payload")
-            if mode == "drop":
-                request.transport.abort()
-                raise asyncio.CancelledError
-            if mode == "slow":
-                await asyncio.sleep(2)
-            return web.Response(text="ok")
-
-        app.router.add_post("/{tail:.*}", handle)
-        self.runner = web.AppRunner(app, access_log=None)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        return self
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def stop(self) -> None:
-        await self.runner.cleanup()
-
-
 @pytest.fixture
 async def server(no_proxy_env):
-    s = await Server().start()
+    s = await HTTPServer().start()
     yield s
     await s.stop()
 
@@ -139,17 +94,22 @@ async def test_pipeline_retries_a_webhook_until_it_answers_and_logs_no_secret(se
 receivers: [{name: hook, webhook: {url_env: HOOK_URL}}]
 route: {receiver: hook, group_wait: 0s}
 """, AlertingConfig)
-    sleeps: list[float] = []
-
-    async def sleep(s):
-        sleeps.append(s)
-
     hook = WebhookReceiver(Secret(server.base + SECRET_PATH), name="hook")
     deliveries: dict[str, bytes] = {}
-    n = AlertNotifier(cfg, {"hook": hook}, deliveries, sleep=sleep)
+    n = AlertNotifier(cfg, {"hook": hook}, deliveries, rng=random.Random(1))
     await n.receive(make_alert(), T0)
+    assert len(server.requests) == 1
+    # The 429 said Retry-After: 7; nothing is tried before.
+    assert n.next_flush() == pytest.approx(T0 + 7.0)
+    await n.flush(T0 + 6.9)
+    assert len(server.requests) == 1
+    now = T0 + 7.0
+    while len(server.requests) < 4:
+        await n.flush(now)
+        now = n.next_flush()
     await hook.aclose()
-    assert len(server.requests) == 4 and sleeps[0] == 7.0
+    assert len(server.requests) == 4 and n.counts["sent.hook"] == 1 and n.counts["retried.hook"] == 3
+    assert not n.pipeline.retries
     blob = caplog.text + b"".join(deliveries.values()).decode()
     assert "SECRET" not in blob
 
@@ -168,7 +128,7 @@ route: {{receiver: hook}}
 """, AlertingConfig)
     r = build_receivers(cfg)
     assert r["hook"].http.url.get().startswith("http://127.0.0.1:2")
-    assert r["hook2"].http.url.get() == "http://127.0.0.1:1" + SECRET_PATH and r["hook2"].send_resolved is False
+    assert r["hook2"].url.get() == "http://127.0.0.1:1" + SECRET_PATH and r["hook2"].send_resolved is False
     assert r["am"].http.bearer_token.get() == TOKEN
     assert "SECRET" not in repr(r) and TOKEN not in repr(r)
     monkeypatch.delenv("HOOK_URL")
@@ -201,4 +161,25 @@ async def test_slack_incoming_webhook_one_message_per_group_within_limits(server
     assert len(body["blocks"]) <= 50
     assert len(body["blocks"][0]["text"]["text"]) <= 150
     assert all(len(b["text"]["text"]) <= 3000 for b in body["blocks"] if b["type"] == "section")
-    assert "more alerts" in body["blocks"][-1]["elements"][0]["text"]
+    assert any("more alerts" in b["elements"][0]["text"] for b in body["blocks"] if b["type"] == "context")
+    assert body["blocks"][-1]["text"]["text"].startswith("*Next step:* Rate-limit the endpoint under attack")
+
+
+@pytest.mark.parametrize(
+    ("mode", "retryable", "scope", "retry_after"),
+    [("429", True, "receiver", 7.0), ("500", True, "receiver", None), ("drop", True, "receiver", None),
+     ("408", True, "receiver", None), ("404", False, "receiver", None), ("401", False, "receiver", None),
+     ("400", False, "message", None)],
+)
+async def test_slack_incoming_webhook_failures_are_classified_without_the_url(server, make_alert, caplog, mode,
+                                                                              retryable, scope, retry_after):
+    caplog.set_level(logging.DEBUG)
+    server.modes = [mode]
+    sw = SlackWebhookReceiver(Secret(server.base + SECRET_PATH), timeout=1, name="sw")
+    with pytest.raises(NotifyError) as exc:
+        await sw.notify_group(group([make_alert()]), None)
+    await sw.aclose()
+    assert (exc.value.retryable, exc.value.retry_after) == (retryable, retry_after)
+    if not retryable:
+        assert exc.value.scope == scope and exc.value.fix
+    assert "SECRET" not in str(exc.value) + caplog.text + repr(sw)

@@ -90,3 +90,23 @@ def test_a_tracked_alert_moves_to_another_tracker_and_goes_on_there():
     # The old owner lets it go without a word.
     assert old.forget(lambda lb: lb.get("service") == "ent") == 1
     assert old.tick(5000) == [] and old.export() == {}
+
+
+def rate_finding(ts, rate, usual=100):
+    return Finding({"service": "ent", "host": None, "disk": None}, "suspected_attack", 0.8, "critical",
+                   f"Traffic {rate / usual:.1f}x usual on ent: suspected attack",
+                   [Evidence("request_rate", rate, usual, f"{rate} req/s against {usual} usual")], [f"a{ts}"], ts)
+
+
+def test_the_title_always_matches_its_evidence_up_to_the_resolve():
+    tr = AlertTracker(keep_firing_for=300)
+    out = []
+    for t, rate in ((0, 430), (60, 770), (120, 820), (180, 430)):
+        out += tr.observe(rate_finding(t, rate))
+    out += tr.tick(600)
+    firing, resolved = out
+    for a in (firing, resolved):
+        ratio = a.evidence[0].value / a.evidence[0].expected
+        assert a.title.startswith(f"Traffic {ratio:.1f}x"), (a.title, a.evidence[0])
+    # The resolve says what was last reported (the receivers keep the peaks they were told).
+    assert resolved.title == firing.title and resolved.evidence == firing.evidence

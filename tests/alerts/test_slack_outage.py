@@ -79,8 +79,10 @@ async def test_429_then_500_for_a_minute_then_everything_once_in_order(fake_slac
     assert len(fake.calls_to("chat.update")) == 3
     # In order: each incident's firing post comes before its resolve edit.
     order = [(c.method, c.json.get("ts") or "") for c in fake.calls if c.outcome == "ok"]
-    first_update = min(i for i, (m, _) in enumerate(order) if m == "chat.update")
-    firsts = [i for i, (m, _) in enumerate(order) if m == "chat.postMessage"][:3]
-    assert max(firsts) < first_update
+    for root in roots:
+        edit = order.index(("chat.update", root.ts))
+        posts = [i for i, c in enumerate(c for c in fake.calls if c.outcome == "ok")
+                 if c.method == "chat.postMessage" and c.json.get("thread_ts") is None and i < edit]
+        assert posts, f"the resolve of {root.ts} came before any post"
     # The outage was real: both failure modes were answered and retried.
     assert fake.calls_to("chat.postMessage", "ratelimited") and fake.calls_to("chat.postMessage", "error500")

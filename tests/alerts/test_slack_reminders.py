@@ -90,7 +90,7 @@ async def test_a_group_firing_past_repeat_interval_gets_one_reminder_reply_per_i
     # The parent says how long it has been firing (edited before each reminder).
     edits = fake_slack.calls_to("chat.update")
     assert len(edits) == 3 and all(e.json["ts"] == root.ts for e in edits)
-    assert "still firing after 3h" in str(root.blocks) and "3 reminders in the thread" in str(root.blocks)
+    assert "still firing after 3h" in str(root.all_blocks) and "3 reminders in the thread" in str(root.all_blocks)
     assert fake_slack.replies(root.ts) and len(fake_slack.top_level()) == 1
 
     # Resolved: the parent is edited, one reply closes the thread, and then silence.
@@ -102,7 +102,7 @@ async def test_a_group_firing_past_repeat_interval_gets_one_reminder_reply_per_i
     closing = fake_slack.calls[before:]
     assert [c.method for c in closing] == ["chat.update", "chat.postMessage"]
     assert root.text.startswith("[RESOLVED")
-    assert closing[1].json["thread_ts"] == root.ts and closing[1].json["text"].count("resolved after") == 2
+    assert closing[1].json["thread_ts"] == root.ts and closing[1].json["text"].count("*Resolved:*") == 2
     assert len(reminders(fake_slack)) == 3
     assert n.dispatcher.groups == {}
     assert not [c for c in fake_slack.calls if c.outcome != "ok"]
@@ -120,7 +120,7 @@ async def test_a_change_is_one_reply_and_the_next_reminder_waits_a_full_repeat_i
     [root] = fake_slack.top_level()
     [change] = [m for m in fake_slack.replies(root.ts)]
     assert "New in this incident" in change.text and "Update:" in change.text  # both in one reply
-    assert "2 alerts firing in this incident" in str(root.blocks)
+    assert "2 alerts firing in this incident" in str(root.all_blocks)
     assert reminders(fake_slack) == []
     # The change was the last message: the reminder comes 1 h after it, not 1 h after the first post.
     await run(n, T0 + 2700, T0 + 1800 + HOUR - 60)
