@@ -74,6 +74,7 @@ class SlackConfig(_Strict):
     dashboard_url: str | None = None
     timeout: Duration = 10.0
     reminder_broadcast: bool = False  # repeat_interval reminders also shown in the channel (reply_broadcast)
+    actions: bool = False  # acknowledge / silence / wrong-cause buttons on the parent (needs slack_actions)
 
 
 class ConsoleConfig(_Strict):
