@@ -7,9 +7,9 @@ import sys
 
 from kafka.errors import KafkaError
 
-from .app import TocsinApp
 from detectors.errors import ConfigError
 
+from .app import TocsinApp
 from .settings import Config, config_problems, load_config
 
 __all__ = ["run_worker"]

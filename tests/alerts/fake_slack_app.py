@@ -31,10 +31,11 @@ from aiohttp import web
 
 from tests.alerts.fake_slack import FakeSlack, Message
 
-__all__ = ["FakeSlackApp", "block_actions", "signed"]
+__all__ = ["APP_TOKEN", "FORGED_SECRET", "SIGNING_SECRET", "FakeSlackApp", "block_actions", "signed"]
 
 SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"  # noqa: S105 - Slack's documented example secret
 APP_TOKEN = "xapp-1-fake-app-token"  # noqa: S105 - a fake token
+FORGED_SECRET = "guessed-signing-secret"  # noqa: S105 - what a forger signs with
 
 
 def signed(payload: dict[str, Any], secret: str = SIGNING_SECRET, ts: int | None = None) -> tuple[bytes, dict[str, str]]:

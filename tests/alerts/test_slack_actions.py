@@ -30,7 +30,13 @@ from alerts.notify.slack_actions import (
 )
 from alerts.secret import Secret
 from alerts.silence import SilenceLimits, Silencer, SilenceStore
-from tests.alerts.fake_slack_app import SIGNING_SECRET, FakeSlackApp, block_actions, signed
+from tests.alerts.fake_slack_app import (
+    FORGED_SECRET,
+    SIGNING_SECRET,
+    FakeSlackApp,
+    block_actions,
+    signed,
+)
 
 T0 = 1617696240.0
 NOW = T0 + 600.0
@@ -115,7 +121,7 @@ def test_signatures_forgeries_old_and_replayed_requests():
     with pytest.raises(ActionError, match="replay"):
         v.check(body, headers)  # the same request again
     cases = [
-        (signed(payload, secret="not-the-secret", ts=int(NOW)), "bad request signature"),
+        (signed(payload, secret=FORGED_SECRET, ts=int(NOW)), "bad request signature"),
         (signed(payload, ts=int(NOW) - 301), "more than 300 s"),
         (signed(payload, ts=int(NOW) + 301), "more than 300 s"),
         ((body, {}), "unsigned"),
@@ -270,7 +276,7 @@ async def test_handle_http_verifies_before_anything(slack, make_alert):
     actions, store, _ = make_actions(slack, bus, now=now)
     msg = await post_parent(slack, make_alert())
     payload = block_actions(msg, "tocsin_silence_1h", ONCALL)
-    body, headers = signed(payload, secret="forged")
+    body, headers = signed(payload, secret=FORGED_SECRET)
     with pytest.raises(ActionError, match="signature"):
         await actions.handle_http(body, headers)
     assert bus.silences == []

@@ -32,7 +32,7 @@ from stream.app import TocsinApp, wait_until
 from stream.broker import free_port
 from stream.settings import Config, SlackActionsConfig, TopicsConfig, WebConfig
 from stream.worker import declare_topics
-from tests.alerts.fake_slack_app import SIGNING_SECRET, FakeSlackApp, block_actions
+from tests.alerts.fake_slack_app import FORGED_SECRET, SIGNING_SECRET, FakeSlackApp, block_actions
 
 ONCALL = "U024BE7LH"
 AMTOOL = shutil.which("amtool")
@@ -110,7 +110,7 @@ def test_slack_clicks_through_kafka(kafka_bootstrap, embedded_broker, unique_nam
 
             # A forged click changes nothing; the signed one silences the group for 1 h.
             url = f"{base}/slack/actions"
-            status, _ = await fake.click(url, block_actions(root, "tocsin_silence_1h", ONCALL), secret="forged")
+            status, _ = await fake.click(url, block_actions(root, "tocsin_silence_1h", ONCALL), secret=FORGED_SECRET)
             assert status == 401 and len(tapp.silences) == 0
             status, answer = await fake.click(url, block_actions(root, "tocsin_silence_1h", ONCALL))
             assert status == 200, answer

@@ -27,7 +27,14 @@ from stream.broker import free_port
 from stream.settings import WebConfig
 from stream.slack_socket import SlackSocket
 from stream.web import faust_web_settings, install_slack_actions
-from tests.alerts.fake_slack_app import APP_TOKEN, SIGNING_SECRET, FakeSlackApp, block_actions, signed
+from tests.alerts.fake_slack_app import (
+    APP_TOKEN,
+    FORGED_SECRET,
+    SIGNING_SECRET,
+    FakeSlackApp,
+    block_actions,
+    signed,
+)
 
 GROUP = '/:oncall:{service="ent-grand-est"}'
 ONCALL = "U024BE7LH"
@@ -95,7 +102,7 @@ async def test_request_url_takes_signed_clicks_and_refuses_forged_ones(slack, ma
     click = block_actions(msg, "tocsin_silence_1h", ONCALL)
     async with serve(actions) as url:
         # Forged: another secret; unsigned; too old; then the real one, then it replayed.
-        assert (await slack.click(url, click, secret="guessed-secret"))[0] == 401
+        assert (await slack.click(url, click, secret=FORGED_SECRET))[0] == 401
         status, answer = await slack.click(url, click, headers={"Content-Type": "application/x-www-form-urlencoded"})
         assert status == 401 and "unsigned" in answer["error"]
         assert (await slack.click(url, click, ts=int(time.time()) - 600))[0] == 401
