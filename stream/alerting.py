@@ -109,13 +109,13 @@ class Notifications:
         self.deliveries_table = app.Table("deliveries", default=None, key_type=bytes, value_type=bytes)
         self.groups_table = app.Table("alert_groups", default=None, key_type=bytes, value_type=bytes)
         self.silences = SilenceStore()
+        self.acks = AckStore()  # acknowledgements from Slack: they mute the groups' reminders
         self.notifier = AlertNotifier(config.alerting, receivers, _BytesKeyed(self.deliveries_table),
                                       groups=_BytesKeyed(self.groups_table), silences=self.silences)
         self._notifier_restored = False
         self.silences_topic = silences_topic
         self.acks_topic = acks_topic
         self.labels_topic = labels_topic
-        self.acks = AckStore()
         #: Called with each label record once it is on the labels topic (e.g. the cause model's learn_label).
         self.label_listeners: list[Callable[[dict[str, Any]], None]] = []
         self.slack_config = getattr(config, "slack_actions", None)
