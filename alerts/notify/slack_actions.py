@@ -77,6 +77,7 @@ __all__ = [
     "SlackActions",
     "action_blocks",
     "label_record",
+    "parent_actions",
     "parse_interaction",
     "silence_matchers",
     "until_resolved_expiries",
@@ -169,6 +170,23 @@ def action_blocks(
                      "placeholder": {"type": "plain_text", "text": "Wrong cause? Pick the right one"},
                      "options": options})
     return [{"type": "actions", "block_id": BLOCK_ID, "elements": elements}]
+
+
+def parent_actions(
+    group_key: str,
+    group_labels: Mapping[str, str],
+    alert: Alert,
+    now: float,
+    acks: AckStore | None = None,
+) -> list[dict[str, Any]]:
+    """The blocks a receiver appends to a firing parent: the buttons, and who acknowledged it if someone did.
+
+    An acknowledged group shows ``:eyes: acknowledged by <@U…> at 08:20 UTC``
+    above its buttons, and no Acknowledge button.
+    """
+    blocks = action_blocks(group_key, group_labels, alert)
+    ack = acks.get(group_key, now) if acks is not None else None
+    return acknowledged_blocks(blocks, ack) if blocks and ack is not None else blocks
 
 
 def label_record(fingerprint: str, cause: str, author: str, now: float, source: str = "slack") -> dict[str, Any]:

@@ -14,7 +14,7 @@ import orjson
 import pytest
 from slack_sdk.web.async_client import AsyncWebClient
 
-from alerts.ack import AckStore
+from alerts.ack import Ack, AckStore
 from alerts.model import Alert
 from alerts.notify.slack import build_blocks
 from alerts.notify.slack_actions import (
@@ -26,6 +26,7 @@ from alerts.notify.slack_actions import (
     SlackActions,
     action_blocks,
     http_payload,
+    parent_actions,
     until_resolved_expiries,
 )
 from alerts.secret import Secret
@@ -105,6 +106,17 @@ def test_the_buttons_of_a_parent(make_alert):
         f"{c}|{alert.fingerprint}" for c in ("capacity_saturation", "disk_failure", "benign")]
     assert all(len(o["value"]) <= 150 and len(e.get("value", "")) <= 2000
                for e in block["elements"] for o in select["options"])
+
+
+def test_a_parent_shows_who_acknowledged_it(make_alert):
+    alert = make_alert()
+    acks = AckStore()
+    assert parent_actions(GROUP, {"service": "ent-grand-est"}, alert, NOW, acks) == action_blocks(
+        GROUP, {"service": "ent-grand-est"}, alert)
+    acks.apply(Ack(GROUP, alert.fingerprint, ONCALL, at=NOW))
+    note, buttons = parent_actions(GROUP, {"service": "ent-grand-est"}, alert, NOW + 60, acks)
+    assert note["elements"][0]["text"] == f":eyes: acknowledged by <@{ONCALL}> at 08:14 UTC"
+    assert [e["action_id"] for e in buttons["elements"]][0] == "tocsin_silence_1h"
 
 
 def test_a_group_without_labels_is_silenced_by_the_alerts_own(make_alert):
