@@ -436,6 +436,9 @@ class SlackActions:
         """A ``block_actions`` payload from a trusted channel (verified HTTP, or Socket Mode)."""
         i = parse_interaction(payload)
         now = self.clock()
+        if not (i.action_id in (ACK, WRONG_CAUSE) or i.action_id.startswith(SILENCE)):
+            self._count("ignored")  # e.g. the Runbook link button: Slack reports those clicks too
+            return Outcome(200, f"action {i.action_id[:60]!r} is not tocsin's")
         if not await self.allow.allows(i.user, now):
             self._count("refused.user")
             log.warning("slack actions: user %s may not act (not on slack_actions.allowed_users "
@@ -447,11 +450,8 @@ class SlackActions:
             out = await self._acknowledge(i, now)
         elif i.action_id.startswith(SILENCE):
             out = await self._silence(i, now)
-        elif i.action_id == WRONG_CAUSE:
-            out = await self._relabel(i, now)
         else:
-            self._count("ignored")
-            return Outcome(200, f"action {i.action_id[:60]!r} is not tocsin's")  # e.g. a link button
+            out = await self._relabel(i, now)
         self._count(f"done.{i.action_id}")
         return out
 

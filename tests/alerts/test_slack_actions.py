@@ -247,6 +247,10 @@ async def test_unauthorised_users_are_refused_and_nothing_changes(slack, make_al
     assert len(slack.ephemeral) == 3 and slack.ephemeral[0]["user"] == "U0INTRUDER"
     assert "not allowed" in slack.ephemeral[0]["text"]
     assert actions.counts["refused.user"] == 3
+    # A link button (Runbook) is reported by Slack too: not tocsin's, nobody is told off.
+    link = block_actions(msg, ACK, "U0INTRUDER")
+    link["actions"][0] = {"action_id": "runbook", "type": "button", "block_id": "x"}
+    assert (await actions.handle(link)).status == 200 and len(slack.ephemeral) == 3
 
 
 async def test_members_of_an_allowed_user_group_may_act(slack, make_alert):
