@@ -172,4 +172,8 @@ class FakeSlackApp(FakeSlack):
         async with aiohttp.ClientSession() as http, http.post(url, data=body,
                                                              headers=headers if headers is not None
                                                              else signed_headers) as r:
-            return r.status, await r.json(content_type=None)
+            text = await r.text()
+            try:
+                return r.status, json.loads(text)
+            except ValueError:
+                return r.status, {"text": text}

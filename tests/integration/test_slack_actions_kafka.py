@@ -188,3 +188,54 @@ def test_slack_clicks_through_kafka(kafka_bootstrap, embedded_broker, unique_nam
         assert not crashed, crashed
 
     asyncio.run(run())
+
+
+def test_socket_mode_worker_acts_without_an_inbound_port(kafka_bootstrap, embedded_broker, unique_names,
+                                                         monkeypatch):
+    """``socket_mode: true, http: false``: no request URL, the clicks come down the worker's own websocket."""
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    names = unique_names()
+    topics = TopicsConfig(requests=f"{names}-r", disk_health=f"{names}-d", anomalies=f"{names}-a",
+                          alerts=f"{names}-alerts", dead_letter=f"{names}-dl", silences=f"{names}-s",
+                          labels=f"{names}-labels", acks=f"{names}-acks")
+    port = free_port()
+
+    async def run() -> None:
+        fake = await FakeSlackApp(user_groups={"S0ONCALL": [ONCALL]}).start()
+        monkeypatch.setenv("SLACK_APP_TOKEN", fake.app_token)
+        monkeypatch.setenv("SLACK_BOT_TOKEN", fake.token)
+        monkeypatch.delenv("SLACK_SIGNING_SECRET", raising=False)
+        cfg = Config(topics=topics, web=WebConfig(port=port), alerting=load_model_text(ALERTING, AlertingConfig),
+                     slack_actions=SlackActionsConfig(enabled=True, http=False, socket_mode=True,
+                                                      api_url=fake.base_url, allowed_user_groups=["S0ONCALL"]))
+        slack = ActionsSlackReceiver(Secret(fake.token), "alerts", base_url=fake.base_url, name="oncall", timeout=5)
+        tapp = TocsinApp(cfg, kafka_bootstrap, embedded=embedded_broker, receivers={"oncall": slack},
+                         app_id=f"{names}-app", web=True)
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+        try:
+            declare_topics(cfg, kafka_bootstrap)
+            await tapp.app.start()
+            await producer.start()
+            flood = Alert({"service": "ent-idf", "host": None, "disk": None}, "firing", "critical",
+                          "Traffic 6x usual on ent-idf: suspected attack", "suspected_attack", 0.8, time.time())
+            await producer.send_and_wait(topics.alerts, key=flood.fingerprint.encode(),
+                                         value=orjson.dumps(flood.to_record()))
+            assert await wait_until(lambda: len(fake.top_level()) == 1 and bool(fake.sockets), timeout=40)
+            [root] = fake.top_level()
+            # No request URL on this worker.
+            status, _ = await fake.click(f"http://127.0.0.1:{port}/slack/actions",
+                                         block_actions(root, "tocsin_silence_4h", ONCALL))
+            assert status == 404 and len(tapp.silences) == 0
+            await fake.send_interactive(block_actions(root, "tocsin_silence_4h", ONCALL))
+            assert await wait_until(lambda: len(tapp.silences) == 1, timeout=20)
+            [silence] = list(tapp.silences)
+            assert silence.created_by == ONCALL and round(silence.ends_at - silence.starts_at) == 4 * 3600
+            assert tapp.notifier.silencer.mutes({"service": "ent-idf"}, time.time())
+        finally:
+            await producer.stop()
+            await tapp.app.stop()
+            await tapp.close_receivers()
+            await fake.stop()
+
+    asyncio.run(run())
