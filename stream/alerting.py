@@ -110,6 +110,9 @@ class Notifications:
         self.groups_table = app.Table("alert_groups", default=None, key_type=bytes, value_type=bytes)
         self.silences = SilenceStore()
         self.acks = AckStore()  # acknowledgements from Slack: they mute the groups' reminders
+        for r in receivers.values():
+            if hasattr(r, "acks"):
+                r.acks = self.acks  # a Slack receiver with buttons shows who acknowledged on the parent
         self.notifier = AlertNotifier(config.alerting, receivers, _BytesKeyed(self.deliveries_table),
                                       groups=_BytesKeyed(self.groups_table), silences=self.silences)
         self._notifier_restored = False
