@@ -47,6 +47,7 @@ from alerts.ack import AckError, AckStore
 from alerts.model import Alert, alert_from_record
 from alerts.notify.base import Receiver
 from alerts.notify.notifier import AlertNotifier
+from alerts.notify.slack_actions import LABEL_CAUSES, LABEL_SCHEMA
 from alerts.silence import SilenceError, SilenceStore
 
 __all__ = ["TICK", "Notifications"]
@@ -119,7 +120,8 @@ class Notifications:
         self.silences_topic = silences_topic
         self.acks_topic = acks_topic
         self.labels_topic = labels_topic
-        #: Called with each label record once it is on the labels topic (e.g. the cause model's learn_label).
+        #: Called with every label record read from the labels topic, on every worker (the cause model's
+        #: learn_label: the worker that holds an alert's features may not be the one that was clicked).
         self.label_listeners: list[Callable[[dict[str, Any]], None]] = []
         self.slack_config = getattr(config, "slack_actions", None)
         self.slack_actions: Any = None
@@ -183,6 +185,19 @@ class Notifications:
                 @app.task
                 async def read_acks() -> None:
                     await follow(self.acks_topic, self._apply_ack)
+
+        if self.labels_topic is not None:
+            if self.follow is None:
+                @app.agent(self.labels_topic, name="apply_labels")
+                async def apply_labels(stream: faust.StreamT) -> None:
+                    async for value in stream:
+                        self._apply_label(value)
+            else:
+                follow_labels = self.follow
+
+                @app.task
+                async def read_labels() -> None:
+                    await follow_labels(self.labels_topic, self._apply_label)
 
         if self.slack_config is not None and self.slack_config.enabled:
             self._register_slack_actions(app, web)
@@ -310,6 +325,25 @@ class Notifications:
         except AckError as exc:
             log.error("unreadable ack record skipped: %s", exc)
 
+    def _apply_label(self, value: bytes) -> None:
+        """One record of the labels topic to the label listeners; an unreadable one is logged and skipped."""
+        try:
+            rec = orjson.loads(value)
+            if not isinstance(rec, dict) or rec.get("schema") != LABEL_SCHEMA:
+                raise ValueError(f"schema is not {LABEL_SCHEMA}")
+            if rec.get("cause") not in LABEL_CAUSES or not isinstance(rec.get("fingerprint"), str):
+                raise ValueError(f"cause {str(rec.get('cause'))[:40]!r} or fingerprint missing or unknown")
+        except ValueError as exc:
+            log.error("unreadable label record skipped: %s", exc)
+            self.counts["labels.unreadable"] += 1
+            return
+        self.counts["labels.read"] += 1
+        for listen in self.label_listeners:
+            try:
+                listen(rec)
+            except Exception:  # noqa: BLE001 - one failing learner must not stop the others nor the reader
+                log.exception("a label listener failed on the label of %s", rec["fingerprint"])
+
     async def _ended(self, alert: Alert) -> None:
         """An alert resolved: end the acks and the "until resolved" silences about it (published, then kept)."""
         if alert.status != "resolved":
@@ -336,12 +370,10 @@ class Notifications:
         await _send(self.silences_topic, rec["id"], rec)
 
     async def publish_label(self, rec: dict) -> None:
-        """A label record to the labels topic (key: fingerprint), then to the label listeners."""
+        """A label record to the labels topic (key: fingerprint); every worker reads it back (:meth:`_apply_label`)."""
         if self.labels_topic is None:
             raise RuntimeError("no labels topic")
         await _send(self.labels_topic, rec["fingerprint"], rec)
-        for listen in self.label_listeners:
-            listen(rec)
 
     async def publish_ack(self, rec: dict) -> None:
         if self.acks_topic is None:

@@ -91,6 +91,8 @@ def test_slack_clicks_through_kafka(kafka_bootstrap, embedded_broker, unique_nam
         producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
         labels = AIOKafkaConsumer(topics.labels, bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest",
                                   group_id=f"{names}-labels-reader")
+        learned: list[tuple[str, str]] = []  # stands for the cause model's learn_label
+        tapp.notifications.label_listeners.append(lambda rec: learned.append((rec["fingerprint"], rec["cause"])))
         base = f"http://127.0.0.1:{port}"
         try:
             declare_topics(cfg, kafka_bootstrap)
@@ -154,6 +156,8 @@ def test_slack_clicks_through_kafka(kafka_bootstrap, embedded_broker, unique_nam
             assert {k: rec[k] for k in ("schema", "fingerprint", "cause", "author", "source")} == {
                 "schema": "tocsin.label.v1", "fingerprint": flood.fingerprint, "cause": "capacity_saturation",
                 "author": ONCALL, "source": "slack"}
+            # Read back from the topic by the worker, handed to its label listeners.
+            assert await wait_until(lambda: learned == [(flood.fingerprint, "capacity_saturation")], timeout=30)
 
             # Acknowledge: on the acks topic, read back by the worker (as every worker does).
             button = next(e for b in root.blocks if b["type"] == "actions" for e in b["elements"]
