@@ -73,6 +73,7 @@ __all__ = [
     "ActionError",
     "AllowList",
     "Interaction",
+    "Outcome",
     "RequestVerifier",
     "SlackActions",
     "action_blocks",
