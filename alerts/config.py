@@ -132,6 +132,7 @@ class SlackConfig(MessageOptions):
     api_url: str | None = None  # for tests or Slack-compatible gateways
     timeout: Duration = 10.0
     reminder_broadcast: bool = False  # repeat_interval reminders also shown in the channel (reply_broadcast)
+    actions: bool = False  # acknowledge / silence / wrong-cause buttons on the parent (needs slack_actions)
 
 
 class ConsoleConfig(_Strict):

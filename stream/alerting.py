@@ -23,6 +23,14 @@ grouping is right with any number of workers (Faust's ``group_by``, by hand):
 
 In-memory mode (``local_outputs``, tests without a broker) keeps one agent,
 ``notify_alerts`` on the alerts channel, doing everything, ticks included.
+
+Acting from Slack (``slack_actions``, :mod:`alerts.notify.slack_actions`):
+clicks come in on the request URL ``POST /slack/actions`` or over Socket
+Mode (:mod:`stream.slack_socket`); a silence goes to the silences topic, a
+corrected cause to the ``labels`` topic, an acknowledgement to the ``acks``
+topic that every worker reads whole (:class:`~alerts.ack.AckStore`). When
+``notify_alerts`` reads an alert resolving, it ends the acks and the "until
+resolved" silences that were about it.
 """
 
 from __future__ import annotations
@@ -35,9 +43,11 @@ from typing import Any
 import faust
 import orjson
 
+from alerts.ack import AckError, AckStore
 from alerts.model import Alert, alert_from_record
 from alerts.notify.base import Receiver
 from alerts.notify.notifier import AlertNotifier
+from alerts.notify.slack_actions import LABEL_CAUSES, LABEL_SCHEMA
 from alerts.silence import SilenceError, SilenceStore
 
 __all__ = ["TICK", "Notifications"]
@@ -86,6 +96,8 @@ class Notifications:
         clock: Callable[[], float],
         follow: Callable[[Any, Callable[[bytes], None]], Awaitable[None]] | None,
         web: bool = True,
+        acks_topic: Any = None,
+        labels_topic: Any = None,
     ) -> None:
         self.app = app
         self.receivers = receivers
@@ -98,10 +110,22 @@ class Notifications:
         self.deliveries_table = app.Table("deliveries", default=None, key_type=bytes, value_type=bytes)
         self.groups_table = app.Table("alert_groups", default=None, key_type=bytes, value_type=bytes)
         self.silences = SilenceStore()
+        self.acks = AckStore()  # acknowledgements from Slack: they mute the groups' reminders
+        for r in receivers.values():
+            if hasattr(r, "acks"):
+                r.acks = self.acks  # a Slack receiver with buttons shows who acknowledged on the parent
         self.notifier = AlertNotifier(config.alerting, receivers, _BytesKeyed(self.deliveries_table),
                                       groups=_BytesKeyed(self.groups_table), silences=self.silences)
         self._notifier_restored = False
         self.silences_topic = silences_topic
+        self.acks_topic = acks_topic
+        self.labels_topic = labels_topic
+        #: Called with every label record read from the labels topic, on every worker (the cause model's
+        #: learn_label: the worker that holds an alert's features may not be the one that was clicked).
+        self.label_listeners: list[Callable[[dict[str, Any]], None]] = []
+        self.slack_config = getattr(config, "slack_actions", None)
+        self.slack_actions: Any = None
+        self.slack_socket: Any = None
         local = follow is None
         # On a broker: the repartitioned stream, keyed by group key, with the
         # ticks; the firing alerts every partition has seen (the inhibitor's
@@ -131,6 +155,7 @@ class Notifications:
                     else:
                         alert = self._decode(value)
                         if alert is not None:
+                            await self._ended(alert)
                             await self.notifier.receive(alert, clock())
                             counts["alerts.notified"] += 1
                     metrics.sync_notifications(self.notifier.counts)
@@ -147,6 +172,35 @@ class Notifications:
             @app.task
             async def read_silences() -> None:
                 await self._read_silences()
+
+        if self.acks_topic is not None:
+            if self.follow is None:
+                @app.agent(self.acks_topic, name="apply_acks")
+                async def apply_acks(stream: faust.StreamT) -> None:
+                    async for value in stream:
+                        self._apply_ack(value)
+            else:
+                follow = self.follow
+
+                @app.task
+                async def read_acks() -> None:
+                    await follow(self.acks_topic, self._apply_ack)
+
+        if self.labels_topic is not None:
+            if self.follow is None:
+                @app.agent(self.labels_topic, name="apply_labels")
+                async def apply_labels(stream: faust.StreamT) -> None:
+                    async for value in stream:
+                        self._apply_label(value)
+            else:
+                follow_labels = self.follow
+
+                @app.task
+                async def read_labels() -> None:
+                    await follow_labels(self.labels_topic, self._apply_label)
+
+        if self.slack_config is not None and self.slack_config.enabled:
+            self._register_slack_actions(app, web)
 
         if web:
             self._register_views()
@@ -172,6 +226,7 @@ class Notifications:
                 alert = self._decode(value)
                 if alert is None:
                     continue
+                await self._ended(alert)
                 rec = alert.to_record()
                 for key in notifier.group_keys(alert):
                     await groups_topic.send(key=key.encode(), value=orjson.dumps(
@@ -263,6 +318,105 @@ class Notifications:
         except (ValueError, KeyError, TypeError, SilenceError) as exc:
             log.error("unreadable silence record skipped: %s", exc)
 
+    def _apply_ack(self, value: bytes) -> None:
+        try:
+            self.acks.apply(value)
+            self.counts["acks.applied"] += 1
+        except AckError as exc:
+            log.error("unreadable ack record skipped: %s", exc)
+
+    def _apply_label(self, value: bytes) -> None:
+        """One record of the labels topic to the label listeners; an unreadable one is logged and skipped."""
+        try:
+            rec = orjson.loads(value)
+            if not isinstance(rec, dict) or rec.get("schema") != LABEL_SCHEMA:
+                raise ValueError(f"schema is not {LABEL_SCHEMA}")
+            if rec.get("cause") not in LABEL_CAUSES or not isinstance(rec.get("fingerprint"), str):
+                raise ValueError(f"cause {str(rec.get('cause'))[:40]!r} or fingerprint missing or unknown")
+        except ValueError as exc:
+            log.error("unreadable label record skipped: %s", exc)
+            self.counts["labels.unreadable"] += 1
+            return
+        self.counts["labels.read"] += 1
+        for listen in self.label_listeners:
+            try:
+                listen(rec)
+            except Exception:  # noqa: BLE001 - one failing learner must not stop the others nor the reader
+                log.exception("a label listener failed on the label of %s", rec["fingerprint"])
+
+    async def _ended(self, alert: Alert) -> None:
+        """An alert resolved: end the acks and the "until resolved" silences about it (published, then kept)."""
+        if alert.status != "resolved":
+            return
+        from alerts.notify.slack_actions import until_resolved_expiries
+
+        now = self.clock()
+        for s in until_resolved_expiries(self.silences, alert, now):
+            try:
+                await self._publish_silence(s.to_record())
+                self.silences.apply(s)
+            except Exception as exc:  # noqa: BLE001 - the silence then runs its full length; say so
+                log.error("could not expire silence %s of resolved alert %s: %r", s.id, alert.fingerprint, exc)
+        if self.acks_topic is None:
+            return
+        for a in self.acks.clears(alert, now):
+            try:
+                await _send(self.acks_topic, a.group_key, a.to_record())
+                self.acks.apply(a)
+            except Exception as exc:  # noqa: BLE001 - reminders then stay muted for that group; say so
+                log.error("could not clear the ack of group %s: %r", a.group_key, exc)
+
+    async def _publish_silence(self, rec: dict) -> None:
+        await _send(self.silences_topic, rec["id"], rec)
+
+    async def publish_label(self, rec: dict) -> None:
+        """A label record to the labels topic (key: fingerprint); every worker reads it back (:meth:`_apply_label`)."""
+        if self.labels_topic is None:
+            raise RuntimeError("no labels topic")
+        await _send(self.labels_topic, rec["fingerprint"], rec)
+
+    async def publish_ack(self, rec: dict) -> None:
+        if self.acks_topic is None:
+            raise RuntimeError("no acks topic")
+        await _send(self.acks_topic, rec["group_key"], rec)
+
+    def _register_slack_actions(self, app: faust.App, web: bool) -> None:
+        """Slack interactivity: the request URL on the web server, Socket Mode as a task."""
+        from slack_sdk.web.async_client import AsyncWebClient
+
+        from alerts.notify.slack_actions import AllowList, RequestVerifier, SlackActions
+
+        cfg = self.slack_config
+        token = cfg.bot_token()
+        kw: dict[str, Any] = {"base_url": cfg.api_url} if cfg.api_url else {}
+        client = AsyncWebClient(token=token.get(), **kw) if token is not None else None
+        secret = cfg.signing_secret_value() if cfg.http else None
+        self.slack_actions = actions = SlackActions(
+            silences=self.silences, limits=self.web_settings.silence_limits(),
+            publish_silence=self._publish_silence, publish_label=self.publish_label, publish_ack=self.publish_ack,
+            acks=self.acks,
+            allow=AllowList(tuple(cfg.allowed_users), tuple(cfg.allowed_user_groups), client, cfg.user_group_ttl),
+            client=client,
+            verifier=RequestVerifier(secret, self.clock, cfg.max_request_age) if secret is not None else None,
+            clock=self.clock,
+        )
+        if cfg.http and web:
+            from .web import install_slack_actions
+
+            install_slack_actions(app, actions, self.web_settings)
+        if cfg.socket_mode:
+            from .slack_socket import SlackSocket
+
+            app_token = cfg.app_token_value()
+            if app_token is None:
+                log.error("slack_actions.socket_mode: no app token (%s): Socket Mode is off", cfg.app_token_env)
+                return
+            self.slack_socket = sock = SlackSocket(app_token, actions, base_url=cfg.api_url)
+
+            @app.task
+            async def slack_socket_mode() -> None:
+                await sock.start()
+
     async def _read_silences(self) -> None:
         """Every worker honours every silence: it reads the whole silences topic."""
         assert self.follow is not None
@@ -272,17 +426,23 @@ class Notifications:
         """HTTP API of the silences (tocsin's and Alertmanager's), on the worker's web server."""
         from .web import install_views
 
-        topic = self.silences_topic
-
-        async def publish(rec: dict) -> None:
-            fut = await topic.send(key=rec["id"].encode(), value=orjson.dumps(rec))
-            await fut  # acknowledged by the broker: only then is the silence kept
-
-        install_views(self.app, self.silences, publish, self.clock, self.web_settings)
+        install_views(self.app, self.silences, self._publish_silence, self.clock, self.web_settings)
 
     async def close_receivers(self) -> None:
+        if self.slack_socket is not None:
+            await self.slack_socket.stop()
+        if self.slack_actions is not None and self.slack_actions.client is not None:
+            session = getattr(self.slack_actions.client, "session", None)
+            if session is not None:
+                await session.close()
         for r in self.receivers.values():
             await r.aclose()
+
+
+async def _send(topic: Any, key: str, rec: dict) -> None:
+    """One record to ``topic``, waiting for the broker's acknowledgement (only then is it kept)."""
+    fut = await topic.send(key=key.encode(), value=orjson.dumps(rec))
+    await fut
 
 
 class _BytesKeyed:

@@ -207,6 +207,7 @@ class TocsinApp:
             self.app, config, self.receivers, alerts_topic=self.alerts_topic,
             silences_topic=self._topic(t.silences), counts=self.counts, metrics=self.metrics, clock=clock,
             follow=None if local_outputs else self._follow, web=web,
+            acks_topic=self._topic(t.acks), labels_topic=self._topic(t.labels),
         )
         self.notifier = self.notifications.notifier
         self.silences = self.notifications.silences

@@ -25,7 +25,7 @@ from detectors.config import DetectorsConfig
 from detectors.configfile import load_model_file
 from detectors.errors import ConfigError
 
-__all__ = ["Config", "KafkaConfig", "TopicsConfig", "WebConfig", "config_problems", "load_config"]
+__all__ = ["Config", "KafkaConfig", "SlackActionsConfig", "TopicsConfig", "WebConfig", "config_problems", "load_config"]
 
 
 class _Strict(BaseModel):
@@ -127,6 +127,8 @@ class TopicsConfig(_Strict):
     alerts: str = "alerts"
     dead_letter: str = "dead-letter"
     silences: str = "silences"
+    labels: str = "labels"  # what people said an alert's cause was (tocsin.label.v1, keyed by fingerprint)
+    acks: str = "acks"  # acknowledgements from Slack (tocsin.ack.v1, keyed by group key)
 
 
 class WebConfig(_Strict):
@@ -177,6 +179,89 @@ class WebConfig(_Strict):
         return None
 
 
+def _read_secret(path: str | None, var: str | None, where: str) -> Secret | None:
+    """A secret from the file ``path`` (read first; unreadable or empty is a ConfigError) or the variable ``var``."""
+    if path:
+        try:
+            value = Path(path).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"{where}_file: cannot read {path}: {exc.strerror}") from None
+        if not value:
+            raise ConfigError(f"{where}_file: {path} is empty")
+        return Secret(value)
+    if var and os.environ.get(var, "").strip():
+        return Secret(os.environ[var].strip())
+    return None
+
+
+class SlackActionsConfig(_Strict):
+    """Acting on alerts from Slack: acknowledge, silence, correct the cause (``slack_actions``).
+
+    Two ways in: ``http`` serves Slack's request URL at ``POST /slack/actions``
+    on the worker's web server, every request verified with the signing
+    secret; ``socket_mode`` opens an outbound websocket to Slack with the app
+    token (``xapp-...``), for workers Slack cannot reach. Secrets come from
+    a file or a variable, never from this file. Only ``allowed_users``
+    (Slack user ids) and members of ``allowed_user_groups`` (ids ``S...``,
+    read with ``usergroups.users.list``) may act; both empty: nobody.
+    ``token_env`` / ``token_file``: the bot token of the answers in Slack
+    (the edited parent, thread replies); ``api_url`` for tests.
+    """
+
+    enabled: bool = False
+    http: bool = True
+    socket_mode: bool = False
+    signing_secret: ClearSecret = None
+    signing_secret_env: str | None = "SLACK_SIGNING_SECRET"  # noqa: S105 - a variable name
+    signing_secret_file: str | None = None
+    app_token: ClearSecret = None
+    app_token_env: str | None = "SLACK_APP_TOKEN"  # noqa: S105 - a variable name
+    app_token_file: str | None = None
+    token: ClearSecret = None
+    token_env: str | None = "SLACK_BOT_TOKEN"  # noqa: S105 - a variable name
+    token_file: str | None = None
+    api_url: str | None = None
+    allowed_users: list[str] = Field(default_factory=list)
+    allowed_user_groups: list[str] = Field(default_factory=list)
+    max_request_age: Duration = Field(300.0, ge=5.0, le=300.0)  # Slack's own bound is 5 minutes
+    user_group_ttl: Duration = Field(300.0, gt=0)
+
+    @model_validator(mode="after")
+    def _a_way_in(self) -> SlackActionsConfig:
+        if self.enabled and not (self.http or self.socket_mode):
+            raise ValueError("slack_actions: enable http (request URL) or socket_mode, or both")
+        return self
+
+    def signing_secret_value(self) -> Secret | None:
+        return _read_secret(self.signing_secret_file, self.signing_secret_env, "slack_actions.signing_secret")
+
+    def app_token_value(self) -> Secret | None:
+        return _read_secret(self.app_token_file, self.app_token_env, "slack_actions.app_token")
+
+    def bot_token(self) -> Secret | None:
+        return _read_secret(self.token_file, self.token_env, "slack_actions.token")
+
+    def problems(self) -> list[str]:
+        """What the worker would miss at start, one line each (empty when disabled or complete)."""
+        if not self.enabled:
+            return []
+        out = []
+        needs = [("signing_secret", self.signing_secret_value, self.signing_secret_env)] if self.http else []
+        if self.socket_mode:
+            needs.append(("app_token", self.app_token_value, self.app_token_env))
+        needs.append(("token", self.bot_token, self.token_env))
+        for name, read, var in needs:
+            try:
+                if read() is None:
+                    out.append(f"slack_actions.{name}: the environment variable {var} is not set "
+                               f"(set it, or slack_actions.{name}_file)")
+            except ConfigError as exc:
+                out.append(str(exc))
+        if not (self.allowed_users or self.allowed_user_groups):
+            out.append("slack_actions: allowed_users and allowed_user_groups are both empty, nobody could act")
+        return out
+
+
 class MetricsConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(9464, ge=0, le=65535)
@@ -189,6 +274,7 @@ class Config(_Strict):
     metrics: MetricsConfig = MetricsConfig()
     detectors: DetectorsConfig = DetectorsConfig()
     alerting: AlertingConfig = AlertingConfig()
+    slack_actions: SlackActionsConfig = SlackActionsConfig()
 
 
 class _KafkaEnv(BaseSettings):
@@ -226,7 +312,7 @@ def config_problems(cfg: Config) -> list[str]:
     """
     from alerts.config import secret_problems
 
-    problems = secret_problems(cfg.alerting)
+    problems = secret_problems(cfg.alerting) + cfg.slack_actions.problems()
     for check in (cfg.web.write_token, cfg.kafka.faust_credentials):
         try:
             check()

@@ -7,6 +7,10 @@ Routes (on the Faust web server of the worker, :func:`install_views`):
 ``GET|POST /api/v2/silences``, ``GET|DELETE /api/v2/silence/{id}``
     Alertmanager's API v2 format, so ``amtool silence add|query|expire
     --alertmanager.url=http://<worker>:6066`` works against a worker.
+``POST /slack/actions`` (:func:`install_slack_actions`)
+    Slack's interactivity request URL: button clicks on alert messages,
+    verified by Slack's request signature instead of the bearer token
+    (:mod:`alerts.notify.slack_actions`).
 
 Safe by default (:class:`~stream.settings.WebConfig`): the server listens on
 127.0.0.1 unless told otherwise, and :func:`faust_web_settings` turns off
@@ -32,6 +36,7 @@ import faust
 import orjson
 from faust.web import Request, Response, View
 
+from alerts.notify.slack_actions import ActionError, SlackActions
 from alerts.secret import Secret
 from alerts.silence import (
     Silence,
@@ -46,7 +51,7 @@ from detectors.errors import ConfigError
 
 from .settings import WebConfig
 
-__all__ = ["WebError", "faust_web_settings", "install_views", "json_depth", "read_json"]
+__all__ = ["WebError", "faust_web_settings", "install_slack_actions", "install_views", "json_depth", "read_json"]
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +107,8 @@ def json_depth(value: Any, limit: int) -> int:
     return deepest
 
 
-async def read_json(request: Request, max_bytes: int, max_depth: int) -> Any:
-    """The JSON body of ``request``; WebError 413 when larger than ``max_bytes``, 400 when not JSON or too deep."""
+async def read_body(request: Request, max_bytes: int) -> bytes:
+    """The raw body of ``request``; WebError 413 when larger than ``max_bytes``."""
     declared = request.content_length
     if declared is not None and declared > max_bytes:
         raise WebError(413, f"the body is {declared} bytes, at most {max_bytes}")
@@ -115,10 +120,16 @@ async def read_json(request: Request, max_bytes: int, max_depth: int) -> Any:
         body += chunk
         if len(body) > max_bytes:
             raise WebError(413, f"the body is more than {max_bytes} bytes")
+    return bytes(body)
+
+
+async def read_json(request: Request, max_bytes: int, max_depth: int) -> Any:
+    """The JSON body of ``request``; WebError 413 when larger than ``max_bytes``, 400 when not JSON or too deep."""
+    body = await read_body(request, max_bytes)
     if not body.strip():
         raise WebError(400, "the body must be a JSON object (it is empty)")
     try:
-        value = orjson.loads(bytes(body))  # orjson stops at 1024 levels with an error, never a RecursionError
+        value = orjson.loads(body)  # orjson stops at 1024 levels with an error, never a RecursionError
     except orjson.JSONDecodeError as exc:
         raise WebError(400, f"the body is not valid JSON: {exc}") from None
     if json_depth(value, max_depth) > max_depth:
@@ -278,3 +289,33 @@ def install_views(
             return _answer(self, None)
 
     return api
+
+
+def install_slack_actions(app: faust.App, actions: SlackActions, settings: WebConfig,
+                          path: str = "/slack/actions") -> None:
+    """Serve Slack's interactivity request URL on ``app``'s web server.
+
+    The body is read raw (up to ``max_body_bytes``), its signature checked
+    (401 when unsigned, forged, too old or replayed), then the click is done:
+    200 when done, 403 for a user not on the allow-list (told in Slack), 400
+    for a payload tocsin does not understand, 503 when the record could not
+    be written (Slack then shows the user that the action failed).
+    """
+
+    @app.page(path, name="tocsin_slack_actions")
+    class SlackActionsView(View):
+        async def post(self, request: Request) -> Response:
+            try:
+                body = await read_body(request, settings.max_body_bytes)
+                out = await actions.handle_http(body, dict(request.headers))
+                return _answer(self, {"ok": True, "done": out.text}, out.status)
+            except WebError as exc:
+                status, msg = exc.status, str(exc)
+            except ActionError as exc:
+                status, msg = exc.status, str(exc)
+            except Exception:  # noqa: BLE001 - log it, answer 500 without the details
+                log.exception("slack actions: %s failed", request.path)
+                status, msg = 500, "internal error (logged by the worker)"
+            if status in (401, 400):
+                log.warning("slack actions: request refused (%d): %s", status, msg)
+            return _answer(self, {"ok": False, "error": msg}, status)

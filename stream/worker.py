@@ -7,9 +7,9 @@ import sys
 
 from kafka.errors import KafkaError
 
-from .app import TocsinApp
 from detectors.errors import ConfigError
 
+from .app import TocsinApp
 from .settings import Config, config_problems, load_config
 
 __all__ = ["run_worker"]
@@ -29,7 +29,7 @@ def declare_topics(cfg: Config, servers: str) -> None:
     from .broker import BrokerError, create_topics
 
     t = cfg.topics
-    names = [t.requests, t.disk_health, t.anomalies, t.alerts, t.dead_letter, t.silences]
+    names = [t.requests, t.disk_health, t.anomalies, t.alerts, t.dead_letter, t.silences, t.labels, t.acks]
     try:
         created = create_topics(servers, names, partitions=cfg.kafka.partitions,
                                 replication=cfg.kafka.replication_factor, **cfg.kafka.kafka_python_options())

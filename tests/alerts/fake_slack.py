@@ -89,6 +89,8 @@ class FakeSlack:
         self.calls: list[Call] = []
         self.messages: dict[str, Message] = {}
         self._failures: deque[str] = deque()
+        # More Web API methods (name -> handler(payload) -> answer), for fakes built on this one.
+        self.extra_methods: dict[str, Any] = {}
         self._ts = itertools.count(1)
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
@@ -203,7 +205,7 @@ class FakeSlack:
             "chat.postMessage": self._post_message,
             "chat.update": self._update,
             "auth.test": self._auth_test,
-        }.get(method)
+        }.get(method) or self.extra_methods.get(method)
         if handler is None:
             call.outcome = "unknown_method"
             return web.json_response({"ok": False, "error": "unknown_method"}, status=404)
