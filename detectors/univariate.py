@@ -142,9 +142,27 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-__all__ = ["UnivariateDetector", "score_series"]
+__all__ = ["StatisticScorer", "UnivariateDetector", "score_series"]
 
 _MAGIC = b"TUV9"
+
+
+# Evidence (nats) past which it grows only logarithmically.  -log p = 30 is
+# p = 1e-13: a history of n points calibrates up to log(n + 1) nats (14 for a
+# million points) and the fitted exponential tail extrapolates beyond; past
+# 30 nats that extrapolation runs far beyond its data and says little more
+# than "extreme".  It also bounds the echoes: the evidence of any statistic
+# is at most about 1400 nats (a log-distance of 67 nats over a tail scale of
+# at least half a bin), so a damped echo reports at most 0.2 * (30 + log 1400)
+# = 7.5 nats, a score of 0.43: one huge spike does not hold the score above 0.5
+# while it passes through the shape windows.  NAB's thresholds sit near
+# 3 nats, far below, where nothing changes.
+_SOFT_CAP = 30.0
+
+
+def soft_cap(e: float) -> float:
+    """Evidence ``e`` (nats), unchanged up to ``_SOFT_CAP`` and logarithmic beyond."""
+    return e if e <= _SOFT_CAP else _SOFT_CAP + math.log1p(e - _SOFT_CAP)
 
 
 class _Calibrator:
@@ -469,7 +487,9 @@ class UnivariateDetector:
                         wk = abs((float(self._wdv[keep].sum()) + wd) / k)
         raw = (ds, dl, jump, dc, wk, dcs, dv)
         eps = 1e-9 * (abs(ref) + 1.0)  # resolution floor relative to the series level
-        stats = tuple(math.log(v + eps) - math.log(eps) if v == v else nan for v in raw)
+        # a distance that overflowed float32 (values near 1e19 and beyond) counts as
+        # the largest float64 one: still finite evidence, never a NaN score
+        stats = tuple(math.log(min(v, 1e300) + eps) - math.log(eps) if v == v else nan for v in raw)
         return fs, fl, ph, stats, (wd, fc)
 
     def _horizon(self, dt: float) -> int:
@@ -512,14 +532,15 @@ class UnivariateDetector:
         e = max(top[-1], self._cal[-1].neg_log_p(agree))
         if self._n >= self.smooth:
             e = max(e, self._cal[-2].neg_log_p(avg))
-        return best, avg, agree, max(e - pen, 0.0), other
+        return best, avg, agree, soft_cap(max(e - pen, 0.0)), other
 
     # ------------------------------------------------------------------- API
     def _compute(self, x: float, t: float | None) -> tuple:
         key = (self._n, x, t)
         if self._cache is not None and self._cache[0] == key:
             return self._cache
-        fs, fl, ph, stats, (wd, fc) = self._stats(x, t)
+        with np.errstate(over="ignore", invalid="ignore"):  # see the stats' log above
+            fs, fl, ph, stats, (wd, fc) = self._stats(x, t)
         best, avg, agree, ev, other = self._evidence(stats)
         dt = self._dt
         if t is not None and self._tlast > -math.inf:
@@ -743,6 +764,87 @@ class UnivariateDetector:
         s = self.score_one(x, t)
         self.learn_one(x, t)
         return s
+
+
+class StatisticScorer:
+    """Steps 4-7 of :class:`UnivariateDetector` for one foreign statistic.
+
+    Turns any online anomaly statistic (a River detector's raw score, the
+    z-score of tocsin's traffic or latency detector) into a score in [0, 1]
+    the way :class:`UnivariateDetector` turns its own statistics into one:
+    the statistic ``r`` (floored at 0) becomes ``log1p(r / 1e-9)`` (monotone,
+    so the ranks are those of ``r``), is calibrated against all its history
+    (conformal rank with an exponential tail), less the length penalty; the
+    echo suppression and ``S / (S + half_score)`` follow with the same
+    constants.  So NAB compares the statistics, not their post-processing.
+
+    Parameters are those of :class:`UnivariateDetector` of the same name.
+    """
+
+    def __init__(
+        self,
+        bins: int = 320,
+        bin_width: float = 0.1,
+        tail: int = 20,
+        suppress: int = 300,
+        damp: float = 0.2,
+        rise: float = 1.1,
+        half_score: float = 10.0,
+        length_penalty: float = 0.6,
+        suppress_time: float = 86400.0,
+        long_window: int = 128,
+    ) -> None:
+        self.bins = bins
+        self.bin_width = bin_width
+        self.tail = tail
+        self.suppress = suppress
+        self.damp = damp
+        self.rise = rise
+        self.half_score = half_score
+        self.length_penalty = length_penalty
+        self.suppress_time = suppress_time
+        self.long_window = long_window
+        self._cal = _Calibrator(bins, bin_width, tail)
+        self._ev = np.zeros(suppress, dtype=np.float32)
+        self._n = 0
+        self._tlast = -math.inf
+        self._dt = math.nan
+
+    @staticmethod
+    def _stat(r: float) -> float:
+        return math.log1p(max(r, 0.0) / 1e-9) if r == r else math.nan
+
+    def _horizon(self, dt: float) -> int:
+        if not (dt > 0.0 and self.suppress_time > 0.0):
+            return self.suppress
+        floor = min(self.long_window, self.suppress)
+        return max(floor, min(self.suppress, int(self.suppress_time / dt)))
+
+    def score_learn_one(self, r: float, t: float | None = None) -> float:
+        """Map the raw statistic ``r`` of the current point to [0, 1), then learn it."""
+        v = self._stat(float(r))
+        ev = 0.0
+        if v == v and math.isfinite(v):
+            pen = self.length_penalty * math.log1p(self._n / 100.0)
+            ev = soft_cap(max(self._cal.neg_log_p(v) - pen, 0.0))
+            self._cal.add(v)
+        dt = self._dt
+        if t is not None and self._tlast > -math.inf:
+            d = float(t) - self._tlast
+            dt = d if dt != dt else dt + (d - dt) / min(max(self._n, 1), 100)
+        h = self._horizon(dt)
+        k = min(self._n, h)
+        recent = float(self._ev[(self._n - 1 - np.arange(k)) % self.suppress].max()) if k else 0.0
+        out = ev if ev > self.rise * recent else ev * self.damp
+        self._ev[self._n % self.suppress] = ev
+        self._n += 1
+        if t is not None:
+            self._dt, self._tlast = dt, float(t)
+        return out / (out + self.half_score)
+
+    def nbytes(self) -> int:
+        """Size of the learned state (histogram, echo ring, counters)."""
+        return int(self._cal.counts.nbytes + self._ev.nbytes + 5 * 8)
 
 
 def score_series(values: Iterable[float], timestamps: Sequence[float] | None = None) -> list[float]:
