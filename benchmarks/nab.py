@@ -95,16 +95,16 @@ def det_name(spec: str) -> str:
 def run_file(job: tuple) -> tuple[str, str, int, float, int]:
     """Score one series with one detector and write its NAB results file.
 
-    ``job`` is ``(data_dir, rel_path, results_dir, spec, params)``; returns
-    ``(spec, rel_path, n_points, seconds spent scoring, state bytes)``.
+    ``job`` is ``(data_dir, rel_path, results_dir, spec, params, name)``; returns
+    ``(name, rel_path, n_points, seconds spent scoring, state bytes)``.
     """
-    data, rel, results, spec, params = job
+    data, rel, results, spec, params, name = job
     with open(os.path.join(data, "data", rel), newline="") as f:
         rows = list(csv.reader(f))[1:]
     ts = [r[0] for r in rows]
     vals = [float(r[1]) for r in rows]
     epochs = [_epoch(t) for t in ts]
-    if spec == "tocsin" and params:
+    if params:
         model = UnivariateDetector(**params)
         scorer = model.score_learn_one
         size = lambda: len(model.to_bytes())  # noqa: E731
@@ -114,7 +114,6 @@ def run_file(job: tuple) -> tuple[str, str, int, float, int]:
     t0 = time.process_time()
     scores = [scorer(v, e) for v, e in zip(vals, epochs, strict=True)]
     dt = time.process_time() - t0
-    name = det_name(spec)
     cat, fn = rel.split("/")
     out_dir = os.path.join(results, name, cat)
     os.makedirs(out_dir, exist_ok=True)
@@ -123,7 +122,7 @@ def run_file(job: tuple) -> tuple[str, str, int, float, int]:
         w.writerow(["timestamp", "value", "anomaly_score"])
         for t, v, sc in zip(ts, vals, scores, strict=True):
             w.writerow([t, repr(v), repr(sc)])
-    return spec, rel, len(vals), dt, size()
+    return name, rel, len(vals), dt, size()
 
 
 class Sweep:
@@ -216,6 +215,36 @@ def evaluate(nab, corpus: dict, scores: dict, windows: dict) -> dict:
     return out
 
 
+def nested_loco(nab, corpus: dict, variants: dict, windows: dict, pname: str) -> tuple:
+    """Leave one category out over the *choice of variant* as well as the threshold.
+
+    For each category, every variant gets its threshold on the other
+    categories and its NAB score there; the best variant there, at its
+    threshold, is applied to the left-out category.  The pooled result
+    estimates what selecting among ``variants`` on known series gives on
+    series of a kind never seen (the selection cannot fit its own test).
+    """
+    prof = nab.PROFILES[pname]
+    files = list(corpus)
+    sweeps = {v: Sweep(corpus, sc, prof) for v, sc in variants.items()}
+    raw_all, picks = 0.0, {}
+    for g in sorted({r.split("/")[0] for r in files}):
+        train = [r for r in files if r.split("/")[0] != g]
+        held = [r for r in files if r.split("/")[0] == g]
+        best = None
+        for v, sc in variants.items():
+            t = sweeps[v].threshold(set(train))
+            tr = nab.score_at({r: corpus[r] for r in train}, sc, prof, t)
+            if best is None or tr > best[0]:
+                best = (tr, v, t)
+        _, v, t = best
+        picks[g] = v
+        raw_all += nab.score_at({r: corpus[r] for r in held}, variants[v], prof, t)
+    null = -prof["fn"] * sum(len({w for kind, w, _ in corpus[r] if kind == "W"}) for r in files)
+    perfect = prof["tp"] * sum(len(windows[r]) for r in files)
+    return 100.0 * (raw_all - null) / (perfect - null), picks
+
+
 def _load_scorer(path: str):
     spec = importlib.util.spec_from_file_location("nab_score", path)
     mod = importlib.util.module_from_spec(spec)
@@ -233,6 +262,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--detectors", default=DEFAULT_DETECTORS, help="comma-separated specs")
     ap.add_argument("--procs", type=int, default=2, help="worker processes (max 2)")
     ap.add_argument("--param", action="append", default=[], help="tocsin override name=value")
+    ap.add_argument(
+        "--variant", action="append", default=[], metavar="NAME:k=v[,k=v]",
+        help="a tocsin variant (constructor overrides) scored beside the others; with variants, "
+        "the nested LOCO score of choosing among tocsin and them is printed",
+    )
     ap.add_argument("--save-thresholds", help="write the tocsin dev thresholds (JSON) here")
     ap.add_argument("--by-category", action="store_true", help="print tocsin's dev/LOCO by category")
     a = ap.parse_args(argv)
@@ -241,10 +275,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"NAB data not found at {a.data}; skipping benchmark.")
         return 0
     nab = _load_scorer(a.scorer)
-    params = {}
-    for p in a.param:
-        k, _, v = p.partition("=")
-        params[k] = _parse_value(v)
+    def overrides(items) -> dict:
+        out = {}
+        for p in items:
+            k, _, v = p.partition("=")
+            out[k.strip()] = _parse_value(v.strip())
+        return out
+
+    params = overrides(a.param)
     # specs hold JSON with commas: split on commas outside braces
     specs = [s for s in re.split(r",(?![^{]*})", a.detectors) if s]
     for s in specs:
@@ -252,7 +290,11 @@ def main(argv: list[str] | None = None) -> int:
     files = [ln.strip() for ln in open(files_txt) if ln.strip()]
     windows = json.load(open(os.path.join(a.data, "labels", "combined_windows.json")))
     size = {rel: os.path.getsize(os.path.join(a.data, "data", rel)) for rel in files}
-    jobs = [(a.data, rel, a.results, s, params if s == "tocsin" else {}) for s in specs for rel in files]
+    runs = [(s, params if s == "tocsin" else {}, det_name(s)) for s in specs]
+    for v in a.variant:
+        vname, _, items = v.partition(":")
+        runs.append(("tocsin", overrides(items.split(",")) if items else {}, "tocsin" + det_name(vname)))
+    jobs = [(a.data, rel, a.results, s, p, name) for s, p, name in runs for rel in files]
     jobs.sort(key=lambda j: -size[j[1]] * (3 if j[3] == "tocsin" else 1))  # big first
     t0 = time.perf_counter()
     procs = max(1, min(2, a.procs))
@@ -271,24 +313,32 @@ def main(argv: list[str] | None = None) -> int:
             f"{'us/point':>8s} {'state B':>8s}")
     print(head)
     thresholds = {}
-    for s in specs:
-        mine = [d for d in done if d[0] == s]
+    tocsin_scores = {}
+    for s, _, name in runs:
+        mine = [d for d in done if d[0] == name]
         n_pts = sum(d[2] for d in mine)
         cpu = sum(d[3] for d in mine)
         state = next(d[4] for d in mine if d[1] == longest)
-        name = det_name(s)
         scores = {rel: nab.load_scores(a.results, name, rel) for rel in files}
+        if s == "tocsin":
+            tocsin_scores[name] = scores
         r = evaluate(nab, corpus, scores, windows)
         st, fp, fn = r["standard"], r["reward_low_FP_rate"], r["reward_low_FN_rate"]
-        print(f"{s:34s} {st['LOCO']:8.2f} {st['dev']:8.2f} {st['LOCO_mean']:9.2f} {st['LOSO']:8.2f} "
+        label = name if s == "tocsin" else s
+        print(f"{label:34s} {st['LOCO']:8.2f} {st['dev']:8.2f} {st['LOCO_mean']:9.2f} {st['LOSO']:8.2f} "
               f"{fp['LOCO']:10.2f} {fp['dev']:9.2f} {fn['LOCO']:10.2f} {fn['dev']:9.2f} "
               f"{1e6 * cpu / n_pts:8.1f} {state:8d}", flush=True)
-        if s == "tocsin":
+        if name == "tocsin":
             thresholds = {"tocsin": {p: r[p]["thr"] for p in PROFILE_NAMES}}
             if a.by_category:
                 for cat, (loco, dev, t) in sorted(st["by_cat"].items()):
                     fmt = lambda v: "   n/a" if v is None else f"{v:6.1f}"  # noqa: E731
                     print(f"    {cat:24s} LOCO {fmt(loco)} (thr {t:.4f})  dev {fmt(dev)}")
+    if len(tocsin_scores) > 1:
+        for pname in PROFILE_NAMES:
+            v, picks = nested_loco(nab, corpus, tocsin_scores, windows, pname)
+            chosen = ", ".join(f"{g}: {p}" for g, p in picks.items())
+            print(f"nested LOCO, choosing among {len(tocsin_scores)} tocsin variants, {pname}: {v:.2f} ({chosen})")
     if a.save_thresholds and thresholds:
         with open(a.save_thresholds, "w") as f:
             json.dump(thresholds, f, indent=1)

@@ -218,9 +218,9 @@ def test_agreement_raises_evidence_when_two_views_agree():
     det = UnivariateDetector()
     _run(det, x[:1100], t[:1100])
     stats = det._stats(float(x[1100]) + 6.0, float(t[1100]))[3]
-    ev = [c.neg_log_p(v) if v == v else 0.0 for c, v in zip(det._cal[:-2], stats, strict=True)]
+    ev = [c.neg_log_p(v) if v == v else 0.0 for c, v in zip(det._cal[:-1], stats, strict=True)]
     top = sorted(ev)
-    _, _, agree, s, _ = det._evidence(stats)
+    agree, s, _ = det._evidence(stats)
     assert agree == pytest.approx(5.0 * math.log1p(top[-1] + top[-2]))
     assert det._cal[-1].neg_log_p(agree) >= det._cal[-1].neg_log_p(5.0 * math.log1p(top[-1]))
     penalty = math.log(len(det._cal)) + det.length_penalty * math.log1p(det._n / 100.0)
