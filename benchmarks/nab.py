@@ -53,6 +53,7 @@ import re
 import sys
 import tempfile
 import time
+import zlib
 from datetime import UTC, datetime
 from multiprocessing import Pool
 
@@ -67,8 +68,9 @@ from detectors.univariate import UnivariateDetector  # noqa: E402
 
 DEFAULT_DATA = os.path.join(ROOT, "..", "shared", "datasets", "nab-dev")
 DEFAULT_SCORER = os.path.join(ROOT, "..", "shared", "tools", "nab_score.py")
+# HalfSpaceTrees draws its trees at random: seeded, so that two runs agree
 DEFAULT_DETECTORS = (
-    "tocsin,traffic,latency,river:HalfSpaceTrees,river:GaussianScorer,"
+    'tocsin,traffic,latency,river:HalfSpaceTrees:{"seed": 42},river:GaussianScorer,'
     "river:PredictiveAnomalyDetection"
 )
 PROFILE_NAMES = ("standard", "reward_low_FP_rate", "reward_low_FN_rate")
@@ -88,8 +90,10 @@ def _parse_value(v: str) -> float | int | bool:
 
 
 def det_name(spec: str) -> str:
-    """A results folder name for a detector spec (NAB names have no '_')."""
-    return re.sub(r"[^A-Za-z0-9]", "", spec.split(":{")[0]) or "det"
+    """A results folder name for a detector spec (NAB names have no '_'; parameters hashed)."""
+    base, brace, params = spec.partition(":{")
+    name = re.sub(r"[^A-Za-z0-9]", "", base) or "det"
+    return name + (f"{zlib.crc32(params.encode()):08x}" if brace else "")
 
 
 def run_file(job: tuple) -> tuple[str, str, int, float, int]:

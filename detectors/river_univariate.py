@@ -7,7 +7,9 @@
 detector goes: after a scaler in a ``river.compose.Pipeline``, inside
 ``river.anomaly.QuantileFilter`` or ``ThresholdFilter``.
 
-It watches one feature of ``x`` (``on``; the only one when ``x`` has one),
+It watches one feature of ``x`` (``on``; by default the only one of the
+first observation learned; an observation without it scores 0 and is not
+learned),
 optionally with the event time in epoch seconds from the ``time_key``
 feature (the time-of-day and weekly statistics need it).  Scores are in
 [0, 1), computed from what was learned before.
@@ -65,27 +67,35 @@ class UnivariateAnomalyDetector(AnomalyDetector):
         self.time_key = time_key
         self.params = params
         self._det = UnivariateDetector(**(params or {}))
+        self._key: str | None = None  # the feature watched when ``on`` is None
 
     def _read(self, x: dict) -> tuple[float, float | None]:
+        """The watched value of ``x`` (NaN when ``x`` lacks it) and its time."""
         t = None
         if self.time_key is not None and self.time_key in x:
             t = float(x[self.time_key])
-        if self.on is not None:
-            v = x[self.on]
-        else:
+            t = t if math.isfinite(t) else None
+        key = self.on if self.on is not None else self._key
+        if key is None:
             keys = [k for k in x if k != self.time_key]
+            if not keys:
+                return math.nan, t
             if len(keys) != 1:
                 raise ValueError(f"x has {len(keys)} features: name the one to watch with on=")
-            v = x[keys[0]]
-        return float(v), (t if t is not None and math.isfinite(t) else None)
+            key = keys[0]
+        v = x.get(key)
+        return (math.nan if v is None else float(v)), t
 
     def learn_one(self, x: dict) -> None:
         v, t = self._read(x)
-        self._det.learn_one(v, t)
+        if self.on is None and self._key is None and v == v:
+            # the only feature of the first observation is the one watched from then on
+            self._key = next(k for k in x if k != self.time_key)
+        self._det.learn_one(v, t)  # a missing value (NaN) is not learned
 
     def score_one(self, x: dict) -> float:
         v, t = self._read(x)
-        return self._det.score_one(v, t)
+        return self._det.score_one(v, t)  # a missing value scores 0
 
     @classmethod
     def _unit_test_params(cls):

@@ -82,3 +82,43 @@ def test_statistic_scorer_is_monotone_in_the_statistic():
     assert a.score_learn_one(2.0) < b.score_learn_one(8.0)
     c = StatisticScorer()
     assert c.score_learn_one(float("nan")) == 0.0  # no statistic yet: no evidence
+
+
+def _river_checks():
+    from river.checks import common
+
+    names = [
+        "check_clone_is_idempotent", "check_clone_same_class", "check_clone_with_new_params_applies",
+        "check_get_params_matches_signature", "check_init_default_params_are_not_mutable",
+        "check_init_has_default_params_for_tests", "check_pickling_supports_roundtrip",
+        "check_repr", "check_repr_roundtrips_clone", "check_doc", "check_tags",
+        "check_learn_one", "check_predict_one_pure", "check_predict_one_before_any_learn",
+        "check_shuffle_features_no_impact", "check_emerging_features", "check_disappearing_features",
+        "check_radically_disappearing_features", "check_clone_is_independent",
+        "check_bounded_memory_growth", "check_no_state_aliasing_with_input", "check_pickling",
+    ]
+    return [getattr(common, n) for n in names]
+
+
+@pytest.mark.parametrize("check", _river_checks(), ids=lambda c: c.__name__)
+def test_passes_rivers_own_estimator_checks(check):
+    """River's estimator checks (those that need neither scikit-learn nor pandas)."""
+    import inspect
+    import random
+
+    rng = random.Random(1)
+    data = [({"v": rng.gauss(0.0, 1.0)}, None) for _ in range(300)]
+    if list(inspect.signature(check).parameters) == ["model"]:
+        check(UnivariateAnomalyDetector())
+    else:
+        check(UnivariateAnomalyDetector(), data)
+
+
+def test_missing_feature_scores_zero_and_is_not_learned():
+    det = UnivariateAnomalyDetector()
+    for i in range(50):
+        det.learn_one({"v": float(i % 5)})
+    n = det._det._n
+    assert det.score_one({}) == 0.0 and det.score_one({"w": 3.0}) == 0.0
+    det.learn_one({"w": 3.0})
+    assert det._det._n == n
