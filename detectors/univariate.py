@@ -62,14 +62,12 @@ Pipeline for one observation ``x`` at time ``t`` (scored before it is learned):
    the two largest single-statistic evidences is calibrated the same way
    against the history of that sum (two views surprised at once is rarer
    than either alone, whatever their correlation), and ``-log p_agree``
-   competes with ``e``.  The moving average over
-   ``smooth`` points of the shape/context/weekly part of it is calibrated
-   the same way (sustained moderate surprise, like HTM's anomaly likelihood;
-   the jump is left out because its moving average mostly follows the
-   current noise level, the coarse shape because it is an average already,
-   the value novelty as a single-point statistic), and
-   ``S = max(e, -log p_agree, -log p_avg) - log(9) - a log(1 + n/100)``
-   (9 calibrated statistics).
+   competes with ``e``, and
+   ``S = max(e, -log p_agree) - log(8) - a log(1 + n/100)``
+   (8 calibrated statistics).  There is no separately calibrated moving
+   average of the evidence (HTM's anomaly likelihood): the coarse shape and
+   the weekly window already average over time, and such a component did
+   not raise the leave-one-category-out NAB score (``benchmarks/README.md``).
    The last term (``length_penalty`` ``a``) accounts for the number of
    points watched so far: a long series offers many chances for a
    p-value of 1/n, while NAB charges false positives per alarm, not per
@@ -88,43 +86,15 @@ Pipeline for one observation ``x`` at time ``t`` (scored before it is learned):
 7. The score is ``S / (S + half_score)``: strictly increasing, in [0, 1),
    never saturating.
 
-Cost: about 160-175 us of CPU per point (numpy, dominated by the
-nearest-neighbour scans: 1024 short windows of the value ring, the 1024 x 8
-float32 long vectors, the 8192 values) and a 99 KB snapshot with the
-defaults (``to_bytes``: struct header + raw numpy arrays, no pickle; the
-time-of-day phases are float16, the weekly ring's week numbers int8 mod 128).
+Cost: a few hundred microseconds of CPU per point in pure Python with numpy
+(dominated by the nearest-neighbour scans: 1024 short windows of the value
+ring, the 1024 x 8 float32 long vectors, the 8192 values) and a snapshot of
+about 99 KB with the defaults (``to_bytes``: struct header + raw numpy
+arrays, no pickle; the time-of-day phases are float16, the weekly ring's week
+numbers int8 mod 128).  ``benchmarks/nab.py`` measures both; its figures, and
+the history of the variants kept and rejected, are in ``benchmarks/README.md``.
 
-NAB dev (31 series, one parameter set, ``benchmarks/nab.py``): standard
-75.5, reward_low_FP 68.4, reward_low_FN 80.1 (74.7 / 68.4 / 78.9 with the
-echo horizon in points only, ``suppress_time`` = 0; offline, a time-only
-horizon of 1 / 2 / 3 / 5 / 7 days without the long-window floor gave 75.7 /
-76.0 / 76.3 / 76.7 / 74.3 standard and 67.1 / 67.7 / 68.4 / 69.2 / 67.6
-reward_low_FP; with the floor, 1 / 2 / 3 days gave 75.5 / 75.6 / 75.7).
-Before that: 74.7 / 68.4 / 78.9 (74.3 / 67.6 / 78.7 when the weekly lag also
-compares partial windows, means over fewer points than ``week_window``
-holds; from there: 74.1 / 67.25 / 78.6 with ``value_memory`` = 4096;
-offline, 1024 / 2048 / 4096 / 8192 values gave 73.8 / 73.9 / 74.2 / 74.4
-standard, the whole history no more). Without the value novelty: 73.3 / 67.3
-/ 77.4, and from there the ablations: 72.3 / 65.5 / 76.8 without the
-weekly-lag guard (``week_guard`` = inf); 71.7 / 65.8 / 75.8 without the
-coarse shape (``coarse`` = 1); 72.2 / 65.8 / 76.7 with ``week_guard`` = 0
-and 72.9 / 66.6 / 77.2 with 4. Before both (72.4 / 65.4 / 76.8): 71.2 / 64.7
-/ 76.0 with the weekly lag outside the smoothed average; 70.3 / 62.9 / 75.3
-with, in addition, the single-point weekly lag, ``week_window`` = 0; 69.9 /
-62.3 / 75.1 with the jump inside the smoothed average as well; 65.2 / 58.0 /
-70.2 without the agreement statistic and with ``suppress`` = 400; 64.4 /
-55.4 / 69.7 without the ``rise`` margin; 59.4 / 48.8 / 65.7 before the
-weekly lag and the length penalty. Tried without gain (dev, before the guard
-or with it): a change-of-spread statistic (log local standard deviation
-against its running mean), a normalised level-shift z statistic, a Holt
-forecaster's normalised error, a normalised jump, a record-exceedance
-statistic, the daily lag as a second reference of the weekly one,
-calibrating the max of the evidences instead of the ``- log`` of their
-number, a soft time-decayed echo horizon, a stricter margin for the first
-points after an alarm, the distance to the 2nd or 3rd nearest value instead
-of the nearest, the weekly statistic ignored for its first 300-1000 values,
-and the guard only after the first 600 or 1024 points (all 0.3-6 points
-lower on the standard profile, or within +-0.1).
+Evidence past 30 nats grows logarithmically (:func:`soft_cap`, which says why).
 
 Example
 -------
@@ -142,9 +112,27 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-__all__ = ["UnivariateDetector", "score_series"]
+__all__ = ["StatisticScorer", "UnivariateDetector", "score_series"]
 
-_MAGIC = b"TUV9"
+_MAGIC = b"TUVA"
+
+
+# Evidence (nats) past which it grows only logarithmically.  -log p = 30 is
+# p = 1e-13: a history of n points calibrates up to log(n + 1) nats (14 for a
+# million points) and the fitted exponential tail extrapolates beyond; past
+# 30 nats that extrapolation runs far beyond its data and says little more
+# than "extreme".  It also bounds the echoes: the evidence of any statistic
+# is at most about 1400 nats (a log-distance of 67 nats over a tail scale of
+# at least half a bin), so a damped echo reports at most 0.2 * (30 + log 1400)
+# = 7.5 nats, a score of 0.43: one huge spike does not hold the score above 0.5
+# while it passes through the shape windows.  NAB's thresholds sit near
+# 3 nats, far below, where nothing changes.
+_SOFT_CAP = 30.0
+
+
+def soft_cap(e: float) -> float:
+    """Evidence ``e`` (nats), unchanged up to ``_SOFT_CAP`` and logarithmic beyond."""
+    return e if e <= _SOFT_CAP else _SOFT_CAP + math.log1p(e - _SOFT_CAP)
 
 
 class _Calibrator:
@@ -243,9 +231,6 @@ class UnivariateDetector:
         reported undamped.
     half_score : float
         Evidence (nats) mapped to a score of 0.5.
-    smooth : int
-        Length of the moving average of per-point evidence (a calibrated
-        component of its own, for sustained moderate surprises).
     context : float
         Weight of the time-of-day distance in the contextual shape component
         (0 disables it; it is also skipped when no timestamp is given).
@@ -278,6 +263,28 @@ class UnivariateDetector:
         Echo-suppression horizon in seconds (converted to points with the
         running mean sampling interval, clamped to ``[long_blocks * block,
         suppress]``; 0, or no timestamps, gives ``suppress`` points).
+
+    Notes
+    -----
+    Where the defaults come from.  *Taken from the series*: the scale (every
+    distance is relative to ``1e-9 * (|first value| + 1)`` and every
+    statistic is calibrated by its own rank in its own history, so no
+    parameter is in the series' units), the sampling interval (echo horizon
+    in time, the number of points the weekly window needs), the time of day
+    and week (context and weekly lag; skipped without timestamps).
+    *Fixed by what they are*: ``bins``, ``bin_width``, ``tail`` (a 32-nat
+    range at 0.1-nat resolution, 20 values to fit a tail: resolution, not
+    sensitivity); ``half_score`` (a monotone display mapping: no threshold
+    ranking depends on it); ``gap`` = ``short_len`` (the vectors that overlap
+    the current one); ``week_slot`` (the 5-minute grain of the series it
+    serves; a coarser series fills one slot per point); ``memory``,
+    ``value_memory``, ``coarse_memory`` (memory and CPU budget).
+    *Chosen on the 31 NAB dev series* (checked since by leaving one category
+    out, ``benchmarks/nab.py``; see ``benchmarks/README.md``): ``short_len``,
+    ``long_blocks``, ``block``, ``coarse``, ``coarse_stride``,
+    ``context``, ``week_window``, ``week_guard``, ``length_penalty``,
+    ``damp``, ``rise``, ``suppress``, ``suppress_time``.  Those are the knobs
+    a series unlike the dev ones can find wrong.
     """
 
     def __init__(
@@ -293,7 +300,6 @@ class UnivariateDetector:
         suppress: int = 300,
         damp: float = 0.2,
         half_score: float = 10.0,
-        smooth: int = 12,
         context: float = 1.0,
         scale_len: int = 1000,
         week_slot: float = 300.0,
@@ -318,7 +324,6 @@ class UnivariateDetector:
         self.suppress = suppress
         self.damp = damp
         self.half_score = half_score
-        self.smooth = smooth
         self.context = context
         self.scale_len = scale_len
         self.week_slot = week_slot
@@ -335,8 +340,8 @@ class UnivariateDetector:
 
     # ------------------------------------------------------------------ state
     # short shape, long shape, jump, daily context, weekly lag, coarse shape, value,
-    # smoothed, agreement
-    _N_CAL = 9
+    # agreement
+    _N_CAL = 8
     _WEEK = 604800.0
     _WD = 64  # recent weekly-lag differences kept for the ``week_window`` mean
 
@@ -358,7 +363,6 @@ class UnivariateDetector:
         self._cmem = np.zeros((self.coarse_memory, self.long_blocks), dtype=np.float32)
         self._cm = 0
         self._cal = [_Calibrator(self.bins, self.bin_width, self.tail) for _ in range(self._N_CAL)]
-        self._base = np.zeros(self.smooth, dtype=np.float32)
         # value seen one week earlier, by time slot (with the week it was written in)
         n_slots = max(1, int(round(self._WEEK / self.week_slot)))
         self._wval = np.zeros(n_slots, dtype=np.float32)
@@ -469,7 +473,9 @@ class UnivariateDetector:
                         wk = abs((float(self._wdv[keep].sum()) + wd) / k)
         raw = (ds, dl, jump, dc, wk, dcs, dv)
         eps = 1e-9 * (abs(ref) + 1.0)  # resolution floor relative to the series level
-        stats = tuple(math.log(v + eps) - math.log(eps) if v == v else nan for v in raw)
+        # a distance that overflowed float32 (values near 1e19 and beyond) counts as
+        # the largest float64 one: still finite evidence, never a NaN score
+        stats = tuple(math.log(min(v, 1e300) + eps) - math.log(eps) if v == v else nan for v in raw)
         return fs, fl, ph, stats, (wd, fc)
 
     def _horizon(self, dt: float) -> int:
@@ -485,21 +491,11 @@ class UnivariateDetector:
         slot = int((t - week * self._WEEK) / self.week_slot) % len(self._wval)
         return slot, week
 
-    def _evidence(self, stats: tuple) -> tuple[float, float, float, float, float]:
+    def _evidence(self, stats: tuple) -> tuple[float, float, float]:
         ev = [
             cal.neg_log_p(v) if v == v else 0.0
-            for cal, v in zip(self._cal[:-2], stats, strict=True)
+            for cal, v in zip(self._cal[:-1], stats, strict=True)
         ]
-        # the smoothed component averages the shape, context and weekly evidences: the
-        # one-step jump is a single-point statistic whose moving average mostly tracks
-        # how noisy the series currently is, and the coarse shape is already an average
-        best = max(ev[0], ev[1], ev[3], ev[4])
-        k = min(self._n, self.smooth - 1)
-        if k > 0:
-            j = (self._n - 1 - np.arange(k)) % self.smooth
-            avg = (float(self._base[j].sum()) + best) / (k + 1)
-        else:
-            avg = best
         # multiplicity: the number of statistics, and the length watched so far
         pen = math.log(len(self._cal)) + self.length_penalty * math.log1p(self._n / 100.0)
         # evidence without the weekly lag (decides whether the point may serve as
@@ -510,17 +506,16 @@ class UnivariateDetector:
         top = sorted(ev)
         agree = 5.0 * math.log1p(top[-1] + top[-2])
         e = max(top[-1], self._cal[-1].neg_log_p(agree))
-        if self._n >= self.smooth:
-            e = max(e, self._cal[-2].neg_log_p(avg))
-        return best, avg, agree, max(e - pen, 0.0), other
+        return agree, soft_cap(max(e - pen, 0.0)), other
 
     # ------------------------------------------------------------------- API
     def _compute(self, x: float, t: float | None) -> tuple:
         key = (self._n, x, t)
         if self._cache is not None and self._cache[0] == key:
             return self._cache
-        fs, fl, ph, stats, (wd, fc) = self._stats(x, t)
-        best, avg, agree, ev, other = self._evidence(stats)
+        with np.errstate(over="ignore", invalid="ignore"):  # see the stats' log above
+            fs, fl, ph, stats, (wd, fc) = self._stats(x, t)
+        agree, ev, other = self._evidence(stats)
         dt = self._dt
         if t is not None and self._tlast > -math.inf:
             d = float(t) - self._tlast
@@ -532,7 +527,7 @@ class UnivariateDetector:
         else:
             recent = 0.0
         out = ev if ev > self.rise * recent else ev * self.damp
-        self._cache = (key, fs, fl, ph, fc, stats + (avg, agree), wd, other, dt, best, ev, out)
+        self._cache = (key, fs, fl, ph, fc, stats + (agree,), wd, other, dt, ev, out)
         return self._cache
 
     def score_one(self, x: float, t: float | None = None) -> float:
@@ -569,7 +564,7 @@ class UnivariateDetector:
         x = float(x)
         if not math.isfinite(x):
             return
-        _, fs, fl, ph, fc, stats, wd, other, dt, best, ev, _ = self._compute(x, t)
+        _, fs, fl, ph, fc, stats, wd, other, dt, ev, _ = self._compute(x, t)
         self._cache = None
         for cal, v in zip(self._cal, stats, strict=True):
             if v == v:
@@ -579,7 +574,6 @@ class UnivariateDetector:
         a = 1.0 / min(self._n + 1, self.scale_len)
         self._mean += a * (x - self._mean)
         self._mad += a * (abs(x - self._mean) - self._mad)
-        self._base[self._n % self.smooth] = best
         self._ev[self._n % self.suppress] = ev
         self._hist[self._n % self._hlen] = x
         if t is not None:
@@ -621,7 +615,6 @@ class UnivariateDetector:
         "suppress",
         "damp",
         "half_score",
-        "smooth",
         "context",
         "scale_len",
         "week_slot",
@@ -637,7 +630,7 @@ class UnivariateDetector:
     )
 
     def _arrays(self) -> list[np.ndarray]:
-        arrays = [self._hist, self._val, self._mem, self._ph, self._cmem, self._ev, self._base]
+        arrays = [self._hist, self._val, self._mem, self._ph, self._cmem, self._ev]
         arrays += [self._wval, self._wnum]
         return arrays + [self._wdt, self._wdv] + [c.counts for c in self._cal]
 
@@ -743,6 +736,87 @@ class UnivariateDetector:
         s = self.score_one(x, t)
         self.learn_one(x, t)
         return s
+
+
+class StatisticScorer:
+    """Steps 4-7 of :class:`UnivariateDetector` for one foreign statistic.
+
+    Turns any online anomaly statistic (a River detector's raw score, the
+    z-score of tocsin's traffic or latency detector) into a score in [0, 1]
+    the way :class:`UnivariateDetector` turns its own statistics into one:
+    the statistic ``r`` (floored at 0) becomes ``log1p(r / 1e-9)`` (monotone,
+    so the ranks are those of ``r``), is calibrated against all its history
+    (conformal rank with an exponential tail), less the length penalty; the
+    echo suppression and ``S / (S + half_score)`` follow with the same
+    constants.  So NAB compares the statistics, not their post-processing.
+
+    Parameters are those of :class:`UnivariateDetector` of the same name.
+    """
+
+    def __init__(
+        self,
+        bins: int = 320,
+        bin_width: float = 0.1,
+        tail: int = 20,
+        suppress: int = 300,
+        damp: float = 0.2,
+        rise: float = 1.1,
+        half_score: float = 10.0,
+        length_penalty: float = 0.6,
+        suppress_time: float = 86400.0,
+        long_window: int = 128,
+    ) -> None:
+        self.bins = bins
+        self.bin_width = bin_width
+        self.tail = tail
+        self.suppress = suppress
+        self.damp = damp
+        self.rise = rise
+        self.half_score = half_score
+        self.length_penalty = length_penalty
+        self.suppress_time = suppress_time
+        self.long_window = long_window
+        self._cal = _Calibrator(bins, bin_width, tail)
+        self._ev = np.zeros(suppress, dtype=np.float32)
+        self._n = 0
+        self._tlast = -math.inf
+        self._dt = math.nan
+
+    @staticmethod
+    def _stat(r: float) -> float:
+        return math.log1p(max(r, 0.0) / 1e-9) if r == r else math.nan
+
+    def _horizon(self, dt: float) -> int:
+        if not (dt > 0.0 and self.suppress_time > 0.0):
+            return self.suppress
+        floor = min(self.long_window, self.suppress)
+        return max(floor, min(self.suppress, int(self.suppress_time / dt)))
+
+    def score_learn_one(self, r: float, t: float | None = None) -> float:
+        """Map the raw statistic ``r`` of the current point to [0, 1), then learn it."""
+        v = self._stat(float(r))
+        ev = 0.0
+        if v == v and math.isfinite(v):
+            pen = self.length_penalty * math.log1p(self._n / 100.0)
+            ev = soft_cap(max(self._cal.neg_log_p(v) - pen, 0.0))
+            self._cal.add(v)
+        dt = self._dt
+        if t is not None and self._tlast > -math.inf:
+            d = float(t) - self._tlast
+            dt = d if dt != dt else dt + (d - dt) / min(max(self._n, 1), 100)
+        h = self._horizon(dt)
+        k = min(self._n, h)
+        recent = float(self._ev[(self._n - 1 - np.arange(k)) % self.suppress].max()) if k else 0.0
+        out = ev if ev > self.rise * recent else ev * self.damp
+        self._ev[self._n % self.suppress] = ev
+        self._n += 1
+        if t is not None:
+            self._dt, self._tlast = dt, float(t)
+        return out / (out + self.half_score)
+
+    def nbytes(self) -> int:
+        """Size of the learned state (histogram, echo ring, counters)."""
+        return int(self._cal.counts.nbytes + self._ev.nbytes + 5 * 8)
 
 
 def score_series(values: Iterable[float], timestamps: Sequence[float] | None = None) -> list[float]:

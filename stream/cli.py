@@ -35,50 +35,78 @@ def _fail(msg: str) -> int:
 
 
 # -- score -------------------------------------------------------------------
-def _cmd_score(args: argparse.Namespace) -> int:
-    from detectors.univariate import score_series
+# Values this large are no measurement of anything NAB-like; float32 state and
+# squared distances overflow on them, so they are refused with their line.
+_SCORE_MAX_ABS = 1e20
 
-    if args.detector not in ("tocsin", "default"):
-        return _fail(f"unknown detector {args.detector!r} (available: tocsin)")
-    path = Path(args.input)
+
+def _read_series(path: Path) -> tuple[list[tuple[str, str]], list[float], list[float]]:
+    """Rows, values and epoch times of a ``timestamp,value`` CSV; ValueError says where."""
     try:
-        fh = open(path, newline="", encoding="utf-8")
+        data = path.read_bytes()
     except OSError as exc:
-        return _fail(f"{path}: cannot read: {exc.strerror}")
+        raise ValueError(f"{path}: cannot read: {exc.strerror}") from exc
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ValueError(f"{path}:{line}: not UTF-8 (byte {data[exc.start]:#04x})") from exc
+    reader = csv.reader(text.splitlines())
+    header = next(reader, None)
+    if header is None:
+        raise ValueError(f"{path}:1: empty file, expected a header timestamp,value")
+    cols = [h.strip().lower().lstrip("\ufeff") for h in header]
+    if "timestamp" not in cols or "value" not in cols:
+        raise ValueError(f"{path}:1: header must have timestamp and value columns, got {','.join(header)}")
+    it, iv = cols.index("timestamp"), cols.index("value")
     rows: list[tuple[str, str]] = []
     values: list[float] = []
     stamps: list[float] = []
-    with fh:
-        reader = csv.reader(fh)
-        header = next(reader, None)
-        if header is None:
-            return _fail(f"{path}:1: empty file, expected a header timestamp,value")
-        cols = [h.strip().lower() for h in header]
-        if "timestamp" not in cols or "value" not in cols:
-            return _fail(f"{path}:1: header must have timestamp and value columns, got {','.join(header)}")
-        it, iv = cols.index("timestamp"), cols.index("value")
-        for n, row in enumerate(reader, 2):
-            if not row:
-                continue
+    for n, row in enumerate(reader, 2):
+        if not row:
+            continue
+        if len(row) <= max(it, iv):
+            raise ValueError(f"{path}:{n}: expected {len(header)} columns, got {len(row)}")
+        ts_s, v_s = row[it], row[iv]
+        try:
+            v = float(v_s)
+        except ValueError:
+            raise ValueError(f"{path}:{n}: value {v_s!r} is not a number") from None
+        if not math.isfinite(v):
+            raise ValueError(f"{path}:{n}: value {v_s!r} is not a finite number")
+        if abs(v) >= _SCORE_MAX_ABS:
+            raise ValueError(f"{path}:{n}: value {v_s!r} is out of range (|value| >= 1e20)")
+        try:
+            t = parse_ts(ts_s.strip().replace(" ", "T") + ("" if _has_tz(ts_s) else "Z"))
+        except ValueError:
             try:
-                ts_s, v_s = row[it], row[iv]
-                v = float(v_s)
-                if not math.isfinite(v):
-                    raise ValueError
-            except (IndexError, ValueError):
-                return _fail(f"{path}:{n}: value {row[iv] if len(row) > iv else ''!r} is not a finite number")
-            try:
-                t = parse_ts(ts_s.strip().replace(" ", "T") + ("" if _has_tz(ts_s) else "Z"))
+                t = float(ts_s)
             except ValueError:
-                try:
-                    t = float(ts_s)
-                except ValueError:
-                    return _fail(f"{path}:{n}: timestamp {ts_s!r} is not a time")
-            rows.append((ts_s, v_s))
-            values.append(v)
-            stamps.append(t)
-    scores = score_series(values, stamps)
-    out = open(args.output, "w", newline="", encoding="utf-8") if args.output else sys.stdout
+                t = math.nan
+            if not math.isfinite(t):
+                raise ValueError(f"{path}:{n}: timestamp {ts_s!r} is not a time") from None
+        rows.append((ts_s, v_s))
+        values.append(v)
+        stamps.append(t)
+    return rows, values, stamps
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    from detectors.river_adapter import make_series_scorer
+
+    try:
+        scorer = make_series_scorer(args.detector)
+    except ConfigError as exc:
+        return _fail(f"--detector: {exc}")
+    try:
+        rows, values, stamps = _read_series(Path(args.input))
+    except ValueError as exc:
+        return _fail(str(exc))
+    scores = [scorer.score_learn_one(v, t) for v, t in zip(values, stamps, strict=True)]
+    try:
+        out = open(args.output, "w", newline="", encoding="utf-8") if args.output else sys.stdout
+    except OSError as exc:
+        return _fail(f"{args.output}: cannot write: {exc.strerror}")
     try:
         w = csv.writer(out, lineterminator="\n")
         w.writerow(["timestamp", "value", "anomaly_score"])
@@ -217,7 +245,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("score", help="score one metric series (NAB format)")
     s.add_argument("input", metavar="IN.csv")
-    s.add_argument("--detector", default="tocsin")
+    s.add_argument(
+        "--detector", default="tocsin",
+        help="tocsin (default), traffic, latency, or river:<Class>[:<json params>] of river.anomaly",
+    )
     s.add_argument("-o", "--output", metavar="OUT.csv")
     s.set_defaults(func=_cmd_score)
 

@@ -218,9 +218,9 @@ def test_agreement_raises_evidence_when_two_views_agree():
     det = UnivariateDetector()
     _run(det, x[:1100], t[:1100])
     stats = det._stats(float(x[1100]) + 6.0, float(t[1100]))[3]
-    ev = [c.neg_log_p(v) if v == v else 0.0 for c, v in zip(det._cal[:-2], stats, strict=True)]
+    ev = [c.neg_log_p(v) if v == v else 0.0 for c, v in zip(det._cal[:-1], stats, strict=True)]
     top = sorted(ev)
-    _, _, agree, s, _ = det._evidence(stats)
+    agree, s, _ = det._evidence(stats)
     assert agree == pytest.approx(5.0 * math.log1p(top[-1] + top[-2]))
     assert det._cal[-1].neg_log_p(agree) >= det._cal[-1].neg_log_p(5.0 * math.log1p(top[-1]))
     penalty = math.log(len(det._cal)) + det.length_penalty * math.log1p(det._n / 100.0)
@@ -321,3 +321,24 @@ def test_echo_horizon_is_a_day_within_the_long_window_and_suppress():
     assert hourly._dt == pytest.approx(3600.0)
     clone = UnivariateDetector.from_bytes(hourly.to_bytes())
     assert clone._dt == hourly._dt and clone._tlast == hourly._tlast
+
+
+@pytest.mark.parametrize("spike", [1e6, 1e12, 1e19, 9.9e19, -9.9e19])
+def test_one_huge_spike_does_not_hold_the_score_up(spike):
+    """No NaN, the spike stands out, and the 100 points after it stay at or below 0.5."""
+    x, t = _noisy_daily(2400, seed=19, period=288)
+    x[2000] = spike
+    s = np.array(_run(UnivariateDetector(), x, t))
+    assert np.isfinite(s).all() and ((s >= 0.0) & (s < 1.0)).all()
+    assert s[2000] > 0.5 and s[2000] == s[1500:].max()
+    assert s[2001:2101].max() <= 0.5
+
+
+def test_soft_cap_is_continuous_and_increasing():
+    from detectors.univariate import _SOFT_CAP, soft_cap
+
+    xs = np.linspace(0.0, 5000.0, 20001)
+    ys = np.array([soft_cap(float(v)) for v in xs])
+    assert (np.diff(ys) > 0).all()
+    assert soft_cap(_SOFT_CAP) == _SOFT_CAP and soft_cap(10.0) == 10.0
+    assert abs(soft_cap(_SOFT_CAP + 1e-9) - _SOFT_CAP) < 1e-8
