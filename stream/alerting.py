@@ -115,7 +115,8 @@ class Notifications:
             if hasattr(r, "acks"):
                 r.acks = self.acks  # a Slack receiver with buttons shows who acknowledged on the parent
         self.notifier = AlertNotifier(config.alerting, receivers, _BytesKeyed(self.deliveries_table),
-                                      groups=_BytesKeyed(self.groups_table), silences=self.silences)
+                                      groups=_BytesKeyed(self.groups_table), silences=self.silences,
+                                      acks=self.acks)
         self._notifier_restored = False
         self.silences_topic = silences_topic
         self.acks_topic = acks_topic

@@ -43,6 +43,7 @@ def build_receivers(cfg: AlertingConfig) -> dict[str, Receiver]:
             out[rc.name] = SlackReceiver(
                 _secret(rc, s.token_env, s.token_file), s.channel, base_url=s.api_url, timeout=s.timeout,
                 name=rc.name, reminder_broadcast=s.reminder_broadcast, presentation=s.presentation(),
+                actions=s.actions,
             )
         elif rc.webhook is not None:
             from .webhook import WebhookReceiver

@@ -27,6 +27,7 @@ import random
 from collections import defaultdict
 from collections.abc import Mapping, MutableMapping
 
+from alerts.ack import ReminderMuter
 from alerts.config import AlertingConfig
 from alerts.dispatch import Router
 from alerts.group import Dispatcher, GroupNotification
@@ -77,6 +78,7 @@ class AlertNotifier:
         attempt_timeout: float = 60.0,
         console: Receiver | None = None,
         rng: random.Random | None = None,
+        acks: ReminderMuter | None = None,
     ) -> None:
         self.config = config
         self.router = Router(config.route)
@@ -93,6 +95,7 @@ class AlertNotifier:
             muters=(self.inhibitor, self.silencer), time_intervals=config.intervals(),
             fallbacks={r.name: r.fallback for r in config.receivers}, console=console,
             recheck_after=recheck_after, attempt_timeout=attempt_timeout, rng=rng,
+            reminder_muters=(acks,) if acks is not None else (),
         )
         self._lock = asyncio.Lock()
 

@@ -47,6 +47,7 @@ import asyncio
 import dataclasses
 import hashlib
 import logging
+import math
 import random
 from collections import Counter
 from collections.abc import Iterable, Mapping, MutableMapping
@@ -54,6 +55,7 @@ from typing import Protocol
 
 import orjson
 
+from alerts.ack import ReminderMuter
 from alerts.dispatch import RouteOpts
 from alerts.errors import NotifyError
 from alerts.group import GroupNotification
@@ -162,6 +164,7 @@ class NotificationPipeline:
         backoff_initial: float = 1.0,
         backoff_max: float = 60.0,
         muters: Iterable[Muter] = (),
+        reminder_muters: Iterable[ReminderMuter] = (),
         time_intervals: dict[str, list[TimeRange]] | None = None,
         fallbacks: Mapping[str, Iterable[str]] | None = None,
         console: Receiver | None = None,
@@ -175,6 +178,7 @@ class NotificationPipeline:
         self.backoff_max = backoff_max
         self.counts: Counter[str] = Counter()
         self.muters = list(muters)
+        self.reminder_muters = list(reminder_muters)
         self.time_intervals = time_intervals or {}
         self.fallbacks = {k: list(v) for k, v in (fallbacks or {}).items()}
         self.console = console
@@ -373,6 +377,8 @@ class NotificationPipeline:
         firing_ids = sorted(state_id(a) for a in firing)
         resolved_ids = sorted(state_id(a) for a in resolved)
         repeat = n.route.repeat_interval if receiver.resend_interval is None else receiver.resend_interval
+        if receiver.resend_interval is None and any(m.mutes_reminder(n.key, n.now) for m in self.reminder_muters):
+            repeat = math.inf  # acknowledged: no reminders; changes and the resolve still go
         if not _needs_update(entry, firing_ids, resolved_ids, n.now, repeat):
             self.counts[f"duplicate.{name}"] += 1
             return 0

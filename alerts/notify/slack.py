@@ -80,6 +80,7 @@ from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
+from alerts.ack import AckStore
 from alerts.errors import NotifyError
 from alerts.model import Alert
 from alerts.notify.base import Memory, Receiver, cause_text, format_duration, labels_text
@@ -94,6 +95,7 @@ from alerts.notify.message import (
     tidy_numbers,
 )
 from alerts.notify.pipeline import state_id
+from alerts.notify.slack_actions import parent_actions
 from alerts.secret import Secret, redact
 
 if TYPE_CHECKING:
@@ -517,6 +519,7 @@ class SlackReceiver(Receiver):
         name: str = "slack",
         reminder_broadcast: bool = False,
         presentation: Presentation | None = None,
+        actions: bool = False,
     ):
         if not isinstance(token, Secret):
             token = Secret(token)
@@ -533,6 +536,10 @@ class SlackReceiver(Receiver):
         self.max_retry_after = max_retry_after
         self.name = name
         self.reminder_broadcast = reminder_broadcast
+        # Buttons on the parent (acknowledge, silence, wrong cause; alerts.notify.slack_actions),
+        # and the acknowledgements to show on it (set by the worker).
+        self.actions = actions
+        self.acks: AckStore | None = None
         pres = presentation or Presentation()
         if runbook_url and not pres.runbook_url:
             pres = dataclasses.replace(pres, runbook_url=runbook_url)
@@ -743,6 +750,7 @@ class SlackReceiver(Receiver):
         else:
             msg = build_message(firing[0], pres=pres, peaks=peaks.get(firing[0].fingerprint),
                                 note=_group_note(firing, n.now, since, reminders), now=n.now)
+            msg = self._with_actions(msg, n, firing[0])
             if len(firing) > 1:
                 msg = dataclasses.replace(msg, text=_truncate(f"{msg.text} (+{len(firing) - 1} more alerts)", FALLBACK_MAX))
         try:
@@ -773,10 +781,18 @@ class SlackReceiver(Receiver):
         return {**root, "open": True, "told": told, "since": since, "at": n.now, "reminders": reminders,
                 "peaks": {fp: p.dump() for fp, p in peaks.items() if fp in told}}
 
+    def _with_actions(self, msg: SlackMessage, n: GroupNotification, lead: Alert) -> SlackMessage:
+        """``msg`` with the action buttons (and who acknowledged) when this receiver offers them."""
+        if not self.actions:
+            return msg
+        extra = parent_actions(n.key, n.labels, lead, n.now, self.acks)
+        return dataclasses.replace(msg, blocks=[*msg.blocks, *extra])
+
     async def _open_thread(self, n: GroupNotification, firing: list[Alert], peaks: dict[str, Peaks]) -> Memory:
         since = min(a.starts_at for a in firing)
         msg = build_message(firing[0], pres=self.presentation, peaks=peaks.get(firing[0].fingerprint),
                             note=_group_note(firing, n.now, since, 0), now=n.now)
+        msg = self._with_actions(msg, n, firing[0])
         if len(firing) > 1:
             msg = dataclasses.replace(msg, text=_truncate(f"{msg.text} (+{len(firing) - 1} more alerts)", FALLBACK_MAX))
         resp = await self._send(msg, self.channel)

@@ -1,14 +1,9 @@
 """An acknowledged group gets no reminders, and still gets its changes (Slack bot, fake Slack over HTTP).
 
-Needs the pipeline's reminder hook (``AlertNotifier(..., acks=...)``, see
-alerts/ack.py): skipped with the reason until it is wired.
+The pipeline asks ``AlertNotifier(..., acks=...)`` (alerts/ack.py) before a reminder.
 """
 
 from __future__ import annotations
-
-import inspect
-
-import pytest
 
 from alerts.ack import Ack, AckStore
 from alerts.config import AlertingConfig
@@ -20,7 +15,6 @@ from detectors.configfile import load_model_text
 from tests.alerts.conftest import T0
 
 HOUR = 3600.0
-WIRED = "acks" in inspect.signature(AlertNotifier).parameters
 CFG = """
 receivers:
   - {name: oncall, slack: {channel: alerts}}
@@ -38,7 +32,6 @@ def alert(service: str, host: str, at: float = T0) -> Alert:
                  f"Saturation of {service} on {host}", "capacity_saturation", 0.8, at)
 
 
-@pytest.mark.skipif(not WIRED, reason="AlertNotifier has no acks parameter yet (the coordinator's hook)")
 async def test_an_acknowledged_group_is_not_reminded_until_its_alert_resolves(fake_slack):
     slack = SlackReceiver(Secret(fake_slack.token), "alerts", base_url=fake_slack.base_url, name="oncall")
     acks = AckStore()

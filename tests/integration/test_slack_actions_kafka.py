@@ -25,7 +25,6 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from alerts.config import AlertingConfig
 from alerts.model import Alert
 from alerts.notify.slack import SlackReceiver
-from alerts.notify.slack_actions import BLOCK_ID, action_blocks
 from alerts.secret import Secret
 from detectors.configfile import load_model_text
 from stream.app import TocsinApp, wait_until
@@ -48,27 +47,6 @@ route:
 """
 
 
-class ActionsSlackReceiver(SlackReceiver):
-    """The Slack receiver with the action buttons on its parent message.
-
-    Stands for the one-line hook the coordinator adds in ``SlackReceiver``
-    (``action_blocks(n.key, n.labels, lead)`` appended to the parent's
-    blocks); once that is merged the parent already has the block and this
-    adds nothing.
-    """
-
-    _n = None
-
-    async def notify_group(self, notification, memory):
-        self._n = notification
-        return await super().notify_group(notification, memory)
-
-    def _group_blocks(self, alerts, kind, note):
-        blocks = super()._group_blocks(alerts, kind, note)
-        if kind != "resolved" and self._n is not None and not any(b.get("block_id") == BLOCK_ID for b in blocks):
-            blocks = blocks + action_blocks(self._n.key, self._n.labels, alerts[0])
-        return blocks
-
 
 def test_slack_clicks_through_kafka(kafka_bootstrap, embedded_broker, unique_names, monkeypatch):
     for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
@@ -85,7 +63,7 @@ def test_slack_clicks_through_kafka(kafka_bootstrap, embedded_broker, unique_nam
         monkeypatch.setenv("SLACK_BOT_TOKEN", fake.token)
         cfg = Config(topics=topics, web=WebConfig(port=port), alerting=load_model_text(ALERTING, AlertingConfig),
                      slack_actions=SlackActionsConfig(enabled=True, api_url=fake.base_url, allowed_users=[ONCALL]))
-        slack = ActionsSlackReceiver(Secret(fake.token), "alerts", base_url=fake.base_url, name="oncall", timeout=5)
+        slack = SlackReceiver(Secret(fake.token), "alerts", base_url=fake.base_url, name="oncall", timeout=5, actions=True)
         tapp = TocsinApp(cfg, kafka_bootstrap, embedded=embedded_broker, receivers={"oncall": slack},
                          app_id=f"{names}-app", web=True)
         producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
@@ -213,7 +191,7 @@ def test_socket_mode_worker_acts_without_an_inbound_port(kafka_bootstrap, embedd
         cfg = Config(topics=topics, web=WebConfig(port=port), alerting=load_model_text(ALERTING, AlertingConfig),
                      slack_actions=SlackActionsConfig(enabled=True, http=False, socket_mode=True,
                                                       api_url=fake.base_url, allowed_user_groups=["S0ONCALL"]))
-        slack = ActionsSlackReceiver(Secret(fake.token), "alerts", base_url=fake.base_url, name="oncall", timeout=5)
+        slack = SlackReceiver(Secret(fake.token), "alerts", base_url=fake.base_url, name="oncall", timeout=5, actions=True)
         tapp = TocsinApp(cfg, kafka_bootstrap, embedded=embedded_broker, receivers={"oncall": slack},
                          app_id=f"{names}-app", web=True)
         producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
