@@ -163,9 +163,18 @@ def _decode(raw: bytes | str, decoder: msgspec.json.Decoder):
     except msgspec.ValidationError as exc:
         raise InvalidEvent(str(exc)) from None
     except msgspec.DecodeError as exc:
-        raise InvalidEvent(f"not valid JSON: {exc}") from None
+        raise InvalidEvent(f"not valid JSON: {_not_utf8(raw) or exc}") from None
     except RecursionError:
         raise InvalidEvent("JSON nested too deeply") from None
+
+
+def _not_utf8(raw: bytes) -> str | None:
+    """Where ``raw`` is not UTF-8 (JSON text is), or None."""
+    try:
+        raw.decode()
+    except UnicodeDecodeError as exc:
+        return f"not UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start})"
+    return None
 
 
 def _ts(value: Time) -> float:
