@@ -66,6 +66,26 @@ def _inflate(fh: BinaryIO) -> Iterator[bytes]:
         raise _Damaged("truncated gzip data (the file ends inside its compressed stream)")
 
 
+def _blocks(pieces: Iterator[bytes]) -> Iterator[bytes]:
+    """``pieces`` joined into blocks of at least _BLOCK bytes (the last one shorter); what was joined is given out before an error."""
+    pend: list[bytes] = []
+    size = 0
+    try:
+        for piece in pieces:
+            pend.append(piece)
+            size += len(piece)
+            if size >= _BLOCK:
+                yield b"".join(pend)
+                pend = []
+                size = 0
+    except _Damaged:
+        if pend:
+            yield b"".join(pend)
+        raise
+    if pend:
+        yield b"".join(pend)
+
+
 def _plain(fh: BinaryIO) -> Iterator[bytes]:
     while chunk := fh.read(_BLOCK):
         yield chunk
@@ -92,7 +112,7 @@ def iter_blocks(path: str | Path) -> Iterator[tuple[int, list[bytes]]]:
             gz = fh.read(2) == b"\x1f\x8b"
             fh.seek(0)
             rest = b""
-            for chunk in _inflate(fh) if gz else _plain(fh):
+            for chunk in _blocks(_inflate(fh)) if gz else _plain(fh):
                 lines = (rest + chunk if rest else chunk).split(b"\n")
                 rest = lines.pop()
                 if lines:
