@@ -13,7 +13,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from isal import isal_zlib
 
@@ -30,6 +30,7 @@ class _Damaged(Exception):
     """The data ends or breaks here; the message says how (iter_blocks adds file and line)."""
 
 
+_INFLATE_ERRORS = (cast("type[Exception]", isal_zlib.error), zlib.error)
 _BLOCK = 1 << 18  # inflated bytes at a time (a quarter megabyte: the batches it makes stay in the CPU caches)
 _READ = 1 << 16  # compressed bytes read at a time
 
@@ -52,7 +53,7 @@ def _inflate(fh: BinaryIO) -> Iterator[bytes]:
             inside = True
             try:
                 out = d.decompress(data, _BLOCK)
-            except (isal_zlib.error, zlib.error) as exc:
+            except _INFLATE_ERRORS as exc:
                 raise _Damaged(f"corrupt gzip data ({exc})") from None
             if out:
                 yield out
