@@ -197,7 +197,7 @@ def decode_request(raw: bytes | str) -> RequestEvent:
     else:
         w = _decode(raw, _req_decoder)
     t = w.ts
-    ts = _fast_utc(t) if t.__class__ is str else None
+    ts = _fast_utc(t) if t.__class__ is str else t  # (epoch seconds: a float, from msgspec)
     if ts is None or not EVENT_TS_MIN <= ts < EVENT_TS_MAX:
         ts = _ts(t)  # (raises the reason when out of range)
     return _event(w, ts)
@@ -367,13 +367,17 @@ def decode_requests(values: list[bytes]) -> tuple[RequestBatch, list[tuple[int, 
         redo = np.flatnonzero(~((arr >= EVENT_TS_MIN) & (arr < EVENT_TS_MAX))).tolist()
     failed: list[tuple[int, str]] = []
     for k in redo:
+        t = wires[k].ts
+        if t.__class__ is float and EVENT_TS_MIN <= t < EVENT_TS_MAX:  # epoch seconds (msgspec makes them floats)
+            times[k] = t
+            continue
         try:
-            times[k] = _ts(wires[k].ts)
+            times[k] = _ts(t)
         except InvalidEvent as exc:
             times[k] = None
             failed.append((keep[k] if keep is not None else k, str(exc)))
-        else:
-            arr[k] = times[k]
+    if redo and not failed:
+        arr[redo] = [times[k] for k in redo]
     if failed:
         gone = {k for k, t in enumerate(times) if t is None}
         wires = [w for k, w in enumerate(wires) if k not in gone]
