@@ -3,19 +3,21 @@
 A file that cannot be read to its end (truncated or corrupt gzip data, an
 I/O error) gives every complete line before the damage, then raises
 :class:`InputFileError` with one line that names the file and the line
-where it broke, e.g. ``requests.jsonl.gz:48213: truncated gzip data (the file
-ends inside its compressed stream); lines 1-48212 were read``. Lines are bytes: a line that is not UTF-8 is the decoders' to
-refuse (it is dead-lettered with its line number, like any bad event).
+where it broke, e.g. ``requests.jsonl.gz:48213: truncated gzip data (the
+file ends inside its compressed stream); lines 1-48212 were read``. Lines
+are bytes: a line that is not UTF-8 is the decoders' to refuse (it is
+dead-lettered with its line number, like any bad event).
 """
 
 from __future__ import annotations
 
+import gzip
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, cast
 
-from isal import isal_zlib
+from isal import igzip, isal_zlib
 
 from detectors.errors import TocsinError
 
@@ -26,34 +28,41 @@ class InputFileError(TocsinError):
     """An input file that cannot be read; the message names the file (and line)."""
 
 
+def _open(fh: BinaryIO) -> tuple[BinaryIO, bool]:
+    """The file's bytes, inflated if it is gzip data; and whether it is."""
+    gz = fh.read(2) == b"\x1f\x8b"
+    fh.seek(0)
+    # ISA-L's inflate: the same bytes as gzip's, about three times faster
+    # (0.17 against 0.51 us a request event of a simulated recording).
+    return (cast(BinaryIO, igzip.open(fh, "rb")), True) if gz else (fh, False)
+
+
+_BLOCK = 1 << 18  # (a quarter megabyte: the batches it makes stay in the CPU caches)
+_GZIP_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error, cast("type[Exception]", isal_zlib.error))
+
+
 class _Damaged(Exception):
-    """The data ends or breaks here; the message says how (iter_blocks adds file and line)."""
-
-
-_INFLATE_ERRORS = (cast("type[Exception]", isal_zlib.error), zlib.error)
-_BLOCK = 1 << 18  # inflated bytes at a time (a quarter megabyte: the batches it makes stay in the CPU caches)
-_READ = 1 << 16  # compressed bytes read at a time
+    """The gzip data ends or breaks here; the message says how."""
 
 
 def _inflate(fh: BinaryIO) -> Iterator[bytes]:
-    """The inflated bytes of gzip data, member after member, as they come.
+    """The inflated bytes of gzip data, member after member, as they come; _Damaged where it breaks.
 
-    ISA-L's inflate (the same bytes as zlib's, about three times faster),
-    driven here rather than through a file object so that everything
-    inflated before a truncation or a corrupt block is given out first.
-    Zero bytes between members are padding, as gzip(1) and Python's gzip
-    module read them.
+    Slower than igzip's reader but it gives out everything inflated before
+    the damage, where a read of igzip's raises and drops what that read had
+    inflated: iter_blocks takes it up from there to lose no complete line.
+    Zero bytes between members are padding, as gzip(1) reads them.
     """
     d = isal_zlib.decompressobj(31)
     inside = False  # a member has started and not ended
-    while data := fh.read(_READ):
+    while data := fh.read(1 << 16):
         if not inside:
             data = data.lstrip(b"\0")
         while data:
             inside = True
             try:
                 out = d.decompress(data, _BLOCK)
-            except _INFLATE_ERRORS as exc:
+            except _GZIP_ERRORS as exc:
                 raise _Damaged(f"corrupt gzip data ({exc})") from None
             if out:
                 yield out
@@ -67,29 +76,25 @@ def _inflate(fh: BinaryIO) -> Iterator[bytes]:
         raise _Damaged("truncated gzip data (the file ends inside its compressed stream)")
 
 
-def _blocks(pieces: Iterator[bytes]) -> Iterator[bytes]:
-    """``pieces`` joined into blocks of at least _BLOCK bytes (the last one shorter); what was joined is given out before an error."""
-    pend: list[bytes] = []
+def _salvage(p: Path, skip: int, n: int, why: str) -> Iterator[tuple[int, list[bytes]]]:
+    """The complete lines after the first ``skip`` inflated bytes (line ``n`` on), then the InputFileError."""
+    got: list[bytes] = []
     size = 0
     try:
-        for piece in pieces:
-            pend.append(piece)
-            size += len(piece)
-            if size >= _BLOCK:
-                yield b"".join(pend)
-                pend = []
-                size = 0
-    except _Damaged:
-        if pend:
-            yield b"".join(pend)
-        raise
-    if pend:
-        yield b"".join(pend)
-
-
-def _plain(fh: BinaryIO) -> Iterator[bytes]:
-    while chunk := fh.read(_BLOCK):
-        yield chunk
+        with open(p, "rb") as fh:
+            for piece in _inflate(fh):
+                if size + len(piece) > skip:
+                    got.append(piece[max(0, skip - size):])
+                size += len(piece)
+    except _Damaged as exc:
+        why = str(exc)
+    except OSError as exc:
+        why = f"cannot read: {exc.strerror or exc}"
+    lines = b"".join(got).split(b"\n")[:-1]  # (the last one is cut)
+    if lines:
+        yield n, lines
+        n += len(lines)
+    raise InputFileError(f"{p}:{n}: {why}; {_read(n)}")
 
 
 def iter_blocks(path: str | Path) -> Iterator[tuple[int, list[bytes]]]:
@@ -108,21 +113,26 @@ def iter_blocks(path: str | Path) -> Iterator[tuple[int, list[bytes]]]:
     except OSError as exc:
         raise InputFileError(f"{p}: cannot open: {exc.strerror or exc}") from None
     n = 1
+    total = 0  # bytes read (inflated)
+    rest = b""  # the line not ended yet
+    gz = False
     try:
         with fh:
-            gz = fh.read(2) == b"\x1f\x8b"
-            fh.seek(0)
-            rest = b""
-            for chunk in _blocks(_inflate(fh)) if gz else _plain(fh):
-                lines = (rest + chunk if rest else chunk).split(b"\n")
-                rest = lines.pop()
-                if lines:
-                    yield n, lines
-                    n += len(lines)
-            if rest:
-                yield n, [rest]
-    except _Damaged as exc:
-        raise InputFileError(f"{p}:{n}: {exc}; {_read(n)}") from None
+            src, gz = _open(fh)
+            with src:
+                while chunk := src.read(_BLOCK):
+                    total += len(chunk)
+                    lines = (rest + chunk if rest else chunk).split(b"\n")
+                    rest = lines.pop()
+                    if lines:
+                        yield n, lines
+                        n += len(lines)
+                if rest:
+                    yield n, [rest]
+    except _GZIP_ERRORS as exc:
+        if not gz:
+            raise
+        yield from _salvage(p, total - len(rest), n, f"corrupt gzip data ({exc})")
     except OSError as exc:
         raise InputFileError(f"{p}:{n}: cannot read: {exc.strerror or exc}; {_read(n)}") from None
 
