@@ -33,6 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import detectors.features  # noqa: E402,F401  (imported so that compiled_modules() tells how this install was built)
 from detectors import compiled_modules, events  # noqa: E402
 from detectors.timeutil import native_module  # noqa: E402
 from stream.files import iter_blocks, iter_lines  # noqa: E402
