@@ -161,7 +161,10 @@ def _decode(raw: bytes | str, decoder: msgspec.json.Decoder):
     try:
         return decoder.decode(raw)
     except msgspec.ValidationError as exc:
-        raise InvalidEvent(str(exc)) from None
+        msg = str(exc)
+        if msg.startswith("Number out of range"):  # msgspec's words for a number past a float (1e400)
+            msg = "number is out of range (beyond a 64-bit float)" + msg[len("Number out of range"):]
+        raise InvalidEvent(msg) from None
     except msgspec.DecodeError as exc:
         raise InvalidEvent(f"not valid JSON: {_not_utf8(raw) or exc}") from None
     except RecursionError:

@@ -305,3 +305,4 @@ def test_the_smart_id_set_is_its_pattern():
     candidates += ["", " 5", "5 ", "+5", "5.0", "\u0665", "1e2", "5\n"]
     for k in candidates:
         assert (k in _SMART_IDS) == bool(pat.search(k) and "\n" not in k), k
+

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import orjson
+import pytest
 
-from detectors.events import DiskHealthEvent
+from detectors.errors import InvalidEvent
+from detectors.events import DiskHealthEvent, decode_request, decode_requests
 from stream.backtest import run_backtest
 from stream.engine import Engine
+from stream.metrics import classify_dead_letter
 
 T0 = 1617692400.0  # 2021-04-06T07:00:00Z
 HOUR = 3600.0
+GOOD = {"ts": "2021-04-06T08:00:01.250Z", "service": "ent-grand-est", "status": 503, "latency_ms": 4200}
 
 
 def _readings(hostile: dict) -> list[dict]:
@@ -54,3 +58,13 @@ def test_far_dates_in_either_form_are_dead_lettered(tmp_path):
         res, dead = _backtest(tmp_path, _readings({"ts": ts}))
         assert res.invalid == 1 and not res.alerts
         assert "out of range" in dead[0]["error"] and dead[0]["error"].endswith("- at `$.ts`"), dead[0]
+
+
+@pytest.mark.parametrize("field", ["ts", "latency_ms", "asn", "bytes"])
+def test_a_number_past_a_float_is_out_of_range(field):
+    raw = orjson.dumps(GOOD)[:-1] + b', "' + field.encode() + b'": -1e400}'
+    with pytest.raises(InvalidEvent) as exc:
+        decode_request(raw)
+    assert str(exc.value) == f"number is out of range (beyond a 64-bit float) - at `$.{field}`"
+    assert classify_dead_letter(str(exc.value)) == "out_of_range"
+    assert decode_requests([raw])[1] == [(0, str(exc.value))]
