@@ -2,7 +2,9 @@
 
 One decoder per event kind turns raw bytes (a Kafka message value or a JSONL
 line) into a typed, validated struct, or raises :class:`InvalidEvent` with a
-one-line reason that goes to the dead-letter topic. msgspec does the decoding
+one-line reason that goes to the dead-letter topic: a wrong type, a missing
+field, or a value outside its plausible range (the table below; README.md,
+"Value ranges of the input events"). msgspec does the decoding
 and the type checks in one pass (0.4 µs an event, against 7.7 µs for a
 ``faust.Record``; see shared/PERF.md).
 
@@ -26,7 +28,14 @@ from typing import Annotated, cast
 import msgspec
 
 from .errors import InvalidEvent
-from .timeutil import _fast_utc, fast_utc_many, native_module, parse_ts
+from .timeutil import (
+    EVENT_TS_MAX,
+    EVENT_TS_MIN,
+    _fast_utc,
+    fast_utc_many,
+    native_module,
+    parse_event_ts,
+)
 
 __all__ = [
     "MAX_EVENT_BYTES",
@@ -38,42 +47,89 @@ __all__ = [
     "decode_disk",
 ]
 
+# -- plausible ranges ---------------------------------------------------------
+# A value outside them is a producer's bug or an attack, never a measurement:
+# one such event would page someone (a SMART count of 1e308), or swamp a
+# window's sums, or grow per-key memory (a megabyte-long name). The Structs
+# carry them as msgspec constraints, checked in C while decoding; ``ts`` and
+# the SMART map are checked here (clearer reasons); the JSON Schemas in
+# schemas/ are generated from the same definitions (detectors/eventschema.py).
+# README.md, "Value ranges of the input events", lists them.
+
 #: Larger messages are dead-lettered without being parsed.
 MAX_EVENT_BYTES = 64 * 1024
+#: Names and other identifiers (service, host, disk, region, model):
+#: longer is no name but a payload, and every distinct name costs state.
+MAX_NAME = 256
+#: Free text kept per distinct value (endpoint, user_agent): real route
+#: templates and browser user agents stay well under it.
+MAX_TEXT = 1024
+#: A textual IPv6 address is at most 45 characters; room for a zone id.
+MAX_CLIENT_IP = 64
+#: An ISO 3166 alpha-2 code (the CONTRACT's ``country``).
+MAX_COUNTRY = 2
+#: Latencies, in milliseconds: a day is longer than any server or drive
+#: timeout; beyond it the value is a wrong unit or garbage.
+MAX_LATENCY_MS = 86_400_000.0
+#: Byte counts: the integers a float holds exactly (I-JSON, RFC 7493); 8 PiB,
+#: more than any response or drive.
+MAX_BYTES = 2**53 - 1
+#: Autonomous system numbers are 32-bit (RFC 6793).
+MAX_ASN = 2**32 - 1
+#: SMART raw values are 48-bit counters (the raw field of an attribute is
+#: six bytes); ``io_errors`` counts errors between two readings, no more.
+MAX_COUNTER = 2**48 - 1
+#: SMART attribute ids are one byte, 1 to 255: at most 255 attributes.
+MAX_SMART_ATTRIBUTES = 255
+SMART_ID_PATTERN = "^(?:[1-9][0-9]?|1[0-9][0-9]|2[0-4][0-9]|25[0-5])$"
+_SMART_IDS = frozenset(str(i) for i in range(1, 256))  # the strings SMART_ID_PATTERN matches
 
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_NAME)]
+ShortText = Annotated[str, msgspec.Meta(max_length=MAX_NAME)]
+Text = Annotated[str, msgspec.Meta(max_length=MAX_TEXT)]
 Time = str | float
+Latency = Annotated[float, msgspec.Meta(ge=0, le=MAX_LATENCY_MS)]
+Bytes = Annotated[int, msgspec.Meta(ge=0, le=MAX_BYTES)]
+
+
+def _about(text: str) -> msgspec.Meta:
+    """The description of a field (in the JSON Schemas)."""
+    return msgspec.Meta(description=text)
 
 
 class RequestEvent(msgspec.Struct, frozen=True, gc=False):
     """One finished HTTP request (topic ``requests``)."""
 
     ts: float
-    service: Name
-    status: Annotated[int, msgspec.Meta(ge=100, le=599)]
-    latency_ms: Annotated[float, msgspec.Meta(ge=0)]
-    endpoint: str | None = None
-    host: str | None = None
-    region: str | None = None
-    client_ip: str | None = None
-    country: str | None = None
-    asn: int | None = None
-    user_agent: str | None = None
-    bytes: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    service: Annotated[Name, _about("the application")]
+    status: Annotated[int, msgspec.Meta(ge=100, le=599, description="HTTP status")]
+    latency_ms: Annotated[Latency, _about("time to serve the request, ms")]
+    endpoint: Annotated[Text, _about("route template, e.g. /login")] | None = None
+    host: Annotated[ShortText, _about("server that handled it")] | None = None
+    region: Annotated[ShortText, _about("deployment region")] | None = None
+    client_ip: Annotated[str, msgspec.Meta(max_length=MAX_CLIENT_IP), _about("IPv4 or IPv6 of the client")] | None = None
+    country: Annotated[str, msgspec.Meta(max_length=MAX_COUNTRY), _about("ISO 3166 alpha-2 of the client")] | None = None
+    asn: Annotated[int, msgspec.Meta(ge=0, le=MAX_ASN, description="autonomous system of the client")] | None = None
+    user_agent: Annotated[Text, _about("User-Agent header")] | None = None
+    bytes: Annotated[Bytes, _about("response size")] | None = None
 
 
 class DiskHealthEvent(msgspec.Struct, frozen=True, gc=False):
     """One reading of one drive (topic ``disk-health``), Backblaze-style."""
 
     ts: float
-    host: Name
-    disk: Name
-    smart: dict[str, float]
-    model: str | None = None
-    capacity_bytes: int | None = None
-    io_latency_ms: Annotated[float, msgspec.Meta(ge=0)] | None = None
-    io_errors: Annotated[int, msgspec.Meta(ge=0)] | None = None
-    failure: bool | None = None
+    host: Annotated[Name, _about("machine the drive is in")]
+    disk: Annotated[Name, _about("drive serial number")]
+    # Ids and raw values are checked by decode_disk (its reasons name the attribute).
+    smart: Annotated[dict[str, float], msgspec.Meta(
+        max_length=MAX_SMART_ATTRIBUTES, description="SMART attribute id (1-255) to raw value (a 48-bit counter)")]
+    model: Annotated[ShortText, _about("drive model")] | None = None
+    capacity_bytes: Annotated[Bytes, _about("drive capacity")] | None = None
+    io_latency_ms: Annotated[Latency, _about("recent mean I/O latency of the drive, ms")] | None = None
+    io_errors: Annotated[int, msgspec.Meta(
+        ge=0, le=MAX_COUNTER, description="I/O errors since the previous reading")] | None = None
+    failure: Annotated[bool, _about("the drive's last reading before it was replaced")] | None = None
 
 
 # The wire form differs from the struct only in ``ts`` (string or number).
@@ -107,16 +163,28 @@ def _decode(raw: bytes | str, decoder: msgspec.json.Decoder):
     try:
         return decoder.decode(raw)
     except msgspec.ValidationError as exc:
-        raise InvalidEvent(str(exc)) from None
+        msg = str(exc)
+        if msg.startswith("Number out of range"):  # msgspec's words for a number past a float (1e400)
+            msg = "number is out of range (beyond a 64-bit float)" + msg[len("Number out of range"):]
+        raise InvalidEvent(msg) from None
     except msgspec.DecodeError as exc:
-        raise InvalidEvent(f"not valid JSON: {exc}") from None
+        raise InvalidEvent(f"not valid JSON: {_not_utf8(raw) or exc}") from None
     except RecursionError:
         raise InvalidEvent("JSON nested too deeply") from None
 
 
+def _not_utf8(raw: bytes) -> str | None:
+    """Where ``raw`` is not UTF-8 (JSON text is), or None."""
+    try:
+        raw.decode()
+    except UnicodeDecodeError as exc:
+        return f"not UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start})"
+    return None
+
+
 def _ts(value: Time) -> float:
     try:
-        return parse_ts(value)
+        return parse_event_ts(value)
     except ValueError as exc:
         raise InvalidEvent(f"{exc} - at `$.ts`") from None
 
@@ -134,9 +202,9 @@ def decode_request(raw: bytes | str) -> RequestEvent:
     else:
         w = _decode(raw, _req_decoder)
     t = w.ts
-    ts = _fast_utc(t) if t.__class__ is str else None
-    if ts is None:
-        ts = _ts(t)
+    ts = _fast_utc(t) if t.__class__ is str else t  # (epoch seconds: a float, from msgspec)
+    if ts is None or not EVENT_TS_MIN <= ts < EVENT_TS_MAX:
+        ts = _ts(t)  # (raises the reason when out of range)
     return _event(w, ts)
 
 
@@ -223,6 +291,19 @@ class RequestBatch:
         return f"RequestBatch({self.events()!r})"
 
 
+def _numpy():
+    # numpy on first use, as timeutil does: most command lines decode nothing in bulk.
+    global _np
+    if _np is None:
+        import numpy
+
+        _np = numpy
+    return _np
+
+
+_np = None
+
+
 def decode_requests(values: list[bytes]) -> tuple[RequestBatch, list[tuple[int, str]]]:
     """Decode many request events at once: (the good ones in order, [(index, reason)] for the bad ones).
 
@@ -279,28 +360,47 @@ def decode_requests(values: list[bytes]) -> tuple[RequestBatch, list[tuple[int, 
         else:
             conv = iter(fast_utc_many(strs)).__next__
             times = [conv() if t.__class__ is str else None for t in tss]
+    # One vectorised test finds the times the bulk parser left to the scalar
+    # one (None: numbers, other forms, the invalid) and those out of range
+    # (to raise the reason): cheaper than ``None in times`` alone. The array
+    # is the batch's ts_array, when every time stands.
+    np = _numpy()
+    arr = np.array(times, dtype=np.float64)  # (None -> NaN)
+    if EVENT_TS_MIN <= arr.min() and arr.max() < EVENT_TS_MAX:  # (False with a NaN)
+        redo: list[int] = []
+    else:
+        redo = np.flatnonzero(~((arr >= EVENT_TS_MIN) & (arr < EVENT_TS_MAX))).tolist()
     failed: list[tuple[int, str]] = []
-    if None in times:  # the times the scalar parser decides: numbers, other forms, the invalid
-        for k in [k for k, t in enumerate(times) if t is None]:
-            try:
-                times[k] = _ts(wires[k].ts)
-            except InvalidEvent as exc:
-                failed.append((keep[k] if keep is not None else k, str(exc)))
-        if failed:
-            gone = {k for k, t in enumerate(times) if t is None}
-            wires = [w for k, w in enumerate(wires) if k not in gone]
-            times = [t for t in times if t is not None]
+    for k in redo:
+        t = wires[k].ts
+        if t.__class__ is float and EVENT_TS_MIN <= t < EVENT_TS_MAX:  # epoch seconds (msgspec makes them floats)
+            times[k] = t
+            continue
+        try:
+            times[k] = _ts(t)
+        except InvalidEvent as exc:
+            times[k] = None
+            failed.append((keep[k] if keep is not None else k, str(exc)))
+    if redo and not failed:
+        arr[redo] = [times[k] for k in redo]
     if failed:
+        gone = {k for k, t in enumerate(times) if t is None}
+        wires = [w for k, w in enumerate(wires) if k not in gone]
+        times = [t for t in times if t is not None]
         bad = sorted(bad + failed)
-    return RequestBatch(cast("list[float]", times), wires), bad  # (no None left)
+        arr = None
+    batch = RequestBatch(cast("list[float]", times), wires)  # (no None left)
+    batch._array = arr
+    return batch, bad
 
 
 def decode_disk(raw: bytes | str) -> DiskHealthEvent:
     """Decode and validate one disk-health event; raise InvalidEvent with the reason."""
     w = _decode(raw, _disk_decoder)
     for k, v in w.smart.items():
-        if not k.isdigit():
-            raise InvalidEvent(f"SMART attribute id {k!r} is not a number - at `$.smart`")
-        if v != v or v < 0:
-            raise InvalidEvent(f"SMART {k} raw value {v!r} is not a number >= 0 - at `$.smart.{k}`")
+        if k not in _SMART_IDS:
+            raise InvalidEvent(f"SMART attribute id {k!r} is not a number from 1 to 255 - at `$.smart`")
+        if not 0.0 <= v <= MAX_COUNTER:  # (False for NaN)
+            raise InvalidEvent(f"SMART {k} raw value {v!r} is out of range: a 48-bit counter, 0 to {MAX_COUNTER}"
+                               f" - at `$.smart.{k}`")
     return DiskHealthEvent(_ts(w.ts), *(getattr(w, f) for f in _DISK_FIELDS[1:]))

@@ -6,8 +6,17 @@ import importlib
 import os
 import re
 from datetime import UTC, datetime
+from typing import cast
 
-__all__ = ["parse_ts", "format_ts", "fast_utc_many"]
+__all__ = [
+    "EVENT_TS_MAX",
+    "EVENT_TS_MIN",
+    "EVENT_TS_PATTERN",
+    "parse_event_ts",
+    "parse_ts",
+    "format_ts",
+    "fast_utc_many",
+]
 
 # Fast path for the usual wire form ``YYYY-MM-DDTHH:MM:SS[.fff|.ffffff]Z``:
 # the minute prefix is parsed once (by datetime, cached) and the seconds and
@@ -106,6 +115,73 @@ def parse_ts(value: object) -> float:
     raise ValueError(f"ts must be an RFC 3339 string or epoch seconds, got {type(value).__name__}")
 
 
+# -- the time of an input event -------------------------------------------------
+# An event time is either form, within the same years: 2000-01-01T00:00:00Z
+# (inclusive) to 2100-01-01T00:00:00Z (exclusive). Earlier or later is a
+# clock or a producer gone wrong (a year 1 or 2999 date, milliseconds sent as
+# seconds), and one such event would move a partition's event-time watermark
+# by centuries. A number is compared as the instant it is; a string must be
+# RFC 3339 with a year 2000-2099 *as written*: that is what a JSON Schema
+# pattern can state exactly (schemas/request-event.json is generated from
+# EVENT_TS_PATTERN), and for the usual ``Z`` form both rules are the same.
+#: First epoch second accepted as an event time (2000-01-01T00:00:00Z).
+EVENT_TS_MIN = 946_684_800.0
+#: First epoch second refused as an event time (2100-01-01T00:00:00Z).
+EVENT_TS_MAX = 4_102_444_800.0
+# The years 2000-2099 have a leap day every fourth year (2000 included).
+_DATE = (
+    "20[0-9][0-9]-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])"
+    "|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)|02-(?:0[1-9]|1[0-9]|2[0-8]))"
+    "|20(?:[02468][048]|[13579][26])-02-29"
+)
+_TIME = "[Tt](?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:[.][0-9]+)?(?:[Zz]|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])"
+#: A string event time: RFC 3339 (section 5.6), year 2000-2099, a real date,
+#: a time zone offset required, no leap second (:60; Python has none).
+#: The same text is the JSON Schema ``pattern`` (ECMA-262 and Python ``re`` read it alike).
+EVENT_TS_PATTERN = f"^(?:{_DATE}){_TIME}$"
+_EVENT_TS = re.compile(EVENT_TS_PATTERN)
+# The shape of any RFC 3339 time, offset optional: to say why a string was refused.
+_SHAPE = re.compile(r"([0-9]{4})-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(?:[.][0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})?")
+
+
+def parse_event_ts(value: object) -> float:
+    """Epoch seconds of an input event's ``ts``; ValueError, saying why, outside the rules above.
+
+    >>> parse_event_ts("2021-04-06T10:00:01.250+02:00")
+    1617696001.25
+    >>> parse_event_ts(-1)
+    Traceback (most recent call last):
+    ...
+    ValueError: ts -1 is out of range: epoch seconds from 946684800 (2000-01-01) to 4102444800 (2100-01-01)
+    >>> parse_event_ts("0001-01-01T00:00:00Z")
+    Traceback (most recent call last):
+    ...
+    ValueError: ts '0001-01-01T00:00:00Z' is out of range: years 2000 to 2099
+    """
+    if value.__class__ is str:
+        s = cast(str, value)
+        fast = _fast_utc(s)  # the usual Z form: the instant decides (the same as the year)
+        if fast is not None:
+            if EVENT_TS_MIN <= fast < EVENT_TS_MAX:
+                return fast
+            raise ValueError(f"ts {s!r} is out of range: years 2000 to 2099")
+        if _EVENT_TS.fullmatch(s) is None:
+            m = _SHAPE.fullmatch(s)
+            if m is None:
+                raise ValueError(f"ts {s!r} is not an RFC 3339 time")
+            if m.group(2) is None:
+                raise ValueError(f"ts {s!r} has no time zone offset")
+            if not 2000 <= int(m.group(1)) <= 2099:
+                raise ValueError(f"ts {s!r} is out of range: years 2000 to 2099")
+            raise ValueError(f"ts {s!r} is not an RFC 3339 time (no such date, hour, minute or second)")
+        return datetime.fromisoformat(s[:-1] + "+00:00" if s[-1] in "Zz" else s).timestamp()
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"ts must be an RFC 3339 string or epoch seconds, got {type(value).__name__}")
+    if EVENT_TS_MIN <= value < EVENT_TS_MAX:  # (False for NaN)
+        return float(value)
+    raise ValueError(f"ts {value!r} is out of range: epoch seconds from 946684800 (2000-01-01) to 4102444800 (2100-01-01)")
+
+
 def format_ts(ts: float) -> str:
     """RFC 3339 in UTC with a Z, milliseconds only when needed.
 
@@ -177,8 +253,10 @@ def _fast_utc_many_numpy(strs: list[str]) -> list[float | None]:
     # and every other one a digit or separator, each string had 24 characters.
     buf = "\0".join(strs).encode()
     if len(buf) != 25 * n - 1:
+        # Some string is not 24 ASCII characters: the others go on their own
+        # (a non-ASCII one would leave the joined bytes misaligned again).
         out: list[float | None] = [None] * n
-        idx = [i for i, s in enumerate(strs) if len(s) == 24]
+        idx = [i for i, s in enumerate(strs) if len(s) == 24 and s.isascii()]
         if len(idx) < n:
             for i, v in zip(idx, _fast_utc_many_numpy([strs[i] for i in idx]), strict=True):
                 out[i] = v

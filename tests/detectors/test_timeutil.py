@@ -1,13 +1,24 @@
 """Event times in bulk: fast_utc_many (C and numpy) against the scalar parsers."""
 
 import random
+import re
+from datetime import UTC, datetime
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import detectors.features
-from detectors.timeutil import _fast_utc, _fast_utc_many_numpy, fast_utc_many, parse_ts
+from detectors.timeutil import (
+    EVENT_TS_MAX,
+    EVENT_TS_MIN,
+    EVENT_TS_PATTERN,
+    _fast_utc,
+    _fast_utc_many_numpy,
+    fast_utc_many,
+    parse_event_ts,
+    parse_ts,
+)
 
 NATIVE = detectors.features._native
 
@@ -31,16 +42,13 @@ def _mangled(rnd: random.Random, s: str) -> str:
 
 
 def _check(strs: list[str]) -> int:
-    """Each result None or the scalar parsers' float; C and numpy agree (numpy gives up on a list with non-ASCII)."""
+    """Each result None or the scalar parsers' float; C and numpy agree."""
     numpy = _fast_utc_many_numpy(strs)
     results = [numpy, fast_utc_many(strs)]
     if NATIVE is not None:
         c = NATIVE.utc_many(strs)
         results.append(c)
-        if all(s.isascii() for s in strs):
-            assert c == numpy
-        else:
-            assert all(v == c[i] for i, v in enumerate(numpy) if v is not None)
+        assert c == numpy
     for res in results:
         assert len(res) == len(strs)
         for s, v in zip(strs, res, strict=True):
@@ -70,3 +78,64 @@ def test_native_utc_many_refuses_what_is_not_a_list():
     with pytest.raises(TypeError):
         NATIVE.utc_many(("2021-04-06T08:00:01.250Z",))
     assert NATIVE.utc_many([1617696001.25, b"2021-04-06T08:00:01.250Z"]) == [None, None]
+
+
+# -- the time of an input event: one range for both forms ----------------------------
+
+OFFSETS = ["Z", "z", "+00:00", "+02:00", "-05:30", "+23:59", "-23:59"]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.datetimes(datetime(1990, 1, 1), datetime(2110, 12, 31)), st.sampled_from(OFFSETS),
+       st.sampled_from(["", ".5", ".250", ".123456", ".123456789"]), st.sampled_from("Tt"))
+def test_event_ts_strings_are_accepted_by_the_year_written(dt, off, frac, sep):
+    s = dt.strftime(f"%Y-%m-%d{sep}%H:%M:%S") + frac + off
+    expected = datetime.fromisoformat(s[:-1] + "+00:00" if off in "Zz" else s).timestamp()
+    if 2000 <= dt.year <= 2099:
+        assert parse_event_ts(s) == expected
+        assert re.search(EVENT_TS_PATTERN, s)
+        if off in "Zz":
+            assert EVENT_TS_MIN <= expected < EVENT_TS_MAX
+    else:
+        with pytest.raises(ValueError, match="out of range: years 2000 to 2099"):
+            parse_event_ts(s)
+        assert not re.search(EVENT_TS_PATTERN, s)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.floats(EVENT_TS_MIN - 1e6, EVENT_TS_MAX + 1e6) | st.integers(-(2**70), 2**70) | st.floats())
+def test_event_ts_numbers_are_accepted_in_the_range(x):
+    if EVENT_TS_MIN <= x < EVENT_TS_MAX:
+        assert parse_event_ts(x) == float(x)
+    else:
+        with pytest.raises(ValueError, match="out of range: epoch seconds"):
+            parse_event_ts(x)
+
+
+@pytest.mark.parametrize("s, why", [
+    ("2021-04-06T08:00:00", "has no time zone offset"),
+    ("2021-04-06T08:00:00.250", "has no time zone offset"),
+    ("2021-02-29T08:00:00Z", "no such date"),
+    ("2100-02-29T08:00:00Z", "out of range"),
+    ("2021-04-06T08:00:60Z", "no such date"),
+    ("2021-04-06T08:00:00+24:00", "no such date"),
+    ("2021-04-06T08:00Z", "not an RFC 3339 time"),
+    ("20210406T080000Z", "not an RFC 3339 time"),
+    ("2021-04-06T08:00:00.Z", "not an RFC 3339 time"),
+    ("2021-04-06T08:00:00+0200", "not an RFC 3339 time"),
+    ("\u0662021-04-06T08:00:00Z", "not an RFC 3339 time"),
+    ("", "not an RFC 3339 time"),
+])
+def test_event_ts_strings_refused_say_why(s, why):
+    with pytest.raises(ValueError, match=re.escape(why)):
+        parse_event_ts(s)
+    assert not re.search(EVENT_TS_PATTERN, s)
+
+
+def test_the_bounds_are_the_first_instants_of_2000_and_2100():
+    assert EVENT_TS_MIN == datetime(2000, 1, 1, tzinfo=UTC).timestamp()
+    assert EVENT_TS_MAX == datetime(2100, 1, 1, tzinfo=UTC).timestamp()
+    assert parse_event_ts("2000-01-01T00:00:00Z") == parse_event_ts(EVENT_TS_MIN) == EVENT_TS_MIN
+    for bad in (True, None, [1], {"a": 1}):
+        with pytest.raises(ValueError, match="ts must be"):
+            parse_event_ts(bad)
