@@ -125,7 +125,10 @@ class DiskHealthEvent(msgspec.Struct, frozen=True, gc=False):
     smart: Annotated[dict[str, float], msgspec.Meta(
         max_length=MAX_SMART_ATTRIBUTES, description="SMART attribute id (1-255) to raw value (a 48-bit counter)")]
     model: Annotated[ShortText, _about("drive model")] | None = None
-    capacity_bytes: Annotated[Bytes, _about("drive capacity")] | None = None
+    # Backblaze's drive-stats rows write -1 for a capacity they do not know:
+    # taken as absent, so that such a reading is not lost.
+    capacity_bytes: Annotated[int, msgspec.Meta(ge=-1, le=MAX_BYTES,
+                                                description="drive capacity (-1: unknown, as absent)")] | None = None
     io_latency_ms: Annotated[Latency, _about("recent mean I/O latency of the drive, ms")] | None = None
     io_errors: Annotated[int, msgspec.Meta(
         ge=0, le=MAX_COUNTER, description="I/O errors since the previous reading")] | None = None
@@ -403,4 +406,7 @@ def decode_disk(raw: bytes | str) -> DiskHealthEvent:
         if not 0.0 <= v <= MAX_COUNTER:  # (False for NaN)
             raise InvalidEvent(f"SMART {k} raw value {v!r} is out of range: a 48-bit counter, 0 to {MAX_COUNTER}"
                                f" - at `$.smart.{k}`")
-    return DiskHealthEvent(_ts(w.ts), *(getattr(w, f) for f in _DISK_FIELDS[1:]))
+    ev = DiskHealthEvent(_ts(w.ts), *(getattr(w, f) for f in _DISK_FIELDS[1:]))
+    if ev.capacity_bytes == -1:
+        ev = msgspec.structs.replace(ev, capacity_bytes=None)
+    return ev

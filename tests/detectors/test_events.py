@@ -277,7 +277,7 @@ def test_both_time_forms_have_the_same_range():
     ({"smart": {str(i): 0 for i in range(1, 257)}}, "length <= 255"),
     ({"io_errors": TOO_FAR}, "<= 281474976710655"),
     ({"io_latency_ms": 1e308}, "<= 86400000"),
-    ({"capacity_bytes": -1}, ">= 0"),
+    ({"capacity_bytes": -2}, ">= -1"),
     ({"capacity_bytes": 2**53}, "<= 9007199254740991"),
     ({"disk": "d" * 257}, "length <= 256"),
     ({"model": "m" * 257}, "length <= 256"),
@@ -306,3 +306,8 @@ def test_the_smart_id_set_is_its_pattern():
     for k in candidates:
         assert (k in _SMART_IDS) == bool(pat.search(k) and "\n" not in k), k
 
+
+
+def test_backblaze_unknown_capacity_is_read_as_absent():
+    ev = decode_disk(b'{"ts": 1617692400, "host": "h", "disk": "d", "smart": {"5": 0}, "capacity_bytes": -1}')
+    assert ev.capacity_bytes is None

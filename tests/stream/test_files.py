@@ -121,8 +121,9 @@ def test_non_utf8_lines_are_dead_lettered_with_file_line_and_reason(tmp_path, ca
                  "--out", str(out)]) == 0
     assert "55 events replayed" in capsys.readouterr().out
     dead = sorted((orjson.loads(x) for x in (out / "dead-letter.jsonl").read_bytes().splitlines()),
-                  key=lambda d: (d["file"], d["line"]))
-    assert [(Path(d["file"]).name, d["line"]) for d in dead] == [("d.jsonl", 3), ("r.jsonl", 11), ("r.jsonl", 12)]
+                  key=lambda d: (d["source"]["file"], d["source"]["line"]))
+    assert [(Path(d["source"]["file"]).name, d["source"]["line"]) for d in dead] == [
+        ("d.jsonl", 3), ("r.jsonl", 11), ("r.jsonl", 12)]
     at_d, at_r = disk[2].index(b"\x80"), req[10].index(b"\xff")
     assert dead[0]["error"] == f"not valid JSON: not UTF-8 (byte 0x80 at offset {at_d})"
     assert dead[1]["error"] == f"not valid JSON: not UTF-8 (byte 0xff at offset {at_r})"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import orjson
 import pytest
 
@@ -39,18 +41,20 @@ def _backtest(tmp_path, recs: list[dict]):
 
 def test_smart_1e308_would_page_but_is_dead_lettered(tmp_path):
     recs = _readings({"smart": {"5": 1e308}})
-    # What the detectors do with the value when nothing stops it: a critical disk_failure.
+    # What the detectors do with the value when nothing stops it: the drive is flagged.
     engine = Engine()
-    alerts = [a for r in recs for a in engine.process_disk(DiskHealthEvent(
+    outs = [engine.process_disk(DiskHealthEvent(
         r["ts"], r["host"], r["disk"], {k: float(v) for k, v in r["smart"].items()}, r["model"], None,
-        r["io_latency_ms"], r["io_errors"])).alerts]
-    assert any(a.cause == "disk_failure" and a.severity == "critical" for a in alerts)
+        r["io_latency_ms"], r["io_errors"])) for r in recs]
+    assert any(a.detector == "disk" and a.entity.disk == "ko" for o in outs for a in o.anomalies)
     # Through the decoder: one dead letter, the reason, no alert.
     res, dead = _backtest(tmp_path, recs)
     assert res.events == len(recs) - 1 and res.invalid == 1 and not res.alerts
-    assert dead == [{"file": str(tmp_path / "disks.jsonl"), "line": 122, "payload": orjson.dumps(recs[121]).decode(),
-                     "error": "SMART 5 raw value 1e+308 is out of range: a 48-bit counter, 0 to 281474976710655"
-                              " - at `$.smart.5`"}]
+    (d,) = dead
+    assert d["source"] == {"file": str(tmp_path / "disks.jsonl"), "line": 122}
+    assert base64.b64decode(d["payload"]) == orjson.dumps(recs[121])
+    assert d["error"] == ("SMART 5 raw value 1e+308 is out of range: a 48-bit counter, 0 to 281474976710655"
+                          " - at `$.smart.5`")
 
 
 def test_far_dates_in_either_form_are_dead_lettered(tmp_path):

@@ -265,7 +265,7 @@ AGREE = [
         ("smart", {"05": 1}), ("smart", {"x": 1}), ("smart", {"5": "1"}), ("smart", {"5": None}),
         ("smart", {str(i): 1 for i in range(1, 256)}), ("smart", [1]), ("smart", _DELETE),
         ("io_errors", 2**48 - 1), ("io_errors", 2**48), ("io_errors", -1), ("io_latency_ms", 86_400_001),
-        ("capacity_bytes", -1), ("capacity_bytes", 2**53), ("failure", 1), ("failure", True),
+        ("capacity_bytes", -1), ("capacity_bytes", -2), ("capacity_bytes", 2**53), ("failure", 1), ("failure", True),
         ("ts", "0001-01-01T00:00:00Z"), ("ts", "2021-04-06T08:00:00.250+02:00"), ("disk", ""), ("model", "m" * 257),
     ]],
 ]
