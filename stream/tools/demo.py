@@ -67,8 +67,8 @@ def run_demo(args: Any) -> int:
 
 
 async def _demo(seed: int, history_days: int, scale: float) -> int:
-    from . import simulator
     from ..broker import EmbeddedBroker
+    from . import simulator
 
     t_start = time.monotonic()
     sc = simulator.Scenario(seed=seed, history_days=history_days, scale=scale)
@@ -88,11 +88,16 @@ async def _demo(seed: int, history_days: int, scale: float) -> int:
     t0 = time.monotonic()
     n = 0
     history_alerts: list[Alert] = []
+    shown = t0
     for topic, ev in simulator.generate(sc, end=live_from):
         raw = orjson.dumps(ev)
         out = engine.process_request(decode_request(raw)) if topic == "requests" else engine.process_disk(decode_disk(raw))
         history_alerts.extend(a for a in out.alerts if a.status == "firing")
         n += 1
+        if not n & 0x3FFF and time.monotonic() - shown >= 10:
+            shown = time.monotonic()
+            _say(f"  ... learning the previous days: {n:,} events, at "
+                 f"{datetime.fromtimestamp(engine.aggregator.watermark, UTC):%a %d %b %H:%M} UTC event time")
     _say(f"learned {n:,} events of the previous days in {time.monotonic() - t0:.0f} s "
          "(what a worker running since then would know)")
     for a in history_alerts:
@@ -118,7 +123,7 @@ async def _demo(seed: int, history_days: int, scale: float) -> int:
         while th.is_alive():
             await asyncio.sleep(0.5)
             _check_alive(tapp)
-            if time.monotonic() - last > 15:
+            if time.monotonic() - last > 10:
                 last = time.monotonic()
                 _say(f"  ... {tapp.counts['processed.requests']:,} requests processed, event time "
                      f"{datetime.fromtimestamp(engine.aggregator.watermark, UTC):%H:%M} UTC")
