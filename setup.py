@@ -44,8 +44,14 @@ def _fallback(why: str) -> list:
     return []
 
 
+# The setup.py commands that build extensions. pip also runs setup.py for
+# egg_info / dist_info (the build's requirements and metadata): mypycify type-
+# checks all the modules, so it runs only when something is built.
+_BUILD_COMMANDS = {"build", "build_ext", "bdist_wheel", "editable_wheel", "install", "develop", "bdist_egg"}
+
+
 def _extensions() -> list:
-    if _flag("TOCSIN_PURE_PYTHON"):
+    if _flag("TOCSIN_PURE_PYTHON") or not _BUILD_COMMANDS.intersection(sys.argv[1:]):
         return []
     if not (shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")):
         return _fallback("no C compiler found")

@@ -32,9 +32,12 @@ import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 from detectors.errors import TocsinError
+
+from .compat import (
+    track_produced_topics,  # moved to compat; stream.app imports it from here until it calls compat
+)
 
 __all__ = [
     "BrokerError",
@@ -104,35 +107,6 @@ def default_partition(key: bytes, partitions: int) -> int:
     from kafka.partitioner.default import murmur2
 
     return (murmur2(key) & 0x7FFFFFFF) % partitions
-
-
-def track_produced_topics(producer: Any) -> None:
-    """Make an AIOKafkaProducer keep the metadata of every topic it sends to.
-
-    aiokafka refreshes the metadata of the topics its client tracks and
-    drops the rest from its cache. A producer's first answer lists every
-    topic, so a send to a topic already in that answer is not tracked; the
-    next refresh (Faust forces one after declaring each topic) drops the
-    topic, and a batch of it still queued then has no leader for ever: the
-    sender asks for metadata in a tight loop, the batch never goes, and a
-    ``flush`` waits on it. ``tocsin demo`` hung so, about 1 run in 5, with
-    a models changelog batch stuck (aiokafka 0.12). Here, the first send to
-    a topic adds it to the tracked ones.
-    """
-    client = producer.client
-    wait = getattr(client, "_wait_on_metadata", None)
-    if wait is None or not hasattr(client, "add_topic"):  # another aiokafka: its own metadata handling
-        log.warning("aiokafka %s: producer topics not tracked (no _wait_on_metadata)", type(client).__module__)
-        return
-    tracked: set[str] = set()
-
-    async def wait_on_metadata(topic: str) -> Any:
-        if topic not in tracked:
-            tracked.add(topic)
-            client.add_topic(topic)  # refreshes the metadata once if it was not tracked
-        return await wait(topic)
-
-    client._wait_on_metadata = wait_on_metadata
 
 
 def free_port(host: str = LOOPBACK) -> int:

@@ -15,9 +15,9 @@ from stream.broker import (
     EmbeddedBroker,
     create_topics,
     tansu_binary,
-    track_produced_topics,
     wait_for_broker,
 )
+from stream.compat import track_produced_topics
 
 N = 100
 
