@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
 import importlib.util
 import logging
 import os
@@ -29,7 +30,7 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
 
@@ -307,6 +308,36 @@ def create_topics(
 
 # ---------------------------------------------------------------- embedded --
 
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _die_with_parent_hook() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the child get SIGKILL when its parent dies (Linux), or None.
+
+    ``atexit`` and ``stop()`` do not run when the parent is killed (SIGKILL,
+    an OOM kill, a CI timeout); the kernel's parent-death signal does. It
+    fires when the *thread* that started the child ends, so it is set only
+    from the main thread (a broker started from another thread relies on
+    ``stop()`` and atexit).
+    """
+    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        prctl = libc.prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def hook() -> None:  # in the child, between fork and exec
+        if prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            return
+        if os.getppid() != parent:  # the parent died before the prctl: no signal would come
+            os._exit(1)
+
+    return hook
+
+
 
 class EmbeddedBroker:
     """A tansu broker on 127.0.0.1, in memory, run as a child process.
@@ -317,7 +348,9 @@ class EmbeddedBroker:
     ``start()`` returns once a Kafka admin client can list topics; ``stop()``
     sends SIGTERM to the broker's process id, then SIGKILL after
     ``stop_timeout`` seconds. A broker still running when Python exits is
-    stopped by an atexit hook. Its output goes to a log file (``log_path``).
+    stopped by an atexit hook, and on Linux the kernel kills it when its
+    parent dies any other way (parent-death signal, see
+    ``_die_with_parent_hook``). Its output goes to a log file (``log_path``).
     """
 
     def __init__(
@@ -412,6 +445,7 @@ class EmbeddedBroker:
                         env=env,
                         close_fds=True,
                         start_new_session=True,  # a Ctrl-C in a terminal is ours to handle
+                        preexec_fn=_die_with_parent_hook(),
                     )
                 atexit.register(self.stop)
                 log.info(
