@@ -20,8 +20,8 @@ CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "
 
 def small_backtest(tmp_path_factory) -> Path:
     """A backtest of a small simulated incident day, built once per session (shared with test_schemas)."""
-    from stream.tools import simulator
     from stream.backtest import run_backtest
+    from stream.tools import simulator
 
     root = tmp_path_factory.getbasetemp() / "tocsin-small-backtest"
     out = root / "out"
