@@ -21,19 +21,15 @@ COPY pyproject.toml setup.py README.md ./
 COPY stream ./stream
 COPY detectors ./detectors
 COPY alerts ./alerts
-RUN pip wheel --wheel-dir /wheels . \
-    && python - <<'EOF'
 # The wheel must hold the compiled modules: a pure-Python image is slower than
 # the README's capacity figures say.
-import glob, sys, zipfile
-[wheel] = glob.glob("/wheels/tocsin-*.whl")
-names = zipfile.ZipFile(wheel).namelist()
-want = ["detectors/traffic", "detectors/features", "detectors/_native"]
-missing = [w for w in want if not any(n.startswith(w + ".") and n.endswith(".so") for n in names)]
-if missing:
-    sys.exit(f"{wheel} lacks the compiled modules {missing}")
-print(wheel, "holds", sum(n.endswith(".so") for n in names), "compiled modules")
-EOF
+RUN pip wheel --wheel-dir /wheels . \
+    && python -c "import glob, sys, zipfile; \
+[wheel] = glob.glob('/wheels/tocsin-*.whl'); names = zipfile.ZipFile(wheel).namelist(); \
+missing = [m for m in ('detectors/traffic', 'detectors/features', 'detectors/_native') \
+           if not any(n.startswith(m + '.') and n.endswith('.so') for n in names)]; \
+sys.exit(f'{wheel} lacks the compiled modules {missing}') if missing else print(wheel, 'holds', \
+sum(n.endswith('.so') for n in names), 'compiled modules')"
 
 FROM ${PYTHON_IMAGE} AS runtime
 ENV PYTHONDONTWRITEBYTECODE=1 \

@@ -7,6 +7,7 @@ and C extensions, and there is no compiler, no pytest and no embedded broker.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import uuid
@@ -56,3 +57,24 @@ def test_image_runs_compiled_detectors_without_build_tools():
         assert user.stdout.strip() == "10001"  # not root
     finally:
         subprocess.run([docker, "rmi", "-f", tag], capture_output=True)
+
+
+def _stages() -> dict[str, str]:
+    text = (ROOT / "Dockerfile").read_text()
+    parts = re.split(r"^FROM \S+ AS (\w+)\s*$", text, flags=re.M)
+    return dict(zip(parts[1::2], parts[2::2], strict=True))
+
+
+def test_dockerfile_builds_compiled_and_ships_the_wheels_only():
+    """What the image test checks inside the image, read from the Dockerfile (runs without Docker)."""
+    stages = _stages()
+    assert list(stages) == ["build", "runtime"]
+    build, runtime = stages["build"], stages["runtime"]
+    assert "gcc" in build and "TOCSIN_REQUIRE_COMPILED=1" in build
+    assert re.search(r"^COPY .*\bsetup\.py\b", build, flags=re.M), "setup.py lists the compiled modules"
+    assert "pip wheel" in build
+    assert "--no-index" in runtime and "from=build" in runtime
+    for absent in ("gcc", "apt-get", "[test", "[embedded", "embedded]", "COPY detectors", "setup.py"):
+        assert absent not in runtime, absent
+    dockerignore = (ROOT / ".dockerignore").read_text().split()
+    assert "setup.py" not in dockerignore and "**/*.so" in dockerignore
