@@ -33,8 +33,8 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from detectors.timeutil import parse_ts  # noqa: E402
-from stream.tools import simulator  # noqa: E402
 from stream.backtest import run_backtest  # noqa: E402
+from stream.tools import simulator  # noqa: E402
 
 PARIS = ZoneInfo("Europe/Paris")
 

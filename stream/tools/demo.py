@@ -17,6 +17,7 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,7 +29,7 @@ from alerts.notify.console import ConsoleReceiver
 from detectors.configfile import load_model_text
 from detectors.events import decode_disk, decode_request
 
-from ..app import TocsinApp, wait_until
+from ..app import TocsinApp
 from ..engine import Engine
 from ..settings import Config
 
@@ -60,6 +61,29 @@ def _check_alive(tapp: TocsinApp) -> None:
         raise RuntimeError(f"the worker crashed: {reason!r}") from reason
 
 
+async def _wait_while_moving(tapp: TocsinApp, what: str, done: Callable[[], bool],
+                             progress: Callable[[], object], stall: float = 60.0) -> bool:
+    """Wait until ``done()``, as long as ``progress()`` keeps changing: False after ``stall`` seconds without a change.
+
+    A loaded machine makes the worker slower, not stuck: the limit is on
+    time without progress, never on the total time. Says where it is every 10 s.
+    """
+    value, changed = progress(), time.monotonic()
+    shown = changed
+    while not done():
+        _check_alive(tapp)
+        await asyncio.sleep(0.2)
+        now = time.monotonic()
+        if progress() != value:
+            value, changed = progress(), now
+        elif now - changed > stall:
+            return False
+        if now - shown >= 10:
+            shown = now
+            _say(f"  ... {what}: {value}")
+    return True
+
+
 def run_demo(args: Any) -> int:
     for name in ("faust", "aiokafka", "kafka", "mode"):
         logging.getLogger(name).setLevel(logging.ERROR)
@@ -88,11 +112,16 @@ async def _demo(seed: int, history_days: int, scale: float) -> int:
     t0 = time.monotonic()
     n = 0
     history_alerts: list[Alert] = []
+    shown = t0
     for topic, ev in simulator.generate(sc, end=live_from):
         raw = orjson.dumps(ev)
         out = engine.process_request(decode_request(raw)) if topic == "requests" else engine.process_disk(decode_disk(raw))
         history_alerts.extend(a for a in out.alerts if a.status == "firing")
         n += 1
+        if not n & 0x3FFF and time.monotonic() - shown >= 10:
+            shown = time.monotonic()
+            _say(f"  ... learning the previous days: {n:,} events, at "
+                 f"{datetime.fromtimestamp(engine.aggregator.watermark, UTC):%a %d %b %H:%M} UTC event time")
     _say(f"learned {n:,} events of the previous days in {time.monotonic() - t0:.0f} s "
          "(what a worker running since then would know)")
     for a in history_alerts:
@@ -106,6 +135,7 @@ async def _demo(seed: int, history_days: int, scale: float) -> int:
                      receivers={"console": console}, app_id=f"tocsin-demo-{int(time.time())}")
     sent: dict[str, Any] = {}
     try:
+        _say("starting the Faust worker (agents, tables, notification pipeline) ...")
         await tapp.app.start()
         _say("worker started; streaming the incident day 06:00-12:30 (Paris) into Kafka, as fast as it goes")
 
@@ -118,20 +148,25 @@ async def _demo(seed: int, history_days: int, scale: float) -> int:
         while th.is_alive():
             await asyncio.sleep(0.5)
             _check_alive(tapp)
-            if time.monotonic() - last > 15:
+            if time.monotonic() - last > 10:
                 last = time.monotonic()
                 _say(f"  ... {tapp.counts['processed.requests']:,} requests processed, event time "
                      f"{datetime.fromtimestamp(engine.aggregator.watermark, UTC):%H:%M} UTC")
         total = sent.get("requests", 0)
         _say(f"simulator sent {total:,} requests and {sent.get('disk-health', 0):,} disk readings")
-        await wait_until(lambda: tapp.crash_reason() is not None or (
-            tapp.counts["processed.requests"] >= total
-            and tapp.counts["processed.disk-health"] >= sent.get("disk-health", 0)), timeout=120)
-        _check_alive(tapp)
+        counts = tapp.counts
+        processed = await _wait_while_moving(
+            tapp, "processing",
+            lambda: counts["processed.requests"] >= total
+            and counts["processed.disk-health"] >= sent.get("disk-health", 0),
+            lambda: (counts["processed.requests"], counts["processed.disk-health"]))
+        if not processed:
+            _say(f"WARNING: the worker stopped at {counts['processed.requests']:,} of {total:,} requests")
         await tapp.flush()
-        delivered = await wait_until(
-            lambda: tapp.counts["alerts.notified"] >= tapp.counts["alerts.firing"] + tapp.counts["alerts.resolved"],
-            timeout=60)
+        delivered = await _wait_while_moving(
+            tapp, "delivering alerts",
+            lambda: counts["alerts.notified"] >= counts["alerts.firing"] + counts["alerts.resolved"],
+            lambda: counts["alerts.notified"])
         await asyncio.sleep(5)  # two group intervals: the last groups go out
         if not delivered:
             _say(f"WARNING: {tapp.counts['alerts.notified']} of "

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -15,9 +19,9 @@ from stream.broker import (
     EmbeddedBroker,
     create_topics,
     tansu_binary,
-    track_produced_topics,
     wait_for_broker,
 )
+from stream.compat import track_produced_topics
 
 N = 100
 
@@ -191,6 +195,48 @@ def test_embedded_broker_start_stop():
     # It starts again (empty: a memory broker).
     with EmbeddedBroker() as again:
         wait_for_broker(again.bootstrap_servers, timeout=5)
+
+
+def _alive(pid: int) -> bool:
+    """Running, and not a zombie waiting for a reaper."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")
+
+
+_PARENT = """
+import sys, time
+from stream.broker import EmbeddedBroker
+broker = EmbeddedBroker().start()
+print(broker.pid, flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM])
+def test_embedded_broker_dies_with_its_parent(how):
+    """Killed, the parent runs no atexit hook: the kernel's parent-death signal stops tansu."""
+    _tansu_or_skip()
+    root = Path(__file__).resolve().parents[2]
+    parent = subprocess.Popen([sys.executable, "-c", _PARENT], stdout=subprocess.PIPE, text=True, cwd=root)
+    pid = 0
+    try:
+        pid = int(parent.stdout.readline())
+        assert _alive(pid)
+        parent.send_signal(how)
+        parent.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(pid), f"tansu (pid {pid}) outlived its parent"
+    finally:
+        parent.kill()
+        parent.wait()
+        if pid and _alive(pid):  # the test failed: leave no orphan behind
+            os.kill(pid, signal.SIGKILL)
 
 
 def test_embedded_broker_missing_binary(tmp_path):

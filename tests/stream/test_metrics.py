@@ -113,7 +113,7 @@ def test_scrape_over_http_sees_every_metric():
     assert v("tocsin_alerts_total", cause="suspected_attack", status="resolved") == 1
     for outcome in ("sent", "retried", "failed"):
         assert v("tocsin_notifications_total", receiver="oncall", outcome=outcome) == 1
-    assert v("tocsin_consumer_lag", topic="requests", partition="3") == 42
+    assert v("tocsin_consumer_lag_messages", topic="requests", partition="3") == 42
     assert v("tocsin_tracked_keys", kind="traffic") == 17
     assert v("tocsin_event_processing_seconds_count") == 2
     assert v("tocsin_event_processing_seconds_bucket", le="2.5e-05") == 1
@@ -173,9 +173,9 @@ async def test_update_lag_sets_the_gauge_per_partition():
                               ("requests", 2): (9, "revoked")})
     assert await update_lag(m, consumer) == 40
     r = m.registry
-    assert r.get_sample_value("tocsin_consumer_lag", {"topic": "requests", "partition": "0"}) == 40
-    assert r.get_sample_value("tocsin_consumer_lag", {"topic": "requests", "partition": "1"}) == 0
-    assert r.get_sample_value("tocsin_consumer_lag", {"topic": "disk-health", "partition": "0"}) is None
+    assert r.get_sample_value("tocsin_consumer_lag_messages", {"topic": "requests", "partition": "0"}) == 40
+    assert r.get_sample_value("tocsin_consumer_lag_messages", {"topic": "requests", "partition": "1"}) == 0
+    assert r.get_sample_value("tocsin_consumer_lag_messages", {"topic": "disk-health", "partition": "0"}) is None
 
 
 # -- deploy/: Prometheus, Grafana and the compose services -------------------------
@@ -290,3 +290,50 @@ def test_track_engine_counts_the_models_per_kind(make_request):
     got = {k: m.registry.get_sample_value("tocsin_tracked_keys", {"kind": k}) for k in ("traffic", "latency", "composition", "drives")}
     assert got == {k: len(getattr(e, k)) for k in got}
     assert got["traffic"] >= 2 and got["drives"] == 0
+
+
+def test_process_gc_and_build_collectors_are_registered():
+    """The worker's own registry carries what the default one would (CPU, memory, GC) and its build."""
+    import sys
+
+    import detectors.traffic
+
+    got = {(s.name, tuple(sorted(s.labels.items()))): s.value
+           for fam in text_string_to_metric_families(Metrics().render().decode()) for s in fam.samples}
+    names = {name for name, _ in got}
+    if sys.platform.startswith("linux"):  # the process collector reads /proc
+        assert {"process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds"} <= names
+        assert got[("process_resident_memory_bytes", ())] > 10e6
+    assert "python_gc_collections_total" in names and "python_info" in names
+    [(labels, value)] = [(dict(lab), v) for (n, lab), v in got.items() if n == "tocsin_build_info"]
+    assert value == 1
+    assert labels["python"] == ".".join(map(str, sys.version_info[:3]))
+    assert labels["compiled"] == ("false" if detectors.traffic.__file__.endswith(".py") else "true")
+    assert labels["version"]
+    # A registry given by the caller is left as it is (no second process collector).
+    from prometheus_client import CollectorRegistry
+
+    r = CollectorRegistry()
+    Metrics(registry=r)
+    assert r.get_sample_value("process_cpu_seconds_total") is None
+
+
+def test_metric_names_carry_their_unit():
+    """Prometheus naming: counters end in _total; gauges and histograms name their unit."""
+    unitless_ok = {"tocsin_tracked_keys", "tocsin_build_info"}  # a count of things; an info metric
+    for fam in text_string_to_metric_families(Metrics().render().decode()):
+        if not fam.name.startswith("tocsin_") or fam.type == "counter" or fam.name in unitless_ok:
+            continue
+        if fam.name.endswith("_created"):  # the client's creation timestamp of a histogram or counter
+            continue
+        assert fam.name.endswith(("_seconds", "_bytes", "_messages", "_ratio")), fam.name
+
+
+def test_grafana_dashboard_shows_worker_cpu_and_memory():
+    exprs = _exprs()
+    assert any("rate(process_cpu_seconds_total" in e for e in exprs)
+    assert any("process_resident_memory_bytes" in e for e in exprs)
+    assert any("tocsin_build_info" in e for e in exprs)
+    exposed = {s.name for fam in text_string_to_metric_families(Metrics().render().decode()) for s in fam.samples}
+    used = {n for e in exprs for n in re.findall(r"\b(?:process|python)_[a-z_]+", e)}
+    assert used <= exposed, used - exposed
