@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import fnmatch
 from datetime import date
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model, field_validator
 
+from .calendar import parse_calendar
 from .configfile import parse_duration
 
 __all__ = ["DetectorsConfig", "TrafficConfig", "LatencyConfig", "DiagnosisConfig", "Override"]
@@ -98,7 +99,8 @@ class DetectorsConfig(_Strict):
     window: Duration = Field(60.0, gt=0)
     lateness: Duration = Field(5.0, ge=0)
     timezone: str = "Europe/Paris"
-    holiday_calendar: Literal["none", "FR"] = "FR"
+    # none | COUNTRY[-SUBDIVISION][+school-ZONE], e.g. FR, FR-57, FR+school-C (detectors.calendar)
+    holiday_calendar: str = "FR"
     holidays: list[date] = Field(default_factory=list)
     traffic: TrafficConfig = TrafficConfig()
     latency: LatencyConfig = LatencyConfig()
@@ -113,6 +115,12 @@ class DetectorsConfig(_Strict):
             ZoneInfo(v)
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown time zone {v!r} (use an IANA name like Europe/Paris or UTC)") from None
+        return v
+
+    @field_validator("holiday_calendar")
+    @classmethod
+    def _calendar(cls, v: str) -> str:
+        parse_calendar(v)  # ValueError saying what is wrong
         return v
 
     def for_service(self, service: str) -> tuple[TrafficConfig, LatencyConfig]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import ClassVar
 
-from .baseline import HoltBaseline, SeasonalBaseline, holt_step
+from .baseline import HoltBaseline, SeasonalBaseline, holt_step, upgrade_profile
 from .features import WindowFeatures
 from .model import Verdict, z_score_to_unit
 
@@ -13,10 +13,10 @@ __all__ = ["TrafficAnomalyDetector", "TrafficState"]
 
 
 class TrafficState:
-    """Per-service model: a seasonal profile and a short-memory fallback, in one 796-byte buffer.
+    """Per-service model: a seasonal profile and a short-memory fallback, in one 988-byte buffer.
 
     The buffer is both the state in memory and its serialised form: the
-    seasonal profile's 768 bytes (see :class:`SeasonalBaseline`), then the
+    seasonal profile's 960 bytes (see :class:`SeasonalBaseline`), then the
     fallback's level, trend, variance and count (see :class:`HoltBaseline`).
     The detector reads and writes it in place (no baseline objects per
     window); about 900 bytes per service in memory.
@@ -34,6 +34,8 @@ class TrafficState:
 
     @classmethod
     def from_bytes(cls, data: bytes | bytearray, det: TrafficAnomalyDetector | None = None) -> TrafficState:
+        if len(data) == cls.SIZE - SeasonalBaseline.SIZE + SeasonalBaseline.SIZE_4_DAY_TYPES:
+            data = upgrade_profile(data)  # saved before school holidays had their day type
         if len(data) != cls.SIZE:
             raise ValueError(f"a traffic state is {cls.SIZE} bytes, not {len(data)}")
         return cls(bytearray(data))
@@ -65,8 +67,10 @@ class TrafficAnomalyDetector:
     timezone
         Time zone of the weekly shape (school hours are local).
     holiday_calendar, holidays
-        Public holidays (a calendar name, ``FR``, and extra dates) are
-        learned and scored as Sundays.
+        Public holidays (a calendar name, see :mod:`detectors.calendar`:
+        ``FR``, ``FR-57``, ``FR+school-C``..., and extra dates) are learned
+        and scored as Sundays; with a school zone, weekdays in school
+        holidays have a profile of their own.
     learn_z
         Windows with |z| at least this are learned with 5% weight.
     noise_floor

@@ -159,7 +159,7 @@ class Notifications:
                             await self._ended(alert)
                             await self.notifier.receive(alert, clock())
                             counts["alerts.notified"] += 1
-                    metrics.sync_notifications(self.notifier.counts)
+                    metrics.sync_notifications(self.notifier.counts, self.notifier.failed_receivers())
             self.notify_alerts = notify_alerts
         else:
             self._register_repartition(app)  # sets notify_alerts and deliver_groups
@@ -257,7 +257,7 @@ class Notifications:
                     else:
                         await notifier.receive(alert, clock(), key=env["group"], shard=p)
                         counts["alerts.notified"] += 1
-                metrics.sync_notifications(notifier.counts)
+                metrics.sync_notifications(notifier.counts, notifier.failed_receivers())
 
         @app.timer(interval=1.0, name="notify_ticks")
         async def notify_ticks() -> None:

@@ -41,8 +41,8 @@ import faust
 from alerts.notify.base import Receiver
 from alerts.notify.factory import build_receivers
 
+from . import compat
 from .alerting import Notifications
-from .broker import track_produced_topics
 from .engine import Engine, Output
 from .metrics import Metrics, update_lag
 from .reader import RequestReader, follow_topic
@@ -241,16 +241,9 @@ class TocsinApp:
             datadir=data_dir or tempfile.mkdtemp(prefix="tocsin-faust-"),
             **opts,
         )
-        # Every producer Faust makes keeps the metadata of the topics it sends to.
-        fproducer: Any = app.producer
-        new_producer = fproducer._new_producer
-
-        def tracked_producer(*args: Any, **kwargs: Any) -> Any:
-            producer = new_producer(*args, **kwargs)
-            track_produced_topics(producer)
-            return producer
-
-        fproducer._new_producer = tracked_producer
+        # Every producer Faust makes keeps the metadata of the topics it sends to
+        # (and an aiokafka / Faust that compat.py was not checked with is refused here).
+        compat.track_app_producers(app)
         return app
 
     def _topic(self, name: str) -> faust.TopicT:
@@ -393,9 +386,7 @@ class TocsinApp:
 
     def crash_reason(self) -> BaseException | None:
         """Why the app or one of its agents crashed (Faust then runs on without it), or None."""
-        app = self.app
-        return app._crash_reason or next(
-            (a._crash_reason for a in app.agents.values() if a._crash_reason), None)
+        return compat.crash_reason(self.app)
 
     async def close_receivers(self) -> None:
         await self.notifications.close_receivers()

@@ -36,17 +36,12 @@ from types import TracebackType
 
 from detectors.errors import TocsinError
 
-from .compat import (
-    track_produced_topics,  # moved to compat; stream.app imports it from here until it calls compat
-)
-
 __all__ = [
     "BrokerError",
     "EmbeddedBroker",
     "create_topics",
     "default_partition",
     "tansu_binary",
-    "track_produced_topics",
     "wait_for_broker",
 ]
 

@@ -72,7 +72,7 @@ log = logging.getLogger(__name__)
 #: Classes of dead letters (the ``reason`` label).
 DEAD_LETTER_REASONS = ("bad_json", "missing_field", "wrong_type", "out_of_range", "oversized", "other")
 #: What happened to one notification attempt (the ``outcome`` label).
-NOTIFICATION_OUTCOMES = ("sent", "failed", "retried")
+NOTIFICATION_OUTCOMES = ("sent", "failed", "retried", "fallback", "refused")
 
 # Latencies of one event through decode, windows and detectors: microseconds
 # normally, milliseconds when a window closes and the detectors run.
@@ -153,9 +153,13 @@ class Metrics:
         self._alerts = Counter("tocsin_alerts", "Alert state changes emitted, by cause and status.",
                                ["cause", "status"], registry=r)
         self._notifications = Counter(
-            "tocsin_notifications", "Notification attempts, by receiver and outcome (sent, failed, retried).",
+            "tocsin_notifications", "Notification attempts, by receiver and outcome (sent, failed, retried, "
+            "fallback: handed to the fallbacks of a failed receiver, refused: a message the receiver refused).",
             ["receiver", "outcome"], registry=r,
         )
+        self._receiver_failed = Gauge(
+            "tocsin_receiver_failed", "1 while a receiver is marked failed (a non-retryable error: see the log "
+            "for what to fix), else 0.", ["receiver"], registry=r)
         self._lag = Gauge("tocsin_consumer_lag_messages", "Messages behind the end of the partition.",
                           ["topic", "partition"], registry=r)
         self._processing = Histogram(
@@ -171,6 +175,7 @@ class Metrics:
             PlatformCollector(registry=r)
             GCCollector(registry=r)  # registers nothing where gc has no stats (not CPython)
         self._tick = 0
+        self._receivers: set[str] = set()
         # Cache the labelled children of the per-event counters: .labels() costs a few µs.
         self._event_children: dict[str, Any] = {}
         self._synced: dict[str, int] = {}
@@ -218,22 +223,27 @@ class Metrics:
             raise ValueError(f"outcome must be one of {', '.join(NOTIFICATION_OUTCOMES)}, got {outcome!r}")
         self._notifications.labels(receiver, outcome).inc()
 
-    def sync_notifications(self, counts: Mapping[str, int]) -> None:
-        """Catch up with a NotificationPipeline's ``counts`` (``sent.<receiver>``, ``failed.<receiver>``).
+    def sync_notifications(self, counts: Mapping[str, int], failed: Iterable[str] | None = None) -> None:
+        """Catch up with a NotificationPipeline's ``counts`` (``<outcome>.<receiver>``).
 
-        Adds what changed since the last call. The pipeline retries every
-        failed attempt, so each failure also counts as ``retried``.
+        Adds what changed since the last call, for the outcomes of
+        :data:`NOTIFICATION_OUTCOMES`. ``failed``: the receivers marked
+        failed now (``AlertNotifier.failed_receivers()``), for the
+        ``tocsin_receiver_failed`` gauge; the others seen are set to 0.
         """
         for key, n in list(counts.items()):
             outcome, _, receiver = key.partition(".")
-            if outcome not in ("sent", "failed") or not receiver:
+            if outcome not in NOTIFICATION_OUTCOMES or not receiver:
                 continue
+            self._receivers.add(receiver)
             delta = n - self._synced.get(key, 0)
             if delta > 0:
                 self._synced[key] = n
                 self._notifications.labels(receiver, outcome).inc(delta)
-                if outcome == "failed":
-                    self._notifications.labels(receiver, "retried").inc(delta)
+        if failed is not None:
+            down = set(failed)
+            for receiver in self._receivers | down:
+                self._receiver_failed.labels(receiver).set(1 if receiver in down else 0)
 
     # -- state ---------------------------------------------------------------
     def lag(self, topic: str, partition: int, n: int) -> None:

@@ -38,6 +38,8 @@ from typing import Any
 
 from aiokafka.errors import KafkaError
 
+from . import compat
+
 __all__ = ["RequestReader", "follow_topic"]
 
 log = logging.getLogger(__name__)
@@ -282,5 +284,5 @@ async def _topic_partitions(consumer: Any, name: str, tries: int | None = None) 
         n += 1
         if tries is not None and n >= tries:
             raise RuntimeError(f"topic {name!r} has no partitions (does it exist?)")
-        await consumer._client.force_metadata_update()
+        await compat.refresh_metadata(consumer)
         await asyncio.sleep(0.5)

@@ -264,8 +264,9 @@ def test_sync_notifications_adds_what_the_pipeline_counted_since_last_time():
     from collections import Counter
 
     m = Metrics()
-    counts = Counter({"sent.oncall": 2, "failed.oncall": 1, "duplicate.oncall": 5, "sent.console": 1})
-    m.sync_notifications(counts)
+    counts = Counter({"sent.oncall": 2, "failed.oncall": 1, "retried.oncall": 1, "duplicate.oncall": 5,
+                      "sent.console": 1, "failed.slack": 1, "fallback.slack": 2})
+    m.sync_notifications(counts, failed=["slack"])
     counts["sent.oncall"] += 1
     m.sync_notifications(counts)
     m.sync_notifications(counts)
@@ -273,8 +274,16 @@ def test_sync_notifications_adds_what_the_pipeline_counted_since_last_time():
     def v(receiver, outcome):
         return m.registry.get_sample_value("tocsin_notifications_total", {"receiver": receiver, "outcome": outcome})
 
+    def down(receiver):
+        return m.registry.get_sample_value("tocsin_receiver_failed", {"receiver": receiver})
+
     assert (v("oncall", "sent"), v("oncall", "failed"), v("oncall", "retried"), v("console", "sent")) == (3, 1, 1, 1)
     assert v("oncall", "duplicate") is None
+    # A non-retryable failure is not a retry: its notifications went to the fallbacks.
+    assert (v("slack", "failed"), v("slack", "retried"), v("slack", "fallback")) == (1, None, 2)
+    assert (down("slack"), down("oncall")) == (1, 0)
+    m.sync_notifications(counts, failed=[])
+    assert down("slack") == 0
 
 
 def test_track_engine_counts_the_models_per_kind(make_request):
@@ -320,7 +329,8 @@ def test_process_gc_and_build_collectors_are_registered():
 
 def test_metric_names_carry_their_unit():
     """Prometheus naming: counters end in _total; gauges and histograms name their unit."""
-    unitless_ok = {"tocsin_tracked_keys", "tocsin_build_info"}  # a count of things; an info metric
+    # a count of things; an info metric; a 0/1 state (as `up`)
+    unitless_ok = {"tocsin_tracked_keys", "tocsin_build_info", "tocsin_receiver_failed"}
     for fam in text_string_to_metric_families(Metrics().render().decode()):
         if not fam.name.startswith("tocsin_") or fam.type == "counter" or fam.name in unitless_ok:
             continue
