@@ -96,7 +96,7 @@ def test_one_thread_per_group_through_kafka(kafka_bootstrap, embedded_broker, un
 
             # Every worker holds part of the group state before alerts come.
             assert await wait_until(lambda: all(owned()) and set().union(*owned()) == set(range(PARTITIONS)),
-                                    timeout=40), owned()
+                                    timeout=120), owned()
             if workers == 2:
                 assert not owned()[0] & owned()[1]
 
@@ -117,13 +117,13 @@ def test_one_thread_per_group_through_kafka(kafka_bootstrap, embedded_broker, un
                 await send(disk)  # the source first: every worker's inhibitor learns it
                 for a in [muted, *ent]:
                     await send(a)
-                assert await wait_until(lambda: len(fake.top_level()) >= 2, timeout=20)
+                assert await wait_until(lambda: len(fake.top_level()) >= 2, timeout=60)
                 await asyncio.sleep(3)  # a group_interval more: nothing else may come
                 end = time.time()
                 for a in ent:
                     await send(a.resolved(end))
                 assert await wait_until(lambda: any(m.edits and m.text.startswith("[RESOLVED")
-                                                    for m in fake.top_level()), timeout=20)
+                                                    for m in fake.top_level()), timeout=60)
                 await asyncio.sleep(3)
             finally:
                 await producer.stop()
