@@ -52,8 +52,7 @@ class Router:
 
     def match(self, alert: Alert) -> list[str]:
         """Receiver names for ``alert``, in route order, without duplicates."""
-        seen: set[str] = set()
-        return [o.receiver for o in self.routes(alert) if not (o.receiver in seen or seen.add(o.receiver))]
+        return list(dict.fromkeys(o.receiver for o in self.routes(alert)))
 
     def routes(self, alert: Alert) -> list[RouteOpts]:
         """The matched routes of ``alert`` with their effective options, in tree order."""

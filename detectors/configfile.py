@@ -91,9 +91,9 @@ def load_model_text(text: str, model: type[M], filename: str = "<config>") -> M:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        line = f"{mark.line + 1}" if mark is not None else "?"
+        where = f"{mark.line + 1}" if mark is not None else "?"
         problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{filename}:{line}: not valid YAML: {problem}") from None
+        raise ConfigError(f"{filename}:{where}: not valid YAML: {problem}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):

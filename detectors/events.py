@@ -23,7 +23,7 @@ detectors.errors.InvalidEvent: Expected `int` <= 599 - at `$.status`
 from __future__ import annotations
 
 from operator import attrgetter
-from typing import Annotated, cast
+from typing import Annotated, Any, cast
 
 import msgspec
 
@@ -205,7 +205,7 @@ def decode_request(raw: bytes | str) -> RequestEvent:
     else:
         w = _decode(raw, _req_decoder)
     t = w.ts
-    ts = _fast_utc(t) if t.__class__ is str else t  # (epoch seconds: a float, from msgspec)
+    ts = _fast_utc(t) if isinstance(t, str) else t  # (epoch seconds: a float, from msgspec)
     if ts is None or not EVENT_TS_MIN <= ts < EVENT_TS_MAX:
         ts = _ts(t)  # (raises the reason when out of range)
     return _event(w, ts)
@@ -235,7 +235,7 @@ class RequestBatch:
         self.ts = ts
         self.rows = rows
         self._events = events
-        self._array = None
+        self._array: Any = None  # numpy float64 array of ts, made on demand
 
     @classmethod
     def of(cls, evs: list[RequestEvent] | RequestBatch) -> RequestBatch:
@@ -304,7 +304,7 @@ def _numpy():
     return _np
 
 
-_np = None
+_np: Any = None
 
 
 def decode_requests(values: list[bytes]) -> tuple[RequestBatch, list[tuple[int, str]]]:

@@ -41,9 +41,13 @@ from __future__ import annotations
 import json
 import math
 import pickle  # noqa: S403 - measures the size of a River model, loads nothing
+from typing import TYPE_CHECKING
 
 from .errors import ConfigError
 from .univariate import StatisticScorer, UnivariateDetector
+
+if TYPE_CHECKING:
+    from .latency import LatencyState
 
 __all__ = ["SCORER_NAMES", "make_series_scorer"]
 
@@ -94,7 +98,7 @@ class _Latency:
         from .latency import LatencySpikeDetector
 
         self.det = LatencySpikeDetector()
-        self.state = None
+        self.state: LatencyState | None = None
         self.post = StatisticScorer()
 
     def score_learn_one(self, x: float, t: float | None) -> float:

@@ -630,9 +630,9 @@ class UnivariateDetector:
     )
 
     def _arrays(self) -> list[np.ndarray]:
-        arrays = [self._hist, self._val, self._mem, self._ph, self._cmem, self._ev]
-        arrays += [self._wval, self._wnum]
-        return arrays + [self._wdt, self._wdv] + [c.counts for c in self._cal]
+        arrays: list[np.ndarray] = [self._hist, self._val, self._mem, self._ph, self._cmem, self._ev]
+        arrays += [self._wval, self._wnum, self._wdt, self._wdv]
+        return arrays + [c.counts for c in self._cal]
 
     def _scalars(self) -> list[float]:
         return [

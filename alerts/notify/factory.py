@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from alerts.config import AlertingConfig, ReceiverConfig
 from alerts.errors import ConfigError
@@ -34,7 +35,7 @@ def build_receivers(cfg: AlertingConfig) -> dict[str, Receiver]:
     out: dict[str, Receiver] = {}
     for rc in cfg.receivers:
         if rc.console is not None:
-            color = "auto" if rc.console.color is None else rc.console.color
+            color: bool | Literal["auto"] = "auto" if rc.console.color is None else rc.console.color
             out[rc.name] = ConsoleReceiver(color=color, name=rc.name)
         elif rc.slack is not None:
             from .slack import SlackReceiver

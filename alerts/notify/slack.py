@@ -644,9 +644,9 @@ class SlackReceiver(Receiver):
         if code in TRANSIENT_ERRORS or (status is not None and status >= 500):
             return self._error(what, method, retryable=True, retry_after=retry_after, **kw)
         if status is not None and 400 <= status < 500:
-            retryable, fix = classify_status(status)
+            retryable, status_fix = classify_status(status)
             return self._error(what, method, retryable=retryable, retry_after=retry_after if retryable else None,
-                               fix=fix, **kw)
+                               fix=status_fix, **kw)
         # HTTP 200 with an error code we do not know: trying again sends the same request.
         return self._error(what, method, retryable=False, scope="message",
                            fix=f"Slack answered {code!r}: see https://docs.slack.dev/reference/methods/{method}", **kw)

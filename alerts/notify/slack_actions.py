@@ -247,8 +247,11 @@ def parse_interaction(payload: Any) -> Interaction:
     if act.get("type") == "static_select":
         opt = act.get("selected_option")
         value = opt.get("value") if isinstance(opt, dict) else None
-    container = payload.get("container") if isinstance(payload.get("container"), dict) else {}
-    channel = container.get("channel_id") or (payload.get("channel") or {}).get("id")
+    container = payload.get("container")
+    if not isinstance(container, dict):
+        container = {}
+    where = payload.get("channel")
+    channel = container.get("channel_id") or (where.get("id") if isinstance(where, dict) else None)
     message = payload.get("message") if isinstance(payload.get("message"), dict) else None
     ts = container.get("message_ts") or (message or {}).get("ts")
     return Interaction(uid, action_id, value if isinstance(value, str) else None,
