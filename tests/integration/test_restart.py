@@ -53,6 +53,21 @@ def wait_for(cond, timeout: float, what: str, proc: subprocess.Popen | None = No
     pytest.fail(f"timed out waiting for {what}")
 
 
+def committed_and_end_offsets(bootstrap: str, group: str, topic: str) -> tuple[dict[int, int], dict[int, int]]:
+    """The offsets ``group`` committed on ``topic`` and the end offsets, by partition."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    # A consumer of the group that joins nothing (no subscription): it only reads the group's offsets.
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    try:
+        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        ends = {tp.partition: off for tp, off in consumer.end_offsets(parts).items() if off}
+        committed = {tp.partition: consumer.committed(tp) for tp in parts}
+    finally:
+        consumer.close()
+    return {p: o for p, o in committed.items() if o or p in ends}, ends
+
+
 def test_sigkill_and_restart_keeps_the_models(kafka_bootstrap, unique_names, tmp_path):
     names = unique_names()
     metrics_port, web_port = free_port(), free_port()
@@ -74,22 +89,26 @@ def test_sigkill_and_restart_keeps_the_models(kafka_bootstrap, unique_names, tmp
 
     send(first)
     w1 = start_worker(str(config), kafka_bootstrap, tmp_path, "w1")
+    seen_by_w1 = 0.0
     try:
         wait_for(lambda: events_processed(metrics_port) >= len(first), 120, "the first 40 minutes", w1)
         time.sleep(8)  # a checkpoint (every 5 s) and an offset commit happen
         # Something mid-stream when the kill comes.
         send(second[:300])
         time.sleep(0.5)
+        seen_by_w1 = events_processed(metrics_port)
     finally:
         w1.send_signal(signal.SIGKILL)
         w1.wait(10)
     send(second[300:])
     producer.close()
+    w2_processed = [0.0]
     w2 = start_worker(str(config), kafka_bootstrap, tmp_path, "w2")
     try:
         # At least once: the restarted worker reads from the last commit, some events again.
         wait_for(lambda: events_processed(metrics_port) >= len(second) - 300, 120, "the rest of the stream", w2)
         time.sleep(3)
+        w2_processed[0] = events_processed(metrics_port)
     finally:
         w2.send_signal(signal.SIGTERM)
         try:
@@ -97,6 +116,18 @@ def test_sigkill_and_restart_keeps_the_models(kafka_bootstrap, unique_names, tmp
         except subprocess.TimeoutExpired:
             w2.kill()
     log2 = (tmp_path / "w2.log").read_text(errors="replace")
+    # Accounting: every produced event was read (the restarted worker committed up to the end of
+    # every partition: nothing skipped), and what was read twice is bounded by what the killed
+    # worker had read since its last commit.
+    produced = len(stream)
+    committed, ends = committed_and_end_offsets(kafka_bootstrap, f"{names}-group-requests", f"{names}-req")
+    assert committed == ends and sum(ends.values()) == produced, (committed, ends)
+    seen_by_w2 = w2_processed[0]
+    duplicates = seen_by_w1 + seen_by_w2 - produced
+    print(f"restart accounting: {produced} produced, {seen_by_w1:.0f} read before the kill, "
+          f"{seen_by_w2:.0f} after; at least {duplicates:.0f} read twice (at least once)")
+    assert seen_by_w1 + seen_by_w2 >= produced
+    assert duplicates <= seen_by_w1 - len(first) + 5000  # at most what came after the last commit, and a batch
     alerts = [orjson.loads(m.value) for m in read_all(kafka_bootstrap, f"{names}-alerts", 1)]
     firing = [a for a in alerts if a["status"] == "firing"]
     # Warm models: the flood 5 minutes after the restart is caught and named (a cold
