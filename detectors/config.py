@@ -16,7 +16,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
 from .configfile import parse_duration
 
-__all__ = ["DetectorsConfig", "TrafficConfig", "LatencyConfig", "DiagnosisConfig", "Override"]
+__all__ = ["DetectorsConfig", "TrafficConfig", "LatencyConfig", "DiagnosisConfig", "TimeGuardConfig",
+           "Override"]
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 
@@ -64,6 +65,25 @@ class DiagnosisConfig(_Strict):
     replaced_grace: Duration = 1800.0
 
 
+class TimeGuardConfig(_Strict):
+    """Plausible event times (detectors/timeguard.py); the rest is dead-lettered.
+
+    ``max_ahead``: seconds a request may be ahead of its partition's arrival
+    time (or, in a replay, of the partition's recent event times).
+    ``disk_max_ahead``: the same for disk readings, which come in rounds: in
+    a replay the next round is a whole reading interval ahead of the last,
+    so this must exceed the interval. ``max_behind``: seconds an event may
+    be behind its partition's recent event times (the windows of a service
+    are kept for an hour: 60 windows of a minute). ``span``: how many recent
+    events of a partition its reference time is estimated from.
+    """
+
+    max_ahead: Duration = Field(300.0, gt=0)
+    disk_max_ahead: Duration = Field(3600.0, gt=0)
+    max_behind: Duration = Field(3600.0, gt=0)
+    span: int = Field(128, ge=1)
+
+
 def _partial(model: type[_Strict]) -> type[_Strict]:
     """The same fields, all optional: an override names only what it changes."""
     fields: dict[str, Any] = {
@@ -104,6 +124,7 @@ class DetectorsConfig(_Strict):
     latency: LatencyConfig = LatencyConfig()
     diagnosis: DiagnosisConfig = DiagnosisConfig()
     disk: dict[str, Any] = Field(default_factory=dict)
+    time_guard: TimeGuardConfig = TimeGuardConfig()
     overrides: list[Override] = Field(default_factory=list)
 
     @field_validator("timezone")
