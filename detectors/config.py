@@ -16,7 +16,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
 from .configfile import parse_duration
 
-__all__ = ["DetectorsConfig", "TrafficConfig", "LatencyConfig", "DiagnosisConfig", "TimeGuardConfig",
+__all__ = ["DetectorsConfig", "TrafficConfig", "LatencyConfig", "DiagnosisConfig", "TimeGuardConfig", "LimitsConfig",
            "Override"]
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
@@ -84,6 +84,31 @@ class TimeGuardConfig(_Strict):
     span: int = Field(128, ge=1)
 
 
+class LimitsConfig(_Strict):
+    """Caps on the keys one worker tracks, against floods of random names.
+
+    Beyond ``max_services`` services (``max_hosts`` service/host latency
+    models, ``max_drives`` drives) the least recently seen is evicted: among
+    services, first the young ones (fewer than ``young_requests`` requests
+    in all, not alerting), then the others; a new service is refused (its
+    requests counted, not processed) when every tracked one was seen in the
+    same batch or is alerting. A young service that has been quiet for
+    ``young_idle_windows`` windows is forgotten even below the cap: it
+    cannot have given the detectors enough to judge (they need
+    ``min_count`` requests a window), and a stray name would otherwise get
+    an empty window every minute for ever. A young service's windows with
+    fewer requests than the detectors' ``min_count`` are neither judged nor
+    learned (the detectors could not flag them, and a baseline is not made
+    of a stray name's single request).
+    """
+
+    max_services: int = Field(10_000, ge=1)
+    max_hosts: int = Field(20_000, ge=1)
+    max_drives: int = Field(100_000, ge=1)
+    young_requests: int = Field(100, ge=0)
+    young_idle_windows: int = Field(2, ge=1)
+
+
 def _partial(model: type[_Strict]) -> type[_Strict]:
     """The same fields, all optional: an override names only what it changes."""
     fields: dict[str, Any] = {
@@ -125,6 +150,7 @@ class DetectorsConfig(_Strict):
     diagnosis: DiagnosisConfig = DiagnosisConfig()
     disk: dict[str, Any] = Field(default_factory=dict)
     time_guard: TimeGuardConfig = TimeGuardConfig()
+    limits: LimitsConfig = LimitsConfig()
     overrides: list[Override] = Field(default_factory=list)
 
     @field_validator("timezone")
