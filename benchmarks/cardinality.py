@@ -16,7 +16,7 @@ and another flood length: report-only, the headline). Default: both.
 Usage::
 
     .venv/bin/python benchmarks/cardinality.py [--names 100000] [--part both]
-        [--history-days 1] [--scale 3]
+        [--history-days 1] [--scale 3] [--repeat 2]
 """
 
 from __future__ import annotations
@@ -101,11 +101,15 @@ def part(name: str, tmp: Path, args, seed: int, minutes: float) -> None:
     start = min(parse_ts(t["start"]) for t in truth) - 3600  # an hour before the first incident
     attack = tmp / f"attack-{seed}.jsonl.gz"
     with_flood(normal, attack, args.names, minutes, seed, start)
-    n = backtest(normal, tmp / f"out-n-{seed}")
-    a = backtest(attack, tmp / f"out-a-{seed}")
+    runs_n, runs_a = [], []
+    for _ in range(args.repeat):  # alternated, so that a busy spell of the machine hits both
+        runs_n.append(backtest(normal, tmp / f"out-n-{seed}"))
+        runs_a.append(backtest(attack, tmp / f"out-a-{seed}"))
+    n = min(runs_n, key=lambda r: r["cpu"])
+    a = min(runs_a, key=lambda r: r["cpu"])
     rn = n["events"] / n["cpu"]
     ra = a["events"] / a["cpu"]
-    print(f"[{name}] seed {seed}, {args.names:,} random service names over {minutes:g} min")
+    print(f"[{name}] seed {seed}, {args.names:,} random service names over {minutes:g} min, best of {args.repeat}")
     print(f"  normal traffic: {n['events']:>10,} events {rn:>10,.0f} events/s   peak RSS {n['rss'] / 2**20:6.0f} MiB")
     print(f"  with the flood: {a['events']:>10,} events {ra:>10,.0f} events/s   peak RSS {a['rss'] / 2**20:6.0f} MiB")
     print(f"  slow-down normal / flood: {rn / ra:.2f}x (target <= 3)   peak RSS under 1 GiB: {a['rss'] < 2**30}")
@@ -118,9 +122,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--part", choices=("tuning", "report", "both"), default="both")
     ap.add_argument("--history-days", type=int, default=1)
     ap.add_argument("--scale", type=float, default=3)
+    ap.add_argument("--repeat", type=int, default=2, help="runs of each backtest; the fastest is reported")
     args = ap.parse_args(argv)
-    from detectors import compiled_modules
     import detectors.features  # noqa: F401  (so compiled_modules sees it)
+    from detectors import compiled_modules
 
     print(f"compiled (mypyc): {', '.join(compiled_modules()) or 'none, pure Python'}; "
           f"parent peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")

@@ -213,11 +213,10 @@ class WindowAggregator:
         self._source_boundary: dict[int, float] = {}
         self._due = False
         self.late_events = 0
-        # client_ip -> its HyperLogLog register and rank and its SeenFilter
-        # bytes and masks (all from hash64, computed once per client); two
-        # generations, as the hashes below.
-        self._client_keys: dict[str, tuple[int, int, int, int, int, int, int, int]] = {}
-        self._old_keys: dict[str, tuple[int, int, int, int, int, int, int, int]] = {}
+        # client_ip -> its HyperLogLog register and rank and its hash64
+        # (computed once per client); two generations, as the hashes below.
+        self._client_keys: dict[str, tuple[int, int, int]] = {}
+        self._old_keys: dict[str, tuple[int, int, int]] = {}
         # client_ip -> hash64 (the batch path derives the rest in numpy), in
         # two generations: a full one becomes the old one, whose clients move
         # back on their next request (no recent client is hashed again).
@@ -227,16 +226,14 @@ class WindowAggregator:
         #: same as ``add`` for each event); False: by the numpy path below.
         self.native = _native is not None
 
-    def _client_key(self, ip: str) -> tuple[int, int, int, int, int, int, int, int]:
+    def _client_key(self, ip: str) -> tuple[int, int, int]:
         """The client's key (not in ``_client_keys``): from the old generation, else computed; then current."""
         k = self._old_keys.get(ip)
         if k is None:
             h = self._client_hash(ip)
             idx = h & _HLL_MASK
             rank = (64 - _HLL_P) - (h >> _HLL_P).bit_length() + 1
-            b = self.seen_bits
-            p0, p1, p2 = h % b, (h >> 21) % b, (h >> 42) % b  # as SeenFilter._positions
-            k = (idx, rank, p0 >> 3, 1 << (p0 & 7), p1 >> 3, 1 << (p1 & 7), p2 >> 3, 1 << (p2 & 7))
+            k = (idx, rank, h)
         keys = self._client_keys
         if len(keys) >= _MAX_CLIENT_KEYS:
             self._old_keys = keys
@@ -316,7 +313,7 @@ class WindowAggregator:
             k = self._client_keys.get(ip)
             if k is None:
                 k = self._client_key(ip)
-            idx, rank, b0, m0, b1, m1, b2, m2 = k
+            idx, rank, hc = k
             reg = w.hll.reg
             if rank > reg[idx]:
                 reg[idx] = rank
@@ -336,15 +333,8 @@ class WindowAggregator:
                 if svc.rotated_at != _NEG_INF:
                     svc.seen.rotate()
                 svc.rotated_at = ts
-            seen = svc.seen
-            cur = seen.cur
-            if not (cur[b0] & m0 and cur[b1] & m1 and cur[b2] & m2):  # not in the current generation
-                cur[b0] |= m0
-                cur[b1] |= m1
-                cur[b2] |= m2
-                prev = seen.prev
-                if not (prev[b0] & m0 and prev[b1] & m1 and prev[b2] & m2):
-                    w.new += 1
+            if not svc.seen.check_and_add(hc):
+                w.new += 1
         country = ev.country
         if country is not None:
             d = w.countries
@@ -638,35 +628,37 @@ class WindowAggregator:
     def _seen_fast(self, fast: list[tuple[_Service, list]], H, valid, gid, group_windows: list[_Window]) -> None:
         """The filter of ``fast``'s services (no rotation, arrival order) over a batch, as ``add``.
 
-        A request whose client has its three bits set in the current
-        generation before the batch changes nothing and is not new, whatever
-        came before it in the batch (bits are only ever set). numpy finds
-        those; the rest (first-time and returning-after-rotation clients, a
-        few) go through ``add``'s arithmetic one by one, in arrival order.
+        A request whose client is in the current generation before the batch
+        changes nothing and is not new, whatever came before it in the batch
+        (bits are only ever set, slices only added). numpy finds those; the
+        rest (first-time and returning-after-rotation clients, a few) go
+        through ``SeenFilter.check_and_add`` one by one, in arrival order.
         """
-        b = np.uint64(self.seen_bits)
-        P = np.stack([H % b, (H >> np.uint64(21)) % b, (H >> np.uint64(42)) % b], axis=1).astype(np.int64)
-        byte = P >> 3
-        mask = (1 << (P & 7)).astype(np.uint8)
+        H0 = H & np.uint64((1 << 21) - 1)
+        H1 = (H >> np.uint64(21)) & np.uint64((1 << 21) - 1)
+        H2 = (H >> np.uint64(42)) & np.uint64((1 << 21) - 1)
         for svc, groups in fast:
             a0 = groups[0][1]
             b0 = groups[-1][2]
             seen = svc.seen
-            cur = seen.cur
-            known = ((np.frombuffer(cur, dtype=np.uint8)[byte[a0:b0]] & mask[a0:b0]) != 0).all(axis=1)
+            known = np.zeros(b0 - a0, dtype=bool)
+            for sl in seen.cur:
+                m = np.uint64(len(sl) * 8 - 1)
+                arr = np.frombuffer(sl, dtype=np.uint8)
+                hit = np.ones(b0 - a0, dtype=bool)
+                for Hx in (H0, H1, H2):
+                    p = (Hx[a0:b0] & m).astype(np.int64)
+                    hit &= (arr[p >> 3] & (1 << (p & 7)).astype(np.uint8)) != 0
+                known |= hit
             if valid is not None:
                 known |= ~valid[a0:b0]
             if known.all():
                 continue
             todo = (np.flatnonzero(~known) + a0).tolist()
-            prev = seen.prev
-            for i, (b0_, b1, b2), (m0, m1, m2) in zip(todo, byte[todo].tolist(), mask[todo].tolist(), strict=True):
-                if not (cur[b0_] & m0 and cur[b1] & m1 and cur[b2] & m2):
-                    cur[b0_] |= m0
-                    cur[b1] |= m1
-                    cur[b2] |= m2
-                    if not (prev[b0_] & m0 and prev[b1] & m1 and prev[b2] & m2):
-                        group_windows[gid[i]].new += 1
+            check = seen.check_and_add
+            for i, h in zip(todo, H[todo].tolist(), strict=True):
+                if not check(h):
+                    group_windows[gid[i]].new += 1
 
     def _seen_exact(self, svc: _Service, groups: list, ts_s: tuple, ips_s: tuple, in_order: bool,
                     order_l: list | None) -> None:
@@ -695,15 +687,8 @@ class WindowAggregator:
             k = keys.get(ip)
             if k is None:
                 k = self._client_key(ip)
-            _, _, b0_, m0, b1, m1, b2, m2 = k
-            cur = seen.cur
-            if not (cur[b0_] & m0 and cur[b1] & m1 and cur[b2] & m2):
-                cur[b0_] |= m0
-                cur[b1] |= m1
-                cur[b2] |= m2
-                prev = seen.prev
-                if not (prev[b0_] & m0 and prev[b1] & m1 and prev[b2] & m2):
-                    win_of[i].new += 1
+            if not seen.check_and_add(k[2]):
+                win_of[i].new += 1
 
     def _batch_watermark(self, t, source: int) -> list[float]:
         """Watermarks after a batch (event times ``t`` in order); the boundary crossings, as ``add`` makes them."""
@@ -749,8 +734,23 @@ class WindowAggregator:
             yield self.advance()
 
     def forget(self, service: str) -> None:
-        """Drop a service's open windows and filters (it moved to another worker)."""
+        """Drop a service's open windows and filters (it moved to another worker, or was evicted)."""
         self._services.pop(service, None)
+
+    def tracked(self) -> int:
+        """How many services have open windows or filters here."""
+        return len(self._services)
+
+    def is_tracked(self, service: str) -> bool:
+        return service in self._services
+
+    def untracked(self, names: set[str]) -> set[str]:
+        """The names among ``names`` that have no state here."""
+        return names.difference(self._services)
+
+    def last_seen(self) -> dict[str, float]:
+        """Each tracked service's latest event time."""
+        return {name: svc.watermark for name, svc in self._services.items()}
 
     def source_of(self, service: str) -> int | None:
         svc = self._services.get(service)

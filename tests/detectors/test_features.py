@@ -54,7 +54,8 @@ def events(n, seed=1, services=3, disorder=0.0, rate=2.0, clients=400, endpoints
 
 def state(agg):
     return {
-        name: (svc.closed_until, svc.watermark, svc.rotated_at, bytes(svc.seen.cur), bytes(svc.seen.prev),
+        name: (svc.closed_until, svc.watermark, svc.rotated_at, [bytes(s) for s in svc.seen.cur],
+               [bytes(s) for s in svc.seen.prev], svc.seen.fill,
                svc.source, sorted(svc.windows))
         for name, svc in agg._services.items()
     }, dict(agg._sources), dict(agg._source_boundary), agg.watermark, agg.late_events
