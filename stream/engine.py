@@ -185,6 +185,22 @@ class Engine:
             self._gone.update(f"latency:{k}" for k in self._host_seen if k.split("|", 1)[0] in services)
         self.forget_services(services)
 
+    #: Engine.counts keys of what the caps did.
+    KEY_COUNTERS = ("services.evicted", "services.forgotten", "services.refused", "requests.refused",
+                    "hosts.evicted", "drives.evicted")
+
+    def key_stats(self) -> dict[str, int]:
+        """Tracked keys and what the caps did to them, for the metrics.
+
+        ``tracked.services`` (with open windows), ``tracked.hosts``,
+        ``tracked.drives``, and the counters of :attr:`KEY_COUNTERS`.
+        """
+        out = {"tracked.services": self.aggregator.tracked(), "tracked.hosts": len(self._host_seen),
+               "tracked.drives": len(self.drives)}
+        for k in self.KEY_COUNTERS:
+            out[k] = self.counts[k]
+        return out
+
     def _forget_young(self, now: float) -> None:
         """Forget the young services quiet for limits.young_idle_windows windows before ``now`` (a window start)."""
         horizon = now - self.limits.young_idle_windows * self.config.window

@@ -49,6 +49,8 @@ def test_a_flood_of_random_service_names_stays_under_the_cap_and_normal_services
     assert all(eng.traffic[s].to_bytes() != before[s] for s in before)  # still learning
     c = eng.counts
     assert c["services.evicted"] + c["services.refused"] + c["services.forgotten"] >= 5000 - 200
+    stats = eng.key_stats()
+    assert stats["tracked.services"] <= 200 and stats["services.evicted"] == c["services.evicted"]
     # the stray names are gone once quiet for a few windows; the normal ones stay
     run(eng, normal(T0 + 1200, 600, seed=4))
     assert set(eng.traffic) == {"ent-a", "ent-b"}
