@@ -3,8 +3,9 @@
  * - add_rows: WindowAggregator.add for a whole batch (below);
  * - utc_many, row_times: timeutil.fast_utc_many, the event times of a batch (at the end).
  *
- * Without this module (no compiler at install, or TOCSIN_NATIVE=0) numpy does
- * both, with the same results.
+ * Without this module (no compiler at install, or TOCSIN_NATIVE=0)
+ * WindowAggregator.add_batch calls add for each event and timeutil uses numpy,
+ * with the same results.
  *
  * add_rows(agg, rows, ts, source) does exactly what
  *
@@ -29,8 +30,8 @@
  * left.
  *
  * Rows of any other type than msgspec structs with the request fields make it
- * return NotImplemented before it changes anything (the caller then takes the
- * numpy path).
+ * return NotImplemented before it changes anything (the caller then calls add
+ * for each).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

@@ -8,17 +8,13 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
-from collections import _count_elements as _count  # type: ignore[attr-defined]  # Counter's counting loop, in C
-from collections.abc import Sequence
 from hashlib import blake2b
 from itertools import accumulate
 from operator import itemgetter
 from typing import ClassVar
 
-import numpy as np
-
 __all__ = [
-    "LogHistogram", "HyperLogLog", "SpaceSaving", "SeenFilter", "hash64", "log_bin", "log_bins", "log_bins_array", "bin_centre",
+    "LogHistogram", "HyperLogLog", "SpaceSaving", "SeenFilter", "hash64", "log_bin", "bin_centre",
 ]
 
 _LOG_K = 1.0 / math.log(1.05)
@@ -39,29 +35,6 @@ def log_bin(v: float) -> int:
             _bins.clear()
         _bins[v] = b
     return b
-
-
-def log_bins(values: list[float]) -> list[int]:
-    """``[log_bin(v) for v in values]``, in numpy (the batch path).
-
-    numpy's log1p may differ from ``math.log1p`` in the last bit; that can
-    only change a bin when the scaled log is within a hair of an integer,
-    so those few (and any non-finite value) are recomputed with ``math``.
-    """
-    return log_bins_array(values).tolist()
-
-
-def log_bins_array(values: list[float]):
-    """:func:`log_bins` as a numpy int64 array."""
-    x = np.log1p(np.array(values, dtype=np.float64)) * _LOG_K
-    with np.errstate(invalid="ignore"):
-        out = x.astype(np.int64)
-        frac = x - out
-        doubt = ~((frac > 1e-9) & (frac < 1 - 1e-9))  # NaN and inf too
-    if doubt.any():
-        for i in np.flatnonzero(doubt).tolist():
-            out[i] = int(math.log1p(values[i]) * _LOG_K)
-    return out
 
 
 class LogHistogram:
@@ -233,54 +206,6 @@ class SpaceSaving:
                 self._low = None
             if not low:
                 self._low = None
-
-    def add_many(self, keys: Sequence[str]) -> None:
-        """``add(key)`` for each key in order, with the same result (the batch path's hot loop).
-
-        The eviction is order-dependent, so this stays a loop; it is
-        :meth:`add` with n=1 inlined on local variables.
-        """
-        c = self.counts
-        k = self.k
-        fits = c and keys and (
-            len(c) + len(keys) <= k or (len(keys) <= 4 * k and len(c) + len(set(keys).difference(c)) <= k)
-        )
-        if fits:
-            # Room for every new key: no eviction, plain counting (new keys in order of first request), in C.
-            # (The distinct new keys are counted only for short lists: a long one rarely fits.)
-            n0 = len(c)
-            _count(c, keys)
-            self.total += len(keys)
-            if len(c) != n0:
-                self._low = None
-            return
-        if not c and keys:
-            # An empty table fills without evictions up to the first request of
-            # its (k+1)-th distinct key: that part is plain counting, in C.
-            first = dict(zip(reversed(keys), range(len(keys) - 1, -1, -1), strict=True))  # key -> first index
-            q = len(keys) if len(first) <= k else sorted(first.values())[k]
-            _count(c, keys[:q] if q < len(keys) else keys)
-            self.total += q
-            self._low = None
-            if q == len(keys):
-                return
-            keys = keys[q:]
-        self.total += len(keys)
-        low = self._low
-        m = self._min
-        for key in keys:
-            if key in c:
-                c[key] += 1
-            elif len(c) < k:
-                c[key] = 1
-                low = None
-            else:
-                low, m, _ = _evict(c, low, m)
-                c[key] = m + 1
-                if not low:
-                    low = None
-        self._low = low
-        self._min = m
 
     def top(self, n: int) -> list[tuple[str, int]]:
         # By count descending then key: sorted by key, then stably by count
