@@ -9,7 +9,12 @@ their ratio (the backtest's share of the decode-only speed). The targets are
 Usage::
 
     .venv/bin/python benchmarks/backtest_speed.py [--requests FILE] [--repeat 3]
-        [--history-days 2] [--scale 3]
+        [--history-days 2] [--scale 3] [--baseline DIR]
+
+``--baseline DIR``: also replay the file with another build of tocsin (a
+folder holding its ``detectors``, ``alerts`` and ``stream`` packages, e.g. an
+older commit's wheel unpacked), alternating with this one in child
+processes, and print both rates and their ratio: a before/after in one run.
 
 Without ``--requests`` it simulates a recording (``tocsin simulate``) into a
 temporary folder first. Best of ``--repeat`` runs each, in CPU seconds of
@@ -62,12 +67,40 @@ def backtest(path: str, out: str) -> tuple[int, float]:
     return res.events, time.process_time() - t0
 
 
+# One backtest in a child process whose imports come from the folder it runs in.
+_CHILD = """
+import json, sys, time
+sys.path.insert(0, sys.argv[3])
+from stream.backtest import run_backtest
+from stream.engine import Engine, tune_gc
+from detectors import compiled_modules
+import detectors.features
+tune_gc()
+t0 = time.process_time()
+res = run_backtest(sys.argv[1], None, sys.argv[2], Engine())
+print(json.dumps({"events": res.events, "cpu": time.process_time() - t0, "compiled": len(compiled_modules())}))
+"""
+
+
+def backtest_in(code: str, path: str, out: str) -> tuple[int, float, int]:
+    """(events, CPU seconds, compiled modules) of a backtest run with the tocsin found in folder ``code``."""
+    import json
+    import os
+
+    env = {**os.environ, "PYTHONPATH": code}
+    r = subprocess.run([sys.executable, "-c", _CHILD, path, out, code], cwd=code, env=env, check=True,
+                       capture_output=True, text=True)
+    d = json.loads(r.stdout.strip().splitlines()[-1])
+    return d["events"], d["cpu"], d["compiled"]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--requests", help="a requests .jsonl or .jsonl.gz (default: simulate one)")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--history-days", type=int, default=2)
     ap.add_argument("--scale", type=float, default=3)
+    ap.add_argument("--baseline", help="folder of another tocsin build to compare with (before/after)")
     args = ap.parse_args(argv)
     tune_gc()  # this process runs as the tocsin command does (both sides of each ratio)
     with tempfile.TemporaryDirectory(prefix="tocsin-speed-") as tmp:
@@ -82,6 +115,19 @@ def main(argv: list[str] | None = None) -> int:
             )
             path = str(sim / "requests.jsonl.gz")
         sum(1 for _ in iter_lines(path))  # warm the page cache
+        if args.baseline:
+            best = {"baseline": 0.0, "this": 0.0}
+            compiled = {}
+            for _ in range(args.repeat):
+                for name, code in (("baseline", args.baseline), ("this", str(ROOT))):
+                    n, cpu, compiled[name] = backtest_in(code, path, str(Path(tmp) / f"out-{name}"))
+                    best[name] = max(best[name], n / cpu)
+            print(f"file: {args.requests or 'simulated'} ({n:,} request events), best of {args.repeat}, child processes")
+            print(f"compiled modules: baseline {compiled['baseline']}, this {compiled['this']}")
+            print(f"baseline ({args.baseline}): {best['baseline']:12,.0f} events/s")
+            print(f"this ({ROOT}):  {best['this']:12,.0f} events/s")
+            print(f"ratio this / baseline: {best['this'] / best['baseline']:.3f}")
+            return 0
         best_d = best_b = 0.0
         n_d = n_b = 0
         for _ in range(args.repeat):

@@ -5,7 +5,8 @@ per service, composition per service, drive state), the time of one
 score + learn on a key picked at random among N keys, the size of its
 serialised state (what the changelog carries) and the Python memory held per
 key (tracemalloc). Also the traffic-composition features of one service at
-10,000 and 1,000,000 distinct clients (bounded sketches).
+1, 10,000 and 1,000,000 distinct clients (bounded sketches; the first-time-client
+filter grows with the clients seen).
 
 Usage::
 
@@ -136,7 +137,7 @@ def main() -> int:
     if "sketches" not in OPTS.only:
         return 0
     print("\ntraffic composition of one service (window sketches + first-seen filter):")
-    for clients in (10_000, 1_000_000):
+    for clients in (1, 10_000, 1_000_000):
         tracemalloc.start()
         agg = WindowAggregator()
         per_window = 20_000
@@ -167,8 +168,10 @@ def main() -> int:
         agg._old_hashes.clear()
         svc = tracemalloc.get_traced_memory()[0]
         tracemalloc.stop()
+        seen = agg._services["svc"].seen.nbytes()
         print(
-            f"  {clients:>9,} distinct clients: {svc / 1024:7.0f} KiB held for the service "
+            f"  {clients:>9,} distinct clients: {svc / 1024:7.1f} KiB held for the service, "
+            f"{seen / 1024:6.1f} KiB of it the first-time-client filter "
             f"(+ {(cur - svc) / 1024:.0f} KiB of the worker's bounded client-hash cache)"
         )
     return 0

@@ -3,8 +3,9 @@
  * - add_rows: WindowAggregator.add for a whole batch (below);
  * - utc_many, row_times: timeutil.fast_utc_many, the event times of a batch (at the end).
  *
- * Without this module (no compiler at install, or TOCSIN_NATIVE=0) numpy does
- * both, with the same results.
+ * Without this module (no compiler at install, or TOCSIN_NATIVE=0)
+ * WindowAggregator.add_batch calls add for each event and timeutil uses numpy,
+ * with the same results.
  *
  * add_rows(agg, rows, ts, source) does exactly what
  *
@@ -29,8 +30,8 @@
  * left.
  *
  * Rows of any other type than msgspec structs with the request fields make it
- * return NotImplemented before it changes anything (the caller then takes the
- * numpy path).
+ * return NotImplemented before it changes anything (the caller then calls add
+ * for each).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -52,7 +53,7 @@ static PyObject *S_OTHER, *ONE;
     X(windows) X(last) X(closed_until) X(seen) X(rotated_at) X(watermark) X(source) \
     X(cur) X(prev) X(rotate) X(n) X(n5xx) X(n429) X(n4xx) X(hist) X(hosts) X(hll) \
     X(reg) X(top) X(new) X(countries) X(hosting) X(hosting_by) X(endpoints) X(agents) \
-    X(with_ip) X(bins) X(counts) X(k) X(total) X(_low) X(_min)
+    X(with_ip) X(bins) X(counts) X(k) X(total) X(_low) X(_min) X(fill) X(grow)
 #define DECL(name) static PyObject *s_##name;
 NAMES(DECL)
 
@@ -246,7 +247,9 @@ typedef struct {
     PyObject *windows; /* svc.windows */
     double closed_until;
     int cur; /* its slot of the window of its last event, or -1 */
-    PyObject *seen, *seen_cur, *seen_prev;
+    PyObject *seen, *seen_cur, *seen_prev; /* the SeenFilter and its generations (lists of bytearrays) */
+    long fill;                             /* seen.fill, written back with the batch */
+    int fill_moved;
     double rotated_at;
     int rotated;
     double watermark;
@@ -327,6 +330,11 @@ static int svc_flush(SvcSlot *s, Batch *b, PyObject *source)
         r |= PyObject_SetAttr(s->svc, s_last, b->wins[s->cur].w);
     if (s->rotated)
         r |= attr_set_float(s->svc, s_rotated_at, s->rotated_at);
+    if (s->fill_moved) {
+        PyObject *f = PyLong_FromLong(s->fill);
+        r |= f == NULL ? -1 : PyObject_SetAttr(s->seen, s_fill, f);
+        Py_XDECREF(f);
+    }
     if (s->wm_moved)
         r |= attr_set_float(s->svc, s_watermark, s->watermark);
     r |= PyObject_SetAttr(s->svc, s_source, source);
@@ -359,7 +367,26 @@ static void batch_free(Batch *b)
     Py_CLEAR(b->win_index);
 }
 
-/* (re)read the seen filter's generations (after a rotate) */
+/* A generation of the seen filter: a non-empty list (prev: possibly empty) of bytearrays whose sizes are powers of two. */
+static int check_slices(PyObject *slices, int may_be_empty)
+{
+    if (!PyList_CheckExact(slices) || (!may_be_empty && PyList_GET_SIZE(slices) == 0))
+        goto bad;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(slices); i++) {
+        PyObject *sl = PyList_GET_ITEM(slices, i);
+        if (!PyByteArray_CheckExact(sl))
+            goto bad;
+        Py_ssize_t n = PyByteArray_GET_SIZE(sl);
+        if (n <= 0 || (n & (n - 1)) != 0)
+            goto bad;
+    }
+    return 0;
+bad:
+    PyErr_SetString(PyExc_TypeError, "SeenFilter generations must be lists of bytearrays of power-of-two sizes");
+    return -1;
+}
+
+/* (re)read the seen filter's generations and fill (after a rotate or a grow) */
 static int svc_seen_refresh(SvcSlot *s)
 {
     Py_CLEAR(s->seen_cur);
@@ -370,12 +397,47 @@ static int svc_seen_refresh(SvcSlot *s)
     s->seen_prev = PyObject_GetAttr(s->seen, s_prev);
     if (s->seen_prev == NULL)
         return -1;
-    if (!PyByteArray_CheckExact(s->seen_cur) || !PyByteArray_CheckExact(s->seen_prev)
-        || PyByteArray_GET_SIZE(s->seen_cur) != PyByteArray_GET_SIZE(s->seen_prev)) {
-        PyErr_SetString(PyExc_TypeError, "SeenFilter generations must be bytearrays of one size");
+    if (check_slices(s->seen_cur, 0) < 0 || check_slices(s->seen_prev, 1) < 0)
         return -1;
+    PyObject *f = PyObject_GetAttr(s->seen, s_fill);
+    if (f == NULL)
+        return -1;
+    s->fill = PyLong_AsLong(f);
+    Py_DECREF(f);
+    if (s->fill == -1 && PyErr_Occurred())
+        return -1;
+    s->fill_moved = 0;
+    return 0;
+}
+
+/* sketches._bloom_has: whether a slice of the generation holds the three positions of hash h */
+static int bloom_has(PyObject *slices, unsigned long long h)
+{
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(slices); i++) {
+        PyObject *sl = PyList_GET_ITEM(slices, i);
+        unsigned long long m = (unsigned long long)PyByteArray_GET_SIZE(sl) * 8 - 1;
+        const unsigned char *a = (const unsigned char *)PyByteArray_AS_STRING(sl);
+        unsigned long long p0 = h & m, p1 = (h >> 21) & m, p2 = (h >> 42) & m;
+        if ((a[p0 >> 3] & (1 << (p0 & 7))) && (a[p1 >> 3] & (1 << (p1 & 7))) && (a[p2 >> 3] & (1 << (p2 & 7))))
+            return 1;
     }
     return 0;
+}
+
+/* Call a method of the service's SeenFilter (rotate, grow) that changes its generations, with fill up to date. */
+static int seen_call(SvcSlot *sv, PyObject *method)
+{
+    PyObject *f = PyLong_FromLong(sv->fill);
+    if (f == NULL || PyObject_SetAttr(sv->seen, s_fill, f) < 0) {
+        Py_XDECREF(f);
+        return -1;
+    }
+    Py_DECREF(f);
+    PyObject *r = PyObject_CallMethodNoArgs(sv->seen, method);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return svc_seen_refresh(sv);
 }
 
 /* The slot of service `name` (created, with the service itself if new). */
@@ -827,13 +889,13 @@ static PyObject *hash64(PyObject *module, PyObject *text)
     return PyLong_FromUnsignedLongLong(h);
 }
 
-static int count_client(PyObject *agg, PyObject **client_hashes, unsigned long long bits, SvcSlot *sv,
+static int count_client(PyObject *agg, PyObject **client_hashes, SvcSlot *sv,
                         WinSlot *s, PyObject *ip, double ts, double rot)
 {
     s->dwith_ip++;
     /* the client's hash64 (computed here for an ASCII address, else what
        WindowAggregator._client_hash caches), and from it what _client_key
-       derives: the HyperLogLog register and rank, the filter's bytes and masks */
+       derives: the HyperLogLog register and rank */
     unsigned long long h;
     PyObject *ho = NULL;
     if (hash64_of(ip, &h))
@@ -858,19 +920,6 @@ static int count_client(PyObject *agg, PyObject **client_hashes, unsigned long l
     unsigned long long hi = h >> HLL_P;
     long idx = (long)(h & ((1ULL << HLL_P) - 1));
     long rank = (64 - HLL_P) - (hi ? 64 - __builtin_clzll(hi) : 0) + 1;
-    unsigned long long p0, p1, p2;
-    if ((bits & (bits - 1)) == 0) { /* a power of two (the default): the same remainders, without dividing */
-        p0 = h & (bits - 1);
-        p1 = (h >> 21) & (bits - 1);
-        p2 = (h >> 42) & (bits - 1);
-    }
-    else {
-        p0 = h % bits;
-        p1 = (h >> 21) % bits;
-        p2 = (h >> 42) % bits;
-    }
-    long k[8] = {idx, rank, (long)(p0 >> 3), 1L << (p0 & 7), (long)(p1 >> 3), 1L << (p1 & 7),
-                 (long)(p2 >> 3), 1L << (p2 & 7)};
     unsigned char *reg = (unsigned char *)PyByteArray_AS_STRING(s->reg);
     if (idx < 0 || idx >= PyByteArray_GET_SIZE(s->reg)) {
         PyErr_SetString(PyExc_IndexError, "HyperLogLog register out of range");
@@ -899,33 +948,32 @@ static int count_client(PyObject *agg, PyObject **client_hashes, unsigned long l
             return -1;
         s->dtop_total++;
     }
-    /* first-time clients */
+    /* first-time clients: SeenFilter.check_and_add(h) */
     if (ts - sv->rotated_at >= rot) {
-        if (sv->rotated_at != -INFINITY) {
-            PyObject *r = PyObject_CallMethodNoArgs(sv->seen, s_rotate);
-            if (r == NULL)
-                return -1;
-            Py_DECREF(r);
-            if (svc_seen_refresh(sv) < 0)
-                return -1;
-        }
+        if (sv->rotated_at != -INFINITY && seen_call(sv, s_rotate) < 0)
+            return -1;
         sv->rotated_at = ts;
         sv->rotated = 1;
     }
-    Py_ssize_t size = PyByteArray_GET_SIZE(sv->seen_cur);
-    long b0 = k[2], m0 = k[3], b1 = k[4], m1 = k[5], b2 = k[6], m2 = k[7];
-    if (b0 < 0 || b0 >= size || b1 < 0 || b1 >= size || b2 < 0 || b2 >= size) {
-        PyErr_SetString(PyExc_IndexError, "SeenFilter position out of range");
-        return -1;
-    }
-    unsigned char *cur = (unsigned char *)PyByteArray_AS_STRING(sv->seen_cur);
-    if (!((cur[b0] & m0) && (cur[b1] & m1) && (cur[b2] & m2))) {
-        cur[b0] |= (unsigned char)m0;
-        cur[b1] |= (unsigned char)m1;
-        cur[b2] |= (unsigned char)m2;
-        unsigned char *prev = (unsigned char *)PyByteArray_AS_STRING(sv->seen_prev);
-        if (!((prev[b0] & m0) && (prev[b1] & m1) && (prev[b2] & m2)))
+    if (!bloom_has(sv->seen_cur, h)) {
+        PyObject *last = PyList_GET_ITEM(sv->seen_cur, PyList_GET_SIZE(sv->seen_cur) - 1);
+        Py_ssize_t size = PyByteArray_GET_SIZE(last);
+        unsigned long long m = (unsigned long long)size * 8 - 1;
+        unsigned char *a = (unsigned char *)PyByteArray_AS_STRING(last);
+        unsigned long long p0 = h & m, p1 = (h >> 21) & m, p2 = (h >> 42) & m;
+        a[p0 >> 3] |= (unsigned char)(1 << (p0 & 7));
+        a[p1 >> 3] |= (unsigned char)(1 << (p1 & 7));
+        a[p2 >> 3] |= (unsigned char)(1 << (p2 & 7));
+        sv->fill++;
+        sv->fill_moved = 1;
+        if (!bloom_has(sv->seen_prev, h))
             s->dnew++;
+        if (sv->fill * 2 >= size) {
+            /* SeenFilter.grow: a new slice when the generation has room (it decides) */
+            if (seen_call(sv, s_grow) < 0)
+                return -1;
+            sv->fill_moved = 1;
+        }
     }
     return 0;
 }
@@ -997,7 +1045,7 @@ static int add_one(PyObject *agg, Batch *b, Layout *lay, PyObject *row, double t
     Py_DECREF(bin);
     if (r < 0)
         return -1;
-    if (f[F_IP] != Py_None && count_client(agg, client_hashes, bits, sv, s, f[F_IP], ts, rot) < 0)
+    if (f[F_IP] != Py_None && count_client(agg, client_hashes, sv, s, f[F_IP], ts, rot) < 0)
         return -1;
     if (f[F_COUNTRY] != Py_None && dict_incr(s->countries, f[F_COUNTRY], 1) < 0)
         return -1;

@@ -17,7 +17,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 from .calendar import parse_calendar
 from .configfile import parse_duration
 
-__all__ = ["DetectorsConfig", "TrafficConfig", "LatencyConfig", "DiagnosisConfig", "Override"]
+__all__ = ["DetectorsConfig", "TrafficConfig", "LatencyConfig", "DiagnosisConfig", "TimeGuardConfig", "LimitsConfig",
+           "Override"]
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 
@@ -65,6 +66,50 @@ class DiagnosisConfig(_Strict):
     replaced_grace: Duration = 1800.0
 
 
+class TimeGuardConfig(_Strict):
+    """Plausible event times (detectors/timeguard.py); the rest is dead-lettered.
+
+    ``max_ahead``: seconds a request may be ahead of its partition's arrival
+    time (or, in a replay, of the partition's recent event times).
+    ``disk_max_ahead``: the same for disk readings, which come in rounds: in
+    a replay the next round is a whole reading interval ahead of the last,
+    so this must exceed the interval. ``max_behind``: seconds an event may
+    be behind its partition's recent event times (the windows of a service
+    are kept for an hour: 60 windows of a minute). ``span``: how many recent
+    events of a partition its reference time is estimated from.
+    """
+
+    max_ahead: Duration = Field(300.0, gt=0)
+    disk_max_ahead: Duration = Field(3600.0, gt=0)
+    max_behind: Duration = Field(3600.0, gt=0)
+    span: int = Field(128, ge=1)
+
+
+class LimitsConfig(_Strict):
+    """Caps on the keys one worker tracks, against floods of random names.
+
+    Beyond ``max_services`` services (``max_hosts`` service/host latency
+    models, ``max_drives`` drives) the least recently seen is evicted: among
+    services, first the young ones (fewer than ``young_requests`` requests
+    in all, not alerting), then the others; a new service is refused (its
+    requests counted, not processed) when every tracked one was seen in the
+    same batch or is alerting. A young service that has been quiet for
+    ``young_idle_windows`` windows is forgotten even below the cap: it
+    cannot have given the detectors enough to judge (they need
+    ``min_count`` requests a window), and a stray name would otherwise get
+    an empty window every minute for ever. A young service's windows with
+    fewer requests than the detectors' ``min_count`` are neither judged nor
+    learned (the detectors could not flag them, and a baseline is not made
+    of a stray name's single request).
+    """
+
+    max_services: int = Field(10_000, ge=1)
+    max_hosts: int = Field(20_000, ge=1)
+    max_drives: int = Field(100_000, ge=1)
+    young_requests: int = Field(100, ge=0)
+    young_idle_windows: int = Field(2, ge=1)
+
+
 def _partial(model: type[_Strict]) -> type[_Strict]:
     """The same fields, all optional: an override names only what it changes."""
     fields: dict[str, Any] = {
@@ -106,6 +151,8 @@ class DetectorsConfig(_Strict):
     latency: LatencyConfig = LatencyConfig()
     diagnosis: DiagnosisConfig = DiagnosisConfig()
     disk: dict[str, Any] = Field(default_factory=dict)
+    time_guard: TimeGuardConfig = TimeGuardConfig()
+    limits: LimitsConfig = LimitsConfig()
     overrides: list[Override] = Field(default_factory=list)
 
     @field_validator("timezone")

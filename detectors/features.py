@@ -22,15 +22,9 @@ the number of clients: sketches, not sets.
 from __future__ import annotations
 
 import math
-from collections import (  # type: ignore[attr-defined]
-    _count_elements as _count,  # Counter's counting loop, in C: _count(d, xs) adds each x to d
-)
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from operator import itemgetter
 from typing import Any, cast
-
-import numpy as np
 
 from .events import RequestBatch, RequestEvent
 from .sketches import (
@@ -41,13 +35,12 @@ from .sketches import (
     SpaceSaving,
     hash64,
     log_bin,
-    log_bins_array,
 )
 from .sketches import _bins as _log_bins
 from .timeutil import native_module
 
 # The batch loop of ``add`` in C (detectors/_native.c), when the install
-# built it; TOCSIN_NATIVE=0 switches it off (then numpy does the batches).
+# built it; TOCSIN_NATIVE=0 switches it off (then add_batch is add for each event).
 _native: Any = native_module()
 
 __all__ = ["WindowAggregator", "WindowFeatures", "HostStats", "HOSTING_ASNS"]
@@ -150,8 +143,6 @@ _MAX_AGENTS = 256
 _HLL_P = 10
 _MAX_CLIENT_KEYS = 1 << 16
 _NEG_INF = -math.inf
-#: Batches smaller than this are added event by event (numpy's set-up per batch costs more).
-_SMALL_BATCH = 200
 
 
 _HLL_MASK = (1 << _HLL_P) - 1
@@ -159,13 +150,6 @@ _HLL_MASK = (1 << _HLL_P) - 1
 if _native is not None and __name__ == "detectors.features":  # (not a second copy of this source, loaded by a test)
     _native.setup(_Service, _Window, LogHistogram, HOSTING_ASNS, _log_bins, log_bin, _LOG_K, _MAX_ENDPOINTS,
                   _MAX_AGENTS, _HLL_P)
-
-
-def _bit_length(x):
-    """``int.bit_length`` of each uint64 below 2**54, exactly (frexp of halves exact in a float)."""
-    hi = (x >> np.uint64(26)).astype(np.float64)
-    lo = (x & np.uint64((1 << 26) - 1)).astype(np.float64)
-    return np.where(hi > 0, np.frexp(hi)[1] + 26, np.frexp(lo)[1]).astype(np.int64)
 
 
 class WindowAggregator:
@@ -213,30 +197,27 @@ class WindowAggregator:
         self._source_boundary: dict[int, float] = {}
         self._due = False
         self.late_events = 0
-        # client_ip -> its HyperLogLog register and rank and its SeenFilter
-        # bytes and masks (all from hash64, computed once per client); two
-        # generations, as the hashes below.
-        self._client_keys: dict[str, tuple[int, int, int, int, int, int, int, int]] = {}
-        self._old_keys: dict[str, tuple[int, int, int, int, int, int, int, int]] = {}
-        # client_ip -> hash64 (the batch path derives the rest in numpy), in
+        # client_ip -> its HyperLogLog register and rank and its hash64
+        # (computed once per client); two generations, as the hashes below.
+        self._client_keys: dict[str, tuple[int, int, int]] = {}
+        self._old_keys: dict[str, tuple[int, int, int]] = {}
+        # client_ip -> hash64 (for the C path's non-ASCII addresses), in
         # two generations: a full one becomes the old one, whose clients move
         # back on their next request (no recent client is hashed again).
         self._client_hashes: dict[str, int] = {}
         self._old_hashes: dict[str, int] = {}
         #: Batches are counted by detectors/_native.c when it was built (the
-        #: same as ``add`` for each event); False: by the numpy path below.
+        #: same as ``add`` for each event); False: by ``add`` for each event.
         self.native = _native is not None
 
-    def _client_key(self, ip: str) -> tuple[int, int, int, int, int, int, int, int]:
+    def _client_key(self, ip: str) -> tuple[int, int, int]:
         """The client's key (not in ``_client_keys``): from the old generation, else computed; then current."""
         k = self._old_keys.get(ip)
         if k is None:
             h = self._client_hash(ip)
             idx = h & _HLL_MASK
             rank = (64 - _HLL_P) - (h >> _HLL_P).bit_length() + 1
-            b = self.seen_bits
-            p0, p1, p2 = h % b, (h >> 21) % b, (h >> 42) % b  # as SeenFilter._positions
-            k = (idx, rank, p0 >> 3, 1 << (p0 & 7), p1 >> 3, 1 << (p1 & 7), p2 >> 3, 1 << (p2 & 7))
+            k = (idx, rank, h)
         keys = self._client_keys
         if len(keys) >= _MAX_CLIENT_KEYS:
             self._old_keys = keys
@@ -316,7 +297,7 @@ class WindowAggregator:
             k = self._client_keys.get(ip)
             if k is None:
                 k = self._client_key(ip)
-            idx, rank, b0, m0, b1, m1, b2, m2 = k
+            idx, rank, hc = k
             reg = w.hll.reg
             if rank > reg[idx]:
                 reg[idx] = rank
@@ -336,15 +317,8 @@ class WindowAggregator:
                 if svc.rotated_at != _NEG_INF:
                     svc.seen.rotate()
                 svc.rotated_at = ts
-            seen = svc.seen
-            cur = seen.cur
-            if not (cur[b0] & m0 and cur[b1] & m1 and cur[b2] & m2):  # not in the current generation
-                cur[b0] |= m0
-                cur[b1] |= m1
-                cur[b2] |= m2
-                prev = seen.prev
-                if not (prev[b0] & m0 and prev[b1] & m1 and prev[b2] & m2):
-                    w.new += 1
+            if not svc.seen.check_and_add(hc):
+                w.new += 1
         country = ev.country
         if country is not None:
             d = w.countries
@@ -384,7 +358,7 @@ class WindowAggregator:
                 self._due = True
 
     def add_batch(self, evs: list[RequestEvent] | RequestBatch, source: int = 0) -> list[float]:
-        """Count many requests of one source, as ``add`` for each in order would.
+        """Count many requests of one source, as ``add`` for each in order does.
 
         Return the event times at which the source crossed a window boundary
         (where a per-event caller would have found :meth:`due` and closed
@@ -397,336 +371,28 @@ class WindowAggregator:
         counted as late into the oldest open window (its own window having
         closed earlier in the batch) lands in its own window instead.
 
-        The batch is grouped by (service, window), each group in event order
-        (a numpy sort); per group, the counts are made by ``Counter``'s C
-        loop straight into the window's dicts, the client sketches in numpy,
-        and only what depends on the order (the heavy-hitter sketch's
-        evictions, first-time clients) loops in Python. A :class:`RequestBatch`
-        (from ``decode_requests``) is read as it is, columns and decoded
-        messages, without a RequestEvent per event.
-
-        When the install built ``detectors/_native.c`` (``self.native``), the
-        batch goes through it instead: ``add``'s loop in C, event by event,
-        on the same objects (about twice as fast as the numpy path).
+        Two implementations: ``add`` for each event (the reference, and the
+        path without a C compiler), and, when the install built it,
+        ``detectors/_native.c`` (``self.native``): the same loop in C over a
+        :class:`RequestBatch`'s decoded messages, on the same objects; the
+        tests compare the two.
         """
         if self.native:
             batch = RequestBatch.of(evs)
             res = _native.add_rows(self, batch.rows, batch.ts, source)
             if res is not NotImplemented:
                 return cast("list[float]", res)
-        n = len(evs)
-        if n < _SMALL_BATCH:
-            # Not worth the set-up: per event (add alone never closes a window).
-            steps = []
-            sources = self._sources
-            before = self._source_boundary.get(source, _NEG_INF)
-            for ev in evs:
-                self.add(ev, source)
-                bnd = self._source_boundary.get(source, _NEG_INF)
-                if bnd > before:
-                    before = bnd
-                    steps.append(sources[source])
-            return steps
-        W = self.window
-        services = self._services
-        batch = RequestBatch.of(evs)
-        rows = batch.rows  # every field but ts
-        # Columns, in event order (attribute access is the per-event floor).
-        tss = batch.ts
-        names = [e.service for e in rows]
-        t = batch.ts_array
-        start = np.floor_divide(t, W) * W  # == (ts // W) * W, as add
-        svc_names = list(dict.fromkeys(names))  # first seen first, as add creates them
-        code_of = {s: i for i, s in enumerate(svc_names)}
-        codes = np.fromiter(map(code_of.__getitem__, names), dtype=np.int64, count=n)
-        svcs = []
-        for s in svc_names:
-            svc = services.get(s)
-            if svc is None:
-                svc = services[s] = _Service(self.seen_bits)
-            svcs.append(svc)
-        closed = np.array([svc.closed_until for svc in svcs], dtype=np.float64)[codes]
-        late = start < closed
-        if late.any():
-            # Their window is gone: count them into the oldest open one (as add).
-            self.late_events += int(late.sum())
-            start = np.where(late, closed, start)
-        starts, win = np.unique(start, return_inverse=True)
-        key = codes * len(starts) + win
-        order = np.argsort(key, kind="stable")  # by service, window; event order within
-        key = key[order]
-        cuts = (np.flatnonzero(key[1:] != key[:-1]) + 1).tolist()
-        bounds = [0, *cuts, n]
-        gkeys = key[[0, *cuts]].tolist()
-        nstarts = len(starts)
-        starts = starts.tolist()
-        pick = itemgetter(*order.tolist())
-        # Sorted columns (tuples): each read in event order, then put in the
-        # groups' order (cheaper than reading the events in sorted order).
-        ts_s = pick(tss)
-        st = np.array([e.status for e in rows], dtype=np.int64)[order]
-        heads = bounds[:-1]
-        n5xx = np.add.reduceat(st >= 500, heads).tolist()
-        n429 = np.add.reduceat(st == 429, heads).tolist()
-        n4xx = np.add.reduceat((st >= 400) & (st < 500), heads).tolist()
-        bins_a = log_bins_array([e.latency_ms for e in rows])[order]  # (per element)
-        bins_s = bins_a.tolist()
-        hosts_s = pick([e.host for e in rows])
-        ips_s = pick([e.client_ip for e in rows])
-        countries_s = pick([e.country for e in rows])
-        hosting_s = pick(list(map(HOSTING_ASNS.get, [e.asn for e in rows])))  # the network's name, or None
-        eps_s = pick([e.endpoint for e in rows])
-        uas_s = pick([e.user_agent for e in rows])
-        # service code -> [(window, first, end)] for the first-time-client filter
-        by_svc: dict[int, list[tuple[_Window, int, int, int]]] = {}
-        group_windows: list[_Window] = []
-        for g, gk in enumerate(gkeys):
-            a = bounds[g]
-            b = bounds[g + 1]
-            code, wi = divmod(gk, nstarts)
-            svc = svcs[code]
-            ws = starts[wi]
-            w = svc.windows.get(ws)
-            if w is None:
-                w = svc.windows[ws] = _Window(ws)
-            by_svc.setdefault(code, []).append((w, a, b, g))
-            group_windows.append(w)
-            cnt = b - a
-            w.n += cnt
-            e5 = n5xx[g]
-            w.n5xx += e5
-            w.n429 += n429[g]
-            w.n4xx += n4xx[g]
-            bg = bins_s[a:b]
-            hist = w.hist
-            _count(hist.bins, bg)
-            hist.n += cnt
-            ig = ips_s[a:b]
-            nip = cnt - ig.count(None)
-            if nip:
-                if nip != cnt:
-                    ig = [ip for ip in ig if ip is not None]
-                w.with_ip += nip
-                w.top.add_many(ig)
-            d = w.countries
-            _count(d, countries_s[a:b])
-            d.pop(None, None)
-            hg = hosting_s[a:b]
-            k = cnt - hg.count(None)
-            if k:
-                w.hosting += k
-                d = w.hosting_by
-                _count(d, hg)
-                d.pop(None, None)
-            # Capped dicts: keys in order of first appearance, as add admits them.
-            for col, d, cap in ((eps_s, w.endpoints, _MAX_ENDPOINTS), (uas_s, w.agents, _MAX_AGENTS)):
-                xs = col[a:b]
-                if len(d) + cnt <= cap or len(d) + len(set(xs)) <= cap:  # (then none can overflow)
-                    _count(d, xs)
-                    d.pop(None, None)
-                    continue
-                counts: dict[str | None, int] = {}
-                _count(counts, xs)
-                for x, k in counts.items():
-                    if x is None:
-                        continue
-                    if x in d or len(d) < cap:
-                        d[x] = d.get(x, 0) + k
-                    else:
-                        d["(other)"] = d.get("(other)", 0) + k
-        # Per host: the batch sorted again by (group, host), each run counted
-        # at once; the runs of a group taken in order of their first request
-        # (the order add puts new hosts in).
-        gid = np.repeat(np.arange(len(group_windows)), np.diff(bounds))  # group of each event, in order
-        self._hosts_batch(hosts_s, bins_a, st, gid, group_windows)
-        # Client addresses: the HyperLogLog registers and the first-time-client
-        # filter from each client's hash64, in numpy (Python loops over the
-        # clients were most of the batch's cost).
-        hashes = self._client_hashes
-        hl = list(map(hashes.get, ips_s))
-        valid = None
-        if None in hl:
-            for i, h in enumerate(hl):
-                if h is None:
-                    ip = ips_s[i]
-                    hl[i] = 0 if ip is None else self._client_hash(ip)
-            if None in ips_s:
-                valid = np.fromiter((ip is not None for ip in ips_s), dtype=bool, count=n)
-        H = np.array(hl, dtype=np.uint64)
-        G = len(gkeys)
-        Hv, gv = (H, gid) if valid is None else (H[valid], gid[valid])
-        if len(Hv):
-            idx = (Hv & np.uint64(_HLL_MASK)).astype(np.intp)
-            rank = (64 - _HLL_P + 1) - _bit_length(Hv >> np.uint64(_HLL_P))
-            regs = np.zeros((G, 1 << _HLL_P), dtype=np.uint8)
-            np.maximum.at(regs, (gv, idx), rank.astype(np.uint8))
-            for g, w in enumerate(group_windows):
-                reg = np.frombuffer(w.hll.reg, dtype=np.uint8)
-                np.maximum(reg, regs[g], out=reg)
-        # The first-time-client filter, per service: in numpy for the services
-        # whose requests came in window order and see no rotation of the
-        # filter in this batch (nearly always), else event by event.
-        order_l = None
-        rising = None
-        fast: list[tuple[_Service, list]] = []
-        for code, groups in by_svc.items():
-            svc = svcs[code]
-            a0 = groups[0][1]
-            b0 = groups[-1][2]
-            in_order = True
-            if len(groups) > 1:
-                if rising is None:
-                    rising = order[1:] > order[:-1]
-                in_order = bool(rising[a0:b0 - 1].all())
-                if not in_order and order_l is None:
-                    order_l = order.tolist()
-            m = max(ts_s[a0:b0])
-            first_ip = a0 if valid is None else a0 + int(np.argmax(valid[a0:b0]))
-            if valid is not None and not valid[first_ip]:
-                pass  # no client address at all
-            elif in_order and m - (
-                ts_s[first_ip] if svc.rotated_at == _NEG_INF else svc.rotated_at
-            ) < self.seen_rotation:
-                if svc.rotated_at == _NEG_INF:
-                    svc.rotated_at = ts_s[first_ip]
-                fast.append((svc, groups))
-            else:
-                self._seen_exact(svc, groups, ts_s, ips_s, in_order, order_l)
-            svc.source = source
-            if m > svc.watermark:
-                svc.watermark = m
-        if fast:
-            self._seen_fast(fast, H, valid, gid, group_windows)
-        return self._batch_watermark(t, source)
-
-    @staticmethod
-    def _hosts_batch(hosts_s: tuple, bins_a, st, gid, group_windows: list[_Window]) -> None:
-        """Per-host counts, 5xx and latency bins of a batch (columns in group order) into its windows."""
-        n = len(hosts_s)
-        names = list(dict.fromkeys(hosts_s))
-        if names == [None]:
-            return
-        code = {h: i for i, h in enumerate(names)}
-        hc = np.fromiter(map(code.__getitem__, hosts_s), dtype=np.int64, count=n)
-        key = gid * len(names) + hc
-        order = np.argsort(key, kind="stable")
-        key = key[order]
-        heads = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
-        ends = np.r_[heads[1:], n].tolist()
-        n5xx = np.add.reduceat(st[order] >= 500, heads).tolist()
-        runs = np.lexsort((order[heads], key[heads] // len(names)))  # by group, then first request
-        hosts_of = (key[heads] % len(names)).tolist()
-        groups_of = (key[heads] // len(names)).tolist()
-        heads_l = heads.tolist()
-        bins2 = bins_a[order].tolist()
-        for r in runs.tolist():
-            host = names[hosts_of[r]]
-            if host is None:
-                continue
-            hosts = group_windows[groups_of[r]].hosts
-            h = hosts.get(host)
-            if h is None:
-                h = hosts[host] = [0, 0, LogHistogram()]
-            a = heads_l[r]
-            b = ends[r]
-            h[0] += b - a
-            h[1] += n5xx[r]
-            hist = h[2]
-            _count(hist.bins, bins2[a:b])
-            hist.n += b - a
-
-    def _seen_fast(self, fast: list[tuple[_Service, list]], H, valid, gid, group_windows: list[_Window]) -> None:
-        """The filter of ``fast``'s services (no rotation, arrival order) over a batch, as ``add``.
-
-        A request whose client has its three bits set in the current
-        generation before the batch changes nothing and is not new, whatever
-        came before it in the batch (bits are only ever set). numpy finds
-        those; the rest (first-time and returning-after-rotation clients, a
-        few) go through ``add``'s arithmetic one by one, in arrival order.
-        """
-        b = np.uint64(self.seen_bits)
-        P = np.stack([H % b, (H >> np.uint64(21)) % b, (H >> np.uint64(42)) % b], axis=1).astype(np.int64)
-        byte = P >> 3
-        mask = (1 << (P & 7)).astype(np.uint8)
-        for svc, groups in fast:
-            a0 = groups[0][1]
-            b0 = groups[-1][2]
-            seen = svc.seen
-            cur = seen.cur
-            known = ((np.frombuffer(cur, dtype=np.uint8)[byte[a0:b0]] & mask[a0:b0]) != 0).all(axis=1)
-            if valid is not None:
-                known |= ~valid[a0:b0]
-            if known.all():
-                continue
-            todo = (np.flatnonzero(~known) + a0).tolist()
-            prev = seen.prev
-            for i, (b0_, b1, b2), (m0, m1, m2) in zip(todo, byte[todo].tolist(), mask[todo].tolist(), strict=True):
-                if not (cur[b0_] & m0 and cur[b1] & m1 and cur[b2] & m2):
-                    cur[b0_] |= m0
-                    cur[b1] |= m1
-                    cur[b2] |= m2
-                    if not (prev[b0_] & m0 and prev[b1] & m1 and prev[b2] & m2):
-                        group_windows[gid[i]].new += 1
-
-    def _seen_exact(self, svc: _Service, groups: list, ts_s: tuple, ips_s: tuple, in_order: bool,
-                    order_l: list | None) -> None:
-        """The filter of one service over its groups of a batch, event by event in arrival order, as ``add``."""
-        rot = self.seen_rotation
-        a0 = groups[0][1]
-        b0 = groups[-1][2]
-        win_of = {}
-        for w, a, b, _ in groups:
-            for i in range(a, b):
-                win_of[i] = w
-        idx: Iterable[int] = range(a0, b0)
-        if not in_order:
-            idx = sorted(idx, key=cast("list[int]", order_l).__getitem__)
-        seen = svc.seen
-        keys = self._client_keys
-        for i in idx:
-            ip = ips_s[i]
-            if ip is None:
-                continue
-            ts = ts_s[i]
-            if ts - svc.rotated_at >= rot:
-                if svc.rotated_at != _NEG_INF:
-                    seen.rotate()
-                svc.rotated_at = ts
-            k = keys.get(ip)
-            if k is None:
-                k = self._client_key(ip)
-            _, _, b0_, m0, b1, m1, b2, m2 = k
-            cur = seen.cur
-            if not (cur[b0_] & m0 and cur[b1] & m1 and cur[b2] & m2):
-                cur[b0_] |= m0
-                cur[b1] |= m1
-                cur[b2] |= m2
-                prev = seen.prev
-                if not (prev[b0_] & m0 and prev[b1] & m1 and prev[b2] & m2):
-                    win_of[i].new += 1
-
-    def _batch_watermark(self, t, source: int) -> list[float]:
-        """Watermarks after a batch (event times ``t`` in order); the boundary crossings, as ``add`` makes them."""
-        W = self.window
+        steps = []
         sources = self._sources
-        wm0 = sources.get(source, _NEG_INF)
-        b0 = self._source_boundary.get(source, _NEG_INF)
-        # An event moves its source on only past the source's latest time...
-        prior = np.maximum.accumulate(np.concatenate(([wm0], t[:-1])))
-        ahead = t > prior
-        if not ahead.any():
-            return []
-        # ... and is a step when its boundary passes every earlier one.
-        b = np.where(ahead, np.floor_divide(t - self.lateness, W) * W, _NEG_INF)
-        bprior = np.maximum.accumulate(np.concatenate(([b0], b[:-1])))
-        steps = t[ahead & (b > bprior)].tolist()
-        mx = float(t.max())
-        sources[source] = mx
-        if mx > self._watermark:
-            self._watermark = mx
-        if steps:
-            self._source_boundary[source] = float(b.max())
-            self._due = True
+        bounds = self._source_boundary
+        before = bounds.get(source, _NEG_INF)
+        add = self.add
+        for ev in evs:
+            add(ev, source)
+            bnd = bounds.get(source, _NEG_INF)
+            if bnd > before:
+                before = bnd
+                steps.append(sources[source])
         return steps
 
     def close_steps(self, steps: list[float], source: int = 0) -> Iterator[list[WindowFeatures]]:
@@ -749,8 +415,23 @@ class WindowAggregator:
             yield self.advance()
 
     def forget(self, service: str) -> None:
-        """Drop a service's open windows and filters (it moved to another worker)."""
+        """Drop a service's open windows and filters (it moved to another worker, or was evicted)."""
         self._services.pop(service, None)
+
+    def tracked(self) -> int:
+        """How many services have open windows or filters here."""
+        return len(self._services)
+
+    def is_tracked(self, service: str) -> bool:
+        return service in self._services
+
+    def untracked(self, names: set[str]) -> set[str]:
+        """The names among ``names`` that have no state here."""
+        return names.difference(self._services)
+
+    def last_seen(self) -> dict[str, float]:
+        """Each tracked service's latest event time."""
+        return {name: svc.watermark for name, svc in self._services.items()}
 
     def source_of(self, service: str) -> int | None:
         svc = self._services.get(service)

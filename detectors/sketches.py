@@ -8,17 +8,13 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
-from collections import _count_elements as _count  # type: ignore[attr-defined]  # Counter's counting loop, in C
-from collections.abc import Sequence
 from hashlib import blake2b
 from itertools import accumulate
 from operator import itemgetter
 from typing import ClassVar
 
-import numpy as np
-
 __all__ = [
-    "LogHistogram", "HyperLogLog", "SpaceSaving", "SeenFilter", "hash64", "log_bin", "log_bins", "log_bins_array", "bin_centre",
+    "LogHistogram", "HyperLogLog", "SpaceSaving", "SeenFilter", "hash64", "log_bin", "bin_centre",
 ]
 
 _LOG_K = 1.0 / math.log(1.05)
@@ -39,29 +35,6 @@ def log_bin(v: float) -> int:
             _bins.clear()
         _bins[v] = b
     return b
-
-
-def log_bins(values: list[float]) -> list[int]:
-    """``[log_bin(v) for v in values]``, in numpy (the batch path).
-
-    numpy's log1p may differ from ``math.log1p`` in the last bit; that can
-    only change a bin when the scaled log is within a hair of an integer,
-    so those few (and any non-finite value) are recomputed with ``math``.
-    """
-    return log_bins_array(values).tolist()
-
-
-def log_bins_array(values: list[float]):
-    """:func:`log_bins` as a numpy int64 array."""
-    x = np.log1p(np.array(values, dtype=np.float64)) * _LOG_K
-    with np.errstate(invalid="ignore"):
-        out = x.astype(np.int64)
-        frac = x - out
-        doubt = ~((frac > 1e-9) & (frac < 1 - 1e-9))  # NaN and inf too
-    if doubt.any():
-        for i in np.flatnonzero(doubt).tolist():
-            out[i] = int(math.log1p(values[i]) * _LOG_K)
-    return out
 
 
 class LogHistogram:
@@ -234,54 +207,6 @@ class SpaceSaving:
             if not low:
                 self._low = None
 
-    def add_many(self, keys: Sequence[str]) -> None:
-        """``add(key)`` for each key in order, with the same result (the batch path's hot loop).
-
-        The eviction is order-dependent, so this stays a loop; it is
-        :meth:`add` with n=1 inlined on local variables.
-        """
-        c = self.counts
-        k = self.k
-        fits = c and keys and (
-            len(c) + len(keys) <= k or (len(keys) <= 4 * k and len(c) + len(set(keys).difference(c)) <= k)
-        )
-        if fits:
-            # Room for every new key: no eviction, plain counting (new keys in order of first request), in C.
-            # (The distinct new keys are counted only for short lists: a long one rarely fits.)
-            n0 = len(c)
-            _count(c, keys)
-            self.total += len(keys)
-            if len(c) != n0:
-                self._low = None
-            return
-        if not c and keys:
-            # An empty table fills without evictions up to the first request of
-            # its (k+1)-th distinct key: that part is plain counting, in C.
-            first = dict(zip(reversed(keys), range(len(keys) - 1, -1, -1), strict=True))  # key -> first index
-            q = len(keys) if len(first) <= k else sorted(first.values())[k]
-            _count(c, keys[:q] if q < len(keys) else keys)
-            self.total += q
-            self._low = None
-            if q == len(keys):
-                return
-            keys = keys[q:]
-        self.total += len(keys)
-        low = self._low
-        m = self._min
-        for key in keys:
-            if key in c:
-                c[key] += 1
-            elif len(c) < k:
-                c[key] = 1
-                low = None
-            else:
-                low, m, _ = _evict(c, low, m)
-                c[key] = m + 1
-                if not low:
-                    low = None
-        self._low = low
-        self._min = m
-
     def top(self, n: int) -> list[tuple[str, int]]:
         # By count descending then key: sorted by key, then stably by count
         # (reverse keeps equal counts in key order); both sorts in C.
@@ -304,37 +229,82 @@ class SpaceSaving:
 
 
 class SeenFilter:
-    """Has this client been seen before? Two Bloom generations, rotated.
+    """Has this client been seen before? Two generations of a growing Bloom filter, rotated.
 
-    Memory is fixed (2 x ``bits`` / 8 bytes) whatever the number of clients.
-    A client counts as seen if either generation has it; ``rotate`` drops the
-    older generation (call it every few days of event time).
+    Memory grows with the clients seen, not with the number of filters: a
+    generation starts as one small slice (``first`` bits) and, each time its
+    latest slice holds one client per 16 bits (then about 0.5% false
+    positives), gets a new slice twice as large, where the next clients go
+    (a scalable Bloom filter, Almeida et al. 2007). A client is seen if any
+    slice of either generation holds it. A generation stops growing at
+    ``bits`` bits in all; its last slice then fills up past 1 in 16.
+    ``rotate`` drops the older generation (every few days of event time).
+
+    The three positions of a client in a slice of m bits (a power of two)
+    are bits 0-20, 21-41 and 42-62 of its 64-bit hash, modulo m.
+
+    >>> f = SeenFilter(bits=1 << 20, first=1 << 12)
+    >>> f.check_and_add(hash64("10.0.0.1")), f.check_and_add(hash64("10.0.0.1"))
+    (False, True)
+    >>> for i in range(10_000):
+    ...     _ = f.check_and_add(hash64(f"10.1.{i // 256}.{i % 256}"))
+    >>> [len(s) * 8 for s in f.cur], f.nbytes()
+    ([4096, 8192, 16384, 32768, 65536, 131072], 32256)
     """
 
-    __slots__ = ("bits", "cur", "prev")
+    __slots__ = ("bits", "first", "cur", "prev", "fill")
 
-    def __init__(self, bits: int = 1 << 20) -> None:
+    def __init__(self, bits: int = 1 << 20, first: int = 1 << 12) -> None:
+        if bits < 8 or first < 8:
+            raise ValueError("a SeenFilter needs at least 8 bits")
         self.bits = bits
-        self.cur = bytearray(bits // 8)
-        self.prev = bytearray(bits // 8)
+        m = 8
+        while m * 2 <= min(first, bits):
+            m *= 2
+        #: Bits of the first slice of a generation: a power of two, at most ``bits``.
+        self.first = m
+        self.cur: list[bytearray] = [bytearray(m // 8)]
+        self.prev: list[bytearray] = []
+        #: Clients added to the last slice of ``cur``.
+        self.fill = 0
 
-    def _positions(self, h: int) -> tuple[int, int, int]:
-        b = self.bits
-        return h % b, (h >> 21) % b, (h >> 42) % b
+    def nbytes(self) -> int:
+        """Bytes held by the two generations' slices."""
+        return sum(len(s) for s in self.cur) + sum(len(s) for s in self.prev)
 
     def check_and_add(self, h: int) -> bool:
-        """Return True if the client was seen before; remember it either way."""
-        cur, prev = self.cur, self.prev
-        seen_cur = seen_prev = True
-        for pos in self._positions(h):
-            byte, bit = pos >> 3, 1 << (pos & 7)
-            if not cur[byte] & bit:
-                seen_cur = False
-                cur[byte] |= bit
-            if not prev[byte] & bit:
-                seen_prev = False
-        return seen_cur or seen_prev
+        """Return True if the client (its hash64) was seen before; remember it either way."""
+        if not _bloom_has(self.cur, h):
+            last = self.cur[-1]
+            m = len(last) * 8 - 1
+            p0, p1, p2 = h & m, (h >> 21) & m, (h >> 42) & m
+            last[p0 >> 3] |= 1 << (p0 & 7)
+            last[p1 >> 3] |= 1 << (p1 & 7)
+            last[p2 >> 3] |= 1 << (p2 & 7)
+            self.fill += 1
+            if self.fill * 2 >= len(last):
+                self.grow()
+            return _bloom_has(self.prev, h)
+        return True
+
+    def grow(self) -> None:
+        """A new slice, twice the last, when the last is full and the generation has room (else nothing)."""
+        last = len(self.cur[-1])
+        if self.fill * 2 >= last and (sum(len(s) for s in self.cur) + 2 * last) * 8 <= self.bits:
+            self.cur.append(bytearray(2 * last))
+            self.fill = 0
 
     def rotate(self) -> None:
         self.prev = self.cur
-        self.cur = bytearray(self.bits // 8)
+        self.cur = [bytearray(self.first // 8)]
+        self.fill = 0
+
+
+def _bloom_has(slices: list[bytearray], h: int) -> bool:
+    """Whether any slice holds the three positions of hash ``h``."""
+    for s in slices:
+        m = len(s) * 8 - 1
+        p0, p1, p2 = h & m, (h >> 21) & m, (h >> 42) & m
+        if s[p0 >> 3] & (1 << (p0 & 7)) and s[p1 >> 3] & (1 << (p1 & 7)) and s[p2 >> 3] & (1 << (p2 & 7)):
+            return True
+    return False

@@ -8,13 +8,21 @@ Per-key models (traffic and latency per service and host, composition per
 service, one sketch per drive) are kept in plain dicts of small objects;
 :meth:`Engine.dirty_states` and :meth:`Engine.load_state` let the worker
 checkpoint the changed ones to a Faust table and restore them.
+
+The number of keys is capped (``DetectorsConfig.limits``): a flood of random
+service, host or drive names evicts the least recently seen keys, young ones
+first, or is refused, and is counted in :attr:`Engine.counts`
+(``services.evicted``, ``services.forgotten``, ``services.refused``,
+``requests.refused``, ``hosts.evicted``, ``drives.evicted``).
 """
 
 from __future__ import annotations
 
 import gc
+import heapq
 from collections import Counter
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 from alerts.config import AlertingConfig
 from alerts.lifecycle import AlertTracker
@@ -31,6 +39,7 @@ from detectors.traffic import TrafficAnomalyDetector, TrafficState
 __all__ = ["Engine", "Output", "tune_gc"]
 
 _DISK_HOLD = 2 * 86400.0
+_SERVICE = attrgetter("service")
 
 #: Allocations between two collections of the youngest generation (CPython: 700).
 GC_GEN0 = 20_000
@@ -78,8 +87,21 @@ class Engine:
         self.diagnoser = Diagnoser(timezone=c.timezone, **c.diagnosis.model_dump())
         self.disk_detector = DiskFailureDetector(**c.disk)
         self.tracker = AlertTracker(self.alerting.pending_for, self.alerting.keep_firing_for)
-        self._traffic_det: dict[str, TrafficAnomalyDetector] = {}
-        self._latency_det: dict[str, LatencySpikeDetector] = {}
+        self.limits = c.limits
+        # Fewer requests than this in a window: no detector can flag it (their min_count).
+        self._judge_min = min(c.traffic.min_count, c.latency.min_count)
+        # The detectors of each service: one pair per distinct configuration, shared.
+        self._det_of: dict[str, tuple[TrafficAnomalyDetector, LatencySpikeDetector]] = {}
+        self._det_cache: dict[tuple, tuple[TrafficAnomalyDetector, LatencySpikeDetector]] = {}
+        # Young services (fewer than limits.young_requests requests so far):
+        # service -> [requests, start of its latest window with requests].
+        self._young: dict[str, list[float]] = {}
+        # "service|host" latency keys, least recently seen first.
+        self._host_seen: dict[str, None] = {}
+        # Checkpoint names of evicted keys, to delete (dirty_states gives them
+        # as None); kept only once someone checkpoints (not in a backtest).
+        self._gone: set[str] = set()
+        self._checkpointing = False
         self.traffic: dict[str, TrafficState] = {}
         self.latency: dict[str, LatencyState] = {}
         self.composition: dict[str, CompositionState] = {}
@@ -92,22 +114,112 @@ class Engine:
 
     # -- detectors per service (overrides apply) ------------------------------
     def _detectors(self, service: str) -> tuple[TrafficAnomalyDetector, LatencySpikeDetector]:
-        t = self._traffic_det.get(service)
-        if t is None:
+        pair = self._det_of.get(service)
+        if pair is None:
             tc, lc = self.config.for_service(service)
-            c = self.config
-            t = self._traffic_det[service] = TrafficAnomalyDetector(
-                timezone=c.timezone, holiday_calendar=c.holiday_calendar, holidays=frozenset(c.holidays),
-                **tc.model_dump(),
-            )
-            self._latency_det[service] = LatencySpikeDetector(**lc.model_dump())
-        return t, self._latency_det[service]
+            pair = self._det_cache.get((tc, lc))
+            if pair is None:
+                c = self.config
+                pair = self._det_cache[(tc, lc)] = (
+                    TrafficAnomalyDetector(
+                        timezone=c.timezone, holiday_calendar=c.holiday_calendar, holidays=frozenset(c.holidays),
+                        **tc.model_dump(),
+                    ),
+                    LatencySpikeDetector(**lc.model_dump()),
+                )
+            self._det_of[service] = pair
+        return pair
+
+    # -- caps on the keys ------------------------------------------------------
+    def _admit(self, evs: list[RequestEvent] | RequestBatch) -> list[RequestEvent] | RequestBatch:
+        """The requests of ``evs`` whose service may be tracked (all, unless the cap is reached)."""
+        agg = self.aggregator
+        batch = RequestBatch.of(evs)
+        names = set(map(_SERVICE, batch.rows))
+        new = agg.untracked(names)
+        if not new:
+            return evs
+        room = self.limits.max_services - agg.tracked()
+        if len(new) > room:
+            room += self._evict_services(len(new) - room, names)
+        if len(new) <= room:
+            return evs
+        # Admitted in order of first request, the rest refused.
+        order = [n for n in dict.fromkeys(map(_SERVICE, batch.rows)) if n in new]
+        refused = set(order[max(0, room):])
+        keep = [i for i, r in enumerate(batch.rows) if r.service not in refused]
+        self.counts["services.refused"] += len(refused)
+        self.counts["requests.refused"] += len(batch) - len(keep)
+        ts, rows = batch.ts, batch.rows
+        return RequestBatch([ts[i] for i in keep], [rows[i] for i in keep])
+
+    def _evict_services(self, need: int, protect: set[str]) -> int:
+        """Evict at least ``need`` services if possible, least recently seen first, young ones before; how many.
+
+        Never those of ``protect`` (the current batch's) or alerting ones. A
+        tenth of the cap more young ones go at once, so that a flood of new
+        names sorts the services once every cap/10 names, not every batch.
+        """
+        alerting = {a.labels.get("service") for a in self.tracker.active.values()}
+        young = self._young
+        traffic = self.traffic
+        cands = [
+            (name not in young and name in traffic, ts, name)
+            for name, ts in self.aggregator.last_seen().items()
+            if name not in protect and name not in alerting
+        ]
+        ranked = heapq.nsmallest(need + self.limits.max_services // 10, cands)
+        gone = {name for _, _, name in ranked[:need]}
+        gone.update(name for established, _, name in ranked[need:] if not established)
+        if gone:
+            self._drop(gone)
+            self.counts["services.evicted"] += len(gone)
+        return len(gone)
+
+    def _drop(self, services: set[str]) -> None:
+        """Forget these services for good (evicted): their models, windows and checkpoints."""
+        if self._checkpointing:
+            for svc in services:
+                for kind in ("traffic", "latency", "composition"):
+                    self._gone.add(f"{kind}:{svc}")
+            self._gone.update(f"latency:{k}" for k in self._host_seen if k.split("|", 1)[0] in services)
+        self.forget_services(services)
+
+    #: Engine.counts keys of what the caps did.
+    KEY_COUNTERS = ("services.evicted", "services.forgotten", "services.refused", "requests.refused",
+                    "hosts.evicted", "drives.evicted")
+
+    def key_stats(self) -> dict[str, int]:
+        """Tracked keys and what the caps did to them, for the metrics.
+
+        ``tracked.services`` (with open windows), ``tracked.hosts``,
+        ``tracked.drives``, and the counters of :attr:`KEY_COUNTERS`.
+        """
+        out = {"tracked.services": self.aggregator.tracked(), "tracked.hosts": len(self._host_seen),
+               "tracked.drives": len(self.drives)}
+        for k in self.KEY_COUNTERS:
+            out[k] = self.counts[k]
+        return out
+
+    def _forget_young(self, now: float) -> None:
+        """Forget the young services quiet for limits.young_idle_windows windows before ``now`` (a window start)."""
+        horizon = now - self.limits.young_idle_windows * self.config.window
+        stale = {svc for svc, (_, last) in self._young.items() if last < horizon}
+        if stale:
+            stale -= {a.labels.get("service") for a in self.tracker.active.values()}
+            self._drop(stale)
+            self.counts["services.forgotten"] += len(stale)
 
     # -- events ------------------------------------------------------------
     def process_request(self, ev: RequestEvent, source: int = 0) -> Output:
         """One request; ``source`` is where it came from (its Kafka partition)."""
         self.counts["requests"] += 1
         agg = self.aggregator
+        if not agg.is_tracked(ev.service):
+            if agg.tracked() >= self.limits.max_services and not self._evict_services(1, {ev.service}):
+                self.counts["services.refused"] += 1
+                self.counts["requests.refused"] += 1
+                return Output()
         agg.add(ev, source)
         if agg.due():
             return self._close(agg.advance())
@@ -127,6 +239,7 @@ class Engine:
         """
         self.counts["requests"] += len(evs)
         agg = self.aggregator
+        evs = self._admit(evs)
         steps = agg.add_batch(evs, source)
         if not steps and not agg.due():
             return Output()
@@ -147,9 +260,17 @@ class Engine:
         self.counts["disk_readings"] += 1
         out = Output()
         key = f"{ev.host}/{ev.disk}"
-        state = self.drives.get(key)
+        drives = self.drives
+        state = drives.pop(key, None)  # put back last: the dict is in least-recently-seen order
+        if state is None and len(drives) >= self.limits.max_drives:
+            old = next(iter(drives))
+            del drives[old]
+            self._dirty.discard(("drive", old))
+            if self._checkpointing:
+                self._gone.add(f"drive:{old}")
+            self.counts["drives.evicted"] += 1
         verdict = self.disk_detector.score_one(ev, state)
-        self.drives[key] = self.disk_detector.learn_one(ev, state)
+        drives[key] = self.disk_detector.learn_one(ev, state)
         self._dirty.add(("drive", key))
         if verdict.flagged:
             a = Anomaly(
@@ -204,6 +325,8 @@ class Engine:
         out = Output()
         for f in windows:
             out.extend(self._window(f))
+        if windows and self._young:
+            self._forget_young(windows[-1].start)
         if windows:
             # Alerts age on the slowest partition's clock: a partition that is
             # ahead must not resolve the alerts of one that lags.
@@ -230,10 +353,17 @@ class Engine:
         for svc in services:
             self.traffic.pop(svc, None)
             self.composition.pop(svc, None)
+            self.latency.pop(svc, None)
             self.aggregator.forget(svc)
             self._partial.discard(svc)
-        for key in [k for k in self.latency if k.split("|", 1)[0] in services]:
-            del self.latency[key]
+            self._young.pop(svc, None)
+            self._det_of.pop(svc, None)
+            for kind in ("traffic", "latency", "composition"):
+                self._dirty.discard((kind, svc))
+        for key in [k for k in self._host_seen if k.split("|", 1)[0] in services]:
+            del self._host_seen[key]
+            self.latency.pop(key, None)
+            self._dirty.discard(("latency", key))
         # Their alerts go with them, unresolved: the new owner carries them on.
         self.tracker.forget(lambda labels: labels.get("service") in services)
         for name in [n for n in self._alerts_saved if n.partition(":")[2].split("|", 1)[0] in services]:
@@ -246,6 +376,21 @@ class Engine:
     def _window(self, f: WindowFeatures) -> Output:
         out = Output()
         svc = f.service
+        young = self._young.get(svc)
+        if young is None and svc not in self.traffic:
+            young = self._young[svc] = [0, f.start]
+        if young is not None and f.count:
+            young[0] += f.count
+            young[1] = f.start
+            if young[0] >= self.limits.young_requests:
+                del self._young[svc]
+                young = None
+        if young is not None and f.count < self._judge_min:
+            # A young service's window with too few requests for either
+            # detector to judge (their min_count): not learned either, until
+            # the service is established. What a stray name's windows are.
+            self.counts["windows.young"] += 1
+            return out
         if svc in self._partial:
             self._partial.discard(svc)
             self.counts["windows.partial"] += 1
@@ -270,8 +415,19 @@ class Engine:
         self._dirty.add(("latency", svc))
 
         host_verdicts: dict[str, list[Verdict]] = {}
+        seen = self._host_seen
         for host, hs in f.hosts.items():
             key = f"{svc}|{host}"
+            if key in seen:
+                del seen[key]  # put back last: least recently seen first
+            elif len(seen) >= self.limits.max_hosts:
+                old = next(iter(seen))
+                del seen[old]
+                self._dirty.discard(("latency", old))
+                if self.latency.pop(old, None) is not None and self._checkpointing:
+                    self._gone.add(f"latency:{old}")
+                self.counts["hosts.evicted"] += 1
+            seen[key] = None
             st = self.latency.get(key)
             hv = ldet.score_one(hs.count, hs.p50_ms, hs.p95_ms, hs.error_ratio_5xx, st)
             host_verdicts[host] = hv
@@ -315,6 +471,7 @@ class Engine:
         for a drive's), so they travel with their service's partition; None
         means the alert is gone (resolved) and its checkpoint can be deleted.
         """
+        self._checkpointing = True
         out: dict[str, bytes | None] = {}
         for kind, key in self._dirty:
             obj = {"traffic": self.traffic, "latency": self.latency,
@@ -322,6 +479,9 @@ class Engine:
             if obj is not None:
                 out[f"{kind}:{key}"] = obj.to_bytes()
         self._dirty.clear()
+        for name in self._gone:
+            out.setdefault(name, None)
+        self._gone.clear()
         saved = self._alerts_saved
         now: dict[str, bytes] = {}
         for fp, (labels, data) in self.tracker.export().items():
@@ -348,6 +508,8 @@ class Engine:
             self.traffic[key] = TrafficState.from_bytes(data, self._detectors(svc)[0])
         elif kind == "latency":
             svc = key.split("|", 1)[0]
+            if "|" in key:
+                self._host_seen[key] = None
             self.latency[key] = LatencyState.from_bytes(data, self._detectors(svc)[1])
         elif kind == "composition":
             self.composition[key] = CompositionState.from_bytes(data)
