@@ -40,13 +40,14 @@ import faust
 
 from alerts.notify.base import Receiver
 from alerts.notify.factory import build_receivers
+from detectors.timeguard import EventTimeGuard
 
 from . import compat
 from .alerting import Notifications
 from .engine import Engine, Output
 from .metrics import Metrics, update_lag
 from .reader import RequestReader, follow_topic
-from .runner import Runner
+from .runner import Runner, time_guards
 from .settings import Config
 from .web import faust_web_settings
 
@@ -141,8 +142,9 @@ class TocsinApp:
         Write anomalies, alerts and dead letters to in-memory channels (tests).
     clock
         Wall clock of the notification timers (group_wait...), injected in tests.
-    guard
-        The runner's event-time guard (None: built from the configuration).
+    guards
+        The runner's event-time guards of requests and disk readings (None:
+        built from the configuration).
     """
 
     def __init__(
@@ -160,7 +162,7 @@ class TocsinApp:
         local_outputs: bool = False,
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
-        guard: Any = None,
+        guards: tuple[EventTimeGuard, EventTimeGuard] | None = None,
     ) -> None:
         self.config = config
         self.servers = bootstrap_servers
@@ -190,10 +192,11 @@ class TocsinApp:
         self.counts: Counter[str] = Counter()
         self.outbox = TopicOutbox(self.counts)
         self._connect_outbox()
+        guard, disk_guard = guards if guards is not None else time_guards(config.detectors)
         self.runner = Runner(
             engine or Engine(config.detectors, config.alerting), self.outbox, TableStore(self.models_table),
             partitions=config.kafka.partitions, checkpoint_interval=checkpoint_interval, metrics=self.metrics,
-            guard=guard, requests_topic=t.requests, disk_topic=t.disk_health,
+            guard=guard, disk_guard=disk_guard, requests_topic=t.requests, disk_topic=t.disk_health,
         )
         # The runner counts what it handed to the outbox; those counts join
         # the app's once the records are sent (:meth:`_drain`), so that

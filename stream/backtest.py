@@ -40,12 +40,13 @@ from alerts.model import Alert, alert_from_record
 from alerts.notify.base import Memory, Receiver
 from alerts.notify.notifier import AlertNotifier
 from detectors.errors import InvalidEvent
-from detectors.events import decode_disk
+from detectors.events import DiskHealthEvent, decode_disk
+from detectors.timeguard import EventTimeGuard
 from detectors.timeutil import format_ts
 
 from .engine import Engine
 from .files import InputFileError, iter_blocks, iter_lines
-from .runner import Runner
+from .runner import Runner, time_guards
 
 __all__ = ["NOTIFICATION_SCHEMA", "BacktestResult", "run_backtest"]
 
@@ -187,12 +188,18 @@ class _RouterReplay:
         self.loop.close()
 
 
-def _decoded(path: str, kind: int, bad: Callable[[str, int, bytes, str], None]) -> Iterator[tuple[float, int, int, Any]]:
+def _decoded(path: str, kind: int, bad: Callable[[str, int, bytes, str], None],
+             check: Callable[[DiskHealthEvent], str | None]) -> Iterator[tuple[float, int, int, Any]]:
     for n, line in iter_lines(path):
         try:
             ev = decode_disk(line)
         except InvalidEvent as exc:
             bad(path, n, line, str(exc))
+            continue
+        # Judged before the merge: a reading dated 2999 would otherwise hold back every reading after it.
+        why = check(ev)
+        if why:
+            bad(path, n, line, why)
             continue
         yield ev.ts, kind, n, ev
 
@@ -204,11 +211,13 @@ def run_backtest(
     engine: Engine | None = None,
     on_alert: Callable[[Alert], None] | None = None,
     alerting: AlertingConfig | None = None,
-    guard: Any = None,
+    guards: tuple[EventTimeGuard, EventTimeGuard] | None = None,
 ) -> BacktestResult:
     """Replay the files into ``out_dir``; raise InputFileError for unreadable files.
 
-    ``alerting``: the route tree to replay (default: the engine's).
+    ``alerting``: the route tree to replay (default: the engine's); ``guards``:
+    the event-time guards of requests and disk readings (default: from the
+    engine's configuration).
     """
     engine = engine or Engine()
     out = Path(out_dir)
@@ -233,7 +242,8 @@ def run_backtest(
                     if on_alert is not None:
                         on_alert(al)
 
-                runner = Runner(engine, _FileOutbox(res, fa, fl, fd, alert_out), guard=guard)
+                guard, disk_guard = guards if guards is not None else time_guards(engine.config)
+                runner = Runner(engine, _FileOutbox(res, fa, fl, fd, alert_out), guard=guard, disk_guard=disk_guard)
                 res.events = _replay(runner, requests, disks, router)
                 runner.flush()
                 router.advance(router.now + _TAIL)
@@ -261,7 +271,7 @@ def _replay(runner: Runner, requests: str | None, disks: str | None, router: _Ro
     # reading falls: before the first request later than it.
     process_requests = runner.process_request_batch
     process_disk = runner.process_disk_event
-    dstream = _decoded(disks, 1, bad) if disks else None
+    dstream = _decoded(disks, 1, bad, runner.check_disk_time) if disks else None
     dhead = None  # the next disk reading, once dstream is started
     started = False
     events = 0

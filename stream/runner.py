@@ -28,9 +28,11 @@ from typing import Any, Protocol
 
 import orjson
 
+from detectors.config import DetectorsConfig
 from detectors.diagnosis import DiskSignal
 from detectors.errors import InvalidEvent
 from detectors.events import DiskHealthEvent, RequestBatch, decode_disk, decode_requests
+from detectors.timeguard import EventTimeGuard
 
 from .engine import Engine, Output
 
@@ -43,6 +45,7 @@ __all__ = [
     "Outbox",
     "Runner",
     "dead_letter_record",
+    "time_guards",
 ]
 
 log = logging.getLogger(__name__)
@@ -78,6 +81,17 @@ def dead_letter_record(source: dict[str, Any], error: str, payload: bytes | None
     if len(kept) < len(data):
         rec["truncated"] = True
     return orjson.dumps(rec)
+
+
+def time_guards(config: DetectorsConfig) -> tuple[EventTimeGuard, EventTimeGuard]:
+    """The event-time guards of the requests and of the disk readings, from the ``time_guard`` settings.
+
+    Disk readings come in rounds (every few minutes or hours): in a replay the
+    next round is a whole interval ahead of the last, hence their own margin.
+    """
+    c = config.time_guard
+    return (EventTimeGuard(c.max_ahead, c.max_behind, c.span),
+            EventTimeGuard(c.disk_max_ahead, c.max_behind, c.span))
 
 
 class Outbox(Protocol):
@@ -164,10 +178,11 @@ class Runner:
         Seconds between two checkpoints of the changed models (:meth:`maybe_checkpoint`).
     metrics
         A :class:`~stream.metrics.Metrics` (None: counters only).
-    guard
-        An event-time guard (``split(batch, source, arrival)``): events whose
-        time a wrong clock set are dead-lettered instead of moving the
-        watermark. None: every decoded event is processed.
+    guard, disk_guard
+        Event-time guards of the requests and of the disk readings
+        (:class:`~detectors.timeguard.EventTimeGuard`, see :func:`time_guards`):
+        events whose time a wrong clock set are dead-lettered instead of
+        moving the watermark. None: every decoded event is processed.
     requests_topic, disk_topic
         Topic names written in the dead letters' ``source``.
     monotonic
@@ -183,7 +198,8 @@ class Runner:
         partitions: int = 1,
         checkpoint_interval: float = 5.0,
         metrics: Any = None,
-        guard: Any = None,
+        guard: EventTimeGuard | None = None,
+        disk_guard: EventTimeGuard | None = None,
         requests_topic: str = "requests",
         disk_topic: str = "disk-health",
         monotonic: Callable[[], float] = time.monotonic,
@@ -195,6 +211,7 @@ class Runner:
         self.checkpoint_interval = checkpoint_interval
         self.metrics = metrics
         self.guard = guard
+        self.disk_guard = disk_guard
         self.requests_topic = requests_topic
         self.disk_topic = disk_topic
         self.monotonic = monotonic
@@ -281,14 +298,17 @@ class Runner:
         where = {"topic": self.disk_topic, "partition": partition, "offset": offset}
         try:
             ev = decode_disk(value if value is not None else b"")
-            if self.guard is not None:
-                reason = self.guard.check_disk(ev.ts, arrival)
-                if reason:
-                    raise InvalidEvent(reason)
+            reason = self.check_disk_time(ev, partition, arrival)
+            if reason:
+                raise InvalidEvent(reason)
         except InvalidEvent as exc:
             self.dead_letter(where, str(exc), value, "disk-health")
             return Output()
         return self.process_disk_event(ev, partition)
+
+    def check_disk_time(self, ev: DiskHealthEvent, partition: int = 0, arrival: float | None = None) -> str | None:
+        """Why a disk reading's time is not plausible (the disk guard's verdict), or None."""
+        return None if self.disk_guard is None else self.disk_guard.check(ev.ts, partition, arrival)
 
     # -- drive signals shared by the workers ---------------------------------------
     def apply_signal(self, value: bytes) -> None:
@@ -413,5 +433,7 @@ class Runner:
     def forget_partitions(self, partitions: set[int]) -> None:
         """Drop the services read from these requests partitions (another worker has them now)."""
         self.engine.forget_sources(partitions)
+        if self.guard is not None:
+            self.guard.forget(partitions)
         for p in partitions:
             self._last_seen.pop(p, None)
