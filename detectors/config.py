@@ -73,14 +73,17 @@ class TimeGuardConfig(_Strict):
     time (or, in a replay, of the partition's recent event times).
     ``disk_max_ahead``: the same for disk readings, which come in rounds: in
     a replay the next round is a whole reading interval ahead of the last,
-    so this must exceed the interval. ``max_behind``: seconds an event may
+    so this must exceed the interval; Backblaze's drive stats, the model of
+    the disk-health event, are daily: two days let one round be missing.
+    Disk readings are not windowed (each updates its own drive's state), so
+    a reading accepted ahead of time harms only its own drive. ``max_behind``: seconds an event may
     be behind its partition's recent event times (the windows of a service
     are kept for an hour: 60 windows of a minute). ``span``: how many recent
     events of a partition its reference time is estimated from.
     """
 
     max_ahead: Duration = Field(300.0, gt=0)
-    disk_max_ahead: Duration = Field(3600.0, gt=0)
+    disk_max_ahead: Duration = Field(2 * 86400.0, gt=0)
     max_behind: Duration = Field(3600.0, gt=0)
     span: int = Field(128, ge=1)
 

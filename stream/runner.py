@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -86,12 +87,16 @@ def dead_letter_record(source: dict[str, Any], error: str, payload: bytes | None
 def time_guards(config: DetectorsConfig) -> tuple[EventTimeGuard, EventTimeGuard]:
     """The event-time guards of the requests and of the disk readings, from the ``time_guard`` settings.
 
-    Disk readings come in rounds (every few minutes or hours): in a replay the
-    next round is a whole interval ahead of the last, hence their own margin.
+    Disk readings come in rounds (every few minutes, hours or days): in a
+    replay the next round is a whole interval ahead of the last, hence their
+    own margin. They are only judged for being ahead: a late reading updates
+    its own drive only (nothing is windowed), and the recent readings of a
+    small fleet span days, too long for the reference time's estimate to
+    judge lateness by.
     """
     c = config.time_guard
     return (EventTimeGuard(c.max_ahead, c.max_behind, c.span),
-            EventTimeGuard(c.disk_max_ahead, c.max_behind, c.span))
+            EventTimeGuard(c.disk_max_ahead, math.inf, c.span))
 
 
 class Outbox(Protocol):
