@@ -333,7 +333,7 @@ class TocsinApp:
             # Live traffic: event time follows the clock, so a service that
             # went silent (an outage!) still gets its windows closed.
             await self.tick(time.time())
-            self.metrics.track_engine(self.engine)
+            self.metrics.track_engine(self.engine, (self.runner.guard, self.runner.disk_guard))
             await update_lag(self.metrics, self.app.consumer)
             if self.reader is not None:
                 await self.reader.lag(self.metrics)

@@ -167,6 +167,12 @@ class Metrics:
             buckets=_PROCESSING_BUCKETS, registry=r,
         )
         self._tracked = Gauge("tocsin_tracked_keys", "Keys with a model in memory, by kind.", ["kind"], registry=r)
+        self._keys_dropped = Counter(
+            "tocsin_keys_dropped", "Keys (services, hosts, drives) and requests the caps evicted, forgot or "
+            "refused (detectors.limits), by kind and action.", ["kind", "action"], registry=r)
+        self._time_rejected = Counter(
+            "tocsin_time_rejected", "Events dead-lettered by the event-time guard, by reason (ahead, behind).",
+            ["reason"], registry=r)
         build = build_labels()
         Gauge("tocsin_build_info", "Always 1: the tocsin version, Python version and whether the "
               "detector modules are compiled.", list(build), registry=r).labels(**build).set(1)
@@ -254,10 +260,31 @@ class Metrics:
         """Set how many keys of ``kind`` (traffic, latency, composition, drives) have a model."""
         self._tracked.labels(kind).set(n)
 
-    def track_engine(self, engine: Any) -> None:
-        """Set the tracked-keys gauges from an :class:`~stream.engine.Engine`'s per-key models."""
+    def track_engine(self, engine: Any, guards: Iterable[Any] = ()) -> None:
+        """Set the tracked-keys gauges and the caps' and time guards' counters from an Engine.
+
+        ``guards``: the runner's event-time guards (their ``rejected`` counts by reason).
+        """
         for kind in ("traffic", "latency", "composition", "drives"):
             self.tracked_keys(kind, len(getattr(engine, kind, ())))
+        stats = engine.key_stats() if hasattr(engine, "key_stats") else {}
+        for name, n in stats.items():
+            what, _, kind = name.partition(".")
+            if what == "tracked":
+                self.tracked_keys(kind, n)
+            else:  # services.evicted, requests.refused, ...: totals so far
+                self._sync_total(self._keys_dropped, name, n, kind=what, action=kind)
+        for g in guards:
+            if g is None:
+                continue
+            for reason, n in g.rejected.items():
+                self._sync_total(self._time_rejected, f"time.{id(g)}.{reason}", n, reason=reason)
+
+    def _sync_total(self, counter: Any, key: str, n: int, **labels: str) -> None:
+        delta = n - self._synced.get(key, 0)
+        if delta > 0:
+            self._synced[key] = n
+            counter.labels(**labels).inc(delta)
 
     # -- exposition ----------------------------------------------------------
     def render(self) -> bytes:

@@ -10,6 +10,7 @@ import subprocess
 import urllib.request
 from pathlib import Path
 
+import orjson  # noqa: I001
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
@@ -347,3 +348,33 @@ def test_grafana_dashboard_shows_worker_cpu_and_memory():
     exposed = {s.name for fam in text_string_to_metric_families(Metrics().render().decode()) for s in fam.samples}
     used = {n for e in exprs for n in re.findall(r"\b(?:process|python)_[a-z_]+", e)}
     assert used <= exposed, used - exposed
+
+
+def test_track_engine_exports_what_the_caps_and_the_time_guard_dropped():
+    from detectors.config import DetectorsConfig
+    from detectors.events import decode_requests
+    from stream.engine import Engine
+    from stream.runner import time_guards
+
+    engine = Engine(DetectorsConfig(limits={"max_services": 3}))
+    guard, disk_guard = time_guards(engine.config)
+    t0 = 1617692400.0
+    raw = [orjson.dumps({"ts": t0 + i, "service": f"s{i}", "status": 200, "latency_ms": 5}) for i in range(10)]
+    raw.append(orjson.dumps({"ts": t0 + 86400 * 30, "service": "s0", "status": 200, "latency_ms": 5}))
+    evs, bad = decode_requests(raw)
+    assert not bad
+    kept, rejected = guard.split(evs, 0, arrival=t0 + 10)
+    assert len(rejected) == 1
+    engine.process_requests(kept, 0)
+    m = Metrics()
+    m.track_engine(engine, (guard, disk_guard))
+    m.track_engine(engine, (guard, disk_guard))  # totals, not added twice
+
+    def v(name, **labels):
+        return m.registry.get_sample_value(name, labels)
+
+    dropped = sum(v("tocsin_keys_dropped_total", kind="services", action=a) or 0
+                  for a in ("evicted", "refused", "forgotten"))
+    assert dropped >= 7 - 1  # 10 names, 3 kept (one may still be counted as young)
+    assert v("tocsin_time_rejected_total", reason="ahead") == 1
+    assert v("tocsin_tracked_keys", kind="services") <= 3
