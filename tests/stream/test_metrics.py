@@ -10,7 +10,7 @@ import subprocess
 import urllib.request
 from pathlib import Path
 
-import orjson  # noqa: I001
+import orjson
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
