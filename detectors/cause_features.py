@@ -25,8 +25,12 @@ serving and the load the service carried at its usual latency, so that a
 window's load can be placed on the service's own load-to-latency curve and a
 host that vanished is seen.
 
-Memory per service is bounded: the open windows (at most ``max_clients``
-sampled clients each), a 64 KiB table of first-seen days of networks and a
+The sampled requests of a window are kept (references to the decoded
+messages) and read only when the diagnosis asks for the window's features
+(candidate windows, and a share of the quiet ones for the baselines), so the
+per-event cost is a list append for a sampled client and nothing for the
+others. Memory per service is bounded: the open windows (at most
+``4 * max_clients`` sampled requests each, ``max_clients`` followed clients), a 64 KiB table of first-seen days of networks and a
 4 KiB one of autonomous systems; :meth:`ClientMix.bytes_per_service` says
 how much.
 """
@@ -99,8 +103,8 @@ class ClientMix:
     window
         Window length in seconds (the aggregator's).
     sample_mod
-        A client is sampled when a cheap, stable function of its address is
-        0 modulo ``sample_mod`` (1: every client).
+        About one client in ``sample_mod`` is followed, by the last character
+        of its address (1: every client).
     max_clients
         Sampled clients kept per window and service; further new ones are
         not followed (their requests still count in the shares).
@@ -118,59 +122,84 @@ class ClientMix:
         self.window = window
         self.sample_mod = sample_mod
         self.max_clients = max_clients
-        self._wins: dict[str, dict[float, _Win]] = {}
+        self.max_rows = 4 * max_clients
+        # (service, window start) -> the sampled requests, read when the window closes
+        self._rows: dict[tuple[str, float], list] = {}
         self._nets: dict[str, bytearray] = {}
         self._asns: dict[str, bytearray] = {}
-
-    def _sampled(self, ip: str) -> bool:
-        m = self.sample_mod
-        return m <= 1 or (ord(ip[-1]) * 31 + ord(ip[-2])) % m == 0
+        # A client is followed when its address ends with one of these characters
+        # (stable for a client, spread over IPv4's decimal and IPv6's hex digits).
+        self._chars = "" if sample_mod <= 1 else "0123456789abcdef"[:: min(sample_mod, 16)]
+        self._ep_kind: dict[str, tuple[bool, bool]] = {}
+        self._ua_bot: dict[str, bool] = {}
 
     def add_batch(self, evs: list[RequestEvent] | RequestBatch) -> None:
-        """Count the sampled clients' requests of a batch (a RequestBatch of dicts or RequestEvents)."""
+        """Count the sampled clients' requests of a batch (rows: decoded messages, dicts or RequestEvents)."""
         b = RequestBatch.of(evs)
+        rows = b.rows
+        if not rows:
+            return
+        if isinstance(rows[0], dict):
+            ips = [r.get("client_ip") for r in rows]
+        else:
+            ips = [r.client_ip for r in rows]
+        chars = self._chars
+        if chars:
+            idx = [i for i, ip in enumerate(ips) if ip and ip[-1] in chars]
+        else:
+            idx = [i for i, ip in enumerate(ips) if ip]
+        if not idx:
+            return
         W = self.window
-        wins = self._wins
-        m = self.sample_mod
-        for ts, r in zip(b.ts, b.rows, strict=True):
-            if isinstance(r, dict):
-                ip = r.get("client_ip")
-                if not ip or (m > 1 and len(ip) > 1 and (ord(ip[-1]) * 31 + ord(ip[-2])) % m):
-                    continue
-                self._add(wins, ts // W * W, r.get("service"), ip, r.get("endpoint") or "",
-                          r.get("status") or 0, r.get("user_agent") or "", r.get("asn"), ts)
-            else:
-                ip = r.client_ip
-                if not ip or (m > 1 and len(ip) > 1 and (ord(ip[-1]) * 31 + ord(ip[-2])) % m):
-                    continue
-                self._add(wins, ts // W * W, r.service, ip, r.endpoint or "", r.status, r.user_agent or "",
-                          r.asn, ts)
+        ts = b.ts
+        wins = self._rows
+        dicts = isinstance(rows[0], dict)
+        for i in idx:
+            r = rows[i]
+            t = ts[i]
+            key = (r.get("service") if dicts else r.service, t // W * W)
+            lst = wins.get(key)
+            if lst is None:
+                lst = wins[key] = []
+            if len(lst) < self.max_rows:
+                lst.append((t, r))
 
     def add(self, ev: RequestEvent) -> None:
         """One request (the per-event path)."""
         self.add_batch([ev])
 
-    def _add(self, wins: dict, start: float, svc: str, ip: str, ep: str, status: int, ua: str,
-             asn: int | None, ts: float) -> None:
-        sw = wins.get(svc)
-        if sw is None:
-            sw = wins[svc] = {}
-        w = sw.get(start)
-        if w is None:
-            w = sw[start] = _Win()
+    def _kind(self, ep: str) -> tuple[bool, bool]:
+        k = self._ep_kind.get(ep)
+        if k is None:
+            k = (_is_static(ep), any(x in ep for x in _LOGIN_WORDS))
+            if len(self._ep_kind) < 4096:
+                self._ep_kind[ep] = k
+        return k
+
+    def _bot(self, ua: str) -> bool:
+        k = self._ua_bot.get(ua)
+        if k is None:
+            low = ua.lower()
+            k = any(x in low for x in _BOT_WORDS)
+            if len(self._ua_bot) < 4096:
+                self._ua_bot[ua] = k
+        return k
+
+    def _add(self, w: _Win, svc: str, ip: str, ep: str, status: int, ua: str, asn: int | None, ts: float) -> None:
         w.n += 1
-        static = _is_static(ep)
+        static, login = self._kind(ep)
+        fail = status == 401 or status == 403
         if static:
             w.static += 1
         else:
             w.pages += 1
-        if status in (401, 403):
+        if fail:
             w.fail += 1
-        if any(x in ep for x in _LOGIN_WORDS):
+        if login:
             w.login += 1
-            if status in (401, 403):
+            if fail:
                 w.login_fail += 1
-        if ua and any(x in ua.lower() for x in _BOT_WORDS):
+        if ua and self._bot(ua):
             w.bots += 1
         c = w.clients.get(ip)
         if c is None:
@@ -207,16 +236,29 @@ class ClientMix:
         if len(c[4]) < 8:
             c[4].add(ua)
 
+    def drop(self, service: str, start: float) -> None:
+        """Forget ``service``'s window starting at ``start`` (and older ones) without computing it."""
+        rows = self._rows
+        rows.pop((service, start), None)
+        if len(rows) > 4 * len(self._nets) + 64:  # late stragglers of windows closed long ago
+            for key in [k for k in rows if k[1] < start - 10 * self.window]:
+                del rows[key]
+
     def close(self, service: str, start: float) -> MixFeatures:
-        """The features of ``service``'s window starting at ``start``; older open windows are dropped."""
-        sw = self._wins.get(service)
-        if not sw:
+        """The features of ``service``'s window starting at ``start`` (its sampled requests are read here)."""
+        got = self._rows.pop((service, start), None)
+        self.drop(service, start)
+        if not got:
             return MixFeatures()
-        w = sw.pop(start, None)
-        for s in [s for s in sw if s < start]:
-            del sw[s]
-        if w is None or w.n == 0:
-            return MixFeatures()
+        w = _Win()
+        add = self._add
+        if isinstance(got[0][1], dict):
+            for t, r in got:
+                add(w, service, r.get("client_ip"), r.get("endpoint") or "", r.get("status") or 0,
+                    r.get("user_agent") or "", r.get("asn"), t)
+        else:
+            for t, r in got:
+                add(w, service, r.client_ip, r.endpoint or "", r.status, r.user_agent or "", r.asn, t)
         counts = sorted(c[0] for c in w.clients.values())
         n_c = len(counts)
         tracked = sum(counts) or 1
@@ -245,13 +287,15 @@ class ClientMix:
         )
 
     def forget(self, service: str) -> None:
-        self._wins.pop(service, None)
+        for key in [k for k in self._rows if k[0] == service]:
+            del self._rows[key]
         self._nets.pop(service, None)
         self._asns.pop(service, None)
 
     def bytes_per_service(self) -> int:
-        """Fixed tables plus the bound on one open window's followed clients (about 400 B each)."""
-        return _NET_SLOTS + _ASN_SLOTS + 2 * self.max_clients * 400
+        """Fixed tables plus the bound on two open windows' sampled requests (a reference and a
+        float each, the decoded message itself being the batch's) and one window's followed clients."""
+        return _NET_SLOTS + _ASN_SLOTS + 2 * self.max_rows * 72 + self.max_clients * 400
 
 
 class CapacityState:

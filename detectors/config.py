@@ -62,6 +62,11 @@ class DiagnosisConfig(_Strict):
     unknown_pending_for: Duration = 180.0
     disk_pending_for: Duration = 60.0
     replaced_grace: Duration = 1800.0
+    use_model: bool = True
+    model_min_proba: float = Field(0.5, ge=0, le=1)
+    benign_min_proba: float = Field(0.6, ge=0, le=1)
+    mix_sample: int = Field(4, ge=1)
+    mix_every: int = Field(6, ge=1)
 
 
 def _partial(model: type[_Strict]) -> type[_Strict]:

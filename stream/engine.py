@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from alerts.config import AlertingConfig
 from alerts.lifecycle import AlertTracker
 from alerts.model import Alert, fingerprint
+from detectors.cause_features import ClientMix
 from detectors.config import DetectorsConfig
 from detectors.diagnosis import CompositionState, Diagnoser, DiskSignal
 from detectors.disk import DiskFailureDetector, DriveState
@@ -75,6 +76,7 @@ class Engine:
         self.alerting = alerting or AlertingConfig()
         c = self.config
         self.aggregator = WindowAggregator(window=c.window, lateness=c.lateness)
+        self.mix = ClientMix(window=c.window, sample_mod=c.diagnosis.mix_sample)
         self.diagnoser = Diagnoser(timezone=c.timezone, **c.diagnosis.model_dump())
         self.disk_detector = DiskFailureDetector(**c.disk)
         self.tracker = AlertTracker(self.alerting.pending_for, self.alerting.keep_firing_for)
@@ -109,6 +111,7 @@ class Engine:
         self.counts["requests"] += 1
         agg = self.aggregator
         agg.add(ev, source)
+        self.mix.add(ev)
         if agg.due():
             return self._close(agg.advance())
         return Output()
@@ -128,6 +131,7 @@ class Engine:
         self.counts["requests"] += len(evs)
         agg = self.aggregator
         steps = agg.add_batch(evs, source)
+        self.mix.add_batch(evs)
         if not steps and not agg.due():
             return Output()
         out = Output()
@@ -231,6 +235,7 @@ class Engine:
             self.traffic.pop(svc, None)
             self.composition.pop(svc, None)
             self.aggregator.forget(svc)
+            self.mix.forget(svc)
             self._partial.discard(svc)
         for key in [k for k in self.latency if k.split("|", 1)[0] in services]:
             del self.latency[key]
@@ -284,7 +289,8 @@ class Engine:
                 self._dirty.add(("latency", key))
 
         comp = self.composition.get(svc)
-        findings = self.diagnoser.diagnose(f, tv, sv, host_verdicts, comp, self.disk_signals, ids)
+        findings = self.diagnoser.diagnose(f, tv, sv, host_verdicts, comp, self.disk_signals, ids,
+                                           mix=self.mix)
         if not ids:
             if comp is None:
                 comp = self.composition[svc] = CompositionState()
@@ -295,7 +301,11 @@ class Engine:
             # only be raised when that window closes.
             finding.onset = f.start
             self.counts[f"findings.{finding.cause}"] += 1
-            out.alerts.extend(self.tracker.observe(finding))
+            changed = self.tracker.observe(finding)
+            model = self.diagnoser.cause_model
+            if model is not None and finding.features is not None:
+                model.remember(fingerprint(finding.labels), finding.features)
+            out.alerts.extend(changed)
         return out
 
     def _anomaly(self, out: Output, f: WindowFeatures, detector: str, entity: Entity, v: Verdict) -> Anomaly:
@@ -306,6 +316,15 @@ class Engine:
         self.counts[f"anomalies.{detector}"] += 1
         out.anomalies.append(a)
         return a
+
+    def learn_label(self, fingerprint_: str, cause: str) -> bool:
+        """A cause a person gave for an alert (``tocsin.label.v1``): the cause model learns it.
+
+        ``benign`` is a cause too (the alert should not have fired). False
+        when there is no model or the alert's features are no longer held.
+        """
+        model = self.diagnoser.cause_model
+        return model is not None and model.learn_label(fingerprint_, cause)
 
     # -- state for checkpoints ------------------------------------------------
     def dirty_states(self) -> dict[str, bytes | None]:

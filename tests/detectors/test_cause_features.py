@@ -72,7 +72,11 @@ def test_windows_are_separate_and_old_ones_dropped():
     mix = ClientMix(window=60.0)
     mix.add_batch(RequestBatch([5.0, 65.0], _rows(2, lambda i: "10.7.0.1")))
     assert mix.close("s", 60.0).requests == 1
-    assert mix.close("s", 0.0).requests == 0  # dropped when the later one closed
+    assert mix.close("s", 0.0).requests == 1
+    assert mix.close("s", 0.0).requests == 0  # read once
+    mix.add_batch(RequestBatch([125.0], _rows(1, lambda i: "10.7.0.1")))
+    mix.drop("s", 120.0)
+    assert mix.close("s", 120.0).requests == 0
     assert mix.close("other", 0.0).requests == 0
 
 
@@ -84,5 +88,5 @@ def test_network_prefixes():
 def test_memory_per_service_is_bounded():
     mix = ClientMix(window=60.0, max_clients=100)
     f = _close(mix, _rows(5000, lambda i: f"10.{i // 256}.{i % 256}.1"), 0.0)
-    assert f.clients == 100 and f.requests == 5000
+    assert f.clients == 100 and f.requests == 400  # 4 * max_clients requests kept
     assert mix.bytes_per_service() < 200_000
