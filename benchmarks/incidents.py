@@ -100,7 +100,10 @@ def score(truth: list[dict], records: list[tuple[float, dict]], failures: dict[s
     """Rows (incident, cause named or None, delay, confidence), false alerts, alerts on confounders."""
     incidents = [t for t in truth if t["cause"] != "benign"]
     confs = [t for t in truth if t["cause"] == "benign"]
-    firing = [(ts, a) for ts, a in records if a["status"] == "firing"]
+    # An alert's episodes (same labels: same fingerprint, fired again after it resolved)
+    # are told apart by their start: the key below is fingerprint and starts_at.
+    firing = [(ts, a | {"fingerprint": f"{a['fingerprint']}@{a['starts_at']}"})
+              for ts, a in records if a["status"] == "firing"]
     firsts: dict[str, tuple[float, dict]] = {}
     for ts, a in firing:
         firsts.setdefault(a["fingerprint"], (ts, a))
@@ -249,7 +252,8 @@ def main() -> int:
     ap.add_argument("--no-model", action="store_true", help="rules only (the diagnosis before the cause model)")
     ap.add_argument("--write-table", metavar="CSV", help="write the labelled windows of the tuning seeds")
     ap.add_argument("--write-calibration", metavar="JSON",
-                    help="write the reliability of the model's probabilities on the tuning seeds")
+                    help="write the reliability of the model's probabilities on the tuning seeds (the tuning "
+                         "part then prints raw probabilities; the report-only part uses the new table)")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args()
     model = None if args.no_model or not TABLE.exists() else CauseModel.from_table()
@@ -272,6 +276,8 @@ def main() -> int:
                 bins.append([min(hi, 1.0), round((sum(sel) + 4 * mid) / (len(sel) + 4), 3)])
             Path(args.write_calibration).write_text(json.dumps({"bins": bins, "seeds": args.tuning_seeds}) + "\n")
             print(f"wrote calibration {bins} to {args.write_calibration}")
+            if model is not None:
+                model.set_calibration(bins)  # the report-only seeds print calibrated confidences
     if args.only != "tuning":
         run_set("report-only (headline)", args.report_seeds, args, model, None, not args.quiet)
     return 0

@@ -324,8 +324,8 @@ class CapacityState:
             self.peak_rate += 0.2 * (rate - self.peak_rate)
         else:
             self.peak_rate += 0.0005 * (rate - self.peak_rate)
-        if p95 > 0:
-            self.p95 += a * (math.log(p95) - self.p95)
+        if p95 > 0:  # slow: a saturation that creeps up over an hour must not become the usual
+            self.p95 += max(0.003, 1.0 / self.n) * (math.log(p95) - self.p95)
 
 
 #: The cause model's inputs, in order (see :func:`detectors.cause_model.feature_vector`).

@@ -138,6 +138,13 @@ class CauseModel:
         """A model trained on (features, cause) rows, shuffled with ``seed``, ``epochs`` passes."""
         m = cls(**kw)
         data = list(rows)
+        # Balance the causes: flagged windows that are nothing (benign) outnumber the
+        # incidents' several times; each cause is repeated up to 5 times towards the largest.
+        counts: dict[str, int] = {}
+        for _, y in data:
+            counts[y] = counts.get(y, 0) + 1
+        top = max(counts.values(), default=0)
+        data = [r for r in data for _ in range(min(5, max(1, round(top / counts[r[1]]))))]
         rng = random.Random(seed)
         for _ in range(epochs):
             rng.shuffle(data)

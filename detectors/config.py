@@ -65,7 +65,9 @@ class DiagnosisConfig(_Strict):
     use_model: bool = True
     model_min_proba: float = Field(0.5, ge=0, le=1)
     benign_min_proba: float = Field(0.6, ge=0, le=1)
-    mix_sample: int = Field(4, ge=1)
+    trigger_min_proba: float = Field(0.9, ge=0, le=1)
+    model_pending_for: Duration = 120.0
+    mix_sample: int = Field(4, ge=0)
     mix_every: int = Field(6, ge=1)
 
 

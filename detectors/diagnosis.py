@@ -236,6 +236,8 @@ class Diagnoser:
         use_model: bool = True,
         model_min_proba: float = 0.5,
         benign_min_proba: float = 0.6,
+        trigger_min_proba: float = 0.9,
+        model_pending_for: float = 120.0,
         mix_sample: int = 4,
         mix_every: int = 6,
         cause_model: CauseModel | None = None,
@@ -254,6 +256,8 @@ class Diagnoser:
         self.use_model = use_model
         self.model_min_proba = model_min_proba
         self.benign_min_proba = benign_min_proba
+        self.trigger_min_proba = trigger_min_proba
+        self.model_pending_for = model_pending_for
         self.mix_sample = mix_sample  # the client sample of the mix features (the engine's ClientMix reads it)
         self.cause_model = cause_model if cause_model is not None or not use_model else _shipped_model()
         self.mix_every = mix_every
@@ -359,7 +363,7 @@ class Diagnoser:
             else:
                 mix.drop(svc, f.start)
                 mix = None
-        mix_flag = self._mix_flagged(traffic, mix, mix_base)
+        mix_flag = self._mix_flagged(traffic, mix, mix_base) or self._curve_flagged(f)
         if not (t_high or t_low or svc_harm or slow_hosts or mix_flag):
             if not anomaly_ids:
                 self._learn_usual(f, mix)
@@ -413,7 +417,7 @@ class Diagnoser:
         for r in rules:
             r.features = x
         if self.cause_model is None:
-            return rules
+            return rules if anomaly_ids else []  # the mix and curve triggers feed the model only
         cause, p = self.cause_model.predict(x)
         if slow_hosts and not widespread and not svc_harm and not t_high:
             # A slowdown local to a few hosts: a fault of those hosts (their drives above
@@ -424,9 +428,14 @@ class Diagnoser:
         conf = round(self.cause_model.confidence(p), 3)
         rule_cause = rules[0].cause
         if cause == "benign":
-            if p >= self.benign_min_proba and (rule_cause == "unknown" or not (svc_harm and widespread)):
+            # Nothing pages when the model is sure; when it is less so, only if the rules
+            # themselves found no cause or no harm across the service.
+            if not anomaly_ids or p >= max(0.8, self.benign_min_proba) or (
+                    p >= self.benign_min_proba and (rule_cause == "unknown" or not (svc_harm and widespread))):
                 return []
             return rules
+        if not anomaly_ids and p < self.trigger_min_proba:
+            return []  # only the mix or the load curve raised the window: name a cause or stay quiet
         if p < self.model_min_proba:
             return rules
         why = [Evidence(f"model:{name}", x[name], 0.0, f"{name} {x[name]:+.2f} weighs for {cause.replace('_', ' ')}")
@@ -446,6 +455,9 @@ class Diagnoser:
                                 f"only {', '.join(slow_hosts)} of {n_hosts} hosts slow: a host fault, not the load")],
                             anomaly_ids, f.end, pending=self.disk_pending_for, features=x) for h in slow_hosts]
         sev = "critical" if hurt else "warning"
+        # Where the rules found no cause, the model's must hold a while before it pages
+        # (a flagged minute at a peak is not yet a saturation); the alert still starts at onset.
+        pending = self.model_pending_for if rule_cause == "unknown" else None
         if cause == "suspected_attack":
             title = (f"Traffic {ratio_txt or _ratio(traffic)} usual on {svc}"
                      f"{' and saturating it' if hurt else ''}: suspected attack")
@@ -456,7 +468,7 @@ class Diagnoser:
                      f"{self._hosts_note(f, svc)}: capacity saturation")
             evidence = ev + ([pop] if pop is not None else []) + harm_ev + why
         return [Finding({"service": svc, "host": None, "disk": None}, cause, conf, sev, title, evidence,
-                        anomaly_ids, f.end, features=x)]
+                        anomaly_ids, f.end, pending=pending, features=x)]
 
     def _rules(self, f: WindowFeatures, traffic: Verdict | None, t_high: bool, t_low: bool,
                svc_harm: list[Verdict], slow_hosts: list[str], widespread: bool, shift: float,
@@ -507,6 +519,14 @@ class Diagnoser:
                 or mix.heavy_share - base.usual("heavy_share") >= 0.3
                 or (mix.assetless_share - base.usual("assetless_share") >= 0.3
                     and base.usual("asset_ratio") >= 0.1))
+
+    def _curve_flagged(self, f: WindowFeatures) -> bool:
+        """Latency well above the service's slow baseline while the load is near the top of
+        its curve: a saturation creeping up faster than the latency detector notices."""
+        cap = self._capacity.get(f.service)
+        if cap is None or cap.n < 60 or f.count < 30 or f.p95_ms <= 0 or cap.peak_rate <= 0:
+            return False
+        return math.log(f.p95_ms) - cap.p95 >= math.log(2.0) and f.rate >= 0.8 * cap.peak_rate
 
     def _learn_usual(self, f: WindowFeatures, mix: MixFeatures | None) -> None:
         svc = f.service

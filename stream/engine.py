@@ -76,7 +76,8 @@ class Engine:
         self.alerting = alerting or AlertingConfig()
         c = self.config
         self.aggregator = WindowAggregator(window=c.window, lateness=c.lateness)
-        self.mix = ClientMix(window=c.window, sample_mod=c.diagnosis.mix_sample)
+        # The cause model's client mix (a sample of clients; mix_sample 0: off).
+        self.mix = ClientMix(window=c.window, sample_mod=c.diagnosis.mix_sample) if c.diagnosis.mix_sample else None
         self.diagnoser = Diagnoser(timezone=c.timezone, **c.diagnosis.model_dump())
         self.disk_detector = DiskFailureDetector(**c.disk)
         self.tracker = AlertTracker(self.alerting.pending_for, self.alerting.keep_firing_for)
@@ -111,7 +112,8 @@ class Engine:
         self.counts["requests"] += 1
         agg = self.aggregator
         agg.add(ev, source)
-        self.mix.add(ev)
+        if self.mix is not None:
+            self.mix.add(ev)
         if agg.due():
             return self._close(agg.advance())
         return Output()
@@ -131,7 +133,8 @@ class Engine:
         self.counts["requests"] += len(evs)
         agg = self.aggregator
         steps = agg.add_batch(evs, source)
-        self.mix.add_batch(evs)
+        if self.mix is not None:
+            self.mix.add_batch(evs)
         if not steps and not agg.due():
             return Output()
         out = Output()
@@ -235,7 +238,8 @@ class Engine:
             self.traffic.pop(svc, None)
             self.composition.pop(svc, None)
             self.aggregator.forget(svc)
-            self.mix.forget(svc)
+            if self.mix is not None:
+                self.mix.forget(svc)
             self._partial.discard(svc)
         for key in [k for k in self.latency if k.split("|", 1)[0] in services]:
             del self.latency[key]
