@@ -40,7 +40,7 @@ def replay(path: str, out: str, cfg: DetectorsConfig) -> float:
 
 def mix_memory(n_clients: int) -> int:
     """Bytes one service's mix holds (tracemalloc) after a window of ``n_clients`` distinct clients."""
-    mix = ClientMix(window=60.0, sample_mod=4)
+    mix = ClientMix(window=60.0, sample_mod=8)
     rows = [{"service": "s", "client_ip": f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}", "endpoint": "/p",
              "status": 200, "user_agent": "Mozilla"} for i in range(n_clients)]
     tracemalloc.start()
@@ -79,7 +79,7 @@ def main() -> int:
     print(f"backtest, cause features off: {best_off:12,.0f} events/s")
     print(f"backtest, cause features on:  {best_on:12,.0f} events/s")
     print(f"ratio on / off:               {best_on / best_off:12.3f}")
-    print(f"client mix bound per service: {ClientMix(sample_mod=4).bytes_per_service():,} bytes")
+    print(f"client mix bound per service: {ClientMix(sample_mod=8).bytes_per_service():,} bytes")
     for n in (10_000, 1_000_000):
         print(f"client mix held after a window of {n:>9,} clients: {mix_memory(n):,} bytes")
     return 0

@@ -268,12 +268,22 @@ def main() -> int:
             n = CauseModel.write_table(args.write_table, table)
             print(f"wrote {n} labelled windows to {args.write_table}")
         if args.write_calibration:
-            bins = []
+            # per band: right and given, with a prior worth 4 causes at the band's middle (few samples)
+            stats = []
             for lo, hi in BANDS:
                 sel = [g for c, g in out["reliability"] if lo <= c < hi]
-                # few samples: shrink towards the band's middle (a beta prior worth 4 windows)
                 mid = (lo + min(hi, 1.0)) / 2
-                bins.append([min(hi, 1.0), round((sum(sel) + 4 * mid) / (len(sel) + 4), 3)])
+                stats.append([sum(sel) + 4 * mid, len(sel) + 4.0, [min(hi, 1.0)]])
+            # isotonic (pool adjacent violators): a higher probability is never less often right
+            i = 0
+            while i < len(stats) - 1:
+                if stats[i][0] / stats[i][1] > stats[i + 1][0] / stats[i + 1][1]:
+                    a, b = stats[i], stats.pop(i + 1)
+                    stats[i] = [a[0] + b[0], a[1] + b[1], a[2] + b[2]]
+                    i = max(0, i - 1)
+                else:
+                    i += 1
+            bins = [[ub, round(r / n, 3)] for r, n, ubs in stats for ub in ubs]
             Path(args.write_calibration).write_text(json.dumps({"bins": bins, "seeds": args.tuning_seeds}) + "\n")
             print(f"wrote calibration {bins} to {args.write_calibration}")
             if model is not None:

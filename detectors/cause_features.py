@@ -50,6 +50,7 @@ _ASN_SLOTS = 1 << 12
 _STATIC_PREFIXES = ("/static", "/assets", "/favicon", "/js/", "/css/", "/img/")
 _LOGIN_WORDS = ("login", "auth", "signin", "connexion", "sso")
 _BOT_WORDS = ("bot", "crawler", "spider", "slurp")
+_ANY_CHAR = "".join(map(chr, range(32, 127)))  # sample_mod 1: an address ends with any of these
 
 
 def _is_static(ep: str) -> bool:
@@ -139,29 +140,28 @@ class ClientMix:
         rows = b.rows
         if not rows:
             return
-        if isinstance(rows[0], dict):
-            ips = [r.get("client_ip") for r in rows]
-        else:
-            ips = [r.client_ip for r in rows]
-        chars = self._chars
-        if chars:
-            idx = [i for i, ip in enumerate(ips) if ip and ip[-1] in chars]
-        else:
-            idx = [i for i, ip in enumerate(ips) if ip]
-        if not idx:
-            return
-        W = self.window
+        chars = self._chars or _ANY_CHAR
         ts = b.ts
+        W = self.window
         wins = self._rows
-        dicts = isinstance(rows[0], dict)
-        for i in idx:
-            r = rows[i]
-            t = ts[i]
-            key = (r.get("service") if dicts else r.service, t // W * W)
-            lst = wins.get(key)
-            if lst is None:
-                lst = wins[key] = []
-            if len(lst) < self.max_rows:
+        cap = self.max_rows
+        if isinstance(rows[0], dict):
+            sel = [(r.get("service"), t, r) for t, r in zip(ts, rows, strict=True)
+                   if (ip := r.get("client_ip")) and ip[-1] in chars]
+        else:
+            sel = [(r.service, t, r) for t, r in zip(ts, rows, strict=True)
+                   if (ip := r.client_ip) and ip[-1] in chars]
+        last_key = None
+        lst: list = []
+        for svc, t, r in sel:
+            key = (svc, t // W * W)
+            if key != last_key:
+                got = wins.get(key)
+                if got is None:
+                    got = wins[key] = []
+                lst = got
+                last_key = key
+            if len(lst) < cap:
                 lst.append((t, r))
 
     def add(self, ev: RequestEvent) -> None:

@@ -67,8 +67,8 @@ class DiagnosisConfig(_Strict):
     benign_min_proba: float = Field(0.6, ge=0, le=1)
     trigger_min_proba: float = Field(0.9, ge=0, le=1)
     model_pending_for: Duration = 120.0
-    mix_sample: int = Field(4, ge=0)
-    mix_every: int = Field(6, ge=1)
+    mix_sample: int = Field(8, ge=0)
+    mix_every: int = Field(10, ge=1)
 
 
 def _partial(model: type[_Strict]) -> type[_Strict]:

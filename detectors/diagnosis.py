@@ -238,8 +238,8 @@ class Diagnoser:
         benign_min_proba: float = 0.6,
         trigger_min_proba: float = 0.9,
         model_pending_for: float = 120.0,
-        mix_sample: int = 4,
-        mix_every: int = 6,
+        mix_sample: int = 8,
+        mix_every: int = 10,
         cause_model: CauseModel | None = None,
     ) -> None:
         self.attack_threshold = attack_threshold
@@ -357,7 +357,8 @@ class Diagnoser:
             # Read the window's client mix only where it can matter: candidates, a rise
             # that the mix may explain, and one quiet window in ``mix_every`` for the baselines.
             self._n_windows[svc] = n_win = self._n_windows.get(svc, 0) + 1
-            rising = traffic is not None and traffic.expected > 0 and traffic.value >= 1.2 * traffic.expected
+            rising = (f.count >= 100 and traffic is not None and traffic.expected > 0
+                      and traffic.value >= 1.3 * traffic.expected)
             if t_high or t_low or svc_harm or slow_hosts or rising or (not anomaly_ids and n_win % self.mix_every == 0):
                 mix = mix.close(svc, f.start)
             else:
@@ -513,7 +514,7 @@ class Diagnoser:
         """A rise short of the traffic threshold that the client mix says is automation."""
         if mix is None or base is None or base.n < 30 or mix.requests < 30 or traffic is None:
             return False
-        if traffic.warming_up or traffic.value < 1.2 * traffic.expected:
+        if traffic.warming_up or traffic.value < 1.3 * traffic.expected:
             return False
         return (mix.login_fail - base.usual("login_fail") >= 0.25
                 or mix.heavy_share - base.usual("heavy_share") >= 0.3
