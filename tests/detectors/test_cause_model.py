@@ -86,3 +86,19 @@ def test_the_shipped_table_trains_a_model_that_knows_every_cause():
     with open(TABLE) as fh:
         causes = {r["cause"] for r in csv.DictReader(fh)}
     assert causes == {"capacity_saturation", "suspected_attack", "disk_failure", "benign"}
+
+
+@pytest.mark.skipif(not TABLE.exists(), reason="no shipped table")
+def test_the_engine_learns_a_label_given_to_one_of_its_alerts():
+    from stream.engine import Engine
+
+    eng = Engine()
+    model = eng.diagnoser.cause_model
+    assert model is not None
+    x = {name: 0.0 for name in FEATURE_NAMES} | {"log_rate_ratio": 1.2, "assetless_share": 0.5}
+    model.remember("04b95f564b704143", x)  # what the engine does when a finding becomes an alert
+    before = model.proba(x)["benign"]
+    assert eng.learn_label("04b95f564b704143", "benign")
+    assert model.proba(x)["benign"] > before
+    assert not eng.learn_label("0000000000000000", "benign")
+    assert Engine().diagnoser.cause_model.proba(x)["benign"] == pytest.approx(before)  # engines do not share labels
