@@ -308,18 +308,20 @@ class CapacityState:
     to carry without a latency anomaly.
     """
 
-    __slots__ = ("n", "hosts", "peak_rate", "p95")
+    __slots__ = ("n", "hosts", "peak_rate", "p95", "r4xx")
 
     def __init__(self) -> None:
         self.n = 0
         self.hosts = 0.0
         self.peak_rate = 0.0
         self.p95 = 0.0
+        self.r4xx = 0.0  # usual share of 4xx answers (auth failures among them)
 
-    def learn(self, n_hosts: int, rate: float, p95: float) -> None:
+    def learn(self, n_hosts: int, rate: float, p95: float, r4xx: float = 0.0) -> None:
         self.n += 1
         a = max(0.02, 1.0 / self.n)
         self.hosts += a * (n_hosts - self.hosts)
+        self.r4xx += a * (r4xx - self.r4xx)
         if rate > self.peak_rate:
             self.peak_rate += 0.2 * (rate - self.peak_rate)
         else:

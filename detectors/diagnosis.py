@@ -364,7 +364,8 @@ class Diagnoser:
             else:
                 mix.drop(svc, f.start)
                 mix = None
-        mix_flag = self._mix_flagged(traffic, mix, mix_base) or self._curve_flagged(f)
+        mix_flag = (self._mix_flagged(traffic, mix, mix_base) or self._curve_flagged(f)
+                    or self._fail_flagged(f, traffic) or self._focus_flagged(f, traffic, composition))
         if not (t_high or t_low or svc_harm or slow_hosts or mix_flag):
             if not anomaly_ids:
                 self._learn_usual(f, mix)
@@ -529,6 +530,23 @@ class Diagnoser:
             return False
         return math.log(f.p95_ms) - cap.p95 >= math.log(2.0) and f.rate >= 0.8 * cap.peak_rate
 
+    def _fail_flagged(self, f: WindowFeatures, traffic: Verdict | None) -> bool:
+        """A modest rise carried by failing requests (every request counted, no sample):
+        credential stuffing adds a third to the volume and most of it fails with 401."""
+        cap = self._capacity.get(f.service)
+        if cap is None or cap.n < 60 or f.count < 50 or traffic is None or traffic.expected <= 0:
+            return False
+        return traffic.value >= 1.2 * traffic.expected and f.ratio_4xx >= cap.r4xx + 0.08
+
+    def _focus_flagged(self, f: WindowFeatures, traffic: Verdict | None, comp: CompositionState | None) -> bool:
+        """A modest rise concentrated on one endpoint (every request counted): a botnet on
+        login or search, or a newsletter's link; the model tells which."""
+        if comp is None or comp.n < self.composition_warmup or f.count < 50 or traffic is None:
+            return False
+        if traffic.expected <= 0 or traffic.value < 1.2 * traffic.expected:
+            return False
+        return f.top_endpoint_share >= comp.endpoint + 0.2
+
     def _learn_usual(self, f: WindowFeatures, mix: MixFeatures | None) -> None:
         svc = f.service
         if mix is not None and mix.requests:
@@ -540,7 +558,7 @@ class Diagnoser:
         if cap is None:
             cap = self._capacity[svc] = CapacityState()
         if f.count:
-            cap.learn(len(f.hosts), f.rate, f.p95_ms)
+            cap.learn(len(f.hosts), f.rate, f.p95_ms, f.ratio_4xx)
 
     def _features(self, f: WindowFeatures, traffic: Verdict | None, service_latency: list[Verdict],
                   slow_hosts: list[str], n_hosts: int, comp: CompositionState | None, mix: MixFeatures | None,
