@@ -1668,6 +1668,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="requests per second of a service at the weekday peak (default 8)")
     parser.add_argument("--concurrent", action="store_true",
                         help="add a fourth incident overlapping the attack")
+    parser.add_argument("--world", action="store_true",
+                        help="a world drawn from --seed instead of the story: six services, its own date, "
+                             "seven incidents and five benign confounders (see world())")
     parser.add_argument("--speedup", type=float, default=None,
                         help="event-time seconds per wall second (Kafka only; default: as fast as possible)")
     parser.add_argument("--start", default=None, help="only events at or after this time (RFC 3339 or epoch)")
@@ -1681,9 +1684,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run ``tocsin simulate``; 0 on success, 2 on bad arguments."""
     try:
-        sc = Scenario(seed=args.seed, incident_day=args.incident_day,
-                      history_days=args.history_days, scale=args.scale,
-                      concurrent=args.concurrent)
+        if getattr(args, "world", False):
+            sc = world(args.seed, history_days=args.history_days, scale=args.scale)
+        else:
+            sc = Scenario(seed=args.seed, incident_day=args.incident_day,
+                          history_days=args.history_days, scale=args.scale,
+                          concurrent=args.concurrent)
         for name in ("start", "end"):
             if getattr(args, name) is not None:
                 _to_epoch(getattr(args, name))

@@ -348,3 +348,18 @@ def test_silent_disk_has_no_smart_warning_and_db_host_serves_no_requests():
     truth = ground_truth(sc)
     assert truth[1]["host"] == "ent-a-db-1"
     assert all(ev["host"] != "ent-a-db-1" for ev in _slice(sc, _at(2), _at(4)))
+
+
+def test_cli_writes_a_world_with_its_confounders(tmp_path):
+    parser = argparse.ArgumentParser()
+    sim.add_arguments(parser)
+    sc = sim.world(4, history_days=0, scale=0.3)
+    day_start = sim._to_epoch(sc.start)
+    args = parser.parse_args(["--out", str(tmp_path), "--world", "--seed", "4", "--history-days", "0", "--scale", "0.3",
+                              "--start", str(day_start + 8 * 3600), "--end", str(day_start + 8.25 * 3600)])
+    assert sim.run(args) == 0
+    truth = orjson.loads((tmp_path / "truth.json").read_bytes())
+    assert truth == ground_truth(sc) and any(t["cause"] == "benign" for t in truth)
+    with gzip.open(tmp_path / "requests.jsonl.gz") as f:
+        services = {decode_request(x).service for x in f.read().splitlines()}
+    assert services <= {s.name for s in sc.services} and len(services) >= 4
