@@ -1,42 +1,79 @@
-"""Incident days through ``tocsin backtest``: detection, cause and false alerts.
+"""Incidents nobody tuned for: detection, cause, false alerts and calibration over many worlds.
 
-Generates simulated school-platform weeks (several seeds, with and without a
-second incident overlapping the attack, with and without history), replays
-each through the same code path as ``tocsin backtest``, and scores the
-alerts against the simulator's ground truth:
+Each seed is a world of its own (``stream.tools.simulator.world``): six
+services, a date, seven incidents drawn from every shape the simulator knows
+(residential botnets, credential stuffing, night scraping, a weekend
+scraper, an attack inside a surge, saturations without 5xx, a host out of
+the pool, a slow creep, first-day and homework surges, silent and
+database-host drive failures) and five benign confounders (newsletter,
+deploy, crawler, carrier-grade NAT, a SMART tick; the nightly backup I/O
+runs every night). Every world is replayed through the same code path as
+``tocsin backtest`` and scored against its ``truth.json``:
 
-* detected: a firing alert on the incident's service (and host for a disk)
-  starting at most ``--within`` seconds after the incident starts; for a
-  failing drive, an alert on that drive before its failure record counts too;
-* right cause: the first such alert names the true cause;
+* detected: an alert about the incident (its service; for a drive, its host
+  or the drive itself before its failure record) that starts at most
+  ``--within`` seconds after the incident starts, or an alert already firing
+  on the service that changes within that time;
+* right cause: what that alert says ``--within`` seconds after the start;
 * false alerts: firing alerts that match no incident, per service and day;
-  those starting in the usual morning peak (07:00-10:00 local) are also
-  counted on their own.
+  alerts on confounders: those of them on a confounder's service (or drive)
+  while it runs;
+* reliability: of the causes given (incidents and false alerts alike), how
+  many were right, per band of printed confidence.
+
+The tuning seeds are the ones the diagnosis was tuned on and the cause
+model trained on; the report-only seeds are the headline, never tuned on.
 
 Usage::
 
-    .venv/bin/python benchmarks/incidents.py [--seeds 1 2 3] [--scale 3] [--history-days 4] [--within 120]
+    .venv/bin/python benchmarks/incidents.py [--only tuning|report] [--no-model]
+        [--write-table detectors/data/cause_windows.csv]
+        [--write-calibration detectors/data/cause_calibration.json]
+
+Generated worlds are cached under ``$TMPDIR/tocsin-worlds`` (keyed by the
+simulator's source), so a second run replays without regenerating.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
+from collections import defaultdict
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import orjson
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
+from detectors.cause_model import TABLE, CauseModel  # noqa: E402
+from detectors.config import DetectorsConfig  # noqa: E402
 from detectors.timeutil import parse_ts  # noqa: E402
 from stream.backtest import run_backtest  # noqa: E402
+from stream.engine import Engine  # noqa: E402
 from stream.tools import simulator  # noqa: E402
 
-PARIS = ZoneInfo("Europe/Paris")
+TUNING = (101, 102, 103, 104, 105, 106)
+REPORT = (201, 202, 203, 204, 205, 206)
+BANDS = ((0.0, 0.5), (0.5, 0.6), (0.6, 0.7), (0.7, 0.8), (0.8, 0.9), (0.9, 1.01))
+
+
+def _ts(x) -> float:
+    return x if isinstance(x, int | float) else parse_ts(x)
+
+
+def world_files(seed: int, history_days: int, scale: float) -> Path:
+    """The world's recording (generated once, then cached)."""
+    src = hashlib.blake2b(Path(simulator.__file__).read_bytes(), digest_size=6).hexdigest()
+    d = Path(tempfile.gettempdir()) / "tocsin-worlds" / f"{seed}-{history_days}-{scale}-{src}"
+    if not (d / "done").exists():
+        simulator.write_jsonl(simulator.world(seed, history_days=history_days, scale=scale), d)
+        (d / "done").touch()
+    return d
 
 
 def failure_records(disks: Path) -> dict[str, float]:
@@ -44,80 +81,215 @@ def failure_records(disks: Path) -> dict[str, float]:
     for line in open(disks, "rb"):
         ev = orjson.loads(line)
         if ev.get("failure"):
-            out[ev["disk"]] = ev["ts"] if isinstance(ev["ts"], int | float) else parse_ts(ev["ts"])
+            out[ev["disk"]] = _ts(ev["ts"])
     return out
 
 
-def score(truth: list[dict], alerts: list[dict], failures: dict[str, float], within: float, days: int, services: int):
-    fired = [a for a in alerts if a["status"] == "firing"]
-    firsts: dict[str, dict] = {}
-    for a in fired:  # first firing record of each fingerprint
-        firsts.setdefault(a["fingerprint"], a)
+def _about(a: dict, t: dict) -> bool:
+    """Is alert ``a`` about incident or confounder ``t`` (labels only)?"""
+    lab = a["labels"]
+    if t.get("disk") and lab.get("disk") == t["disk"]:
+        return True
+    if t["cause"] == "disk_failure" or t.get("kind") in ("smart_tick", "backup_io"):
+        return lab.get("host") == t.get("host") or (lab.get("service") == t["service"] and lab.get("host") is None
+                                                     and t["cause"] == "disk_failure")
+    return lab.get("service") == t["service"]
+
+
+def score(truth: list[dict], records: list[tuple[float, dict]], failures: dict[str, float], within: float):
+    """Rows (incident, cause named or None, delay, confidence), false alerts, alerts on confounders."""
+    incidents = [t for t in truth if t["cause"] != "benign"]
+    confs = [t for t in truth if t["cause"] == "benign"]
+    # An alert's episodes (same labels: same fingerprint, fired again after it resolved)
+    # are told apart by their start: the key below is fingerprint and starts_at.
+    firing = [(ts, a | {"fingerprint": f"{a['fingerprint']}@{a['starts_at']}"})
+              for ts, a in records if a["status"] == "firing"]
+    firsts: dict[str, tuple[float, dict]] = {}
+    for ts, a in firing:
+        firsts.setdefault(a["fingerprint"], (ts, a))
     matched: set[str] = set()
     rows = []
-    for t in truth:
-        start = parse_ts(t["start"])
-        cands = [a for a in firsts.values()
-                 if a["labels"]["service"] == t["service"] and start - 60 <= parse_ts(a["starts_at"]) <= start + within
-                 and (t["cause"] != "disk_failure" or a["labels"]["host"] in (t["host"], None))]
-        if t["cause"] == "disk_failure":
-            fail = failures.get(t["disk"], float("inf"))
-            cands += [a for a in firsts.values() if a["labels"]["disk"] == t["disk"] and parse_ts(a["starts_at"]) < fail]
-        cands.sort(key=lambda a: parse_ts(a["starts_at"]))
-        # Every alert about the incident's service during it is part of it, not a false one.
-        end = parse_ts(t["end"])
-        matched.update(a["fingerprint"] for a in firsts.values()
-                       if (a["labels"]["service"] == t["service"] and start - 60 <= parse_ts(a["starts_at"]) <= end)
-                       or (t.get("disk") and a["labels"]["disk"] == t["disk"]))
-        first = cands[0] if cands else None
-        delay = parse_ts(first["starts_at"]) - start if first else None
-        rows.append((t, first, delay))
-    false = [a for fp, a in firsts.items() if fp not in matched]
-    peak_false = [a for a in false
-                  if 7 <= datetime.fromtimestamp(parse_ts(a["starts_at"]), UTC).astimezone(PARIS).hour < 10]
-    return rows, false, peak_false
+    for t in incidents:
+        start, end = _ts(t["start"]), _ts(t["end"])
+        deadline = start + within
+        fail = failures.get(t.get("disk") or "", float("inf"))
+        new = [fp for fp, (_, a) in firsts.items() if _about(a, t) and (
+            start - 60 <= _ts(a["starts_at"]) <= deadline
+            or (t["cause"] == "disk_failure" and a["labels"].get("disk") == t.get("disk")
+                and _ts(a["starts_at"]) < fail))]
+        ongoing = [a["fingerprint"] for ts, a in firing if _about(a, t) and start <= ts <= deadline + 60]
+        fps = new or ongoing
+        matched.update(fp for fp, (_, a) in firsts.items()
+                       if _about(a, t) and start - 60 <= _ts(a["starts_at"]) <= end + 900)
+        matched.update(new)
+        if not fps:
+            late = [_ts(a["starts_at"]) - start for _, a in firsts.values()
+                    if _about(a, t) and deadline < _ts(a["starts_at"]) <= end]
+            rows.append((t, None, min(late) if late else None, None))
+            continue
+        # what the first such alert says by the deadline (its first record if it came later)
+        fp = min(fps, key=lambda f: _ts(firsts[f][1]["starts_at"]))
+        recs = [(ts, a) for ts, a in firing if a["fingerprint"] == fp]
+        said = [a for ts, a in recs if ts <= deadline + 60] or [recs[0][1]]
+        last = said[-1]
+        rows.append((t, last["cause"], _ts(firsts[fp][1]["starts_at"]) - start, last["confidence"]))
+    false = [a for fp, (_, a) in firsts.items() if fp not in matched]
+    on_conf = [(c, a) for c in confs for a in false
+               if _about(a, c) and _ts(c["start"]) - 60 <= _ts(a["starts_at"]) <= _ts(c["end"]) + 300]
+    return rows, false, on_conf
+
+
+def label_rows(truth: list[dict], recorded: list) -> list[tuple[dict[str, float], str]]:
+    """Training rows: each recorded candidate window with the cause the truth gives it."""
+    out = []
+    for svc, start, _end, slow, x in recorded:
+        label = "benign"
+        best = None
+        for t in truth:
+            if t["cause"] == "benign" or t["service"] != svc:
+                continue
+            t0, t1 = _ts(t["start"]), _ts(t["end"])
+            if t0 - 60 <= start <= t1 + 900 and (best is None or t0 > _ts(best["start"])):
+                best = t
+        if best is not None:
+            if best["cause"] == "disk_failure" and best.get("host") not in slow:
+                continue  # the window is not about the drive's host
+            label = best["cause"]
+        out.append((x, label))
+    return out
+
+
+def run_set(name: str, seeds, args, model: CauseModel | None, table: list | None, verbose: bool = True) -> dict:
+    tot = defaultdict(int)
+    rel: list[tuple[float, bool]] = []
+    by_kind: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+    print(f"== {name} seeds {' '.join(map(str, seeds))}")
+    for seed in seeds:
+        d = world_files(seed, args.history_days, args.scale)
+        eng = Engine(DetectorsConfig())
+        eng.diagnoser.cause_model = model
+        if table is not None:
+            eng.diagnoser.recorder = []
+        records: list[tuple[float, dict]] = []
+
+        def on_alert(a, eng=eng, records=records):
+            # the engine's clock when the record was made: when the on-call would have seen it
+            records.append((eng.aggregator.low_watermark(), a.to_record()))
+
+        t0 = time.perf_counter()
+        with tempfile.TemporaryDirectory() as tmp:
+            res = run_backtest(str(d / "requests.jsonl.gz"), str(d / "disks.jsonl"), Path(tmp) / "out", eng,
+                               on_alert=on_alert)
+        dt = time.perf_counter() - t0
+        recs = records
+        truth = orjson.loads((d / "truth.json").read_bytes())
+        if table is not None:
+            table.extend(label_rows(truth, eng.diagnoser.recorder or []))
+        rows, false, on_conf = score(truth, recs, failure_records(d / "disks.jsonl"), args.within)
+        n_svc = len({t["service"] for t in truth}) and 6
+        tot["service_days"] += (args.history_days + 1) * n_svc
+        if verbose:
+            print(f"seed {seed}: {res.events:,} events, {dt:.0f} s")
+        for t, cause, delay, conf in rows:
+            tot["incidents"] += 1
+            k = by_kind[f"{t['cause']}/{t.get('kind', 'default')}"]
+            k[0] += 1
+            if cause is None:
+                if verbose:
+                    print(f"  {t['cause']:20s} {t.get('kind', ''):20s} {t['service']:26s} -> MISSED"
+                          + (f" (an alert {delay:+.0f} s after the start)" if delay is not None else ""))
+                continue
+            tot["detected"] += 1
+            k[1] += 1
+            good = cause == t["cause"]
+            tot["right"] += good
+            k[2] += good
+            if cause != "unknown":
+                rel.append((conf, good))
+            if verbose:
+                print(f"  {t['cause']:20s} {t.get('kind', ''):20s} {t['service']:26s} -> {cause:20s} "
+                      f"after {delay:+6.0f} s conf {conf:.2f}{'' if good else '  WRONG CAUSE'}")
+        for a in false:
+            if a["cause"] != "unknown":
+                rel.append((a["confidence"], False))
+            if verbose:
+                print(f"  false alert: {a['starts_at']} {a['cause']} {a['title']}")
+        for c, a in on_conf:
+            if verbose:
+                print(f"  ON CONFOUNDER {c['kind']}: {a['starts_at']} {a['cause']} {a['title']}")
+        tot["false"] += len(false)
+        tot["on_conf"] += len(on_conf)
+        tot["confounders"] += sum(t["cause"] == "benign" for t in truth)
+    n = max(tot["incidents"], 1)
+    print(f"-- {name}: incidents {tot['incidents']}: detected within {args.within:.0f} s {tot['detected']} "
+          f"({100 * tot['detected'] / n:.0f}%), right cause {tot['right']} ({100 * tot['right'] / n:.0f}%); "
+          f"false alerts {tot['false']} over {tot['service_days']} service-days "
+          f"({tot['false'] / max(tot['service_days'], 1):.2f} per service per day); "
+          f"alerts on {tot['confounders']} confounders: {tot['on_conf']}")
+    print(f"   {'kind':42s} incidents detected right")
+    for k in sorted(by_kind):
+        v = by_kind[k]
+        print(f"   {k:42s} {v[0]:9d} {v[1]:8d} {v[2]:5d}")
+    print("   reliability (causes given, incidents and false alerts): confidence band -> right / given")
+    for lo, hi in BANDS:
+        sel = [g for c, g in rel if lo <= c < hi]
+        if sel:
+            print(f"   {lo:.1f}-{min(hi, 1.0):.1f}: {sum(sel):3d} / {len(sel):3d} ({100 * sum(sel) / len(sel):.0f}%)")
+    hi_conf = [g for c, g in rel if c >= 0.8]
+    if hi_conf:
+        print(f"   given at >= 80%: {sum(hi_conf)} / {len(hi_conf)} right ({100 * sum(hi_conf) / len(hi_conf):.0f}%)")
+    return {"totals": dict(tot), "reliability": rel}
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    ap.add_argument("--scale", type=float, default=3.0)
+    ap.add_argument("--tuning-seeds", type=int, nargs="+", default=list(TUNING))
+    ap.add_argument("--report-seeds", type=int, nargs="+", default=list(REPORT))
+    ap.add_argument("--only", choices=("tuning", "report"))
+    ap.add_argument("--scale", type=float, default=1.5)
     ap.add_argument("--history-days", type=int, default=4)
     ap.add_argument("--within", type=float, default=120.0)
+    ap.add_argument("--no-model", action="store_true", help="rules only (the diagnosis before the cause model)")
+    ap.add_argument("--write-table", metavar="CSV", help="write the labelled windows of the tuning seeds")
+    ap.add_argument("--write-calibration", metavar="JSON",
+                    help="write the reliability of the model's probabilities on the tuning seeds (the tuning "
+                         "part then prints raw probabilities; the report-only part uses the new table)")
+    ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args()
-    total = detected = right = 0
-    false_total = peak_total = service_days = 0
-    for seed in args.seeds:
-        for concurrent in (False, True):
-            sc = simulator.Scenario(seed=seed, history_days=args.history_days, scale=args.scale, concurrent=concurrent)
-            with tempfile.TemporaryDirectory() as tmp:
-                d = Path(tmp)
-                t0 = time.perf_counter()
-                simulator.write_jsonl(sc, d / "in")
-                res = run_backtest(str(d / "in" / "requests.jsonl.gz"), str(d / "in" / "disks.jsonl"), d / "out")
-                truth = orjson.loads((d / "in" / "truth.json").read_bytes())
-                alerts = [orjson.loads(x) for x in open(d / "out" / "alerts.jsonl", "rb")]
-                rows, false, peak = score(truth, alerts, failure_records(d / "in" / "disks.jsonl"), args.within,
-                                          args.history_days + 1, len(sc.services))
-                dt = time.perf_counter() - t0
-            print(f"seed {seed}{' +concurrent' if concurrent else ''}: {res.events:,} events, {dt:.0f} s")
-            for t, first, delay in rows:
-                total += 1
-                ok = first is not None
-                detected += ok
-                good = ok and first["cause"] == t["cause"]
-                right += good
-                what = (f"{first['cause']:20s} after {delay:+5.0f} s" if ok else "MISSED")
-                print(f"  {t['cause']:20s} {t['service']:24s} -> {what}{'' if good or not ok else '  WRONG CAUSE'}")
-            for a in false:
-                print(f"  false alert: {a['starts_at']} {a['cause']} {a['title']}")
-            false_total += len(false)
-            peak_total += len(peak)
-            service_days += (args.history_days + 1) * len(sc.services)
-    print()
-    print(f"incidents {total}: detected {detected} ({100 * detected / total:.0f}%), right cause {right} "
-          f"({100 * right / total:.0f}%); false alerts {false_total} over {service_days} service-days "
-          f"({false_total / service_days:.2f} per service per day), {peak_total} at the usual morning peaks")
+    model = None if args.no_model or not TABLE.exists() else CauseModel.from_table()
+    if model is None:
+        print("cause model: none (rules only)")
+    if model is not None and args.write_calibration:
+        model.set_calibration([])  # measure the raw probabilities
+    table: list | None = [] if args.write_table else None
+    if args.only != "report":
+        out = run_set("tuning", args.tuning_seeds, args, model, table, not args.quiet)
+        if table is not None:
+            n = CauseModel.write_table(args.write_table, table)
+            print(f"wrote {n} labelled windows to {args.write_table}")
+        if args.write_calibration:
+            # per band: right and given, with a prior worth 4 causes at the band's middle (few samples)
+            stats = []
+            for lo, hi in BANDS:
+                sel = [g for c, g in out["reliability"] if lo <= c < hi]
+                mid = (lo + min(hi, 1.0)) / 2
+                stats.append([sum(sel) + 4 * mid, len(sel) + 4.0, [min(hi, 1.0)]])
+            # isotonic (pool adjacent violators): a higher probability is never less often right
+            i = 0
+            while i < len(stats) - 1:
+                if stats[i][0] / stats[i][1] > stats[i + 1][0] / stats[i + 1][1]:
+                    a, b = stats[i], stats.pop(i + 1)
+                    stats[i] = [a[0] + b[0], a[1] + b[1], a[2] + b[2]]
+                    i = max(0, i - 1)
+                else:
+                    i += 1
+            bins = [[ub, round(r / n, 3)] for r, n, ubs in stats for ub in ubs]
+            Path(args.write_calibration).write_text(json.dumps({"bins": bins, "seeds": args.tuning_seeds}) + "\n")
+            print(f"wrote calibration {bins} to {args.write_calibration}")
+            if model is not None:
+                model.set_calibration(bins)  # the report-only seeds print calibrated confidences
+    if args.only != "tuning":
+        run_set("report-only (headline)", args.report_seeds, args, model, None, not args.quiet)
     return 0
 
 

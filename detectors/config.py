@@ -64,6 +64,13 @@ class DiagnosisConfig(_Strict):
     unknown_pending_for: Duration = 180.0
     disk_pending_for: Duration = 60.0
     replaced_grace: Duration = 1800.0
+    use_model: bool = True
+    model_min_proba: float = Field(0.5, ge=0, le=1)
+    benign_min_proba: float = Field(0.6, ge=0, le=1)
+    trigger_min_proba: float = Field(0.9, ge=0, le=1)
+    model_pending_for: Duration = 120.0
+    mix_sample: int = Field(8, ge=0)
+    mix_every: int = Field(10, ge=1)
 
 
 class TimeGuardConfig(_Strict):

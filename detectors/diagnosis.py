@@ -31,6 +31,7 @@ flagged (bounded: a few floats per service).
 
 from __future__ import annotations
 
+import copy
 import math
 import struct
 from dataclasses import dataclass, field
@@ -38,6 +39,8 @@ from datetime import UTC, datetime
 from typing import ClassVar
 from zoneinfo import ZoneInfo
 
+from .cause_features import CapacityState, ClientMix, MixFeatures
+from .cause_model import CauseModel, MixBaseline, feature_vector
 from .features import WindowFeatures
 from .model import Evidence, Verdict
 
@@ -61,6 +64,7 @@ class Finding:
     hold: float | None = None  # how long the finding stays true without news (None: router default)
     pending: float | None = None  # how long it must persist before it fires (None: router default)
     onset: float | None = None  # when the problem began, if earlier than ``ts`` (the alert's starts_at)
+    features: dict[str, float] | None = None  # the cause model's inputs (kept by fingerprint for labels)
 
 
 @dataclass(slots=True)
@@ -168,6 +172,27 @@ def _ms(x: float) -> str:
     return f"{x / 1000:.1f} s" if x >= 1000 else f"{x:.0f} ms"
 
 
+def _ratio(traffic: Verdict | None) -> str:
+    if traffic is None or traffic.expected <= 0:
+        return "?x"
+    return f"{traffic.value / traffic.expected:.1f}x"
+
+
+_MODEL: CauseModel | None = None
+
+
+def _shipped_model() -> CauseModel | None:
+    """The model trained on the shipped table, once per process (a copy per Diagnoser: labels stay local)."""
+    global _MODEL
+    from .cause_model import TABLE
+
+    if not TABLE.exists():
+        return None
+    if _MODEL is None:
+        _MODEL = CauseModel.from_table()
+    return copy.deepcopy(_MODEL)
+
+
 def _when(ts: float, tz: str = "UTC") -> str:
     d = datetime.fromtimestamp(ts, UTC if tz == "UTC" else ZoneInfo(tz))
     return f"a {_DAYS[d.weekday()]} {d:%H:%M}" + (" UTC" if tz == "UTC" else f" ({tz})")
@@ -208,6 +233,14 @@ class Diagnoser:
         disk_pending_for: float = 60.0,
         replaced_grace: float = 1800.0,
         timezone: str = "UTC",
+        use_model: bool = True,
+        model_min_proba: float = 0.5,
+        benign_min_proba: float = 0.6,
+        trigger_min_proba: float = 0.9,
+        model_pending_for: float = 120.0,
+        mix_sample: int = 8,
+        mix_every: int = 10,
+        cause_model: CauseModel | None = None,
     ) -> None:
         self.attack_threshold = attack_threshold
         self.spread_share = spread_share
@@ -220,6 +253,20 @@ class Diagnoser:
         self.disk_pending_for = disk_pending_for
         self.replaced_grace = replaced_grace
         self.timezone = timezone
+        self.use_model = use_model
+        self.model_min_proba = model_min_proba
+        self.benign_min_proba = benign_min_proba
+        self.trigger_min_proba = trigger_min_proba
+        self.model_pending_for = model_pending_for
+        self.mix_sample = mix_sample  # the client sample of the mix features (the engine's ClientMix reads it)
+        self.cause_model = cause_model if cause_model is not None or not use_model else _shipped_model()
+        self.mix_every = mix_every
+        self._mix_base: dict[str, MixBaseline] = {}
+        self._n_windows: dict[str, int] = {}
+        self._capacity: dict[str, CapacityState] = {}
+        # When a list: every candidate window's (service, start, end, slow hosts, features) is appended
+        # (benchmarks/incidents.py writes the training table from it).
+        self.recorder: list | None = None
 
     # -- population ---------------------------------------------------------
     def population_shift(self, f: WindowFeatures, base: CompositionState | None) -> tuple[float, list[Evidence]]:
@@ -285,8 +332,14 @@ class Diagnoser:
         composition: CompositionState | None,
         disks: dict[str, list[DiskSignal]],
         anomaly_ids: list[str],
+        mix: MixFeatures | ClientMix | None = None,
     ) -> list[Finding]:
-        """Findings for one service window; empty when nothing is flagged."""
+        """Findings for one service window; empty when nothing is flagged.
+
+        The rules below name a cause and give the evidence; the cause model
+        (when there is one) then names the cause from the same window's
+        features, and says when the window is benign (nothing pages).
+        """
         svc = f.service
         svc_harm = [v for v in service_latency if v.flagged]
         slow_hosts = sorted(h for h, vs in host_latency.items() if any(v.flagged for v in vs))
@@ -299,8 +352,26 @@ class Diagnoser:
         )
         t_low = traffic is not None and traffic.flagged and traffic.value < traffic.expected
         n_hosts = max(1, len(f.hosts))
-        if not (t_high or t_low or svc_harm or slow_hosts):
+        mix_base = self._mix_base.get(svc)
+        if isinstance(mix, ClientMix):
+            # Read the window's client mix only where it can matter: candidates, a rise
+            # that the mix may explain, and one quiet window in ``mix_every`` for the baselines.
+            self._n_windows[svc] = n_win = self._n_windows.get(svc, 0) + 1
+            rising = (f.count >= 100 and traffic is not None and traffic.expected > 0
+                      and traffic.value >= 1.3 * traffic.expected)
+            if t_high or t_low or svc_harm or slow_hosts or rising or (not anomaly_ids and n_win % self.mix_every == 0):
+                mix = mix.close(svc, f.start)
+            else:
+                mix.drop(svc, f.start)
+                mix = None
+        mix_flag = (self._mix_flagged(traffic, mix, mix_base) or self._curve_flagged(f)
+                    or self._fail_flagged(f, traffic) or self._focus_flagged(f, traffic, composition))
+        if not (t_high or t_low or svc_harm or slow_hosts or mix_flag):
+            if not anomaly_ids:
+                self._learn_usual(f, mix)
             return []
+        if mix_flag and not t_high and traffic is not None and traffic.value > traffic.expected:
+            t_high = True  # a rise short of the traffic threshold, carried by who sends it
         widespread = len(slow_hosts) >= max(2, math.ceil(self.spread_share * n_hosts)) or (
             bool(svc_harm) and len(slow_hosts) > n_hosts / 2
         )
@@ -317,6 +388,10 @@ class Diagnoser:
         sick = {h: sigs for h, sigs in sick.items() if sigs}
         sick_slow = [h for h in slow_hosts if h in sick]
         healthy_slow = [h for h in slow_hosts if h not in sick]
+        x = self._features(f, traffic, service_latency, slow_hosts, n_hosts, composition, mix, mix_base,
+                           bool(sick_slow), bool(sick))
+        if self.recorder is not None:
+            self.recorder.append((svc, f.start, f.end, slow_hosts, x))
         if sick_slow and len(healthy_slow) <= max(0, (n_hosts - len(sick)) // 3) and not t_high:
             out = []
             for h in sick_slow:
@@ -331,19 +406,85 @@ class Diagnoser:
                     {"service": svc, "host": h, "disk": sig.disk}, "disk_failure", conf, "critical",
                     f"Failing drive {sig.disk} on {h} slows {svc}: suspected disk failure",
                     dev, anomaly_ids + ([sig.anomaly_id] if sig.anomaly_id else []), f.end,
-                    pending=self.disk_pending_for,
+                    pending=self.disk_pending_for, features=x,
                 ))
             return out
 
         shift, pop_ev = self.population_shift(f, composition) if t_high else (0.0, [])
+        mix_ev = self._mix_evidence(mix, mix_base)
         ratio_txt = f"{traffic.value / max(traffic.expected, 1e-9):.1f}x" if traffic is not None and t_high else ""
+        hurt = bool(svc_harm or widespread)
+        rules = self._rules(f, traffic, t_high, t_low, svc_harm, slow_hosts, widespread, shift, pop_ev, mix_ev,
+                            ev, harm_ev, ratio_txt, composition, anomaly_ids)
+        for r in rules:
+            r.features = x
+        if self.cause_model is None:
+            return rules if anomaly_ids else []  # the mix and curve triggers feed the model only
+        cause, p = self.cause_model.predict(x)
+        if slow_hosts and not widespread and not svc_harm and not t_high:
+            # A slowdown local to a few hosts: a fault of those hosts (their drives above
+            # all) or nothing worth paging, never a load or an attack on the service.
+            probs = self.cause_model.proba(x)
+            pd, pb = probs["disk_failure"], probs["benign"]
+            cause, p = ("disk_failure", pd / (pd + pb)) if pd >= pb else ("benign", pb / (pd + pb))
+        conf = round(self.cause_model.confidence(p), 3)
+        rule_cause = rules[0].cause
+        if cause == "benign":
+            # Nothing pages when the model is sure; when it is less so, only if the rules
+            # themselves found no cause or no harm across the service.
+            if not anomaly_ids or p >= max(0.8, self.benign_min_proba) or (
+                    p >= self.benign_min_proba and (rule_cause == "unknown" or not (svc_harm and widespread))):
+                return []
+            return rules
+        if not anomaly_ids and p < self.trigger_min_proba:
+            return []  # only the mix or the load curve raised the window: name a cause or stay quiet
+        if p < self.model_min_proba:
+            return rules
+        why = [Evidence(f"model:{name}", x[name], 0.0, f"{name} {x[name]:+.2f} weighs for {cause.replace('_', ' ')}")
+               for name, _ in self.cause_model.contributions(x, cause)]
+        if cause == rule_cause:
+            for r in rules:
+                r.confidence = conf
+                r.evidence = r.evidence + why
+            return rules
+        if cause == "disk_failure":
+            if not slow_hosts or widespread:
+                return rules
+            return [Finding({"service": svc, "host": h, "disk": None}, "disk_failure", conf, "critical",
+                            f"{h} of {svc} slow alone, no drive signal yet: suspected disk failure on {h}",
+                            ev + [e for e in harm_ev if h in e.text] + why + [Evidence(
+                                "hosts_affected", len(slow_hosts), 0.0,
+                                f"only {', '.join(slow_hosts)} of {n_hosts} hosts slow: a host fault, not the load")],
+                            anomaly_ids, f.end, pending=self.disk_pending_for, features=x) for h in slow_hosts]
+        sev = "critical" if hurt else "warning"
+        # Where the rules found no cause, the model's must hold a while before it pages
+        # (a flagged minute at a peak is not yet a saturation); the alert still starts at onset.
+        pending = self.model_pending_for if rule_cause == "unknown" else None
+        if cause == "suspected_attack":
+            title = (f"Traffic {ratio_txt or _ratio(traffic)} usual on {svc}"
+                     f"{' and saturating it' if hurt else ''}: suspected attack")
+            evidence = ev + pop_ev + mix_ev + harm_ev + why
+        else:
+            pop = self.usual_population(f, composition)
+            title = (f"{svc} saturated at {_ratio(traffic)} its usual load"
+                     f"{self._hosts_note(f, svc)}: capacity saturation")
+            evidence = ev + ([pop] if pop is not None else []) + harm_ev + why
+        return [Finding({"service": svc, "host": None, "disk": None}, cause, conf, sev, title, evidence,
+                        anomaly_ids, f.end, pending=pending, features=x)]
+
+    def _rules(self, f: WindowFeatures, traffic: Verdict | None, t_high: bool, t_low: bool,
+               svc_harm: list[Verdict], slow_hosts: list[str], widespread: bool, shift: float,
+               pop_ev: list[Evidence], mix_ev: list[Evidence], ev: list[Evidence], harm_ev: list[Evidence],
+               ratio_txt: str, composition: CompositionState | None, anomaly_ids: list[str]) -> list[Finding]:
+        """The hand-written rules: the fallback when no model is confident, and the explanation."""
+        svc = f.service
         if t_high and shift >= self.attack_threshold:
             conf = min(0.97, 0.55 + 0.15 * shift)
             sev = "critical" if (svc_harm or widespread) else "warning"
             hurt = " and saturating it" if (svc_harm or widespread) else ""
             return [Finding({"service": svc, "host": None, "disk": None}, "suspected_attack", conf, sev,
                             f"Traffic {ratio_txt} usual on {svc}{hurt}: suspected attack",
-                            ev + pop_ev + harm_ev, anomaly_ids, f.end)]
+                            ev + pop_ev + mix_ev + harm_ev, anomaly_ids, f.end)]
         if t_high and (svc_harm or widespread):
             pop = self.usual_population(f, composition)
             conf = 0.8 if pop is not None else 0.6
@@ -366,8 +507,118 @@ class Diagnoser:
             what = f"{svc} slow or failing without more traffic than usual"
         sev = "critical" if (svc_harm and widespread) else "warning"
         return [Finding({"service": svc, "host": None, "disk": None}, "unknown", 0.3, sev,
-                        f"{what}: cause not established", ev + harm_ev, anomaly_ids, f.end,
+                        f"{what}: cause not established", ev + mix_ev + harm_ev, anomaly_ids, f.end,
                         pending=self.unknown_pending_for)]
+
+    # -- the cause model's inputs ------------------------------------------
+    def _mix_flagged(self, traffic: Verdict | None, mix: MixFeatures | None, base: MixBaseline | None) -> bool:
+        """A rise short of the traffic threshold that the client mix says is automation."""
+        if mix is None or base is None or base.n < 30 or mix.requests < 30 or traffic is None:
+            return False
+        if traffic.warming_up or traffic.value < 1.3 * traffic.expected:
+            return False
+        return (mix.login_fail - base.usual("login_fail") >= 0.25
+                or mix.heavy_share - base.usual("heavy_share") >= 0.3
+                or (mix.assetless_share - base.usual("assetless_share") >= 0.3
+                    and base.usual("asset_ratio") >= 0.1))
+
+    def _curve_flagged(self, f: WindowFeatures) -> bool:
+        """Latency well above the service's slow baseline while the load is near the top of
+        its curve: a saturation creeping up faster than the latency detector notices."""
+        cap = self._capacity.get(f.service)
+        if cap is None or cap.n < 60 or f.count < 30 or f.p95_ms <= 0 or cap.peak_rate <= 0:
+            return False
+        return math.log(f.p95_ms) - cap.p95 >= math.log(2.0) and f.rate >= 0.8 * cap.peak_rate
+
+    def _fail_flagged(self, f: WindowFeatures, traffic: Verdict | None) -> bool:
+        """A modest rise carried by failing requests (every request counted, no sample):
+        credential stuffing adds a third to the volume and most of it fails with 401."""
+        cap = self._capacity.get(f.service)
+        if cap is None or cap.n < 60 or f.count < 50 or traffic is None or traffic.expected <= 0:
+            return False
+        return traffic.value >= 1.2 * traffic.expected and f.ratio_4xx >= cap.r4xx + 0.08
+
+    def _focus_flagged(self, f: WindowFeatures, traffic: Verdict | None, comp: CompositionState | None) -> bool:
+        """A modest rise concentrated on one endpoint (every request counted): a botnet on
+        login or search, or a newsletter's link; the model tells which."""
+        if comp is None or comp.n < self.composition_warmup or f.count < 50 or traffic is None:
+            return False
+        if traffic.expected <= 0 or traffic.value < 1.2 * traffic.expected:
+            return False
+        return f.top_endpoint_share >= comp.endpoint + 0.2
+
+    def _learn_usual(self, f: WindowFeatures, mix: MixFeatures | None) -> None:
+        svc = f.service
+        if mix is not None and mix.requests:
+            b = self._mix_base.get(svc)
+            if b is None:
+                b = self._mix_base[svc] = MixBaseline()
+            b.learn(mix, self.composition_alpha)
+        cap = self._capacity.get(svc)
+        if cap is None:
+            cap = self._capacity[svc] = CapacityState()
+        if f.count:
+            cap.learn(len(f.hosts), f.rate, f.p95_ms, f.ratio_4xx)
+
+    def _features(self, f: WindowFeatures, traffic: Verdict | None, service_latency: list[Verdict],
+                  slow_hosts: list[str], n_hosts: int, comp: CompositionState | None, mix: MixFeatures | None,
+                  mix_base: MixBaseline | None, disk_slow: bool, disk_any: bool) -> dict[str, float]:
+        cap = self._capacity.get(f.service)
+        p95 = next((v for v in service_latency if v.signal == "latency_p95_ms"), None)
+        composition: dict[str, float] = {}
+        if comp is not None and comp.n >= self.composition_warmup and f.count:
+            main = f.countries.get(comp.country, 0.0) if f.countries else comp.country_share
+            composition = {
+                "d_hosting": f.hosting_share - comp.hosting, "d_home_country": comp.country_share - main,
+                "d_top10": f.top10_share - comp.top10, "d_top_endpoint": f.top_endpoint_share - comp.endpoint,
+                "d_new_clients": f.new_client_share - comp.new, "d_top_agent": f.top_user_agent_share - comp.agent,
+                "log_rpc_ratio": math.log(max(f.requests_per_client, 1.0)) - comp.log_rpc,
+            }
+        warm_cap = cap is not None and cap.n >= 30
+        return feature_vector(
+            rate_ratio=traffic.value / traffic.expected if traffic is not None and traffic.expected > 0 else 1.0,
+            p95_ratio=p95.value / p95.expected if p95 is not None and p95.expected > 0 else 1.0,
+            error_5xx=f.error_ratio_5xx, ratio_4xx=f.ratio_4xx, ratio_429=f.ratio_429,
+            slow_host_share=len(slow_hosts) / n_hosts,
+            hosts_ratio=len(f.hosts) / cap.hosts if warm_cap and cap is not None and cap.hosts > 0 else 1.0,
+            load_vs_peak=f.rate / cap.peak_rate if warm_cap and cap is not None and cap.peak_rate > 0 else 0.5,
+            composition=composition, mix=mix, base=mix_base,
+            disk_on_slow_host=disk_slow, disk_anywhere=disk_any,
+        )
+
+    def _mix_evidence(self, mix: MixFeatures | None, base: MixBaseline | None) -> list[Evidence]:
+        if mix is None or base is None or base.n < 20 or mix.requests < 20:
+            return []
+        out: list[Evidence] = []
+        u = base.usual
+        if u("asset_ratio") >= 0.1 and mix.asset_ratio <= 0.6 * u("asset_ratio"):
+            out.append(Evidence("asset_ratio", mix.asset_ratio, u("asset_ratio"),
+                                f"{mix.asset_ratio:.2f} asset requests per page view against {u('asset_ratio'):.2f} usual "
+                                f"({_pct(mix.assetless_share)} of page views by clients that fetch none)"))
+        if mix.login_fail - u("login_fail") >= 0.15:
+            out.append(Evidence("login_fail", mix.login_fail, u("login_fail"),
+                                f"{_pct(mix.login_fail)} of logins fail (401/403) against {_pct(u('login_fail'))} usual"))
+        if u("known_net_share") - mix.known_net_share >= 0.15:
+            out.append(Evidence("known_net_share", mix.known_net_share, u("known_net_share"),
+                                f"{_pct(mix.known_net_share)} of requests from client networks seen on earlier days "
+                                f"against {_pct(u('known_net_share'))} usual"))
+        if mix.ua_churn - u("ua_churn") >= 0.5:
+            out.append(Evidence("ua_churn", mix.ua_churn, u("ua_churn"),
+                                f"{mix.ua_churn:.1f} user agents per busy client against {u('ua_churn'):.1f} usual"))
+        if mix.heavy_share - u("heavy_share") >= 0.2:
+            out.append(Evidence("heavy_share", mix.heavy_share, u("heavy_share"),
+                                f"{_pct(mix.heavy_share)} of requests from clients with 10 or more a minute "
+                                f"against {_pct(u('heavy_share'))} usual"))
+        if mix.bot_share >= 0.2:
+            out.append(Evidence("bot_share", mix.bot_share, u("bot_share"),
+                                f"{_pct(mix.bot_share)} of requests from self-declared robots"))
+        return out
+
+    def _hosts_note(self, f: WindowFeatures, svc: str) -> str:
+        cap = self._capacity.get(svc)
+        if cap is not None and cap.n >= 30 and len(f.hosts) < cap.hosts - 0.5:
+            return f", {len(f.hosts)} hosts serving against {cap.hosts:.0f} usual"
+        return ""
 
     def _harm_evidence(self, f: WindowFeatures, svc_harm: list[Verdict],
                        host_latency: dict[str, list[Verdict]], slow_hosts: list[str]) -> list[Evidence]:

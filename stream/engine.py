@@ -27,6 +27,7 @@ from operator import attrgetter
 from alerts.config import AlertingConfig
 from alerts.lifecycle import AlertTracker
 from alerts.model import Alert, fingerprint
+from detectors.cause_features import ClientMix
 from detectors.config import DetectorsConfig
 from detectors.diagnosis import CompositionState, Diagnoser, DiskSignal
 from detectors.disk import DiskFailureDetector, DriveState
@@ -84,6 +85,8 @@ class Engine:
         self.alerting = alerting or AlertingConfig()
         c = self.config
         self.aggregator = WindowAggregator(window=c.window, lateness=c.lateness)
+        # The cause model's client mix (a sample of clients; mix_sample 0: off).
+        self.mix = ClientMix(window=c.window, sample_mod=c.diagnosis.mix_sample) if c.diagnosis.mix_sample else None
         self.diagnoser = Diagnoser(timezone=c.timezone, **c.diagnosis.model_dump())
         self.disk_detector = DiskFailureDetector(**c.disk)
         self.tracker = AlertTracker(self.alerting.pending_for, self.alerting.keep_firing_for)
@@ -221,6 +224,8 @@ class Engine:
                 self.counts["requests.refused"] += 1
                 return Output()
         agg.add(ev, source)
+        if self.mix is not None:
+            self.mix.add(ev)
         if agg.due():
             return self._close(agg.advance())
         return Output()
@@ -241,6 +246,8 @@ class Engine:
         agg = self.aggregator
         evs = self._admit(evs)
         steps = agg.add_batch(evs, source)
+        if self.mix is not None:
+            self.mix.add_batch(evs)
         if not steps and not agg.due():
             return Output()
         out = Output()
@@ -355,6 +362,8 @@ class Engine:
             self.composition.pop(svc, None)
             self.latency.pop(svc, None)
             self.aggregator.forget(svc)
+            if self.mix is not None:
+                self.mix.forget(svc)
             self._partial.discard(svc)
             self._young.pop(svc, None)
             self._det_of.pop(svc, None)
@@ -440,7 +449,8 @@ class Engine:
                 self._dirty.add(("latency", key))
 
         comp = self.composition.get(svc)
-        findings = self.diagnoser.diagnose(f, tv, sv, host_verdicts, comp, self.disk_signals, ids)
+        findings = self.diagnoser.diagnose(f, tv, sv, host_verdicts, comp, self.disk_signals, ids,
+                                           mix=self.mix)
         if not ids:
             if comp is None:
                 comp = self.composition[svc] = CompositionState()
@@ -451,7 +461,11 @@ class Engine:
             # only be raised when that window closes.
             finding.onset = f.start
             self.counts[f"findings.{finding.cause}"] += 1
-            out.alerts.extend(self.tracker.observe(finding))
+            changed = self.tracker.observe(finding)
+            model = self.diagnoser.cause_model
+            if model is not None and finding.features is not None:
+                model.remember(fingerprint(finding.labels), finding.features)
+            out.alerts.extend(changed)
         return out
 
     def _anomaly(self, out: Output, f: WindowFeatures, detector: str, entity: Entity, v: Verdict) -> Anomaly:
@@ -462,6 +476,15 @@ class Engine:
         self.counts[f"anomalies.{detector}"] += 1
         out.anomalies.append(a)
         return a
+
+    def learn_label(self, fingerprint_: str, cause: str) -> bool:
+        """A cause a person gave for an alert (``tocsin.label.v1``): the cause model learns it.
+
+        ``benign`` is a cause too (the alert should not have fired). False
+        when there is no model or the alert's features are no longer held.
+        """
+        model = self.diagnoser.cause_model
+        return model is not None and model.learn_label(fingerprint_, cause)
 
     # -- state for checkpoints ------------------------------------------------
     def dirty_states(self) -> dict[str, bytes | None]:

@@ -65,6 +65,11 @@ __all__ = [
     "HOSTING_ASNS",
     "RESIDENTIAL_FR_ASNS",
     "default_incidents",
+    "world",
+    "Confounder",
+    "CONFOUNDERS",
+    "VARIANTS",
+    "WORLD_INCIDENTS",
     "fleet",
     "generate",
     "ground_truth",
@@ -100,9 +105,13 @@ class ServiceSpec:
     hosts: int = 4
     weight: float = 1.0
     headroom: float = 1.6
+    db_hosts: int = 0  # database hosts: drives, nightly backups, no requests of their own
 
     def host_names(self) -> list[str]:
         return [f"{self.name}-web-{i + 1}" for i in range(self.hosts)]
+
+    def db_host_names(self) -> list[str]:
+        return [f"{self.name}-db-{i + 1}" for i in range(self.db_hosts)]
 
 
 DEFAULT_SERVICES: tuple[ServiceSpec, ...] = (
@@ -113,9 +122,16 @@ DEFAULT_SERVICES: tuple[ServiceSpec, ...] = (
 )
 
 ENDPOINTS = ("/login", "/cahier-de-textes", "/messagerie", "/ressources", "/visio")
+STATIC = "/static"  # the assets a browser fetches after a page (scenarios with ``static_assets``)
+_ALL_ENDPOINTS = (*ENDPOINTS, STATIC)
+_STATIC_I = len(ENDPOINTS)
+_STATIC_P = 0.45  # share of page views followed by an asset request (the rest hit the browser cache)
 _EP_SHARE = np.array([0.15, 0.30, 0.20, 0.25, 0.10])
-_EP_LAT = np.array([0.6, 1.0, 1.2, 1.5, 0.8])  # latency factor
-_EP_BYTES = np.array([2_500.0, 38_000.0, 21_000.0, 420_000.0, 3_200.0])  # median size
+_EP_LAT = np.array([0.6, 1.0, 1.2, 1.5, 0.8, 0.15])  # latency factor
+_EP_BYTES = np.array([2_500.0, 38_000.0, 21_000.0, 420_000.0, 3_200.0, 90_000.0])  # median size
+# what a request costs the servers, relative to an average page (login hashes a password,
+# /ressources searches and renders documents)
+_EP_COST = np.array([1.6, 1.0, 1.0, 1.8, 0.8, 0.1])
 # status tables per endpoint: (statuses, probabilities); 5xx background is tiny
 _STATUSES = np.array([200, 304, 302, 401, 403, 404, 500, 502])
 _STATUS_P = np.array(
@@ -272,14 +288,72 @@ class Incident:
     endpoint: str = "/login"
     lead_days: float = 4.0
     description: str | None = None
+    variant: str = "default"
+    ramp_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.cause not in CAUSES:
             raise ValueError(f"incident {self.id}: unknown cause {self.cause!r}")
+        if self.variant not in VARIANTS[self.cause]:
+            raise ValueError(f"incident {self.id}: unknown {self.cause} variant {self.variant!r}")
         if _to_epoch(self.end) <= _to_epoch(self.start):
             raise ValueError(f"incident {self.id}: end is not after start")
-        if self.cause == "disk_failure" and not self.host:
+        if self.cause == "disk_failure" and not self.host and self.variant != "db_host":
             raise ValueError(f"incident {self.id}: a disk failure needs a host")
+
+
+#: The shapes each cause takes (``default`` is the story's own).
+VARIANTS: dict[str, tuple[str, ...]] = {
+    # hosting_flood: foreign hosting networks, scripted agents (the default);
+    # residential_botnet: thousands of domestic ISP addresses, browser agents,
+    # no assets, one expensive endpoint, slow ramp; credential_stuffing:
+    # rotating browser agents on /login, 401s, volume 1.3-1.5x; night_scraping:
+    # rotating proxies at night, every page, 2-4x the hour's usual;
+    # single_scraper: one residential address, every page, no assets.
+    "suspected_attack": ("default", "residential_botnet", "credential_stuffing", "night_scraping",
+                         "single_scraper"),
+    # no_5xx: latency rises, nothing fails; capacity_loss: one host drops out
+    # of the pool at the usual load; creep: 40-60 min ramp to the knee;
+    # first_day: mostly new users who behave like users; homework: evening rush.
+    "capacity_saturation": ("default", "no_5xx", "capacity_loss", "creep", "first_day", "homework"),
+    # silent: no SMART warning, I/O latency and errors only; db_host: a drive
+    # of a database host (no requests), next to the nightly backup I/O.
+    "disk_failure": ("default", "silent", "db_host"),
+}
+
+#: Benign events that must not page.
+CONFOUNDERS = ("newsletter", "deploy", "crawler", "cgnat", "smart_tick", "backup_io")
+
+
+@dataclass(frozen=True)
+class Confounder:
+    """A benign event (must not alert): see :data:`CONFOUNDERS`.
+
+    ``newsletter``: returning users on one ``endpoint``, ``magnitude`` times
+    its usual; ``deploy``: p95 times ``magnitude`` on every host for the
+    span; ``crawler``: a search engine's crawler at ``magnitude`` times the
+    usual rate; ``cgnat``: from ``start`` on, a share ``magnitude`` of the
+    users sit behind a few carrier-grade NAT addresses; ``smart_tick``: drive
+    ``disk`` of ``host`` gains one or two reallocated sectors at ``start``,
+    then stays flat; ``backup_io``: the nightly backup of the database hosts
+    (I/O latency times ``magnitude`` on their drives).
+    """
+
+    id: str
+    kind: str
+    service: str
+    start: TimeLike
+    end: TimeLike
+    magnitude: float = 2.0
+    endpoint: str = "/cahier-de-textes"
+    host: str | None = None
+    disk: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in CONFOUNDERS:
+            raise ValueError(f"confounder {self.id}: unknown kind {self.kind!r}")
+        if _to_epoch(self.end) <= _to_epoch(self.start):
+            raise ValueError(f"confounder {self.id}: end is not after start")
 
 
 def default_incidents(
@@ -340,6 +414,9 @@ class Scenario:
     new_client_ratio: float = 0.12
     timezone: str = "Europe/Paris"
     holidays: tuple[date, ...] = (date(2021, 4, 5),)
+    confounders: tuple[Confounder, ...] = ()
+    static_assets: bool = False
+    regional_networks: bool = False
 
     def __post_init__(self) -> None:
         if self.history_days < 0:
@@ -353,9 +430,9 @@ class Scenario:
         names = [s.name for s in self.services]
         if len(set(names)) != len(names) or not names:
             raise ValueError("services must be a non-empty list of distinct names")
-        for inc in self.resolved_incidents():
+        for inc in (*self.resolved_incidents(), *self.confounders):
             if inc.service not in names:
-                raise ValueError(f"incident {inc.id}: unknown service {inc.service!r}")
+                raise ValueError(f"{inc.id}: unknown service {inc.service!r}")
 
     @property
     def start(self) -> float:
@@ -371,6 +448,209 @@ class Scenario:
         if self.incidents is not None:
             return tuple(self.incidents)
         return default_incidents(self.incident_day, self.timezone, self.concurrent)
+
+
+# --------------------------------------------------------------------------
+# Many worlds: incidents and confounders drawn per seed
+# --------------------------------------------------------------------------
+
+#: Every incident shape :func:`world` draws from: (cause, variant), and the attack inside a surge.
+WORLD_INCIDENTS: tuple[tuple[str, str], ...] = (
+    *(("suspected_attack", v) for v in VARIANTS["suspected_attack"]),
+    ("suspected_attack", "inside_surge"),
+    *(("capacity_saturation", v) for v in VARIANTS["capacity_saturation"]),
+    *(("disk_failure", v) for v in VARIANTS["disk_failure"]),
+)
+_REGIONS = ("grand-est", "ile-de-france", "auvergne-rhone-alpes", "occitanie", "bretagne",
+            "nouvelle-aquitaine", "hauts-de-france", "normandie")
+
+
+def world(seed: int, history_days: int = 4, scale: float = 2.0, incidents: int = 7,
+          confounders: int = 5) -> Scenario:
+    """A world drawn from ``seed``: services, a date, ``incidents`` incidents and
+    ``confounders`` benign events on the last two days, every magnitude, ramp,
+    population, endpoint and time of day drawn (see :data:`WORLD_INCIDENTS`,
+    :data:`CONFOUNDERS`). History days come first, quiet.
+
+    >>> sc = world(11, history_days=2)
+    >>> len(sc.services), len(sc.resolved_incidents()), len(sc.confounders)
+    (6, 7, 5)
+    >>> world(11, history_days=2) == sc
+    True
+    """
+    rng = _rng(seed, 1000)
+    zone = ZoneInfo("Europe/Paris")
+    regions = list(rng.permutation(len(_REGIONS))[:6])
+    services = tuple(
+        ServiceSpec(f"ent-{_REGIONS[r]}", _REGIONS[r], hosts=int(rng.integers(2, 6)),
+                    weight=round(float(rng.uniform(0.7, 1.4)), 2), headroom=round(float(rng.uniform(1.35, 1.7)), 2),
+                    db_hosts=int(i < 2))
+        for i, r in enumerate(regions))
+    day = date(2021, 3, 1) + timedelta(days=int(rng.integers(0, 100)))
+    if day == date(2021, 4, 5) or day - timedelta(days=1) == date(2021, 4, 5):
+        day += timedelta(days=2)
+    if day.weekday() == 6:  # at least one school day among the two
+        day += timedelta(days=1)
+    days = (day - timedelta(days=1), day)
+    school = [d for d in days if d.weekday() < 5] or list(days)
+    weekend = [d for d in days if d.weekday() >= 5] or list(days)
+
+    def at(d: date, hour: float) -> float:
+        h = int(hour)
+        m = int(round((hour - h) * 60))
+        return datetime(d.year, d.month, d.day, h, min(m, 59), tzinfo=zone).timestamp()
+
+    def shape_at(d: date, hour: float) -> float:
+        kind = "sunday" if d.weekday() == 6 else "saturday" if d.weekday() == 5 else (
+            "wednesday" if d.weekday() == 2 else "weekday")
+        return float(np.interp(hour * 3600, *_DAY_TABLES[kind]))
+
+    def u(a: float, b: float) -> float:
+        return float(rng.uniform(a, b))
+
+    pick = rng.choice(len(WORLD_INCIDENTS), min(incidents, len(WORLD_INCIDENTS)), replace=False)
+    slots = [(si, d) for d in days for si in range(len(services))]
+    order = rng.permutation(len(slots)).tolist()
+    used: list[tuple[int, date, float, float]] = []
+    incs: list[Incident] = []
+
+    def slot(prefer: list[date], need_db: bool = False, min_hosts: int = 1) -> tuple[int, date]:
+        for i in order:
+            si, d = slots[i]
+            if d in prefer and all(not (x[0] == si and x[1] == d) for x in used) and (
+                    not need_db or services[si].db_hosts) and services[si].hosts >= min_hosts:
+                return si, d
+        for i in order:
+            si, d = slots[i]
+            if all(not (x[0] == si and x[1] == d) for x in used) and (
+                    not need_db or services[si].db_hosts) and services[si].hosts >= min_hosts:
+                return si, d
+        raise ValueError("no free service-day for an incident")
+
+    for n, j in enumerate(pick.tolist()):
+        cause, var = WORLD_INCIDENTS[j]
+        iid = f"w{seed}-{n + 1}-{var}"
+        if cause == "suspected_attack":
+            pref = {"single_scraper": weekend, "night_scraping": list(days)}.get(var, school)
+            si, d = slot(pref)
+            svc = services[si]
+            if var == "inside_surge":
+                t0 = at(d, u(8.0, 8.6))
+                sm = min(3.0, 1.05 * svc.headroom / max(shape_at(d, 9.0), 0.3))
+                incs.append(Incident(iid + "-surge", "capacity_saturation", svc.name, t0, t0 + u(4800, 6000),
+                                     magnitude=round(u(sm, sm + 1.0), 2), variant="first_day",
+                                     description="a legitimate surge with an attack inside it"))
+                ta = t0 + u(900, 1500)
+                incs.append(Incident(iid, "suspected_attack", svc.name, ta, ta + u(1800, 3000),
+                                     magnitude=round(u(1.0, 2.5), 2), variant="residential_botnet",
+                                     endpoint=("/login", "/ressources")[int(rng.integers(0, 2))],
+                                     ramp_s=u(300, 900), sources=int(rng.integers(1500, 5000)),
+                                     description="a residential botnet starting inside a legitimate surge"))
+                used.append((si, d, t0, ta + 3000))
+                continue
+            if var == "default":
+                t0, dur, m, kw = at(d, u(9, 17)), u(1800, 3600), u(3, 8), {}
+            elif var == "residential_botnet":
+                t0, dur, m = at(d, u(9, 16)), u(2400, 4200), u(1.5, 4.0)
+                kw = {"ramp_s": u(600, 1200), "sources": int(rng.integers(1500, 5000)),
+                      "endpoint": ("/login", "/ressources")[int(rng.integers(0, 2))]}
+            elif var == "credential_stuffing":
+                t0, dur, m = at(d, u(9, 20)), u(1800, 5400), u(0.3, 0.5)
+                kw = {"sources": int(rng.integers(300, 2000))}
+            elif var == "night_scraping":
+                t0, dur, m = at(d, u(0.5, 3.0)), u(3600, 9000), u(1.0, 3.0)
+                kw = {"sources": int(rng.integers(200, 1000))}
+            else:  # single_scraper
+                t0, dur, m = at(d, u(10, 18)), u(1800, 7200), u(3, 8)
+                kw = {}
+            incs.append(Incident(iid, cause, svc.name, t0, t0 + dur, magnitude=round(m, 2), variant=var, **kw))
+            used.append((si, d, t0, t0 + dur))
+        elif cause == "capacity_saturation":
+            si, d = slot(school, min_hosts=2 if var == "capacity_loss" else 1)
+            svc = services[si]
+            hour = {"homework": u(18.0, 18.8), "creep": u(7.2, 7.8), "first_day": u(7.8, 8.3)}.get(var, u(8.5, 10.0))
+            t0 = at(d, hour)
+            sh = max(shape_at(d, hour + 0.5), 0.2)
+            kw2: dict[str, Any] = {}
+            if var == "no_5xx":
+                m, dur = u(0.95, 1.02) * svc.headroom / sh, u(1800, 3600)
+            elif var == "capacity_loss":
+                n_h = svc.hosts
+                m, dur = max(0.9, u(1.05, 1.2) * svc.headroom * (n_h - 1) / n_h / sh), u(1800, 3600)
+            elif var == "creep":
+                m, dur = u(1.1, 1.35) * svc.headroom / max(shape_at(d, hour + 0.8), 0.2), u(4800, 6000)
+                kw2 = {"ramp_s": u(2400, 3600)}
+            elif var == "homework":
+                m, dur = max(u(2.0, 3.0), 1.15 * svc.headroom / sh), u(2700, 4500)
+            else:
+                lo = max(2.5, 1.2 * svc.headroom / sh)
+                m, dur = u(lo, max(lo, 4.5) + 0.5), u(3600, 5400)
+            incs.append(Incident(iid, cause, svc.name, t0, t0 + dur, magnitude=round(max(m, 0.9), 2),
+                                 variant=var, **kw2))
+            used.append((si, d, t0, t0 + dur))
+        else:
+            si, d = slot(list(days), need_db=var == "db_host")
+            svc = services[si]
+            if var == "db_host":
+                t0 = at(d, u(1.0, 5.0))
+                host = svc.db_host_names()[0]
+                lead = u(1.0, 3.0)
+            else:
+                t0 = at(d, u(9, 16))
+                host = svc.host_names()[int(rng.integers(0, svc.hosts))]
+                lead = u(0.15, 0.4) if var == "silent" else u(2.0, 5.0)
+            dur = u(1800, 3600)
+            incs.append(Incident(iid, cause, svc.name, t0, t0 + dur, host=host, magnitude=round(u(5, 14), 1),
+                                 lead_days=lead, variant=var))
+            used.append((si, d, t0, t0 + dur))
+
+    def free(si: int, t0: float, t1: float) -> bool:
+        return all(not (x[0] == si and x[2] - 3600 < t1 and t0 < x[3] + 3600) for x in used)
+
+    confs: list[Confounder] = []
+    kinds = [k for k in CONFOUNDERS if k != "backup_io"]
+    chosen = [kinds[i] for i in rng.choice(len(kinds), min(confounders, len(kinds)), replace=False).tolist()]
+    if confounders > len(kinds):
+        chosen.append("backup_io")
+    for n, kind in enumerate(chosen):
+        cid = f"w{seed}-c{n + 1}-{kind}"
+        for _ in range(50):
+            si = int(rng.integers(0, len(services)))
+            d = school[int(rng.integers(0, len(school)))]
+            svc = services[si]
+            if kind == "newsletter":
+                hour = u(14.0, 16.5) if rng.random() < 0.5 else u(19.5, 20.5)
+                m = min(u(2.0, 3.5), 0.8 * svc.headroom / max(shape_at(d, hour), 0.2))
+                t0, t1 = at(d, hour), at(d, hour) + u(1800, 3600)
+                c = Confounder(cid, kind, svc.name, t0, t1, round(max(m, 1.6), 2),
+                               ENDPOINTS[int(rng.integers(1, len(ENDPOINTS)))])
+            elif kind == "deploy":
+                t0 = at(d, u(7, 21))
+                c = Confounder(cid, kind, svc.name, t0, t0 + 120, round(u(3, 6), 1))
+            elif kind == "crawler":
+                t0 = at(d, u(10, 21))
+                c = Confounder(cid, kind, svc.name, t0, t0 + u(300, 900), round(u(0.5, 2.0), 2))
+            elif kind == "cgnat":
+                t0 = at(d, u(6, 12))
+                c = Confounder(cid, kind, svc.name, t0, at(day, 23.9), round(u(0.3, 0.6), 2))
+            elif kind == "smart_tick":
+                host = svc.host_names()[int(rng.integers(0, svc.hosts))]
+                if any(i.host == host for i in incs):
+                    continue
+                t0 = at(days[0], u(1, 20))
+                c = Confounder(cid, kind, svc.name, t0, at(day, 23.9), float(rng.integers(1, 3)), host=host)
+            else:  # backup_io
+                si = 0
+                c = Confounder(cid, kind, services[0].name, at(day, 2.0), at(day, 3.5), round(u(3, 6), 1),
+                               host=services[0].db_host_names()[0])
+            if free(si, _to_epoch(c.start), _to_epoch(c.end) if kind not in ("cgnat", "smart_tick") else
+                    _to_epoch(c.start) + 3600):
+                confs.append(c)
+                used.append((si, d, _to_epoch(c.start), _to_epoch(c.start) + 600))
+                break
+    return Scenario(seed=seed, incident_day=day, history_days=history_days, scale=scale, services=services,
+                    incidents=tuple(incs), confounders=tuple(confs), static_assets=True,
+                    regional_networks=True, holidays=(date(2021, 4, 5),), new_client_ratio=0.08)
 
 
 # --------------------------------------------------------------------------
@@ -393,6 +673,8 @@ class _Drive:
     first_ts: float | None = None  # replacement drives start late
     last_ts: float | None = None  # failed drive: time of its last reading
     failing: Any = None  # the _Failure, when it is the failing drive
+    db: bool = False  # on a database host (nightly backup I/O)
+    ticks: list[tuple[float, int]] = field(default_factory=list)  # (from, sectors): benign SMART ticks
 
 
 @dataclass
@@ -401,6 +683,7 @@ class _Failure:
     end: float
     degrade_from: float
     magnitude: float
+    silent: bool = False  # no SMART warning: I/O latency and errors only
 
 
 @dataclass
@@ -482,7 +765,32 @@ def _ua_choice(rng: np.random.Generator, table: Sequence[tuple[int, str]], n: in
     return [names[i] for i in idx.tolist()]
 
 
-def _residential(rng: np.random.Generator, n: int, foreign_share: float = _FOREIGN_SHARE) -> _Clients:
+#: Per ISP: the IPv4 /24 bases and IPv6 /48 prefixes one region's subscribers sit in.
+Blocks = dict[int, tuple[np.ndarray, list[str]]]
+
+
+def _regional_blocks(rng: np.random.Generator, per_isp: int = 250) -> Blocks:
+    """The networks of one region's subscribers: ISPs give addresses by region, so the
+    users of a regional service (the usual ones and the newcomers alike) come from a
+    bounded set of /24s and /48s, while a botnet's homes are spread over the country."""
+    out: Blocks = {}
+    for a, _name, _cc, _s, prefixes, v6 in (*RESIDENTIAL_FR_ASNS, *_FOREIGN_RESIDENTIAL):
+        bases = []
+        for cidr in prefixes:
+            net, bits = cidr.split("/")
+            x = [int(v) for v in net.split(".")]
+            base = (x[0] << 24) | (x[1] << 16) | (x[2] << 8) | x[3]
+            n24 = 1 << (24 - int(bits))
+            bases.append(base + (rng.integers(0, n24, per_isp // len(prefixes) + 1) << 8))
+        m = per_isp // 4 + 1
+        six = [f"{v6}{p0:02x}:{p1:x}:" for p0, p1 in zip(
+            rng.integers(0, 256, m).tolist(), rng.integers(0, 65536, m).tolist(), strict=True)] if v6 else []
+        out[a] = (np.concatenate(bases), six)
+    return out
+
+
+def _residential(rng: np.random.Generator, n: int, foreign_share: float = _FOREIGN_SHARE,
+                 blocks: Blocks | None = None) -> _Clients:
     n_foreign = int(rng.binomial(n, foreign_share))
     ip: list[str] = []
     cc: list[str] = []
@@ -494,11 +802,20 @@ def _residential(rng: np.random.Generator, n: int, foreign_share: float = _FOREI
             if k == 0:
                 continue
             k6 = int(rng.binomial(k, 0.25)) if v6 else 0
-            which = rng.integers(0, len(prefixes), k - k6)
-            for pi, m in enumerate(np.bincount(which, minlength=len(prefixes)).tolist()):
-                ip += _v4(rng, prefixes[pi], m)
-            if k6:
-                ip += _v6(rng, v6, k6)
+            if blocks is not None:
+                v4b, v6b = blocks[a]
+                vals = v4b[rng.integers(0, len(v4b), k - k6)] + rng.integers(1, 255, k - k6)
+                ip += [f"{v >> 24}.{(v >> 16) & 255}.{(v >> 8) & 255}.{v & 255}" for v in vals.tolist()]
+                if k6:
+                    ip += [f"{v6b[i]}{p2:x}:{p3:x}::{p4:x}" for i, p2, p3, p4 in zip(
+                        rng.integers(0, len(v6b), k6).tolist(), *rng.integers(0, 65536, (3, k6)).tolist(),
+                        strict=True)]
+            else:
+                which = rng.integers(0, len(prefixes), k - k6)
+                for pi, m in enumerate(np.bincount(which, minlength=len(prefixes)).tolist()):
+                    ip += _v4(rng, prefixes[pi], m)
+                if k6:
+                    ip += _v6(rng, v6, k6)
             cc += [country] * k
             asn += [a] * k
     ua = _ua_choice(rng, _BROWSER_UAS, n)
@@ -523,6 +840,22 @@ def _hosting(rng: np.random.Generator, n: int) -> _Clients:
     return _Clients(ip, cc, asn, _ua_choice(rng, _ATTACK_UAS, n))
 
 
+_CRAWLER_UA = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
+
+
+def _crawler(rng: np.random.Generator, n: int) -> _Clients:
+    """A search engine's crawler: its own network (Google, AS15169), its own agent."""
+    return _Clients(_v4(rng, "66.249.64.0/19", n), ["US"] * n, [15169] * n, [_CRAWLER_UA] * n)
+
+
+def _proxies(rng: np.random.Generator, n: int) -> _Clients:
+    """Rotating proxies: residential exits across the country and some hosting ones."""
+    k = int(rng.binomial(n, 0.35))
+    a, b = _hosting(rng, k), _residential(rng, n - k, 0.1)
+    return _Clients(list(a.ip) + list(b.ip), list(a.country) + list(b.country),
+                    list(a.asn) + list(b.asn), _ua_choice(rng, _BROWSER_UAS, n))
+
+
 # --------------------------------------------------------------------------
 # The world: everything derived from the scenario, built once
 # --------------------------------------------------------------------------
@@ -535,6 +868,10 @@ class _Surge:
     end: float
     magnitude: float
     key: int
+    ramp: float = 600.0
+    endpoint: int = -1  # one endpoint only (a newsletter's link); -1: all pages
+    returning: bool = False  # the usual users (a newsletter) rather than newcomers
+    decay: float = 0.0  # a spike that fades (seconds of e-folding), 0: flat
 
 
 @dataclass
@@ -546,6 +883,21 @@ class _Attack:
     endpoint: int
     sources: int
     key: int
+    variant: str = "default"
+    ramp: float = 60.0
+    cost: float = 1.0
+
+
+@dataclass
+class _Span:
+    """A change on one service over [start, end): a host out, a deploy, a NAT, no 5xx."""
+
+    kind: str
+    svc: int
+    start: float
+    end: float
+    magnitude: float = 1.0
+    host: int = -1
 
 
 class _World:
@@ -589,6 +941,17 @@ class _World:
                 idx.append(h.index)
                 self.hosts.append(h)
             self.svc_hosts.append(np.array(idx))
+        for si, svc in enumerate(sc.services):  # database hosts: after the web hosts, no requests
+            for name in svc.db_host_names():
+                h = _Host(len(self.hosts), name, si, 0.0)
+                for _ in range(2):
+                    model, cap, prefix, io_ms = _DRIVE_MODELS[int(rng.integers(0, len(_DRIVE_MODELS)))]
+                    h.drives.append(_Drive(
+                        di, name, _serial(rng, prefix), model, cap, io_ms * float(rng.uniform(0.85, 1.2)),
+                        float(rng.uniform(2_000, 25_000)), 0, float(rng.uniform(27, 36)),
+                        round(float(rng.uniform(0, 60)), 3), db=True))
+                    di += 1
+                self.hosts.append(h)
         self.host_by_name = {h.name: h for h in self.hosts}
         self.host_median = np.array([h.median_ms for h in self.hosts])
         self.host_names = np.array([h.name for h in self.hosts], dtype=object)
@@ -597,6 +960,11 @@ class _World:
         self.day_factor = _rng(sc.seed, 8).lognormal(0.0, 0.04, (self.n_days + 1, len(sc.services)))
         self.pop_size = [max(60, int(700 * sc.scale * s.weight)) for s in sc.services]
         self._pops: dict[tuple, _Clients] = {}
+        self.blocks: list[Blocks | None] = [
+            _regional_blocks(_rng(sc.seed, 15, si)) if sc.regional_networks else None
+            for si in range(len(sc.services))]
+        self.spans: list[_Span] = []
+        self.backup: float = 0.0  # I/O latency factor of the nightly backup on database drives
         # incidents
         self.surges: list[_Surge] = []
         self.attacks: list[_Attack] = []
@@ -605,16 +973,45 @@ class _World:
             si = self.svc_names.index(inc.service)
             t0, t1 = _to_epoch(inc.start), _to_epoch(inc.end)
             host, disk = inc.host, inc.disk
+            var = inc.variant
             if inc.cause == "capacity_saturation":
-                self.surges.append(_Surge(si, t0, t1, inc.magnitude or 5.0, k))
+                if var == "capacity_loss":
+                    n_h = len(self.svc_hosts[si])
+                    if n_h < 2:
+                        raise ValueError(f"incident {inc.id}: capacity loss needs 2 hosts or more")
+                    lost = self.host_by_name.get(host or "") or self.hosts[int(self.svc_hosts[si][-1])]
+                    host = lost.name
+                    self.spans.append(_Span("host_out", si, t0, t1, 1.0, lost.index))
+                    if (inc.magnitude or 1.0) > 1.0:
+                        self.surges.append(_Surge(si, t0, t1, inc.magnitude or 1.0, k, inc.ramp_s or 300.0))
+                else:
+                    if var == "no_5xx":
+                        self.spans.append(_Span("no_5xx", si, t0, t1 + 1800.0))
+                    default_ramp = {"creep": 3000.0, "homework": 900.0}.get(var, 600.0)
+                    self.surges.append(_Surge(si, t0, t1, inc.magnitude or 5.0, k, inc.ramp_s or default_ramp))
             elif inc.cause == "suspected_attack":
-                rate = (inc.magnitude or 6.0) * sc.scale * sc.services[si].weight
-                total = rate * (t1 - t0)
-                n_src = inc.sources or int(min(4000, max(50, total / 100)))
                 if inc.endpoint not in ENDPOINTS:
                     raise ValueError(f"incident {inc.id}: unknown endpoint {inc.endpoint!r}")
-                self.attacks.append(_Attack(si, t0, t1, rate, ENDPOINTS.index(inc.endpoint), n_src, k))
+                ep = ENDPOINTS.index(inc.endpoint)
+                if var == "default":
+                    rate = (inc.magnitude or 6.0) * sc.scale * sc.services[si].weight
+                    cost = 1.0
+                else:
+                    # a multiple of the usual rate of that hour (the volume the attacker adds)
+                    usual = sc.scale * sc.services[si].weight * float(self.shape(t0, 1)[0])
+                    rate = (inc.magnitude or 1.0) * usual
+                    cost = float(_EP_COST[ep] / (_EP_COST[:5] @ _EP_SHARE))
+                total = rate * (t1 - t0)
+                n_src = inc.sources or (1 if var == "single_scraper" else int(min(4000, max(50, total / 100))))
+                ramp = inc.ramp_s or {"residential_botnet": 900.0, "credential_stuffing": 120.0,
+                                      "night_scraping": 300.0}.get(var, 60.0)
+                self.attacks.append(_Attack(si, t0, t1, rate, ep, n_src, k, var, ramp, cost))
             else:
+                if var == "db_host" and not host:
+                    names = sc.services[si].db_host_names()
+                    if not names:
+                        raise ValueError(f"incident {inc.id}: {inc.service} has no database host")
+                    host = names[0]
                 h = self.host_by_name.get(host or "")
                 if h is None or h.service != si:
                     raise ValueError(f"incident {inc.id}: host {host!r} is not a host of {inc.service}")
@@ -622,7 +1019,8 @@ class _World:
                 drive = next((d for d in drives if d.serial == disk), None) if disk else drives[0]
                 if drive is None:
                     raise ValueError(f"incident {inc.id}: no drive {disk!r} on {host}")
-                fail = _Failure(t0, t1, t0 - inc.lead_days * 86400.0, inc.magnitude or 12.0)
+                fail = _Failure(t0, t1, t0 - inc.lead_days * 86400.0, inc.magnitude or 12.0,
+                                silent=var == "silent")
                 h.failure = fail
                 drive.failing = fail
                 drive.smart5 = 0
@@ -635,15 +1033,64 @@ class _World:
                     len(self.hosts) * 10 + k, h.name, _serial(_rng(sc.seed, 10, k), prefix), model,
                     cap, io_ms, 0.0, 0, drive.temp, drive.offset_s, first_ts=drive.last_ts + 1e-3))
                 disk = drive.serial
+            onset = self._onset(inc, si, t0, t1)
             self.truth.append({
                 "id": inc.id, "cause": inc.cause, "service": inc.service,
                 "host": host if inc.cause == "disk_failure" else inc.host,
                 "disk": disk if inc.cause == "disk_failure" else inc.disk,
-                "start": _rfc3339(t0), "end": _rfc3339(t1),
+                "start": _rfc3339(onset), "end": _rfc3339(t1), "ramp_start": _rfc3339(t0),
                 "description": inc.description or f"{inc.cause} on {inc.service}",
+                "kind": var,
+            })
+        for c in sc.confounders:
+            si = self.svc_names.index(c.service)
+            t0, t1 = _to_epoch(c.start), _to_epoch(c.end)
+            if c.kind == "newsletter":
+                if c.endpoint not in ENDPOINTS:
+                    raise ValueError(f"confounder {c.id}: unknown endpoint {c.endpoint!r}")
+                self.surges.append(_Surge(si, t0, t1, c.magnitude, 1000 + len(self.surges), 120.0,
+                                          ENDPOINTS.index(c.endpoint), True, (t1 - t0) / 3))
+            elif c.kind == "crawler":
+                self.attacks.append(_Attack(si, t0, t1, 0.0, -1, 200, 1000 + len(self.attacks),
+                                            "crawler", 60.0, 0.5))
+                self.attacks[-1].rate = c.magnitude  # times the usual rate, set per chunk
+            elif c.kind in ("deploy", "cgnat"):
+                self.spans.append(_Span(c.kind, si, t0, t1, c.magnitude))
+            elif c.kind == "smart_tick":
+                d = next((d for d in self.drives_of(c.host) if d.serial == c.disk or c.disk is None), None)
+                if d is None:
+                    raise ValueError(f"confounder {c.id}: no drive {c.disk!r} on {c.host!r}")
+                d.ticks.append((t0, int(c.magnitude)))
+            elif c.kind == "backup_io":
+                self.backup = c.magnitude
+            self.truth.append({
+                "id": c.id, "cause": "benign", "kind": c.kind, "service": c.service,
+                "host": c.host, "disk": c.disk, "start": _rfc3339(t0), "end": _rfc3339(t1),
+                "description": f"{c.kind} on {c.service}",
             })
         self.failing_hosts = [h for h in self.hosts if h.failure is not None]
         self.drives = [d for h in self.hosts for d in h.drives]
+
+    def _onset(self, inc: Incident, si: int, t0: float, t1: float) -> float:
+        """When a ramping incident starts to hurt or show: a surge when the demand reaches 90%
+        of capacity (the knee), an attack when it reaches half its rate; otherwise ``t0``."""
+        if inc.variant == "default" or inc.cause == "disk_failure" or inc.variant == "capacity_loss":
+            return t0
+        if inc.cause == "suspected_attack":
+            a = next(x for x in self.attacks if x.key == len(self.truth))
+            return t0 + 0.5 * a.ramp
+        s = next(x for x in self.surges if x.key == len(self.truth))
+        t = t0 + np.arange(int(t1 - t0), dtype=float)
+        shape = np.concatenate([self.shape(float(c), min(CHUNK_S, int(t1 - c)))
+                                for c in np.arange(t0, t1, CHUNK_S)])[: len(t)]
+        usual = self.sc.scale * self.sc.services[si].weight * shape
+        rho = usual * (1 + (s.magnitude - 1) * _ramp(t, s.start, s.end, s.ramp, 900.0)) / self.capacity[si]
+        hot = np.nonzero(rho >= 0.9)[0]
+        return float(t[hot[0]]) if len(hot) else t0
+
+    def drives_of(self, host: str | None) -> list[_Drive]:
+        h = self.host_by_name.get(host or "")
+        return h.drives if h is not None else []
 
     # --- demand ---------------------------------------------------------
 
@@ -672,7 +1119,7 @@ class _World:
             rng = _rng(self.sc.seed, 11, si, day)
             n = len(base)
             keep = np.sort(rng.choice(n, int(n * (1 - self.sc.new_client_ratio)), replace=False))
-            new = _residential(rng, n - len(keep))
+            new = _residential(rng, n - len(keep), blocks=self.blocks[si])
             pop = _Clients(list(base.ip[keep]) + list(new.ip), list(base.country[keep]) + list(new.country),
                            list(base.asn[keep]) + list(new.asn), list(base.ua[keep]) + list(new.ua))
             order = rng.permutation(len(pop))  # newcomers anywhere in the activity ranking
@@ -685,8 +1132,19 @@ class _World:
         key = ("base", si)
         pop = self._pops.get(key)
         if pop is None:
-            pop = self._pops[key] = _residential(_rng(self.sc.seed, 12, si), self.pop_size[si])
+            pop = self._pops[key] = _residential(_rng(self.sc.seed, 12, si), self.pop_size[si],
+                                                 blocks=self.blocks[si])
         return pop
+
+    def cgnat_pool(self, si: int) -> np.ndarray:
+        """The few public addresses of a carrier-grade NAT (one new /24 of the main ISP)."""
+        key = ("cgnat", si)
+        pop = self._pops.get(key)
+        if pop is None:
+            ips = _v4(_rng(self.sc.seed, 16, si), "90.0.0.0/9", 1)[0].rsplit(".", 1)[0]
+            pop = self._pops[key] = _Clients([f"{ips}.{i + 10}" for i in range(24)], ["FR"] * 24, [3215] * 24,
+                                             ["-"] * 24)
+        return pop.ip
 
     def surge_pop(self, s: _Surge) -> _Clients:
         key = ("surge", s.key)
@@ -694,14 +1152,20 @@ class _World:
         if pop is None:
             peak = self.sc.scale * self.sc.services[s.svc].weight
             extra = peak * (s.magnitude - 1) * (s.end - s.start)
-            pop = self._pops[key] = _residential(_rng(self.sc.seed, 13, s.key), max(50, int(extra / 20)))
+            pop = self._pops[key] = _residential(_rng(self.sc.seed, 13, s.key), max(50, int(extra / 20)),
+                                                 blocks=self.blocks[s.svc])
         return pop
 
     def attack_pop(self, a: _Attack) -> _Clients:
         key = ("attack", a.key)
         pop = self._pops.get(key)
         if pop is None:
-            pop = self._pops[key] = _hosting(_rng(self.sc.seed, 14, a.key), a.sources)
+            rng = _rng(self.sc.seed, 14, a.key)
+            pop = self._pops[key] = (
+                _residential(rng, a.sources, 0.03) if a.variant in ("residential_botnet", "single_scraper")
+                else _proxies(rng, a.sources) if a.variant in ("credential_stuffing", "night_scraping")
+                else _crawler(rng, a.sources) if a.variant == "crawler"
+                else _hosting(rng, a.sources))
         return pop
 
 
@@ -714,6 +1178,7 @@ def _ramp(t: np.ndarray, start: float, end: float, up: float, down: float) -> np
 # --------------------------------------------------------------------------
 
 
+_SCRAPE_SHARE = np.array([0.02, 0.38, 0.15, 0.4, 0.05])  # a scraper reads pages, rarely logs in
 _SKEW = 2.2  # activity skew of users: index = floor(n * u**_SKEW)
 
 
@@ -747,42 +1212,88 @@ def _chunk_requests(w: _World, c0: float, n_sec: int, rng: np.random.Generator) 
         streams: list[tuple[str, np.ndarray, Any]] = [("normal", usual, None)]
         for s in w.surges:
             if s.svc == si and s.end > c0 and s.start < c0 + n_sec:
-                extra = usual * (s.magnitude - 1) * _ramp(t_sec, s.start, s.end, 600.0, 900.0)
-                streams.append(("surge", extra, s))
+                r = _ramp(t_sec, s.start, s.end, s.ramp, 900.0)
+                if s.decay:
+                    r = r * np.exp(-np.clip(t_sec - s.start - s.ramp, 0.0, None) / s.decay)
+                streams.append(("surge", usual * (s.magnitude - 1) * r, s))
         for a in w.attacks:
             if a.svc == si and a.end > c0 and a.start < c0 + n_sec:
-                streams.append(("attack", a.rate * _ramp(t_sec, a.start, a.end, 60.0, 30.0), a))
-        load = sum(lam for _, lam, _ in streams)
-        rho = load / w.capacity[si]
-        rq = np.minimum(rho, 0.97)
-        util_lat = 1.0 + 0.3 * rq / (1.0 - rq)
-        p_drop = np.where(rho > 1.0, 1.0 - 1.0 / np.maximum(rho, 1.0), 0.0)
-        p_5xx = 0.03 * np.clip((rho - 0.85) / 0.15, 0.0, 1.0)
+                rate = a.rate * usual if a.variant == "crawler" else a.rate
+                streams.append(("attack", rate * _ramp(t_sec, a.start, a.end, a.ramp, 30.0), a))
         hosts = w.svc_hosts[si]
+        cap = np.full(n_sec, w.capacity[si])
+        no5xx = np.zeros(n_sec, dtype=bool)
+        deploy = np.ones(n_sec)
+        out_host = -1
+        out_mask = np.zeros(n_sec, dtype=bool)
+        cgnat = np.zeros(n_sec)
+        for sp in w.spans:
+            if sp.svc == si and sp.end > c0 and sp.start < c0 + n_sec:
+                inside = (t_sec >= sp.start) & (t_sec < sp.end)
+                if sp.kind == "host_out":
+                    out_host, out_mask = sp.host, inside
+                    cap = np.where(inside, cap * (len(hosts) - 1) / len(hosts), cap)
+                elif sp.kind == "no_5xx":
+                    no5xx |= inside
+                elif sp.kind == "deploy":
+                    deploy = np.where(inside, sp.magnitude, deploy)
+                elif sp.kind == "cgnat":
+                    cgnat = np.where(inside, sp.magnitude, cgnat)
+        load = sum(lam * (obj.cost if kind == "attack" else 1.0) for kind, lam, obj in streams)
+        rho = load / cap
+        rq = np.minimum(rho, np.where(no5xx, 0.985, 0.97))
+        util_lat = 1.0 + 0.3 * rq / (1.0 - rq)
+        p_drop = np.where((rho > 1.0) & ~no5xx, 1.0 - 1.0 / np.maximum(rho, 1.0), 0.0)
+        p_5xx = np.where(no5xx, 0.0, 0.03 * np.clip((rho - 0.85) / 0.15, 0.0, 1.0))
         for kind, lam, obj in streams:
             counts = rng.poisson(lam)
             n = int(counts.sum())
             if n == 0:
                 continue
             sec = np.repeat(np.arange(n_sec), counts)
+            variant = obj.variant if kind == "attack" else ""
+            rotate_ua = False
             if kind == "attack":
                 pop = w.attack_pop(obj)
                 ci = rng.integers(0, len(pop), n)
-                ep = np.where(rng.random(n) < 0.95, obj.endpoint, rng.integers(0, len(ENDPOINTS), n))
-                u = rng.random(n)
-                status = _ATTACK_STATUSES[np.searchsorted(_ATTACK_CUM, u * _ATTACK_CUM[-1])]
+                if variant in ("night_scraping", "single_scraper", "crawler"):
+                    # every page, as a reader would, but without the assets
+                    ep = rng.choice(len(ENDPOINTS), n, p=_SCRAPE_SHARE)
+                    u = rng.random(n)[:, None]
+                    status = _STATUSES[np.minimum((u > _STATUS_CUM[ep]).sum(axis=1), len(_STATUSES) - 1)]
+                else:
+                    ep = np.where(rng.random(n) < 0.95, obj.endpoint, rng.integers(0, len(ENDPOINTS), n))
+                    if variant == "residential_botnet" and obj.endpoint != 0:
+                        u = rng.random(n)[:, None]
+                        status = _STATUSES[np.minimum((u > _STATUS_CUM[ep]).sum(axis=1), len(_STATUSES) - 1)]
+                    else:
+                        u = rng.random(n)
+                        status = _ATTACK_STATUSES[np.searchsorted(_ATTACK_CUM, u * _ATTACK_CUM[-1])]
+                rotate_ua = variant in ("credential_stuffing", "night_scraping")
             else:
-                pop = w.population(si, day) if kind == "normal" else w.surge_pop(obj)
+                returning = kind == "normal" or obj.returning
+                pop = w.population(si, day) if returning else w.surge_pop(obj)
                 ci = _pick(rng, len(pop), n, _SKEW if kind == "normal" else 1.3)
-                ep = rng.choice(len(ENDPOINTS), n, p=_EP_SHARE)
+                if kind == "surge" and obj.endpoint >= 0:
+                    ep = np.full(n, obj.endpoint)
+                else:
+                    ep = rng.choice(len(ENDPOINTS), n, p=_EP_SHARE)
                 u = rng.random(n)[:, None]
                 status = _STATUSES[np.minimum((u > _STATUS_CUM[ep]).sum(axis=1), len(_STATUSES) - 1)]
             host = hosts[rng.integers(0, len(hosts), n)]
+            if out_host >= 0:
+                moved = (host == out_host) & out_mask[sec]
+                if moved.any():
+                    rest = hosts[hosts != out_host]
+                    host[moved] = rest[rng.integers(0, len(rest), int(moved.sum()))]
             lat = (w.host_median[host] * _EP_LAT[ep] * rng.lognormal(0.0, 0.45, n)
                    * util_lat[sec] * disk_lat[host, sec])
             tail = rng.random(n) < 0.003
             if tail.any():
                 lat[tail] *= 5.0 + rng.pareto(1.5, int(tail.sum())) * 8.0
+            d = deploy[sec]
+            if (d > 1.0).any():  # a rolling restart: cold caches on the hosts being replaced
+                lat = np.where((d > 1.0) & (rng.random(n) < 0.35), lat * d, lat)
             # overload: shed (503, fast) or time out (504 at 30 s); near-overload 5xx
             r = rng.random(n)
             shed = r < p_drop[sec]
@@ -801,17 +1312,37 @@ def _chunk_requests(w: _World, c0: float, n_sec: int, rng: np.random.Generator) 
                 timeout = rng.random(k) < 0.5
                 status[derr] = np.where(timeout, 504, 500)
                 lat[derr] = np.where(timeout, 30_000.0 + rng.random(k) * 40.0, lat[derr])
-            cols["sec"].append(sec)
-            cols["svc"].append(np.full(n, si))
-            cols["host"].append(host)
-            cols["ep"].append(ep)
-            cols["status"].append(status)
-            cols["lat"].append(lat)
-            cols["ip"].append(pop.ip[ci])
-            cols["cc"].append(pop.country[ci])
-            cols["asn"].append(pop.asn[ci])
-            cols["ua"].append(pop.ua[ci])
-            cols["attack"].append(np.full(n, kind == "attack"))
+            ip = pop.ip[ci]
+            if kind == "normal" and cgnat.any():
+                natted = (ci % 1000) < (cgnat[sec] * 1000)
+                if natted.any():
+                    ip = ip.copy()
+                    ip[natted] = w.cgnat_pool(si)[ci[natted] % 24]
+            ua = pop.ua[ci]
+            if rotate_ua:
+                ua = np.array(_ua_choice(rng, _BROWSER_UAS, n), dtype=object)
+            cc, asn = pop.country[ci], pop.asn[ci]
+            parts = [(sec, host, ep, status, lat, ip, cc, asn, ua)]
+            if sc.static_assets and kind != "attack":
+                # a browser fetches a page's assets after it (unless cached)
+                m = (rng.random(n) < _STATIC_P) & (status < 400)
+                k = int(m.sum())
+                if k:
+                    st = np.where(rng.random(k) < 0.4, 304, 200)
+                    slat = w.host_median[host[m]] * _EP_LAT[_STATIC_I] * rng.lognormal(0.0, 0.4, k) * util_lat[sec[m]]
+                    parts.append((sec[m], host[m], np.full(k, _STATIC_I), st, slat, ip[m], cc[m], asn[m], ua[m]))
+            for psec, phost, pep, pst, plat, pip, pcc, pasn, pua in parts:
+                cols["sec"].append(psec)
+                cols["svc"].append(np.full(len(psec), si))
+                cols["host"].append(phost)
+                cols["ep"].append(pep)
+                cols["status"].append(pst)
+                cols["lat"].append(plat)
+                cols["ip"].append(pip)
+                cols["cc"].append(pcc)
+                cols["asn"].append(pasn)
+                cols["ua"].append(pua)
+                cols["attack"].append(np.full(len(psec), kind == "attack"))
     if not cols["sec"]:
         return {}
     out = {k: np.concatenate(v) for k, v in cols.items()}
@@ -854,7 +1385,22 @@ def _reading(w: _World, d: _Drive, ts: float, rng: np.random.Generator) -> dict[
     errors = 0
     s5, s187, s188, s197, s198 = d.smart5, 0, 0, 0, 0
     f = d.failing
-    if f is not None and ts >= f.degrade_from:
+    if d.db and w.backup:
+        sod = local.hour * 3600 + local.minute * 60
+        if 2 * 3600 <= sod < 3.5 * 3600:  # the nightly backup reads every block
+            io *= w.backup * float(rng.lognormal(0.0, 0.15))
+    for t_tick, k_tick in d.ticks:
+        if ts >= t_tick:
+            s5 += k_tick
+    if f is not None and ts >= f.degrade_from and f.silent:
+        p = min(1.0, (ts - f.degrade_from) / (f.end - f.degrade_from))
+        io *= 1.0 + 6.0 * p**2
+        errors = int(rng.poisson(6.0 * p**2))
+        if ts >= f.start:
+            q = min(1.0, (ts - f.start) / (f.end - f.start))
+            io *= 3.0 + 20.0 * q
+            errors += int(rng.poisson(5 + 40 * q))
+    elif f is not None and ts >= f.degrade_from:
         p = min(1.0, (ts - f.degrade_from) / (f.end - f.degrade_from))
         s5 = int(640 * p**2)
         s187 = int(48 * p**3)
@@ -954,7 +1500,7 @@ def generate(
             yield REQUESTS, {
                 "ts": tm / 1000 if ep_ else f"{date_pre}{hms[sod0 + (tm - base_ms) // 1000]}.{tm % 1000:03d}Z",
                 "service": names[si], "host": hnames[hi_], "region": regions[si],
-                "endpoint": ENDPOINTS[ei], "status": st, "latency_ms": lat, "bytes": by,
+                "endpoint": _ALL_ENDPOINTS[ei], "status": st, "latency_ms": lat, "bytes": by,
                 "client_ip": ip, "country": cc, "asn": asn, "user_agent": ua,
             }
         while di < nd:
@@ -1122,6 +1668,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="requests per second of a service at the weekday peak (default 8)")
     parser.add_argument("--concurrent", action="store_true",
                         help="add a fourth incident overlapping the attack")
+    parser.add_argument("--world", action="store_true",
+                        help="a world drawn from --seed instead of the story: six services, its own date, "
+                             "seven incidents and five benign confounders (see world())")
     parser.add_argument("--speedup", type=float, default=None,
                         help="event-time seconds per wall second (Kafka only; default: as fast as possible)")
     parser.add_argument("--start", default=None, help="only events at or after this time (RFC 3339 or epoch)")
@@ -1135,9 +1684,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run ``tocsin simulate``; 0 on success, 2 on bad arguments."""
     try:
-        sc = Scenario(seed=args.seed, incident_day=args.incident_day,
-                      history_days=args.history_days, scale=args.scale,
-                      concurrent=args.concurrent)
+        if getattr(args, "world", False):
+            sc = world(args.seed, history_days=args.history_days, scale=args.scale)
+        else:
+            sc = Scenario(seed=args.seed, incident_day=args.incident_day,
+                          history_days=args.history_days, scale=args.scale,
+                          concurrent=args.concurrent)
         for name in ("start", "end"):
             if getattr(args, name) is not None:
                 _to_epoch(getattr(args, name))

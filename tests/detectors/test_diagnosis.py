@@ -36,7 +36,7 @@ def diagnose(d, f, traffic, svc_lat, hv, comp, disks=None):
 
 def test_first_homeschool_morning_is_saturation_not_attack(make_window):
     """Many first-time clients, but French residential ISPs as usual: real users."""
-    d = Diagnoser()
+    d = Diagnoser(use_model=False)
     comp = usual(make_window)
     all_hosts = [f"web-{i}" for i in range(1, 5)]
     hs = hosts(4, slow=all_hosts)
@@ -51,7 +51,7 @@ def test_first_homeschool_morning_is_saturation_not_attack(make_window):
 
 def test_botnet_of_many_foreign_ips_is_an_attack(make_window):
     """Many distinct clients (no heavy hitter) but not the usual population."""
-    d = Diagnoser()
+    d = Diagnoser(use_model=False)
     comp = usual(make_window)
     f = make_window(start=T, count=2400, countries={"US": 0.3, "CN": 0.25, "RU": 0.2, "FR": 0.25},
                     hosting_share=0.05, top10_share=0.02, new_client_share=0.9)
@@ -61,7 +61,7 @@ def test_botnet_of_many_foreign_ips_is_an_attack(make_window):
 
 
 def test_flood_that_saturates_is_an_attack_not_saturation(make_window):
-    d = Diagnoser()
+    d = Diagnoser(use_model=False)
     comp = usual(make_window)
     all_hosts = [f"web-{i}" for i in range(1, 5)]
     hs = hosts(4, slow=all_hosts)
@@ -77,7 +77,7 @@ def test_flood_that_saturates_is_an_attack_not_saturation(make_window):
 
 
 def test_failing_drive_slows_only_its_host(make_window):
-    d = Diagnoser()
+    d = Diagnoser(use_model=False)
     comp = usual(make_window)
     hs = hosts(4, slow=["web-2"])
     f = make_window(start=T, count=300, hosts=hs)
@@ -92,7 +92,7 @@ def test_failing_drive_slows_only_its_host(make_window):
 
 def test_a_host_slow_without_a_failing_drive_is_unknown(make_window):
     """A healthy drive elsewhere (or none) explains nothing: no guess."""
-    d = Diagnoser()
+    d = Diagnoser(use_model=False)
     comp = usual(make_window)
     hs = hosts(4, slow=["web-3"])
     f = make_window(start=T, count=300, hosts=hs)
@@ -104,7 +104,7 @@ def test_a_host_slow_without_a_failing_drive_is_unknown(make_window):
 
 
 def test_a_replaced_drive_stops_explaining_later_slowdowns(make_window):
-    d = Diagnoser(replaced_grace=1800)
+    d = Diagnoser(replaced_grace=1800, use_model=False)
     comp = usual(make_window)
     hs = hosts(4, slow=["web-2"])
     sig = DiskSignal("web-2", "ZA1", T - 86400, 0.95, ["SMART 5 rose"], "d1", replaced_at=T - 7200)
@@ -114,7 +114,7 @@ def test_a_replaced_drive_stops_explaining_later_slowdowns(make_window):
 
 
 def test_slowdown_without_more_traffic_is_unknown_not_saturation(make_window):
-    d = Diagnoser()
+    d = Diagnoser(use_model=False)
     comp = usual(make_window)
     all_hosts = [f"web-{i}" for i in range(1, 5)]
     hs = hosts(4, slow=all_hosts)
@@ -124,14 +124,14 @@ def test_slowdown_without_more_traffic_is_unknown_not_saturation(make_window):
 
 
 def test_a_surge_that_is_served_fine_is_not_called_saturation(make_window):
-    d = Diagnoser()
+    d = Diagnoser(use_model=False)
     comp = usual(make_window)
     (finding,) = diagnose(d, make_window(start=T, count=1500), verdict("request_rate", 25.0, 5.0), [], {}, comp)
     assert finding.cause == "unknown" and "served normally" in finding.title
 
 
 def test_two_incidents_at_once_on_two_services(make_window):
-    d = Diagnoser()
+    d = Diagnoser(use_model=False)
     comp_a, comp_b = usual(make_window), usual(make_window)
     all_hosts = [f"web-{i}" for i in range(1, 5)]
     hs = hosts(4, slow=all_hosts)
@@ -146,7 +146,7 @@ def test_two_incidents_at_once_on_two_services(make_window):
 
 @pytest.mark.parametrize("warm", [0, 10])
 def test_no_population_evidence_before_the_composition_is_learned(make_window, warm):
-    d = Diagnoser(composition_warmup=30)
+    d = Diagnoser(composition_warmup=30, use_model=False)
     comp = usual(make_window, n=warm) if warm else None
     f = make_window(start=T, count=3000, hosting_share=0.7)
     score, ev = d.population_shift(f, comp)
@@ -154,7 +154,84 @@ def test_no_population_evidence_before_the_composition_is_learned(make_window, w
 
 
 def test_evidence_reads_in_local_time(make_window):
-    d = Diagnoser(timezone="Europe/Paris")
+    d = Diagnoser(timezone="Europe/Paris", use_model=False)
     comp = usual(make_window)
     (finding,) = diagnose(d, make_window(start=T, count=1500), verdict("request_rate", 25.0, 5.0), [], {}, comp)
     assert "Tuesday 10:00 (Europe/Paris)" in finding.evidence[0].text
+
+
+# -- with the learned cause model ------------------------------------------------
+
+def _model():
+    """A real River model trained on seeded windows of three telling shapes."""
+    import random
+
+    from detectors.cause_features import FEATURE_NAMES
+    from detectors.cause_model import CauseModel
+
+    rng = random.Random(3)
+    rows = []
+    for i in range(400):
+        x = {n: rng.gauss(0.0, 0.03) for n in FEATURE_NAMES}
+        k = i % 4
+        if k == 0:  # a crawler: more traffic, robots say so
+            x.update(log_rate_ratio=0.7, bot_share=0.5)
+            rows.append((x, "benign"))
+        elif k == 1:  # a host gone, the rest slow
+            x.update(log_p95_ratio=1.5, hosts_ratio=0.67, slow_host_share=1.0)
+            rows.append((x, "capacity_saturation"))
+        elif k == 2:  # one host slow alone
+            x.update(slow_host_share=0.25)
+            rows.append((x, "disk_failure"))
+        else:
+            x.update(log_rate_ratio=1.5, d_hosting=0.6)
+            rows.append((x, "suspected_attack"))
+    m = CauseModel.from_rows(rows)
+    m.set_calibration([(0.5, 0.4), (1.0, 0.85)])
+    return m
+
+
+def test_model_keeps_a_crawler_burst_quiet(make_window):
+    from detectors.cause_features import MixFeatures
+
+    d = Diagnoser(cause_model=_model())
+    comp = usual(make_window)
+    mix_usual = MixFeatures(requests=100, clients=40, asset_ratio=0.4)
+    for i in range(40):  # the usual client mix, learned on quiet windows
+        d.diagnose(make_window(start=T - 7200 + 60 * i), verdict("request_rate", 5.0, 5.0, flagged=False),
+                   [], {}, comp, {}, [], mix=mix_usual)
+    crawl = MixFeatures(requests=200, clients=5, asset_ratio=0.2, bot_share=0.5)
+    rules_only = Diagnoser(use_model=False)
+    f = make_window(start=T, count=600)
+    assert rules_only.diagnose(f, verdict("request_rate", 10.0, 5.0), [], {}, comp, {}, ["a"])[0].cause == "unknown"
+    assert d.diagnose(f, verdict("request_rate", 10.0, 5.0), [], {}, comp, {}, ["a"], mix=crawl) == []
+
+
+def test_model_names_a_lost_host_saturation_with_calibrated_confidence(make_window):
+    d = Diagnoser(cause_model=_model())
+    comp = usual(make_window)
+    for i in range(40):  # four hosts usually serve
+        d.diagnose(make_window(start=T - 7200 + 60 * i), verdict("request_rate", 5.0, 5.0, flagged=False),
+                   [], {}, comp, {}, [])
+    three = [f"web-{i}" for i in range(1, 4)]
+    hs = hosts(3, slow=three)
+    f = make_window(start=T, count=300, hosts=hs)
+    (finding,) = d.diagnose(f, verdict("request_rate", 5.0, 5.0, flagged=False),
+                            [verdict("latency_p95_ms", 1100.0, 250.0)], host_verdicts(hs, slow=three), comp, {}, ["a"])
+    assert finding.cause == "capacity_saturation"
+    assert finding.confidence == 0.85  # the reliability table's figure, not the raw probability
+    assert "3 hosts serving against 4 usual" in finding.title
+    assert any(e.signal.startswith("model:") and "weighs for capacity saturation" in e.text for e in finding.evidence)
+    assert finding.features is not None and finding.features["hosts_ratio"] < 0.8
+
+
+def test_one_slow_host_the_model_blames_on_its_disk_carries_the_host(make_window):
+    d = Diagnoser(cause_model=_model())
+    comp = usual(make_window)
+    hs = hosts(4, slow=["web-2"])
+    f = make_window(start=T, hosts=hs)
+    findings = d.diagnose(f, verdict("request_rate", 5.0, 5.0, flagged=False), [], host_verdicts(hs, slow=["web-2"]),
+                          comp, {}, ["a"])
+    assert [x.cause for x in findings] == ["disk_failure"]
+    assert findings[0].labels == {"service": "ent", "host": "web-2", "disk": None}
+    assert "web-2" in findings[0].title

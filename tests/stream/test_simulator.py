@@ -67,7 +67,7 @@ def test_ground_truth_lists_the_three_causes():
     assert [i["cause"] for i in truth] == ["capacity_saturation", "suspected_attack", "disk_failure"]
     assert len({i["service"] for i in truth}) == 3
     for inc in truth:
-        assert set(inc) == {"id", "cause", "service", "host", "disk", "start", "end", "description"}
+        assert set(inc) == {"id", "cause", "service", "host", "disk", "start", "end", "description", "kind", "ramp_start"}
         assert inc["start"].endswith("Z") and inc["end"].endswith("Z")
         s, e = _window(inc)
         assert s < e
@@ -230,3 +230,136 @@ def test_write_jsonl_and_cli(tmp_path):
     assert sim.run(bad) == 2
     with pytest.raises(SystemExit):
         parser.parse_args(["--seed", "1"])  # neither --out nor --bootstrap-servers
+
+
+# --------------------------------------------------------------------------
+# Many worlds: the incident shapes and confounders of issue 13
+# --------------------------------------------------------------------------
+
+_SVC = (sim.ServiceSpec("ent-a", "grand-est", hosts=3, headroom=1.5, db_hosts=1),
+        sim.ServiceSpec("ent-b", "bretagne", hosts=4, headroom=1.5))
+
+
+def _at(h, m=0, day=6):
+    return datetime(2021, 4, day, h, m, tzinfo=sim.ZoneInfo("Europe/Paris")).timestamp()
+
+
+def _slice(sc, t0, t1, service="ent-a"):
+    return [ev for topic, ev in generate(sc, t0, t1) if topic == "requests" and ev["service"] == service]
+
+
+def _sc(*incidents, confounders=()):
+    return Scenario(seed=5, history_days=1, scale=2.0, services=_SVC, incidents=incidents, confounders=confounders,
+                    static_assets=True, regional_networks=True)
+
+
+def test_world_is_deterministic_and_labels_incidents_and_confounders():
+    a, b = sim.world(7, history_days=1), sim.world(7, history_days=1)
+    assert a == b and sim.world(8, history_days=1) != a
+    truth = ground_truth(a)
+    causes = Counter(t["cause"] for t in truth)
+    assert causes["benign"] == len(a.confounders) >= 4
+    assert sum(causes.values()) - causes["benign"] >= 7
+    for t in truth:
+        assert t["kind"] and _parse(t["start"]) < _parse(t["end"])
+    # over a handful of seeds every shape is drawn
+    kinds = {(t["cause"], t["kind"]) for s in range(101, 113) for t in ground_truth(sim.world(s, history_days=1))}
+    assert {("suspected_attack", "residential_botnet"), ("suspected_attack", "credential_stuffing"),
+            ("capacity_saturation", "capacity_loss"), ("disk_failure", "silent")} <= kinds
+    assert {"newsletter", "deploy", "crawler", "cgnat", "smart_tick"} <= {k for c, k in kinds if c == "benign"}
+
+
+def test_residential_botnet_uses_home_addresses_browsers_and_no_assets():
+    inc = sim.Incident("b", "suspected_attack", "ent-a", _at(10), _at(11), magnitude=3.0,
+                       variant="residential_botnet", endpoint="/ressources", ramp_s=600.0, sources=3000)
+    sc = _sc(inc)
+    before = _slice(sc, _at(9, 30), _at(9, 50))
+    during = _slice(sc, _at(10, 30), _at(10, 50))
+    assert len(during) > 2.5 * len(before)
+    res = {a for a, *_ in sim.RESIDENTIAL_FR_ASNS}
+    assert sum(ev["asn"] in res for ev in during) / len(during) > 0.9
+    assert all(ev["user_agent"].startswith(("Mozilla", "MonENT")) for ev in during)
+    static = lambda evs: sum(ev["endpoint"] == "/static" for ev in evs) / len(evs)  # noqa: E731
+    assert static(before) > 0.2 and static(during) < 0.5 * static(before)
+    assert Counter(ev["endpoint"] for ev in during).most_common(1)[0][0] == "/ressources"
+    truth = ground_truth(sc)[0]
+    assert _parse(truth["start"]) == pytest.approx(_at(10) + 300, abs=1)  # half the ramp
+
+
+def test_credential_stuffing_adds_a_third_and_fails_logins_with_rotating_agents():
+    inc = sim.Incident("c", "suspected_attack", "ent-a", _at(14), _at(15), magnitude=0.4,
+                       variant="credential_stuffing", sources=800)
+    sc = _sc(inc)
+    base = _slice(_sc(), _at(14, 10), _at(14, 50))  # the same world without it
+    during = _slice(sc, _at(14, 10), _at(14, 50))
+    assert 1.2 < len(during) / len(base) < 1.6
+    fails = lambda evs: sum(ev["status"] == 401 for ev in evs if ev["endpoint"] == "/login") / max(1, sum(ev["endpoint"] == "/login" for ev in evs))  # noqa: E731
+    assert fails(during) > 3 * fails(base)
+    per_ip = defaultdict(set)
+    for ev in during:
+        if ev["status"] == 401:
+            per_ip[ev["client_ip"]].add(ev["user_agent"])
+    assert statistics.mean(len(v) for v in per_ip.values() if len(v) >= 1) > 1.3
+
+
+def test_capacity_loss_takes_a_host_out_and_the_others_slow_down():
+    inc = sim.Incident("l", "capacity_saturation", "ent-a", _at(9), _at(10), magnitude=1.3, variant="capacity_loss")
+    sc = _sc(inc)
+    before, during = _slice(sc, _at(8, 40), _at(8, 58)), _slice(sc, _at(9, 10), _at(9, 30))
+    hosts_before, hosts_during = {ev["host"] for ev in before}, {ev["host"] for ev in during}
+    assert len(hosts_before) == 3 and len(hosts_during) == 2
+    p95 = lambda evs: float(np.percentile([ev["latency_ms"] for ev in evs if ev["endpoint"] != "/static"], 95))  # noqa: E731
+    assert p95(during) > 1.5 * p95(before)
+
+
+def test_no_5xx_saturation_is_slow_without_errors():
+    inc = sim.Incident("n", "capacity_saturation", "ent-a", _at(9), _at(10), magnitude=1.6, variant="no_5xx")
+    during = _slice(_sc(inc), _at(9, 20), _at(9, 40))
+    assert sum(ev["status"] >= 500 for ev in during) / len(during) < 0.01
+
+
+def test_confounders_shape_the_traffic_without_an_incident():
+    confs = (sim.Confounder("n", "newsletter", "ent-a", _at(15), _at(15, 40), 2.5, "/messagerie"),
+             sim.Confounder("cr", "crawler", "ent-b", _at(15), _at(15, 10), 1.5),
+             sim.Confounder("nat", "cgnat", "ent-b", _at(16), _at(23), 0.5),
+             sim.Confounder("t", "smart_tick", "ent-a", _at(3), _at(23), 2.0, host="ent-a-web-1"))
+    sc = _sc(confounders=confs)
+    news = _slice(sc, _at(15, 2), _at(15, 12))
+    assert Counter(ev["endpoint"] for ev in news).most_common(1)[0][0] == "/messagerie"
+    crawl = _slice(sc, _at(15, 2), _at(15, 8), "ent-b")
+    assert 0.2 < sum("Googlebot" in ev["user_agent"] for ev in crawl) / len(crawl) < 0.8
+    nat = _slice(sc, _at(16, 10), _at(16, 30), "ent-b")
+    top = Counter(ev["client_ip"] for ev in nat).most_common(24)
+    assert sum(n for _, n in top) / len(nat) > 0.3
+    readings = [ev for topic, ev in generate(sc, _at(2), _at(6)) if topic == "disk-health" and ev["host"] == "ent-a-web-1"]
+    s5 = [ev["smart"]["5"] for ev in readings if ev["disk"] == readings[0]["disk"]]
+    assert s5[0] == s5[1] and s5[-1] == s5[0] + 2 and len(set(s5)) == 2  # ticks once and stays flat
+    assert [t["cause"] for t in ground_truth(sc)] == ["benign"] * 4
+
+
+def test_silent_disk_has_no_smart_warning_and_db_host_serves_no_requests():
+    inc = sim.Incident("d", "disk_failure", "ent-a", _at(11), _at(12), host="ent-a-web-2", variant="silent",
+                       lead_days=0.2, magnitude=8.0)
+    db = sim.Incident("e", "disk_failure", "ent-a", _at(2, 30), _at(3, 30), variant="db_host", lead_days=0.5)
+    sc = _sc(inc, db)
+    readings = [ev for topic, ev in generate(sc, _at(8), _at(12)) if topic == "disk-health"]
+    sick = [ev for ev in readings if ev["host"] == "ent-a-web-2" and ev["io_latency_ms"] > 30]
+    assert sick and all(ev["smart"]["5"] == 0 and ev["smart"]["197"] == 0 for ev in sick)
+    truth = ground_truth(sc)
+    assert truth[1]["host"] == "ent-a-db-1"
+    assert all(ev["host"] != "ent-a-db-1" for ev in _slice(sc, _at(2), _at(4)))
+
+
+def test_cli_writes_a_world_with_its_confounders(tmp_path):
+    parser = argparse.ArgumentParser()
+    sim.add_arguments(parser)
+    sc = sim.world(4, history_days=0, scale=0.3)
+    day_start = sim._to_epoch(sc.start)
+    args = parser.parse_args(["--out", str(tmp_path), "--world", "--seed", "4", "--history-days", "0", "--scale", "0.3",
+                              "--start", str(day_start + 8 * 3600), "--end", str(day_start + 8.25 * 3600)])
+    assert sim.run(args) == 0
+    truth = orjson.loads((tmp_path / "truth.json").read_bytes())
+    assert truth == ground_truth(sc) and any(t["cause"] == "benign" for t in truth)
+    with gzip.open(tmp_path / "requests.jsonl.gz") as f:
+        services = {decode_request(x).service for x in f.read().splitlines()}
+    assert services <= {s.name for s in sc.services} and len(services) >= 4
