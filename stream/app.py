@@ -212,6 +212,8 @@ class TocsinApp:
             follow=None if local_outputs else self._follow, web=web,
             acks_topic=self._topic(t.acks), labels_topic=self._topic(t.labels),
         )
+        # Labels from Slack (or the CLI) teach the cause model.
+        self.notifications.label_listeners.append(self.runner.apply_label)
         self.notifier = self.notifications.notifier
         self.silences = self.notifications.silences
         self.silences_topic = self.notifications.silences_topic

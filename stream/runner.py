@@ -326,6 +326,21 @@ class Runner:
             return
         self.engine.apply_signal(sig)
 
+    # -- labels people gave -----------------------------------------------------------
+    def apply_label(self, rec: dict[str, Any]) -> bool:
+        """A ``tocsin.label.v1`` record (the cause someone confirmed or corrected): the cause model learns it.
+
+        Every worker reads every label; the one that still holds the alert's
+        features learns from it (True), the others count it as not theirs.
+        """
+        fingerprint, cause = rec.get("fingerprint"), rec.get("cause")
+        if not isinstance(fingerprint, str) or not isinstance(cause, str):
+            self.counts["labels.unreadable"] += 1
+            return False
+        learnt = self.engine.learn_label(fingerprint, cause)
+        self.counts["labels.learnt" if learnt else "labels.not_held"] += 1
+        return learnt
+
     # -- output ----------------------------------------------------------------------
     def emit(self, out: Output) -> None:
         box = self.outbox

@@ -101,3 +101,22 @@ def test_bad_disk_messages_go_to_the_dead_letter_port(value):
     (dead,) = [orjson.loads(d) for d in box.dead_letters]
     assert dead["source"] == {"topic": "disk-health", "partition": 2, "offset": 41}
     assert runner.counts["dead_letter.disk-health"] == 1
+
+
+def test_a_label_someone_gave_teaches_the_cause_model_of_the_worker_that_holds_the_alert():
+    from detectors.cause_model import CauseModel
+
+    box = ListOutbox()
+    engine = Engine()
+    engine.diagnoser.cause_model = CauseModel.from_table()  # its own: the process-wide one stays untouched
+    runner = Runner(engine, box)
+    runner.process_request_records(0, [msg(i, v) for i, v in enumerate(minutes(0, 50, 100))])
+    flood = [request(T0 + m * 60 + i * 0.04, status=503, latency=900.0) for m in range(50, 53) for i in range(1500)]
+    runner.process_request_records(0, [msg(i, v) for i, v in enumerate(flood)])
+    fingerprint = orjson.loads(box.alerts[0][1])["fingerprint"]
+    label = {"schema": "tocsin.label.v1", "fingerprint": fingerprint, "cause": "capacity_saturation",
+             "author": "U024BE7LH", "source": "slack", "ts": "2021-04-06T08:20:00Z"}
+    assert runner.apply_label(label) is True
+    assert runner.apply_label({**label, "fingerprint": "not-ours"}) is False
+    assert runner.apply_label({"fingerprint": 3}) is False
+    assert (runner.counts["labels.learnt"], runner.counts["labels.not_held"], runner.counts["labels.unreadable"]) == (1, 1, 1)
