@@ -89,6 +89,9 @@ class Engine:
         self.mix = ClientMix(window=c.window, sample_mod=c.diagnosis.mix_sample) if c.diagnosis.mix_sample else None
         self.diagnoser = Diagnoser(timezone=c.timezone, **c.diagnosis.model_dump())
         self.disk_detector = DiskFailureDetector(**c.disk)
+        # The disk model shared by every drive (per drive model population,
+        # learned weights) changed since the last checkpoint.
+        self._disk_model_dirty = False
         self.tracker = AlertTracker(self.alerting.pending_for, self.alerting.keep_firing_for)
         self.limits = c.limits
         # Fewer requests than this in a window: no detector can flag it (their min_count).
@@ -278,6 +281,7 @@ class Engine:
             self.counts["drives.evicted"] += 1
         verdict = self.disk_detector.score_one(ev, state)
         drives[key] = self.disk_detector.learn_one(ev, state)
+        self._disk_model_dirty = True
         self._dirty.add(("drive", key))
         if verdict.flagged:
             a = Anomaly(
@@ -501,6 +505,10 @@ class Engine:
                    "composition": self.composition, "drive": self.drives}[kind].get(key)
             if obj is not None:
                 out[f"{kind}:{key}"] = obj.to_bytes()
+        if self._disk_model_dirty:
+            # (state of no one key: the stream layer files it under its own name, "shared")
+            out["shared:disk"] = self.disk_detector.to_bytes()
+            self._disk_model_dirty = False
         self._dirty.clear()
         for name in self._gone:
             out.setdefault(name, None)
@@ -525,6 +533,9 @@ class Engine:
         if kind == "alert":
             self.tracker.load(data)
             self._alerts_saved[name] = data
+            return
+        if kind == "shared" and key == "disk":
+            self.disk_detector = DiskFailureDetector.from_bytes(data, **self.config.disk)
             return
         if kind == "traffic":
             svc = key

@@ -120,3 +120,21 @@ def test_a_label_someone_gave_teaches_the_cause_model_of_the_worker_that_holds_t
     assert runner.apply_label({**label, "fingerprint": "not-ours"}) is False
     assert runner.apply_label({"fingerprint": 3}) is False
     assert (runner.counts["labels.learnt"], runner.counts["labels.not_held"], runner.counts["labels.unreadable"]) == (1, 1, 1)
+
+
+def test_the_shared_disk_model_is_checkpointed_and_restored_with_the_drives():
+    store = DictStore()
+    runner = Runner(Engine(), ListOutbox(), store)
+    for day in range(20):
+        for d in range(5):
+            value = orjson.dumps({"ts": T0 + day * 86400, "host": "db-1", "disk": f"sd{d}", "model": "ST4000DM000",
+                                  "smart": {"5": 0, "187": 0, "188": day if d == 0 else 0, "9": 1000 + 24 * day}})
+            runner.process_disk_value(1, day * 5 + d, value)
+    assert runner.checkpoint() > 0
+    assert b"s0/shared:disk" in store.data and b"d1/drive:db-1/sd0" in store.data
+    assert runner.checkpoint() == 0  # nothing changed since
+
+    other = Runner(Engine(), ListOutbox(), store)
+    other.restore({1})
+    assert other.engine.disk_detector.to_bytes() == runner.engine.disk_detector.to_bytes()
+    assert other.engine.drives["db-1/sd0"].to_bytes() == runner.engine.drives["db-1/sd0"].to_bytes()
