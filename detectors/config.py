@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 from datetime import date
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model, field_validator
@@ -123,7 +123,7 @@ class LimitsConfig(_Strict):
 def _partial(model: type[_Strict]) -> type[_Strict]:
     """The same fields, all optional: an override names only what it changes."""
     fields: dict[str, Any] = {
-        name: (f.annotation | None, Field(None, **{k: v for k, v in _bounds(f).items()}))
+        name: (Optional[f.annotation], Field(None, **{k: v for k, v in _bounds(f).items()}))  # noqa: UP045 - a runtime type
         for name, f in model.model_fields.items()
     }
     return create_model(f"Partial{model.__name__}", __base__=_Strict, **fields)
@@ -138,16 +138,20 @@ def _bounds(f: Any) -> dict[str, Any]:
     return out
 
 
-PartialTraffic = _partial(TrafficConfig)
-PartialLatency = _partial(LatencyConfig)
+if TYPE_CHECKING:  # the type checker sees the full models: the same fields (all optional at run time)
+    PartialTraffic = TrafficConfig
+    PartialLatency = LatencyConfig
+else:
+    PartialTraffic = _partial(TrafficConfig)
+    PartialLatency = _partial(LatencyConfig)
 
 
 class Override(_Strict):
     """Parameters for the services whose name matches ``service`` (a glob)."""
 
     service: str
-    traffic: PartialTraffic = PartialTraffic()  # type: ignore[valid-type]
-    latency: PartialLatency = PartialLatency()  # type: ignore[valid-type]
+    traffic: PartialTraffic = PartialTraffic()
+    latency: PartialLatency = PartialLatency()
 
 
 class DetectorsConfig(_Strict):

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 from urllib.parse import quote
@@ -221,6 +221,17 @@ class Presentation:
     dashboard_url: str | None = None
     report_url: str | None = None
     next_steps: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, pres: Presentation | None, runbook_url: str | None = None,
+           dashboard_url: str | None = None) -> Presentation:
+        """``pres`` (or the defaults) with a receiver's plain ``runbook_url`` / ``dashboard_url`` where it has none."""
+        pres = pres or cls()
+        if runbook_url and not pres.runbook_url:
+            pres = replace(pres, runbook_url=runbook_url)
+        if dashboard_url and not pres.dashboard_url:
+            pres = replace(pres, dashboard_url=dashboard_url)
+        return pres
 
     @property
     def tz(self) -> tzinfo:

@@ -258,14 +258,7 @@ def _escape(text: str) -> str:
 
 def _mrkdwn(text: str, limit: int) -> str:
     """Escape user text for mrkdwn and cut it to ``limit`` without splitting an entity."""
-    text = _escape(text)
-    if len(text) <= limit:
-        return text
-    cut = text[: limit - 1]
-    amp = cut.rfind("&", max(0, len(cut) - 5))
-    if amp != -1 and ";" not in cut[amp:]:
-        cut = cut[:amp]
-    return cut + "…"
+    return _mrkdwn_cut(_escape(text), limit)
 
 
 def _cause(alert: Alert) -> str:
@@ -540,12 +533,7 @@ class SlackReceiver(Receiver):
         # and the acknowledgements to show on it (set by the worker).
         self.actions = actions
         self.acks: AckStore | None = None
-        pres = presentation or Presentation()
-        if runbook_url and not pres.runbook_url:
-            pres = dataclasses.replace(pres, runbook_url=runbook_url)
-        if dashboard_url and not pres.dashboard_url:
-            pres = dataclasses.replace(pres, dashboard_url=dashboard_url)
-        self.presentation = pres
+        self.presentation = Presentation.of(presentation, runbook_url, dashboard_url)
         self._client: AsyncWebClient | None = client
         self._session: aiohttp.ClientSession | None = None
 

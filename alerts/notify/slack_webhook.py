@@ -11,7 +11,6 @@ and kept out of slack-sdk's debug log.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from typing import Any, Literal
 
@@ -135,12 +134,7 @@ class SlackWebhookReceiver(Receiver):
                  presentation: Presentation | None = None) -> None:
         self.url = url if isinstance(url, Secret) else Secret(url)
         self.timeout = timeout
-        pres = presentation or Presentation()
-        if runbook_url and not pres.runbook_url:
-            pres = dataclasses.replace(pres, runbook_url=runbook_url)
-        if dashboard_url and not pres.dashboard_url:
-            pres = dataclasses.replace(pres, dashboard_url=dashboard_url)
-        self.presentation = pres
+        self.presentation = Presentation.of(presentation, runbook_url, dashboard_url)
         self.send_resolved = send_resolved
         self.name = name
         self._session: aiohttp.ClientSession | None = None
