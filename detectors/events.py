@@ -5,8 +5,8 @@ line) into a typed, validated struct, or raises :class:`InvalidEvent` with a
 one-line reason that goes to the dead-letter topic: a wrong type, a missing
 field, or a value outside its plausible range (the table below; README.md,
 "Value ranges of the input events"). msgspec does the decoding
-and the type checks in one pass (0.4 µs an event, against 7.7 µs for a
-``faust.Record``; see shared/PERF.md).
+and the type checks in one pass, many times cheaper than a ``faust.Record``
+(figures in benchmarks/README.md).
 
 :func:`decode_requests` does many at once (a Kafka batch, a block of a
 file) with the same verdicts, a fifth or so faster (the per-message loop runs in C).
@@ -224,7 +224,7 @@ class RequestBatch:
     (or RequestEvents), read for every field but ``ts`` (a decoded message
     keeps its ``ts`` as sent: never read it). ``WindowAggregator.add_batch``
     reads the columns straight from them: no RequestEvent is built per event
-    (a few tenths of a µs an event). It still behaves as the list of its
+    (what building them would cost is most of the decoding). It still behaves as the list of its
     RequestEvents (made on demand, :meth:`events`): length, iteration,
     indexing, equality; a slice is a RequestBatch.
     """

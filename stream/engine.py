@@ -50,11 +50,10 @@ def tune_gc() -> None:
     """Set the cyclic collector for the engine's allocation pattern (``tocsin`` does it at start).
 
     A batch allocates thousands of short-lived lists and tuples (the columns,
-    the groups), freed by reference counting; at CPython's default every
-    700 allocations, the collections that found nothing to collect took
-    about a tenth of the batch time, their scans of the long-lived windows
-    and sketches included. Collecting every 20,000 allocations keeps cyclic
-    garbage bounded all the same.
+    the groups), freed by reference counting; at CPython's default (every
+    700 allocations) the collector keeps rescanning the long-lived windows
+    and sketches and finds nothing to collect. Collecting every 20,000
+    allocations keeps cyclic garbage bounded all the same.
     """
     _, gen1, gen2 = gc.get_threshold()
     gc.set_threshold(GC_GEN0, gen1, gen2)
