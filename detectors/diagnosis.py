@@ -430,10 +430,12 @@ class Diagnoser:
         conf = round(self.cause_model.confidence(p), 3)
         rule_cause = rules[0].cause
         if cause == "benign":
-            # Nothing pages when the model is sure; when it is less so, only if the rules
-            # themselves found no cause or no harm across the service.
-            if not anomaly_ids or p >= max(0.8, self.benign_min_proba) or (
-                    p >= self.benign_min_proba and (rule_cause == "unknown" or not (svc_harm and widespread))):
+            # The model may keep quiet what the rules could not explain (or what only its own
+            # triggers raised), never a cause the rules read from the window itself: a model
+            # learned on simulated worlds must not mute a flood from hosting networks.
+            if not anomaly_ids or (rule_cause == "unknown" and (
+                    p >= max(0.8, self.benign_min_proba)
+                    or (p >= self.benign_min_proba and not (svc_harm and widespread)))):
                 return []
             return rules
         if not anomaly_ids and p < self.trigger_min_proba:

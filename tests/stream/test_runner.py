@@ -138,3 +138,18 @@ def test_the_shared_disk_model_is_checkpointed_and_restored_with_the_drives():
     other.restore({1})
     assert other.engine.disk_detector.to_bytes() == runner.engine.disk_detector.to_bytes()
     assert other.engine.drives["db-1/sd0"].to_bytes() == runner.engine.drives["db-1/sd0"].to_bytes()
+
+
+def test_the_cause_model_never_mutes_a_flood_the_rules_name():
+    """A 12x flood from hosting networks with half 503s, 35 minutes into a service's life (the
+    model's client-mix baselines barely warm): the rules name the attack, and it alerts."""
+    from tests.integration.test_broker_restart import two_services
+
+    box = ListOutbox()
+    runner = Runner(Engine(), box)
+    values = [value for _, value, _ in two_services()]
+    for i in range(0, len(values), 500):
+        runner.process_request_records(0, [msg(i + j, v) for j, v in enumerate(values[i:i + 500])])
+    runner.flush()
+    firing = [orjson.loads(v) for _, v in box.alerts if orjson.loads(v)["status"] == "firing"]
+    assert [(a["cause"], a["labels"]["service"]) for a in firing] == [("suspected_attack", "ent-a")]
