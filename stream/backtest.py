@@ -40,7 +40,7 @@ from alerts.model import Alert, alert_from_record
 from alerts.notify.base import Memory, Receiver
 from alerts.notify.notifier import AlertNotifier
 from detectors.errors import InvalidEvent
-from detectors.events import DiskHealthEvent, decode_disk
+from detectors.events import DiskHealthEvent, decode_disk, decode_requests
 from detectors.timeguard import EventTimeGuard
 from detectors.timeutil import format_ts
 
@@ -277,11 +277,14 @@ def _replay(runner: Runner, requests: str | None, disks: str | None, router: _Ro
     events = 0
     if requests:
         for n0, lines in iter_blocks(requests):
-            # Judge the stripped, non-blank lines, as the line reader gives them.
-            nums = [n for n, line in enumerate(lines, n0) if line.strip()]
-            # (msgspec reads JSON with surrounding whitespace: only blank lines need leaving out)
-            kept = [lines[n - n0].strip() for n in nums] if len(nums) < len(lines) else lines
-            evs = runner.admit_requests(kept, 0, lambda i, nums=nums: {"file": requests, "line": nums[i]})
+            evs, errors = decode_requests(lines)
+            if not errors:  # (the usual block: msgspec reads JSON with surrounding whitespace)
+                evs = runner.admit_decoded(evs, errors, lines, 0, lambda i, n0=n0: {"file": requests, "line": n0 + i})
+            else:
+                # Judge the stripped, non-blank lines, as the line reader gives them.
+                nums = [n for n, line in enumerate(lines, n0) if line.strip()]
+                kept = [lines[n - n0].strip() for n in nums]
+                evs = runner.admit_requests(kept, 0, lambda i, nums=nums: {"file": requests, "line": nums[i]})
             m = len(evs)
             if not m:
                 continue

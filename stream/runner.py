@@ -249,6 +249,11 @@ class Runner:
         None when replaying.
         """
         evs, bad = decode_requests(list(values))
+        return self.admit_decoded(evs, bad, values, source, where, arrival)
+
+    def admit_decoded(self, evs: RequestBatch, bad: list[tuple[int, str]], values: Sequence[bytes], source: int,
+                      where: Callable[[int], dict[str, Any]], arrival: float | None = None) -> RequestBatch:
+        """:meth:`admit_requests` after ``decode_requests(values)`` gave ``evs`` and ``bad``."""
         for i, reason in bad:
             self.dead_letter(where(i), reason, values[i], "requests")
         if self.guard is not None and len(evs):
