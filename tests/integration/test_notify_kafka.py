@@ -146,7 +146,7 @@ def test_one_thread_per_group_through_kafka(kafka_bootstrap, embedded_broker, un
     assert "(+2 more alerts)" in (ent_root.edits[0]["text"] if ent_root.edits else ent_root.text)
     # Nothing in the ent thread but its resolve; nothing at all about the inhibited alert.
     ent_replies = fake.replies(ent_root.ts)
-    assert len(ent_replies) == 1 and ent_replies[0].text.count("resolved after") == 3
+    assert len(ent_replies) == 1 and ent_replies[0].text.count("*Resolved:*") == 3
     assert ent_root.text.startswith("[RESOLVED") and len(ent_root.edits) == 1
     assert fake.replies(disk_root.ts) == [] and not disk_root.edits
     assert all(muted.title not in (c.json.get("text") or "") + str(c.json.get("blocks")) for c in fake.calls)
