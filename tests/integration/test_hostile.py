@@ -20,9 +20,7 @@ import urllib.request
 import orjson
 from kafka import KafkaProducer
 
-from stream.broker import free_port
-
-from .test_restart import events_processed, start_worker, wait_for
+from .test_restart import events_processed, start_worker, wait_for, worker_config
 from .test_worker import read_all, synthetic_stream
 
 NEAR_LIMIT = 1_000_000
@@ -52,16 +50,7 @@ def dead_letters(port: int) -> float:
 
 def test_a_mixed_hostile_stream_does_not_silence_the_worker(kafka_bootstrap, unique_names, tmp_path, monkeypatch):
     names = unique_names()
-    metrics_port, web_port = free_port(), free_port()
-    config = tmp_path / "tocsin.yaml"
-    config.write_text(
-        f"kafka: {{group_id: {names}-group}}\n"
-        f"topics: {{requests: {names}-req, disk_health: {names}-disk, anomalies: {names}-anom, "
-        f"alerts: {names}-alerts, dead_letter: {names}-dl, silences: {names}-sil, labels: {names}-labels, "
-        f"acks: {names}-acks}}\n"
-        f"web: {{port: {web_port}}}\nmetrics: {{port: {metrics_port}}}\n"
-        "detectors: {limits: {max_services: 200}}\n"
-    )
+    config, metrics_port, web_port = worker_config(tmp_path, names, "detectors: {limits: {max_services: 200}}\n")
     monkeypatch.setenv("TOCSIN_WEB_TOKEN", TOKEN)
     rng = random.Random(5)
     stream = synthetic_stream()  # 57 minutes of ent-test, a flood from hosting networks at minutes 45-48
@@ -93,7 +82,7 @@ def test_a_mixed_hostile_stream_does_not_silence_the_worker(kafka_bootstrap, uni
     producer.flush()
     producer.close()
 
-    worker = start_worker(str(config), kafka_bootstrap, tmp_path, "hostile")
+    worker = start_worker(config, kafka_bootstrap, tmp_path, "hostile")
     try:
         wait_for(lambda: events_processed(metrics_port) >= len(out) + 1, 240, "every message read", worker)
         # The web port: no write without the token, no silence of everything, no huge or deep body.

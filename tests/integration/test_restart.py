@@ -15,6 +15,7 @@ from kafka import KafkaProducer
 
 from stream.broker import free_port
 
+from .test_broker_restart import committed_and_end
 from .test_worker import read_all, synthetic_stream
 
 pytestmark = pytest.mark.skipif(
@@ -53,31 +54,23 @@ def wait_for(cond, timeout: float, what: str, proc: subprocess.Popen | None = No
     pytest.fail(f"timed out waiting for {what}")
 
 
-def committed_and_end_offsets(bootstrap: str, group: str, topic: str) -> tuple[dict[int, int], dict[int, int]]:
-    """The offsets ``group`` committed on ``topic`` and the end offsets, by partition."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    # A consumer of the group that joins nothing (no subscription): it only reads the group's offsets.
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
-    try:
-        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        ends = {tp.partition: off for tp, off in consumer.end_offsets(parts).items() if off}
-        committed = {tp.partition: consumer.committed(tp) for tp in parts}
-    finally:
-        consumer.close()
-    return {p: o for p, o in committed.items() if o or p in ends}, ends
-
-
-def test_sigkill_and_restart_keeps_the_models(kafka_bootstrap, unique_names, tmp_path):
-    names = unique_names()
+def worker_config(tmp_path, names: str, extra: str = "") -> tuple[str, int, int]:
+    """A worker's configuration file with topics and groups of its own: (path, metrics port, web port)."""
     metrics_port, web_port = free_port(), free_port()
     config = tmp_path / "tocsin.yaml"
     config.write_text(
         f"kafka: {{group_id: {names}-group}}\n"
         f"topics: {{requests: {names}-req, disk_health: {names}-disk, anomalies: {names}-anom, "
-        f"alerts: {names}-alerts, dead_letter: {names}-dl, silences: {names}-sil}}\n"
-        f"web: {{port: {web_port}}}\nmetrics: {{port: {metrics_port}}}\n"
+        f"alerts: {names}-alerts, dead_letter: {names}-dl, silences: {names}-sil, labels: {names}-labels, "
+        f"acks: {names}-acks}}\n"
+        f"web: {{port: {web_port}}}\nmetrics: {{port: {metrics_port}}}\n" + extra
     )
+    return str(config), metrics_port, web_port
+
+
+def test_sigkill_and_restart_keeps_the_models(kafka_bootstrap, unique_names, tmp_path):
+    names = unique_names()
+    config, metrics_port, _ = worker_config(tmp_path, names)
     stream = synthetic_stream()  # 45 ordinary minutes, a 3-minute flood, 9 ordinary minutes
     first, second = stream[: 40 * 100], stream[40 * 100 :]
     producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, linger_ms=10)
@@ -88,7 +81,7 @@ def test_sigkill_and_restart_keeps_the_models(kafka_bootstrap, unique_names, tmp
         producer.flush()
 
     send(first)
-    w1 = start_worker(str(config), kafka_bootstrap, tmp_path, "w1")
+    w1 = start_worker(config, kafka_bootstrap, tmp_path, "w1")
     seen_by_w1 = 0.0
     try:
         wait_for(lambda: events_processed(metrics_port) >= len(first), 120, "the first 40 minutes", w1)
@@ -103,7 +96,7 @@ def test_sigkill_and_restart_keeps_the_models(kafka_bootstrap, unique_names, tmp
     send(second[300:])
     producer.close()
     w2_processed = [0.0]
-    w2 = start_worker(str(config), kafka_bootstrap, tmp_path, "w2")
+    w2 = start_worker(config, kafka_bootstrap, tmp_path, "w2")
     try:
         # At least once: the restarted worker reads from the last commit, some events again.
         wait_for(lambda: events_processed(metrics_port) >= len(second) - 300, 120, "the rest of the stream", w2)
@@ -120,8 +113,8 @@ def test_sigkill_and_restart_keeps_the_models(kafka_bootstrap, unique_names, tmp
     # every partition: nothing skipped), and what was read twice is bounded by what the killed
     # worker had read since its last commit.
     produced = len(stream)
-    committed, ends = committed_and_end_offsets(kafka_bootstrap, f"{names}-group-requests", f"{names}-req")
-    assert committed == ends and sum(ends.values()) == produced, (committed, ends)
+    committed, ends = committed_and_end(kafka_bootstrap, f"{names}-group-requests", f"{names}-req")
+    assert committed == {p: o for p, o in ends.items() if o} and sum(ends.values()) == produced, (committed, ends)
     seen_by_w2 = w2_processed[0]
     duplicates = seen_by_w1 + seen_by_w2 - produced
     print(f"restart accounting: {produced} produced, {seen_by_w1:.0f} read before the kill, "
