@@ -23,6 +23,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 from detectors.configfile import parse_duration
 
 from .matchers import Matcher
+from .model import CAUSES
 from .timeinterval import TimeRange
 
 __all__ = [
@@ -65,7 +66,7 @@ def _refuse_clear_secret(v: Any) -> None:
 ClearSecret = Annotated[None, BeforeValidator(_refuse_clear_secret)]
 
 
-_CAUSE_KEYS = ("capacity_saturation", "suspected_attack", "disk_failure", "unknown")
+_CAUSE_KEYS = CAUSES
 
 
 def _check_causes(v: dict[str, str], where: str, extra: tuple[str, ...] = ()) -> dict[str, str]:

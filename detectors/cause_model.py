@@ -95,15 +95,14 @@ def feature_vector(
     x.update(composition)
     warm = mix is not None and base is not None and base.n >= 20 and mix.requests >= 20
     for name in _MIX_FIELDS:
-        key = name if name != "rpc_p90" else "rpc_p90"
         if not warm:
-            x[key] = 0.0
+            x[name] = 0.0
             continue
         assert mix is not None and base is not None
         v = getattr(mix, name)
         if name == "rpc_p90":
             v = math.log1p(v)
-        x[key] = v - base.usual(name)
+        x[name] = v - base.usual(name)
     x["d_login_share"] = x.pop("login_share")
     return {k: float(x.get(k, 0.0)) for k in FEATURE_NAMES}
 

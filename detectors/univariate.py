@@ -66,8 +66,8 @@ Pipeline for one observation ``x`` at time ``t`` (scored before it is learned):
    ``S = max(e, -log p_agree) - log(8) - a log(1 + n/100)``
    (8 calibrated statistics).  There is no separately calibrated moving
    average of the evidence (HTM's anomaly likelihood): the coarse shape and
-   the weekly window already average over time, and such a component did
-   not raise the leave-one-category-out NAB score (``benchmarks/README.md``).
+   the weekly window already average over time (``benchmarks/README.md``
+   says what it was measured against).
    The last term (``length_penalty`` ``a``) accounts for the number of
    points watched so far: a long series offers many chances for a
    p-value of 1/n, while NAB charges false positives per alarm, not per
@@ -86,12 +86,11 @@ Pipeline for one observation ``x`` at time ``t`` (scored before it is learned):
 7. The score is ``S / (S + half_score)``: strictly increasing, in [0, 1),
    never saturating.
 
-Cost: a few hundred microseconds of CPU per point in pure Python with numpy
-(dominated by the nearest-neighbour scans: 1024 short windows of the value
-ring, the 1024 x 8 float32 long vectors, the 8192 values) and a snapshot of
-about 99 KB with the defaults (``to_bytes``: struct header + raw numpy
-arrays, no pickle; the time-of-day phases are float16, the weekly ring's week
-numbers int8 mod 128).  ``benchmarks/nab.py`` measures both; its figures, and
+Cost: the CPU of a point is dominated by the nearest-neighbour scans (1024
+short windows of the value ring, the 1024 x 8 float32 long vectors, the 8192
+values); the snapshot (``to_bytes``) is a struct header and the raw numpy
+arrays, no pickle (the time-of-day phases are float16, the weekly ring's
+week numbers int8 mod 128).  ``benchmarks/nab.py`` measures both; its figures, and
 the history of the variants kept and rejected, are in ``benchmarks/README.md``.
 
 Evidence past 30 nats grows logarithmically (:func:`soft_cap`, which says why).

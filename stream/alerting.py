@@ -47,7 +47,7 @@ from alerts.ack import AckError, AckStore
 from alerts.model import Alert, alert_from_record
 from alerts.notify.base import Receiver
 from alerts.notify.notifier import AlertNotifier
-from alerts.notify.slack_actions import LABEL_CAUSES, LABEL_SCHEMA
+from alerts.notify.slack_actions import LABEL_CAUSES, LABEL_SCHEMA, until_resolved_expiries
 from alerts.silence import SilenceError, SilenceStore
 
 __all__ = ["TICK", "Notifications"]
@@ -96,8 +96,8 @@ class Notifications:
         clock: Callable[[], float],
         follow: Callable[[Any, Callable[[bytes], None]], Awaitable[None]] | None,
         web: bool = True,
-        acks_topic: Any = None,
-        labels_topic: Any = None,
+        acks_topic: Any,
+        labels_topic: Any,
     ) -> None:
         self.app = app
         self.receivers = receivers
@@ -164,41 +164,12 @@ class Notifications:
         else:
             self._register_repartition(app)  # sets notify_alerts and deliver_groups
 
-        if self.follow is None:
-            @app.agent(self.silences_topic, name="apply_silences")
-            async def apply_silences(stream: faust.StreamT) -> None:
-                async for value in stream:
-                    self._apply_silence(value)
-        else:
-            @app.task
-            async def read_silences() -> None:
-                await self._read_silences()
-
-        if self.acks_topic is not None:
-            if self.follow is None:
-                @app.agent(self.acks_topic, name="apply_acks")
-                async def apply_acks(stream: faust.StreamT) -> None:
-                    async for value in stream:
-                        self._apply_ack(value)
-            else:
-                follow = self.follow
-
-                @app.task
-                async def read_acks() -> None:
-                    await follow(self.acks_topic, self._apply_ack)
-
-        if self.labels_topic is not None:
-            if self.follow is None:
-                @app.agent(self.labels_topic, name="apply_labels")
-                async def apply_labels(stream: faust.StreamT) -> None:
-                    async for value in stream:
-                        self._apply_label(value)
-            else:
-                follow_labels = self.follow
-
-                @app.task
-                async def read_labels() -> None:
-                    await follow_labels(self.labels_topic, self._apply_label)
+        # Topics every worker reads whole (a silence, an ack or a label concerns every
+        # worker's groups and models): one agent each in memory (tests), a follow task on a broker.
+        for name, topic, handle in (("silences", self.silences_topic, self._apply_silence),
+                                    ("acks", self.acks_topic, self._apply_ack),
+                                    ("labels", self.labels_topic, self._apply_label)):
+            self._read_whole(app, name, topic, handle)
 
         if self.slack_config is not None and self.slack_config.enabled:
             self._register_slack_actions(app, web)
@@ -349,7 +320,6 @@ class Notifications:
         """An alert resolved: end the acks and the "until resolved" silences about it (published, then kept)."""
         if alert.status != "resolved":
             return
-        from alerts.notify.slack_actions import until_resolved_expiries
 
         now = self.clock()
         for s in until_resolved_expiries(self.silences, alert, now):
@@ -358,8 +328,6 @@ class Notifications:
                 self.silences.apply(s)
             except Exception as exc:  # noqa: BLE001 - the silence then runs its full length; say so
                 log.error("could not expire silence %s of resolved alert %s: %r", s.id, alert.fingerprint, exc)
-        if self.acks_topic is None:
-            return
         for a in self.acks.clears(alert, now):
             try:
                 await _send(self.acks_topic, a.group_key, a.to_record())
@@ -372,13 +340,9 @@ class Notifications:
 
     async def publish_label(self, rec: dict) -> None:
         """A label record to the labels topic (key: fingerprint); every worker reads it back (:meth:`_apply_label`)."""
-        if self.labels_topic is None:
-            raise RuntimeError("no labels topic")
         await _send(self.labels_topic, rec["fingerprint"], rec)
 
     async def publish_ack(self, rec: dict) -> None:
-        if self.acks_topic is None:
-            raise RuntimeError("no acks topic")
         await _send(self.acks_topic, rec["group_key"], rec)
 
     def _register_slack_actions(self, app: faust.App, web: bool) -> None:
@@ -418,10 +382,22 @@ class Notifications:
             async def slack_socket_mode() -> None:
                 await sock.start()
 
-    async def _read_silences(self) -> None:
-        """Every worker honours every silence: it reads the whole silences topic."""
-        assert self.follow is not None
-        await self.follow(self.silences_topic, self._apply_silence)
+    def _read_whole(self, app: faust.App, name: str, topic: Any, handle: Callable[[bytes], None]) -> None:
+        """Hand every record of ``topic`` to ``handle``, on this worker as on every other."""
+        follow = self.follow
+        if follow is None:
+            async def apply(stream: faust.StreamT) -> None:
+                async for value in stream:
+                    handle(value)
+
+            app.agent(topic, name=f"apply_{name}")(apply)
+            return
+
+        async def read() -> None:
+            await follow(topic, handle)
+
+        read.__name__ = f"read_{name}"
+        app.task(read)
 
     def _register_views(self) -> None:
         """HTTP API of the silences (tocsin's and Alertmanager's), on the worker's web server."""

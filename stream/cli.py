@@ -137,8 +137,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return _fail(str(exc))
     try:
-        res = run_backtest(args.requests, args.disks, args.out, Engine(cfg.detectors, cfg.alerting),
-                           alerting=cfg.alerting)
+        res = run_backtest(args.requests, args.disks, args.out, Engine(cfg.detectors, cfg.alerting))
     except InputFileError as exc:
         return _fail(str(exc))
     print(res.summary())
@@ -183,12 +182,9 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
+    from .metrics import tocsin_version
 
-    try:
-        return version("tocsin")
-    except PackageNotFoundError:  # run from a source tree that is not installed
-        return "unknown"
+    return tocsin_version()
 
 
 # -- worker / demo -------------------------------------------------------------

@@ -90,23 +90,28 @@ _REASON_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
 )
 
 
+def tocsin_version() -> str:
+    """The installed tocsin's version ("unknown" when run from a source tree that is not installed)."""
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("tocsin")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def build_labels() -> dict[str, str]:
     """``version``, ``python`` and ``compiled`` (``true`` when the detector modules are mypyc's).
 
     >>> sorted(build_labels())
     ['compiled', 'python', 'version']
     """
-    import importlib.metadata
     import platform
 
     import detectors.traffic
 
-    try:
-        version = importlib.metadata.version("tocsin")
-    except importlib.metadata.PackageNotFoundError:  # run from a source tree
-        version = "unknown"
     compiled = not str(detectors.traffic.__file__).endswith(".py")
-    return {"version": version, "python": platform.python_version(), "compiled": str(compiled).lower()}
+    return {"version": tocsin_version(), "python": platform.python_version(), "compiled": str(compiled).lower()}
 
 
 def classify_dead_letter(error: str) -> str:
@@ -265,10 +270,9 @@ class Metrics:
 
         ``guards``: the runner's event-time guards (their ``rejected`` counts by reason).
         """
-        for kind in ("traffic", "latency", "composition", "drives"):
-            self.tracked_keys(kind, len(getattr(engine, kind, ())))
-        stats = engine.key_stats() if hasattr(engine, "key_stats") else {}
-        for name, n in stats.items():
+        for kind in ("traffic", "latency", "composition"):
+            self.tracked_keys(kind, len(getattr(engine, kind)))
+        for name, n in engine.key_stats().items():  # tracked.services, .hosts, .drives; the caps' counters
             what, _, kind = name.partition(".")
             if what == "tracked":
                 self.tracked_keys(kind, n)

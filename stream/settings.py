@@ -166,17 +166,7 @@ class WebConfig(_Strict):
         A ``token_file`` that cannot be read, or is empty, is a ConfigError
         (not a quiet fall back to no token).
         """
-        if self.token_file:
-            try:
-                value = Path(self.token_file).read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                raise ConfigError(f"web.token_file: cannot read {self.token_file}: {exc.strerror}") from None
-            if not value:
-                raise ConfigError(f"web.token_file: {self.token_file} is empty")
-            return Secret(value)
-        if self.token_env and os.environ.get(self.token_env, "").strip():
-            return Secret(os.environ[self.token_env].strip())
-        return None
+        return _read_secret(self.token_file, self.token_env, "web.token")
 
 
 def _read_secret(path: str | None, var: str | None, where: str) -> Secret | None:

@@ -549,8 +549,8 @@ class SlackActions:
 def acknowledged_blocks(blocks: list[dict[str, Any]], ack: Ack) -> list[dict[str, Any]]:
     """``blocks`` of a parent with a context line saying who acknowledged it, and no Acknowledge button.
 
-    The receiver's next edit of the parent rebuilds its blocks; it shows the
-    ack from the store (:func:`ack_context_block`) once wired.
+    The receiver's next edit of the parent rebuilds its blocks, with the ack
+    from the store (:func:`parent_actions`).
     """
     out: list[dict[str, Any]] = []
     for b in blocks:
