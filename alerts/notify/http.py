@@ -19,7 +19,7 @@ import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 import orjson
@@ -27,7 +27,8 @@ import orjson
 from alerts.errors import NotifyError
 from alerts.secret import Secret, redact
 
-__all__ = ["HTTPPoster", "classify_status", "retry_after_seconds"]
+__all__ = ["HTTPPoster", "RATE_LIMIT_WAIT", "classify_status", "receiver_error", "refusal", "retry_after_seconds",
+           "transport_failure"]
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,45 @@ def classify_status(status: int) -> tuple[bool, str | None]:
     return False, _HTTP_FIX.get(status, f"the endpoint refuses the request (HTTP {status}): check the receiver's URL and credentials")
 
 
+#: Seconds to wait after an HTTP 429 that gives no ``Retry-After``.
+RATE_LIMIT_WAIT = 1.0
+
+
+def refusal(status: int, text: str, retry_after: float | None) -> tuple[str, bool, float | None, str | None]:
+    """(what, retryable, retry after, what to fix) for an HTTP answer of ``status`` >= 300 with body ``text``.
+
+    >>> refusal(429, "", None)
+    ('HTTP 429', True, 1.0, None)
+    >>> refusal(404, "no_service", 30.0)[:3]
+    ('HTTP 404: no_service', False, None)
+    """
+    what = f"HTTP {status}" + (f": {text}" if text else "")
+    retryable, fix = classify_status(status)
+    if not retryable:
+        return what, False, None, fix
+    if status == 429 and retry_after is None:
+        retry_after = RATE_LIMIT_WAIT
+    return what, True, retry_after, fix
+
+
+def transport_failure(exc: BaseException, timeout: float) -> str | None:
+    """What a failed HTTP call says, when ``exc`` is a timeout or a connection failure (both retryable); else None."""
+    if isinstance(exc, TimeoutError):
+        return f"timed out after {timeout}s"
+    if isinstance(exc, (aiohttp.ClientError, OSError)):
+        return f"connection failed ({type(exc).__name__}: {exc})"
+    return None
+
+
+def receiver_error(label: str, what: str, secrets: list[Secret | None], *, retryable: bool,
+                   retry_after: float | None = None, scope: Literal["receiver", "message"] = "receiver",
+                   fix: str | None = None) -> NotifyError:
+    """A :class:`NotifyError` for receiver ``label`` (e.g. ``webhook receiver 'ops'``), its secrets redacted, logged."""
+    message = redact(f"{label}: {what}", secrets)
+    log.info("%s (retryable=%s)", message, retryable)
+    return NotifyError(message, retryable=retryable, retry_after=retry_after, scope=scope, fix=fix)
+
+
 class HTTPPoster:
     """POSTs JSON to one URL with one keep-alive session; ``aclose()`` releases it."""
 
@@ -106,11 +146,6 @@ class HTTPPoster:
         self.name = name
         self.kind = kind
         self._session: aiohttp.ClientSession | None = None
-
-    def _error(self, what: str, *, retryable: bool, retry_after: float | None = None, fix: str | None = None) -> NotifyError:
-        message = redact(f"{self.kind} receiver {self.name!r}: {what}", [self.url, self.bearer_token])
-        log.info("%s (retryable=%s)", message, retryable)
-        return NotifyError(message, retryable=retryable, retry_after=retry_after, fix=fix)
 
     async def post(self, payload: Any, *, url: str | None = None) -> tuple[int, bytes]:
         """POST ``payload`` as JSON (to ``url`` if given, else the receiver's); returns status and body."""
@@ -124,18 +159,21 @@ class HTTPPoster:
                 body = await resp.read()
                 status = resp.status
                 retry_after = retry_after_seconds(resp.headers.get("Retry-After"))
-        except TimeoutError:
-            raise self._error(f"timed out after {self.timeout}s", retryable=True) from None
-        except (aiohttp.ClientError, OSError) as exc:
-            raise self._error(f"connection failed ({type(exc).__name__}: {exc})", retryable=True) from None
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise receiver_error(self._label, transport_failure(exc, self.timeout) or repr(exc), self._secrets,
+                                 retryable=True) from None
         if status < 300:
             return status, body
-        text = body[:200].decode("utf-8", "replace").strip()
-        what = f"HTTP {status}" + (f": {text}" if text else "")
-        retryable, fix = classify_status(status)
-        if status == 429 and retry_after is None:
-            retry_after = 1.0
-        raise self._error(what, retryable=retryable, retry_after=retry_after if retryable else None, fix=fix)
+        what, retryable, wait, fix = refusal(status, body[:200].decode("utf-8", "replace").strip(), retry_after)
+        raise receiver_error(self._label, what, self._secrets, retryable=retryable, retry_after=wait, fix=fix)
+
+    @property
+    def _label(self) -> str:
+        return f"{self.kind} receiver {self.name!r}"
+
+    @property
+    def _secrets(self) -> list[Secret | None]:
+        return [self.url, self.bearer_token]
 
     async def aclose(self) -> None:
         if self._session is not None:

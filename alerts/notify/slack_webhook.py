@@ -12,18 +12,17 @@ and kept out of slack-sdk's debug log.
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal
+from typing import Any
 
 import aiohttp
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
-from alerts.errors import NotifyError
 from alerts.group import GroupNotification
 from alerts.model import Alert
-from alerts.secret import Secret, redact
+from alerts.secret import Secret
 
 from .base import Memory, Receiver, format_duration, labels_text
-from .http import classify_status, retry_after_seconds
+from .http import receiver_error, refusal, retry_after_seconds, transport_failure
 from .message import Presentation, evidence_line, headline
 from .slack import (
     FALLBACK_MAX,
@@ -40,7 +39,6 @@ from .slack import (
 
 __all__ = ["SlackWebhookReceiver", "group_blocks"]
 
-log = logging.getLogger(__name__)
 
 
 def _alert_section(a: Alert, pres: Presentation) -> dict[str, Any]:
@@ -150,34 +148,24 @@ class SlackWebhookReceiver(Receiver):
                                               session=self._session, logger=_SDK_LOG, retry_handlers=[])
         return self._client
 
-    def _error(self, what: str, *, retryable: bool, retry_after: float | None = None,
-               scope: Literal["receiver", "message"] = "receiver", fix: str | None = None) -> NotifyError:
-        message = redact(f"slack webhook receiver {self.name!r}: {what}", [self.url])
-        log.info("%s (retryable=%s)", message, retryable)
-        return NotifyError(message, retryable=retryable, retry_after=retry_after, scope=scope, fix=fix)
-
     async def send(self, text: str, blocks: list[dict[str, Any]]) -> None:
         """One message; raises NotifyError (classified, URL redacted) when Slack does not take it."""
+        label = f"slack webhook receiver {self.name!r}"
         try:
             resp = await self._get_client().send(text=text, blocks=blocks, unfurl_links=False, unfurl_media=False)
-        except TimeoutError:
-            raise self._error(f"timed out after {self.timeout}s", retryable=True) from None
-        except (aiohttp.ClientError, OSError) as exc:
-            raise self._error(f"connection failed ({type(exc).__name__}: {exc})", retryable=True) from None
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise receiver_error(label, transport_failure(exc, self.timeout) or repr(exc), [self.url],
+                                 retryable=True) from None
         if resp.status_code < 300:
             return
         body = (resp.body or "").strip()[:200]
-        what = f"HTTP {resp.status_code}" + (f": {body}" if body else "")
-        retryable, fix = classify_status(resp.status_code)
+        what, retryable, wait, fix = refusal(resp.status_code, body, retry_after_seconds(resp.headers))
         if retryable:
-            retry_after = retry_after_seconds(resp.headers)
-            if resp.status_code == 429 and retry_after is None:
-                retry_after = 1.0
-            raise self._error(what, retryable=True, retry_after=retry_after)
+            raise receiver_error(label, what, [self.url], retryable=True, retry_after=wait)
         if body in _MESSAGE_ERRORS:
-            raise self._error(what, retryable=False, scope="message",
-                              fix="Slack refused this message: report it with the log line")
-        raise self._error(what, retryable=False, fix=_WEBHOOK_FIX.get(body, fix))
+            raise receiver_error(label, what, [self.url], retryable=False, scope="message",
+                                 fix="Slack refused this message: report it with the log line")
+        raise receiver_error(label, what, [self.url], retryable=False, fix=_WEBHOOK_FIX.get(body, fix))
 
     async def notify_group(self, notification: GroupNotification, memory: Memory | None) -> Memory | None:
         await self.send(_mrkdwn(group_text(notification), FALLBACK_MAX),
