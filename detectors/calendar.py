@@ -131,7 +131,7 @@ def is_holiday(d: date, calendar: str, extra: frozenset[date] = frozenset()) -> 
 
 def day_kind(d: date, calendar: str, extra: frozenset[date] = frozenset()) -> int:
     """:data:`PUBLIC_HOLIDAY` (or an ``extra`` date), :data:`SCHOOL_HOLIDAY` or :data:`ORDINARY`."""
-    if d in extra or d in holidays(calendar, d.year):
+    if is_holiday(d, calendar, extra):
         return PUBLIC_HOLIDAY
     if d in school_holidays(calendar, d.year):
         return SCHOOL_HOLIDAY
