@@ -88,9 +88,11 @@ from alerts.notify.http import classify_status, retry_after_seconds
 from alerts.notify.message import (
     Peaks,
     Presentation,
+    ended,
     evidence_line,
     headline,
     human_value,
+    is_drive_alert,
     signal_name,
     tidy_numbers,
 )
@@ -377,10 +379,16 @@ def build_message(
     end = alert.ends_at if alert.ends_at is not None else (now if now is not None else alert.starts_at)
     if resolved:
         recovered = ", ".join(dict.fromkeys(signal_name(ev.signal) for ev in alert.evidence)) or "the alert's signals"
-        details.append(_section(
-            f"*Recovered:* {pres.time(end)}, after {format_duration(end - alert.starts_at)}\n"
-            f"*Back to usual:* {_escape(recovered)}\n"
-            f"*Cause was:* {_escape(_cause(alert))}"))
+        if is_drive_alert(alert):
+            # A failing drive does not recover: its alert ends when the drive is replaced.
+            details.append(_section(
+                f"*Drive replaced:* {pres.time(end)}, after {format_duration(end - alert.starts_at)} failing\n"
+                f"*Cause was:* {_escape(_cause(alert))}"))
+        else:
+            details.append(_section(
+                f"*Recovered:* {pres.time(end)}, after {format_duration(end - alert.starts_at)}\n"
+                f"*Back to usual:* {_escape(recovered)}\n"
+                f"*Cause was:* {_escape(_cause(alert))}"))
     else:
         details.append(_section(f"{_cause_line(alert)}\n*Since:* {pres.time(alert.starts_at)}"))
     ev = _evidence_text(alert, peaks, pres, resolved=resolved)
@@ -409,7 +417,7 @@ def fallback_text(alert: Alert, *, kind: str = "new", pres: Presentation | None 
     pres = pres or Presentation()
     if kind == "resolved":
         end = alert.ends_at if alert.ends_at is not None else (now if now is not None else alert.starts_at)
-        text = (f"[RESOLVED] {head or headline(alert)}: recovered {pres.time(end)} after "
+        text = (f"[RESOLVED] {head or headline(alert)}: {ended(alert)} {pres.time(end)} after "
                 f"{format_duration(end - alert.starts_at)} (was {cause_text(alert.cause)})")
     else:
         prefix = "[update] " if kind == "update" else ""
@@ -773,7 +781,7 @@ class SlackReceiver(Receiver):
         now_sev = _group_severity(firing)
         if firing and lines and now_sev != was:
             up = _SEVERITY_RANK.get(now_sev, 0) > _SEVERITY_RANK.get(was, 0)
-            if up and not escalated:
+            if up and not any("*Escalated" in line for line in lines):
                 lines.insert(0, f":arrow_up: *Escalated:* {was} → *{now_sev}*: {_escape(headline(firing[0]))}")
             elif not up:
                 lines.insert(0, f":arrow_down: *Severity:* {was} → *{now_sev}*: no {was} alert firing now")
@@ -849,7 +857,7 @@ def _lead_order(a: Alert) -> tuple:
 
 def _resolved_line(a: Alert, pres: Presentation, now: float | None = None, head: str | None = None) -> str:
     end = a.ends_at if a.ends_at is not None else (now if now is not None else a.starts_at)
-    return (f"{RESOLVED_EMOJI} *Resolved:* {_escape(head or headline(a))}: recovered {pres.time(end)} "
+    return (f"{RESOLVED_EMOJI} *Resolved:* {_escape(head or headline(a))}: {ended(a)} {pres.time(end)} "
             f"after {format_duration(end - a.starts_at)}")
 
 
