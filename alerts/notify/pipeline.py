@@ -69,7 +69,7 @@ from alerts.timeinterval import TimeRange, in_any
 
 from .base import Receiver
 
-__all__ = ["Delivery", "Muter", "NotificationPipeline", "ReceiverHealth", "Retry", "state_id"]
+__all__ = ["Delivery", "Muter", "NotificationPipeline", "ReceiverHealth", "Retry", "group_severity", "state_id"]
 
 
 class Muter(Protocol):
@@ -387,7 +387,7 @@ class NotificationPipeline:
         firing_ids = sorted(state_id(a) for a in firing)
         resolved_ids = sorted(state_id(a) for a in resolved)
         repeat = n.route.repeat_interval if receiver.resend_interval is None else receiver.resend_interval
-        floor = self.min_repeat_interval.get(_severity(firing), 0.0) if receiver.resend_interval is None else 0.0
+        floor = self.min_repeat_interval.get(group_severity(firing), 0.0) if receiver.resend_interval is None else 0.0
         if floor > repeat:
             repeat = floor
             n = dataclasses.replace(n, route=dataclasses.replace(n.route, repeat_interval=floor))
@@ -429,8 +429,8 @@ class NotificationPipeline:
 _SEVERITY_RANK = {"warning": 1, "critical": 2}
 
 
-def _severity(firing: list[Alert]) -> str:
-    """The severity of a group: that of its most severe firing alert."""
+def group_severity(firing: Iterable[Alert]) -> str:
+    """The severity of a group (an incident): that of its most severe firing alert."""
     return max((a.severity for a in firing), key=lambda s: _SEVERITY_RANK.get(s, 0), default="warning")
 
 

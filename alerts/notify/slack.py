@@ -96,7 +96,7 @@ from alerts.notify.message import (
     signal_name,
     tidy_numbers,
 )
-from alerts.notify.pipeline import state_id
+from alerts.notify.pipeline import group_severity, state_id
 from alerts.notify.slack_actions import parent_actions
 from alerts.secret import Secret, redact
 
@@ -467,11 +467,6 @@ def _told(alert: Alert, before: Mapping[str, Any] | None = None, now: float | No
     return out
 
 
-def _group_severity(alerts: list[Alert]) -> str:
-    """An incident's severity: its most severe firing alert's."""
-    return max((a.severity for a in alerts), key=lambda s: _SEVERITY_RANK.get(s, 0), default="warning")
-
-
 def _reminder_lines(firing: list[Alert], told: Mapping[str, Any], since: float, now: float,
                     pres: Presentation) -> list[str]:
     """A reminder: how long it has been going on, and for each alert the evidence now, or, when
@@ -777,8 +772,8 @@ class SlackReceiver(Receiver):
                          + (f" (+{len(firing) - 3} more)" if len(firing) > 3 else ""))
         # The incident's severity is its most severe firing alert's: a new critical alert
         # (a failing drive that starts to slow a service) escalates it in this thread.
-        was = str(mem.get("severity") or _group_severity([a for a in firing if a.fingerprint in told]))
-        now_sev = _group_severity(firing)
+        was = str(mem.get("severity") or group_severity([a for a in firing if a.fingerprint in told]))
+        now_sev = group_severity(firing)
         if firing and lines and now_sev != was:
             up = _SEVERITY_RANK.get(now_sev, 0) > _SEVERITY_RANK.get(was, 0)
             if up and not any("*Escalated" in line for line in lines):
@@ -846,7 +841,7 @@ class SlackReceiver(Receiver):
         log.debug("slack %s: group %s posted as %s/%s", self.name, n.key, resp["channel"], resp["ts"])
         return {"channel": resp["channel"], "ts": resp["ts"], "open": True,
                 "told": {a.fingerprint: _told(a, None, n.now) for a in firing}, "since": since, "at": n.now,
-                "reminders": 0, "severity": _group_severity(firing),
+                "reminders": 0, "severity": group_severity(firing),
                 "peaks": {a.fingerprint: peaks[a.fingerprint].dump() for a in firing if a.fingerprint in peaks}}
 
 
