@@ -14,7 +14,7 @@ escalates it to ``critical`` (broadcast), the service's recovery resolves
 only that alert, and the thread closes when the drive is replaced.
 Warnings are reminded at most daily, with the counters of the latest reading.
 
-``TOCSIN_DUMP_SLACK=<file>`` writes the Slack calls with their event time.
+``TOCSIN_DUMP_SLACK=<file>`` writes the Slack calls with their event time to ``<file>.<replacement>``.
 """
 
 from __future__ import annotations
