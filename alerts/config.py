@@ -4,7 +4,9 @@ Modelled on Alertmanager's: ``receivers``, a ``route`` tree (matchers,
 ``continue``, ``group_by``, ``group_wait``, ``group_interval``,
 ``repeat_interval``, ``mute_time_intervals``, ``active_time_intervals``, all
 inherited by child routes), ``inhibit_rules`` and named ``time_intervals``.
-Defaults are Alertmanager's (30s, 5m, 4h).
+Defaults are Alertmanager's (30s, 5m, 4h). tocsin's own addition:
+``min_repeat_interval``, a floor on ``repeat_interval`` per severity (a
+warning is reminded at most daily by default).
 
 Secrets are never written in the file: a Slack token or webhook URL is named
 by an environment variable (``token_env``, ``url_env``) or a file
@@ -276,9 +278,16 @@ class TimeIntervalConfig(_Strict):
     time_intervals: list[Annotated[TimeRange, BeforeValidator(TimeRange.parse)]] = Field(default_factory=list)
 
 
+SEVERITIES = ("warning", "critical")
+
+
 class AlertingConfig(_Strict):
     pending_for: Duration = 0.0
     keep_firing_for: Duration = 300.0
+    #: Per severity, the shortest time between two reminders of a group whose most severe
+    #: firing alert has that severity: a floor on the routes' ``repeat_interval`` (the larger
+    #: wins). A failing drive without user impact is a warning for days; it is reminded daily.
+    min_repeat_interval: dict[str, Duration] = Field(default_factory=lambda: {"warning": 86400.0})
     receivers: list[ReceiverConfig] = Field(default_factory=lambda: [ReceiverConfig(name="console", console=ConsoleConfig())])
     route: RouteConfig = RouteConfig(receiver="console")
     inhibit_rules: list[InhibitRuleConfig] = Field(default_factory=list)
@@ -291,6 +300,14 @@ class AlertingConfig(_Strict):
         dup = {n for n in names if names.count(n) > 1}
         if dup:
             raise ValueError(f"receiver names must be unique: {', '.join(sorted(dup))}")
+        return v
+
+    @field_validator("min_repeat_interval")
+    @classmethod
+    def _severities(cls, v: dict[str, float]) -> dict[str, float]:
+        for k in v:
+            if k not in SEVERITIES:
+                raise ValueError(f"{k!r} is not a severity (one of: {', '.join(SEVERITIES)})")
         return v
 
     @field_validator("time_intervals")

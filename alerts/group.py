@@ -16,6 +16,20 @@ Timing, driven by the ``now`` passed in (never a clock):
 * a resolved alert leaves its group once a flush that carried it has been
   delivered (:meth:`Dispatcher.done`); an empty group is dropped.
 
+One incident per drive: a failing drive has an alert of its own (labels
+host and disk, a warning) and, when the diagnosis ties a service's slowdown
+to it, the service has one too (service, host and disk, critical). They are
+two alerts, because CONTRACT says an alert that links a service and a
+machine carries both labels and routes may send a service's alerts to its
+team; they are one incident when the route that takes them groups by
+``[host, disk]`` (``matchers: ['cause="disk_failure"']``, ``group_by: [host,
+disk]``: the README's example), and a receiver that threads groups then
+tells the escalation in the drive's thread. Nothing here special-cases
+drives: grouping is what the route tree says, as in Alertmanager, so a
+configuration read by Alertmanager users means the same here, and
+Alertmanager fed with tocsin's alerts (the ``alertmanager`` receiver)
+groups them the same way.
+
 Groups are kept in an optional ``store`` (a mapping of group key to JSON
 bytes: a Faust table in the worker), so a restarted worker continues the
 same groups: :meth:`Dispatcher.restore` reads them back.

@@ -17,11 +17,22 @@ tracker turns findings into alert state changes:
   last reported, which the receivers tell apart from the peak they saw);
 * then it resolves, once.
 
+A finding whose ``hold`` is infinite (a failing drive's,
+:meth:`detectors.diagnosis.Diagnoser.disk_finding`) makes an alert that no
+quiet spell resolves: it stays firing until :meth:`AlertTracker.resolve`
+ends it (the drive's failure record, or a new serial in its place). Its
+title and evidence are refreshed instead of kept: at most every
+``refresh_every`` seconds, when a finding brings different evidence, the
+alert is sent again, same status, cause and severity (the receivers see no
+change of state, and their reminders say what the drive's counters are now,
+not what they were days ago).
+
 Time is passed in (``now``), never read from a clock.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -47,6 +58,8 @@ class _Tracked:
     onset: float  # when the problem began (start of the first window it was seen in)
     firing: bool = False
     ids: list[str] = field(default_factory=list)
+    sent_at: float = -math.inf  # when its state was last emitted (refreshes are spaced by it)
+    unsent: bool = False  # the evidence changed since (an alert open until resolved)
 
 
 class AlertTracker:
@@ -62,12 +75,17 @@ class AlertTracker:
     pending_gap
         A pending (not yet firing) problem unseen for this long starts its
         pending time over: "persisting" means without gaps.
+    refresh_every
+        An alert that stays open until resolved (infinite ``hold``) is sent
+        again with its latest evidence at most this often.
     """
 
-    def __init__(self, pending_for: float = 0.0, keep_firing_for: float = 300.0, pending_gap: float = 90.0) -> None:
+    def __init__(self, pending_for: float = 0.0, keep_firing_for: float = 300.0, pending_gap: float = 90.0,
+                 refresh_every: float = 3600.0) -> None:
         self.pending_for = pending_for
         self.keep_firing_for = keep_firing_for
         self.pending_gap = pending_gap
+        self.refresh_every = refresh_every
         self._alerts: dict[str, _Tracked] = {}
 
     @property
@@ -118,6 +136,17 @@ class AlertTracker:
                 severity=max(new.severity, cur.severity, key=_SEV.__getitem__),
             )
             if t.firing:
+                t.sent_at = now
+                t.unsent = False
+                return [t.alert]
+        elif new.cause == cur.cause and t.firing and math.isinf(t.hold):
+            # Open until resolved (a failing drive): the freshest reading, re-sent now and then.
+            t.unsent = t.unsent or (cur.title, cur.evidence) != (new.title, new.evidence)
+            t.alert = replace(cur, title=new.title, evidence=new.evidence,
+                              confidence=max(cur.confidence, new.confidence), anomalies=tuple(t.ids))
+            if t.unsent and now - t.sent_at >= self.refresh_every:
+                t.sent_at = now
+                t.unsent = False
                 return [t.alert]
         elif new.cause == cur.cause and t.firing:
             # Same story: more anomalies behind it; title and evidence stay as reported.
@@ -132,11 +161,12 @@ class AlertTracker:
         if t.firing or t.last_seen - t.first_seen < t.pending:
             return []
         t.firing = True
+        t.sent_at = now
         t.alert = replace(t.alert, starts_at=t.onset, anomalies=tuple(t.ids))
         return [t.alert]
 
     def resolve(self, fp: str, now: float) -> list[Alert]:
-        """Resolve one alert now (e.g. its drive was replaced)."""
+        """Resolve one alert at ``now`` (its drive was replaced); a pending one is dropped."""
         t = self._alerts.pop(fp, None)
         if t is None or not t.firing:
             return []
@@ -158,23 +188,28 @@ class AlertTracker:
     def export(self) -> dict[str, tuple[dict[str, str | None], bytes]]:
         """Every tracked alert: fingerprint -> (labels, serialised state), for checkpoints.
 
-        JSON (the alert's CONTRACT record and the tracker's times), no pickle.
+        JSON (the alert's CONTRACT record and the tracker's times), no pickle;
+        an infinite hold (open until resolved) is written ``null``.
         """
         return {
             fp: (t.alert.labels, orjson.dumps({
                 "alert": t.alert.to_record(), "first_seen": t.first_seen, "last_seen": t.last_seen,
-                "hold": t.hold, "pending": t.pending, "onset": t.onset, "firing": t.firing, "ids": t.ids,
+                "hold": None if math.isinf(t.hold) else t.hold, "pending": t.pending, "onset": t.onset,
+                "firing": t.firing, "ids": t.ids, "sent_at": None if math.isinf(t.sent_at) else t.sent_at,
             }))
             for fp, t in self._alerts.items()
         }
 
-    def load(self, data: bytes) -> None:
-        """Take back one alert written by :meth:`export` (a worker was given its partition)."""
+    def load(self, data: bytes) -> dict[str, str | None]:
+        """Take back one alert written by :meth:`export` (a worker was given its partition); its labels."""
         rec = orjson.loads(data)
         alert = alert_from_record(rec["alert"])
+        hold, sent = rec["hold"], rec.get("sent_at")
         self._alerts[alert.fingerprint] = _Tracked(
-            alert, rec["first_seen"], rec["last_seen"], rec["hold"], rec["pending"], rec["onset"],
-            firing=bool(rec["firing"]), ids=list(rec["ids"]))
+            alert, rec["first_seen"], rec["last_seen"], math.inf if hold is None else hold, rec["pending"],
+            rec["onset"], firing=bool(rec["firing"]), ids=list(rec["ids"]),
+            sent_at=-math.inf if sent is None else sent)
+        return alert.labels
 
     def forget(self, owned_elsewhere: Callable[[dict[str, str | None]], bool]) -> int:
         """Drop, without resolving them, the alerts whose labels another worker now owns."""

@@ -644,12 +644,22 @@ class Diagnoser:
                                             f"{_pct(v.value)} 5xx on {h} against {_pct(v.expected)} usual"))
         return out
 
-    def disk_finding(self, sig: DiskSignal, severity: str, hold: float) -> Finding:
-        """A drive flagged on its own (no request impact seen yet)."""
+    def disk_finding(self, sig: DiskSignal) -> Finding:
+        """A drive flagged on its own reading: the drive's alert (labels host and disk).
+
+        A ``warning``: a drive without user impact does not page; the alert
+        of a service it slows (labels service, host and disk, from
+        :meth:`diagnose`) is the ``critical`` one, and a route that groups
+        ``disk_failure`` by host and disk puts both in one incident. Its
+        ``hold`` is infinite: a failing drive stays an open problem whatever
+        its later readings score, until it is replaced (the engine resolves
+        it on its failure record or a new serial in its place). One flagged
+        reading is enough (``pending`` 0): readings may be a day apart.
+        """
         return Finding(
             {"service": None, "host": sig.host, "disk": sig.disk}, "disk_failure",
-            min(0.95, 0.5 + 0.45 * sig.score), severity,
+            min(0.95, 0.5 + 0.45 * sig.score), "warning",
             f"Drive {sig.disk} on {sig.host} shows failure signals: suspected disk failure",
             [Evidence("disk_failure_score", sig.score, 0.0, t) for t in sig.evidence[:6]],
-            [sig.anomaly_id] if sig.anomaly_id else [], sig.ts, hold,
+            [sig.anomaly_id] if sig.anomaly_id else [], sig.ts, hold=math.inf, pending=0.0,
         )

@@ -39,7 +39,6 @@ from detectors.traffic import TrafficAnomalyDetector, TrafficState
 
 __all__ = ["Engine", "Output", "tune_gc"]
 
-_DISK_HOLD = 2 * 86400.0
 _SERVICE = attrgetter("service")
 
 #: Allocations between two collections of the youngest generation (CPython: 700).
@@ -112,6 +111,8 @@ class Engine:
         self.composition: dict[str, CompositionState] = {}
         self.drives: dict[str, DriveState] = {}
         self.disk_signals: dict[str, list[DiskSignal]] = {}
+        # Host -> its drives with an alert (open until the drive is replaced), for the replacement check.
+        self._failing: dict[str, dict[str, None]] = {}
         self.counts: Counter[str] = Counter()
         self._dirty: set[tuple[str, str]] = set()
         self._alerts_saved: dict[str, bytes] = {}  # checkpoint name -> what was last written
@@ -266,6 +267,14 @@ class Engine:
         return self._close(self.aggregator.flush())
 
     def process_disk(self, ev: DiskHealthEvent) -> Output:
+        """One drive reading: its verdict, and the lifecycle of the drive alerts of its host.
+
+        A flagged reading raises (or refreshes) the drive's alert, which then
+        stays open whatever the later readings score or the host's latency
+        does, until the drive is replaced: its failure record
+        (``failure: true``), or a new serial on its host once it has stopped
+        reporting (see :meth:`_replacements`).
+        """
         self.counts["disk_readings"] += 1
         out = Output()
         key = f"{ev.host}/{ev.disk}"
@@ -278,6 +287,8 @@ class Engine:
             if self._checkpointing:
                 self._gone.add(f"drive:{old}")
             self.counts["drives.evicted"] += 1
+        # A newcomer on a host with a failing drive may be its replacement (judged on the state before this reading).
+        first_ts = ev.ts if state is None or state.n == 0 else state.first_ts
         verdict = self.disk_detector.score_one(ev, state)
         drives[key] = self.disk_detector.learn_one(ev, state)
         self._disk_model_dirty = True
@@ -293,22 +304,60 @@ class Engine:
             sig = DiskSignal(ev.host, ev.disk, ev.ts, verdict.score, list(verdict.evidence), a.id)
             self._set_signal(sig)
             out.signals.append(sig)
-            out.alerts.extend(self.tracker.observe(self.diagnoser.disk_finding(sig, a.severity, _DISK_HOLD)))
+            out.alerts.extend(self.tracker.observe(self.diagnoser.disk_finding(sig)))
+            self._failing.setdefault(ev.host, {})[ev.disk] = None
         if ev.failure:
-            # The drive is gone (replaced): its alert ends, and soon after it
-            # no longer explains its host's latency.
-            out.alerts.extend(self.tracker.resolve(fingerprint({"service": None, "host": ev.host, "disk": ev.disk}), ev.ts))
-            self.drives.pop(key, None)
-            for s in self.disk_signals.get(ev.host, []):
-                if s.disk == ev.disk:
-                    s.replaced_at = ev.ts
-                    if not any(x is s for x in out.signals):  # flagged by this very reading
-                        out.signals.append(s)
+            self._replaced(ev.host, ev.disk, ev.ts, out)
+        elif ev.host in self._failing:
+            for disk in self._replacements(ev, first_ts):
+                self.counts["drives.replaced_by_new_serial"] += 1
+                self._replaced(ev.host, disk, first_ts, out)
         if not self.counts["requests"]:
             # Without request streams the disk readings drive the clock; with
             # them, window closes do (the two topics may be far apart).
             out.alerts.extend(self.tracker.tick(ev.ts))
         return out
+
+    def _replacements(self, ev: DiskHealthEvent, first_ts: float) -> list[str]:
+        """The failing drives of ``ev``'s host that the drive of ``ev`` replaced.
+
+        The events name a drive by host and serial, not by bay: a drive
+        counts as replaced when a serial first seen after its last reading
+        reports on its host, and it has itself missed a reading since (more
+        than 1.5 times its usual interval between readings, a day when it
+        had only one). A drive added beside a failing one that still reports
+        replaces nothing.
+        """
+        gone = []
+        for disk in self._failing.get(ev.host, {}):
+            if disk == ev.disk:
+                continue
+            st = self.drives.get(f"{ev.host}/{disk}")
+            if st is None or not st.n:
+                continue  # its state was evicted: no telling when it last reported
+            usual = (st.last_ts - st.first_ts) / (st.n - 1) if st.n > 1 else 86400.0
+            if first_ts > st.last_ts and ev.ts - st.last_ts > 1.5 * usual:
+                gone.append(disk)
+        return gone
+
+    def _replaced(self, host: str, disk: str, at: float, out: Output) -> None:
+        """The drive was replaced at ``at``: its alert ends, and soon after it no longer explains its host's latency."""
+        out.alerts.extend(self.tracker.resolve(fingerprint({"service": None, "host": host, "disk": disk}), at))
+        key = f"{host}/{disk}"
+        if self.drives.pop(key, None) is not None:
+            self._dirty.discard(("drive", key))
+            if self._checkpointing:
+                self._gone.add(f"drive:{key}")
+        failing = self._failing.get(host)
+        if failing is not None:
+            failing.pop(disk, None)
+            if not failing:
+                del self._failing[host]
+        for s in self.disk_signals.get(host, []):
+            if s.disk == disk and s.replaced_at is None:
+                s.replaced_at = at
+                if not any(x is s for x in out.signals):  # flagged by this very reading
+                    out.signals.append(s)
 
     def _set_signal(self, sig: DiskSignal) -> None:
         others = [s for s in self.disk_signals.get(sig.host, []) if s.disk != sig.disk]
@@ -530,8 +579,11 @@ class Engine:
         """Restore one model (or alert) written by :meth:`dirty_states`."""
         kind, _, key = name.partition(":")
         if kind == "alert":
-            self.tracker.load(data)
+            labels = self.tracker.load(data)
             self._alerts_saved[name] = data
+            host, disk = labels.get("host"), labels.get("disk")
+            if labels.get("service") is None and host and disk:
+                self._failing.setdefault(host, {})[disk] = None
             return
         if kind == "shared" and key == "disk":
             self.disk_detector = DiskFailureDetector.from_bytes(data, **self.config.disk)

@@ -34,8 +34,10 @@ __all__ = [
     "DEFAULT_NEXT_STEPS",
     "Peaks",
     "Presentation",
+    "ended",
     "evidence_lines",
     "headline",
+    "is_drive_alert",
     "human_value",
     "tidy_numbers",
 ]
@@ -137,6 +139,16 @@ def headline(alert: Alert) -> str:
             if title.lower().endswith((sep + suffix).lower()):
                 return title[: -len(sep + suffix)].rstrip()
     return title
+
+
+def is_drive_alert(alert: Alert) -> bool:
+    """An alert about a drive itself (host and disk, no service): it ends only when the drive is replaced."""
+    return alert.cause == "disk_failure" and bool(alert.labels.get("disk")) and not alert.labels.get("service")
+
+
+def ended(alert: Alert) -> str:
+    """How a resolved alert ended: a drive is ``replaced``, anything else ``recovered``."""
+    return "replaced" if is_drive_alert(alert) else "recovered"
 
 
 def _deviation(ev: Evidence) -> float:

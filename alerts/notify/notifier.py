@@ -96,6 +96,7 @@ class AlertNotifier:
             fallbacks={r.name: r.fallback for r in config.receivers}, console=console,
             recheck_after=recheck_after, attempt_timeout=attempt_timeout, rng=rng,
             reminder_muters=(acks,) if acks is not None else (),
+            min_repeat_interval=config.min_repeat_interval,
         )
         self._lock = asyncio.Lock()
 

@@ -8,7 +8,11 @@ silences, ``send_resolved``, deduplication against the notification log
 worker), then one attempt at the receiver. A per-alert receiver (console)
 gets each changed alert; a per-group receiver (Slack thread, webhook,
 Alertmanager) gets the group when its firing set changed, something
-resolved, or ``repeat_interval`` passed since it was last told.
+resolved, or ``repeat_interval`` passed since it was last told; that
+interval is at least the ``min_repeat_interval`` of the group's severity
+(its most severe firing alert's: a group of warnings is reminded at most
+daily by default), and the receiver is handed the route with the interval
+in force, so that it tells a reminder apart the same way.
 
 Nothing here sleeps, and one receiver never holds back another. What
 happens after a failed attempt depends on what the receiver said
@@ -65,7 +69,7 @@ from alerts.timeinterval import TimeRange, in_any
 
 from .base import Receiver
 
-__all__ = ["Delivery", "Muter", "NotificationPipeline", "ReceiverHealth", "Retry", "state_id"]
+__all__ = ["Delivery", "Muter", "NotificationPipeline", "ReceiverHealth", "Retry", "group_severity", "state_id"]
 
 
 class Muter(Protocol):
@@ -154,6 +158,10 @@ class NotificationPipeline:
         included); longer counts as a retryable failure.
     rng
         The jitter's random source (seeded in tests).
+    min_repeat_interval
+        Per severity, a floor on the routes' ``repeat_interval`` for groups
+        whose most severe firing alert has that severity
+        (``AlertingConfig.min_repeat_interval``).
     """
 
     def __init__(
@@ -171,8 +179,10 @@ class NotificationPipeline:
         recheck_after: float = 600.0,
         attempt_timeout: float = 60.0,
         rng: random.Random | None = None,
+        min_repeat_interval: Mapping[str, float] | None = None,
     ) -> None:
         self.receivers = receivers
+        self.min_repeat_interval = dict(min_repeat_interval or {})
         self.deliveries = deliveries
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
@@ -377,6 +387,10 @@ class NotificationPipeline:
         firing_ids = sorted(state_id(a) for a in firing)
         resolved_ids = sorted(state_id(a) for a in resolved)
         repeat = n.route.repeat_interval if receiver.resend_interval is None else receiver.resend_interval
+        floor = self.min_repeat_interval.get(group_severity(firing), 0.0) if receiver.resend_interval is None else 0.0
+        if floor > repeat:
+            repeat = floor
+            n = dataclasses.replace(n, route=dataclasses.replace(n.route, repeat_interval=floor))
         if receiver.resend_interval is None and any(m.mutes_reminder(n.key, n.now) for m in self.reminder_muters):
             repeat = math.inf  # acknowledged: no reminders; changes and the resolve still go
         if not _needs_update(entry, firing_ids, resolved_ids, n.now, repeat):
@@ -410,6 +424,14 @@ class NotificationPipeline:
         self.deliveries[key] = orjson.dumps({"memory": memory, "done": [*done, sid][-_KEEP:]})
         self.counts[f"sent.{name}"] += 1
         return 1
+
+
+_SEVERITY_RANK = {"warning": 1, "critical": 2}
+
+
+def group_severity(firing: Iterable[Alert]) -> str:
+    """The severity of a group (an incident): that of its most severe firing alert."""
+    return max((a.severity for a in firing), key=lambda s: _SEVERITY_RANK.get(s, 0), default="warning")
 
 
 def _needs_update(entry: dict | None, firing: list[str], resolved: list[str], now: float, repeat: float) -> bool:

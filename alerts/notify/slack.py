@@ -88,13 +88,15 @@ from alerts.notify.http import classify_status, retry_after_seconds
 from alerts.notify.message import (
     Peaks,
     Presentation,
+    ended,
     evidence_line,
     headline,
     human_value,
+    is_drive_alert,
     signal_name,
     tidy_numbers,
 )
-from alerts.notify.pipeline import state_id
+from alerts.notify.pipeline import group_severity, state_id
 from alerts.notify.slack_actions import parent_actions
 from alerts.secret import Secret, redact
 
@@ -377,10 +379,16 @@ def build_message(
     end = alert.ends_at if alert.ends_at is not None else (now if now is not None else alert.starts_at)
     if resolved:
         recovered = ", ".join(dict.fromkeys(signal_name(ev.signal) for ev in alert.evidence)) or "the alert's signals"
-        details.append(_section(
-            f"*Recovered:* {pres.time(end)}, after {format_duration(end - alert.starts_at)}\n"
-            f"*Back to usual:* {_escape(recovered)}\n"
-            f"*Cause was:* {_escape(_cause(alert))}"))
+        if is_drive_alert(alert):
+            # A failing drive does not recover: its alert ends when the drive is replaced.
+            details.append(_section(
+                f"*Drive replaced:* {pres.time(end)}, after {format_duration(end - alert.starts_at)} failing\n"
+                f"*Cause was:* {_escape(_cause(alert))}"))
+        else:
+            details.append(_section(
+                f"*Recovered:* {pres.time(end)}, after {format_duration(end - alert.starts_at)}\n"
+                f"*Back to usual:* {_escape(recovered)}\n"
+                f"*Cause was:* {_escape(_cause(alert))}"))
     else:
         details.append(_section(f"{_cause_line(alert)}\n*Since:* {pres.time(alert.starts_at)}"))
     ev = _evidence_text(alert, peaks, pres, resolved=resolved)
@@ -409,7 +417,7 @@ def fallback_text(alert: Alert, *, kind: str = "new", pres: Presentation | None 
     pres = pres or Presentation()
     if kind == "resolved":
         end = alert.ends_at if alert.ends_at is not None else (now if now is not None else alert.starts_at)
-        text = (f"[RESOLVED] {head or headline(alert)}: recovered {pres.time(end)} after "
+        text = (f"[RESOLVED] {head or headline(alert)}: {ended(alert)} {pres.time(end)} after "
                 f"{format_duration(end - alert.starts_at)} (was {cause_text(alert.cause)})")
     else:
         prefix = "[update] " if kind == "update" else ""
@@ -444,10 +452,43 @@ def change_lines(before: Mapping[str, Any] | None, alert: Alert, pres: Presentat
     return lines, escalated
 
 
-def _told(alert: Alert) -> dict[str, Any]:
-    """What a thread remembers of an alert it told, to say what changed next time."""
-    return {"sid": state_id(alert), "cause": alert.cause, "severity": alert.severity,
-            "confidence": round(alert.confidence, 4), "headline": headline(alert)}
+def _told(alert: Alert, before: Mapping[str, Any] | None = None, now: float | None = None) -> dict[str, Any]:
+    """What a thread remembers of an alert it told, to say what changed next time.
+
+    ``ev`` is its lead evidence sentence and ``ev_at`` when the thread first
+    had it (kept while it stays the same): a reminder says whether it is new.
+    """
+    out = {"sid": state_id(alert), "cause": alert.cause, "severity": alert.severity,
+           "confidence": round(alert.confidence, 4), "headline": headline(alert)}
+    if now is not None:
+        ev = evidence_line(alert.evidence[0]) if alert.evidence else ""
+        same = before is not None and before.get("ev") == ev and before.get("ev_at") is not None
+        out["ev"], out["ev_at"] = ev, float(before["ev_at"]) if same and before is not None else now
+    return out
+
+
+def _reminder_lines(firing: list[Alert], told: Mapping[str, Any], since: float, now: float,
+                    pres: Presentation) -> list[str]:
+    """A reminder: how long it has been going on, and for each alert the evidence now, or, when
+    nothing newer came since the thread had it, when that was (frozen evidence is not news).
+    A drive's alert is refreshed with its latest reading (:mod:`alerts.lifecycle`): its
+    counters now."""
+    what = "still failing" if all(a.cause == "disk_failure" for a in firing) else "still firing"
+    lines = [f":bell: *Reminder:* {what} after {format_duration(now - since)} (since {pres.time(since)})"]
+    for a in firing[:5]:
+        item = f"• {_escape(headline(a))}"
+        if a.evidence:
+            ev = evidence_line(a.evidence[0])
+            before = told.get(a.fingerprint) or {}
+            drive = a.cause == "disk_failure" and not a.labels.get("service")
+            if before.get("ev") == ev and before.get("ev_at") is not None:
+                item += f": as reported {pres.time(float(before['ev_at']))}, nothing newer: {_escape(ev)}"
+            else:
+                item += f": {'counters now' if drive else 'now'}: {_escape(ev)}"
+        lines.append(item)
+    if len(firing) > 5:
+        lines.append(f"…and {len(firing) - 5} more")
+    return lines
 
 
 def build_blocks(alert: Alert, *, kind: str = "new", pres: Presentation | None = None, peaks: Peaks | None = None,
@@ -724,6 +765,22 @@ class SlackReceiver(Receiver):
         resolved = [a for a in n.resolved if a.fingerprint in told and told[a.fingerprint].get("sid") != state_id(a)]
         lines.extend(_resolved_line(a, pres, n.now, peaks[a.fingerprint].headline if a.fingerprint in peaks else None)
                      for a in resolved)
+        if resolved and firing:
+            # What resolved is part of the incident; say what is still open (a drive that
+            # no longer slows a service still fails).
+            lines.append(f"*Still firing:* {_escape('; '.join(headline(a) for a in firing[:3]))}"
+                         + (f" (+{len(firing) - 3} more)" if len(firing) > 3 else ""))
+        # The incident's severity is its most severe firing alert's: a new critical alert
+        # (a failing drive that starts to slow a service) escalates it in this thread.
+        was = str(mem.get("severity") or group_severity([a for a in firing if a.fingerprint in told]))
+        now_sev = group_severity(firing)
+        if firing and lines and now_sev != was:
+            up = _SEVERITY_RANK.get(now_sev, 0) > _SEVERITY_RANK.get(was, 0)
+            if up and not any("*Escalated" in line for line in lines):
+                lines.insert(0, f":arrow_up: *Escalated:* {was} → *{now_sev}*: {_escape(headline(firing[0]))}")
+            elif not up:
+                lines.insert(0, f":arrow_down: *Severity:* {was} → *{now_sev}*: no {was} alert firing now")
+            escalated = escalated or up
         closing = not firing and bool(resolved)
         since = float(mem.get("since", min((a.starts_at for a in firing), default=n.now)))
         reminder = not lines and bool(firing) and n.now - float(mem.get("at", 0.0)) >= n.route.repeat_interval
@@ -751,10 +808,7 @@ class SlackReceiver(Receiver):
                 raise
             log.info("slack %s: could not edit the parent of group %s (%s)", self.name, n.key, err.error)
         if reminder:
-            lines = [(f":bell: *Reminder:* still firing after {format_duration(n.now - since)} "
-                      f"(since {pres.time(since)}): "
-                      + "; ".join(_escape(headline(a)) for a in firing[:5])
-                      + (f" (+{len(firing) - 5} more)" if len(firing) > 5 else ""))]
+            lines = _reminder_lines(firing, told, since, n.now, pres)
         # Escalations are shown in the channel, not only in the thread.
         await self._reply(root, lines, broadcast=escalated or (reminder and self.reminder_broadcast))
         log.debug("slack %s: group %s %s in %s/%s", self.name, n.key,
@@ -762,12 +816,12 @@ class SlackReceiver(Receiver):
         if closing:
             return {**root, "open": False, "told": {}, "at": n.now}
         for a in firing:
-            told[a.fingerprint] = _told(a)
+            told[a.fingerprint] = _told(a, told.get(a.fingerprint), n.now)
         for a in resolved:
             told.pop(a.fingerprint, None)
             peaks.pop(a.fingerprint, None)
         return {**root, "open": True, "told": told, "since": since, "at": n.now, "reminders": reminders,
-                "peaks": {fp: p.dump() for fp, p in peaks.items() if fp in told}}
+                "severity": now_sev, "peaks": {fp: p.dump() for fp, p in peaks.items() if fp in told}}
 
     def _with_actions(self, msg: SlackMessage, n: GroupNotification, lead: Alert) -> SlackMessage:
         """``msg`` with the action buttons (and who acknowledged) when this receiver offers them."""
@@ -786,7 +840,8 @@ class SlackReceiver(Receiver):
         resp = await self._send(msg, self.channel)
         log.debug("slack %s: group %s posted as %s/%s", self.name, n.key, resp["channel"], resp["ts"])
         return {"channel": resp["channel"], "ts": resp["ts"], "open": True,
-                "told": {a.fingerprint: _told(a) for a in firing}, "since": since, "at": n.now, "reminders": 0,
+                "told": {a.fingerprint: _told(a, None, n.now) for a in firing}, "since": since, "at": n.now,
+                "reminders": 0, "severity": group_severity(firing),
                 "peaks": {a.fingerprint: peaks[a.fingerprint].dump() for a in firing if a.fingerprint in peaks}}
 
 
@@ -797,7 +852,7 @@ def _lead_order(a: Alert) -> tuple:
 
 def _resolved_line(a: Alert, pres: Presentation, now: float | None = None, head: str | None = None) -> str:
     end = a.ends_at if a.ends_at is not None else (now if now is not None else a.starts_at)
-    return (f"{RESOLVED_EMOJI} *Resolved:* {_escape(head or headline(a))}: recovered {pres.time(end)} "
+    return (f"{RESOLVED_EMOJI} *Resolved:* {_escape(head or headline(a))}: {ended(a)} {pres.time(end)} "
             f"after {format_duration(end - a.starts_at)}")
 
 

@@ -146,6 +146,7 @@ async def test_pipeline_sends_changes_once_and_repeats_groups_after_repeat_inter
     cfg = load_model_text("""
 receivers: [{name: default, console: {}}]
 route: {receiver: default, group_by: [service], group_wait: 30s, group_interval: 5m, repeat_interval: 1h}
+min_repeat_interval: {}  # Alertmanager's rule alone (warnings are otherwise reminded at most daily)
 """, AlertingConfig)
     n = AlertNotifier(cfg, {"default": rec}, {})
     a = alert(service="a")
