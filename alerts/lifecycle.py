@@ -77,11 +77,15 @@ class AlertTracker:
         pending time over: "persisting" means without gaps.
     refresh_every
         An alert that stays open until resolved (infinite ``hold``) is sent
-        again with its latest evidence at most this often.
+        again with its latest evidence at most this often. Six hours: a
+        quarter of the warning reminders' day, so a reminder's counters are
+        at most that old, while the ``alerts`` topic (one record per state
+        change, by the contract) gets at most four such records a drive a
+        day (one a day with daily SMART readings).
     """
 
     def __init__(self, pending_for: float = 0.0, keep_firing_for: float = 300.0, pending_gap: float = 90.0,
-                 refresh_every: float = 3600.0) -> None:
+                 refresh_every: float = 21600.0) -> None:
         self.pending_for = pending_for
         self.keep_firing_for = keep_firing_for
         self.pending_gap = pending_gap

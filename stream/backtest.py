@@ -67,6 +67,7 @@ class BacktestResult:
     alerts: Counter[str] = field(default_factory=Counter)
     causes: Counter[str] = field(default_factory=Counter)
     notifications: Counter[str] = field(default_factory=Counter)  # "receiver kind" -> n
+    raised: set[tuple[str, str, str]] = field(default_factory=set)  # (fingerprint, starts_at, cause)
     seconds: float = 0.0
     first_error: str = ""
 
@@ -75,7 +76,8 @@ class BacktestResult:
         lines = [f"{self.events} events replayed in {self.seconds:.1f} s ({rate:,.0f}/s), {self.invalid} malformed (dead-letter.jsonl)"]
         for det in ("latency", "traffic", "disk"):
             lines.append(f"  {det:8s} anomalies {self.anomalies.get(det, 0):6d}")
-        lines.append(f"  alerts: {self.alerts.get('firing', 0)} firing, {self.alerts.get('resolved', 0)} resolved")
+        lines.append(f"  alerts: {len({r[:2] for r in self.raised})} raised, {self.alerts.get('resolved', 0)} resolved "
+                     f"({self.alerts.get('firing', 0)} firing records: updates and drive refreshes included)")
         for cause, n in sorted(self.causes.items()):
             lines.append(f"    {cause:20s} {n}")
         receivers = sorted({k.split(" ")[0] for k in self.notifications})
@@ -100,8 +102,11 @@ class _FileOutbox:
     def alert(self, key: bytes, value: bytes) -> None:
         rec = orjson.loads(value)
         self.res.alerts[rec["status"]] += 1
-        if rec["status"] == "firing":
+        raised = (rec["fingerprint"], rec["starts_at"], rec["cause"])
+        if rec["status"] == "firing" and raised not in self.res.raised:
+            # Per alert and cause it was given: a drive's refreshes are not more alerts.
             self.res.causes[rec["cause"]] += 1
+            self.res.raised.add(raised)
         self.fl.write(value + b"\n")
         self.on_alert(alert_from_record(rec))
 
