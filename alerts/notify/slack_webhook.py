@@ -23,7 +23,7 @@ from alerts.secret import Secret
 
 from .base import Memory, Receiver, format_duration, labels_text
 from .http import receiver_error, refusal, retry_after_seconds, transport_failure
-from .message import Presentation, evidence_line, headline
+from .message import Presentation, ended, evidence_line, headline
 from .slack import (
     FALLBACK_MAX,
     HEADER_MAX,
@@ -46,7 +46,7 @@ def _alert_section(a: Alert, pres: Presentation) -> dict[str, Any]:
     state = "RESOLVED" if a.status == "resolved" else a.severity.upper()
     lines = [f"{emoji} *{state}* · *{_escape(headline(a))}*", _cause_line(a)]
     if a.status == "resolved" and a.ends_at is not None:
-        lines.append(f"*Recovered:* {pres.time(a.ends_at)} after {format_duration(a.ends_at - a.starts_at)}")
+        lines.append(f"*{ended(a).capitalize()}:* {pres.time(a.ends_at)} after {format_duration(a.ends_at - a.starts_at)}")
     else:
         lines.append(f"*Since:* {pres.time(a.starts_at)}")
     if a.evidence:
