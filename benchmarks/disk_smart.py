@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 import random
 import statistics
 import sys
@@ -49,6 +50,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from detectors import compiled_modules  # noqa: E402
 from detectors.disk import FEATURES, DiskFailureDetector, DriveState  # noqa: E402
 from detectors.events import DiskHealthEvent  # noqa: E402
 
@@ -236,6 +238,25 @@ def tune(fleet: Fleet, scores: list[float], part: Part, max_healthy: float) -> f
     return best_t
 
 
+def tune_exact(fleet: Fleet, scores: list[float], part: Part, max_healthy: float) -> float:
+    """The lowest threshold with at most ``max_healthy`` of ``part``'s healthy drives alerted.
+
+    For a learned probability, whose healthy scores may all sit above the
+    grid's points: the threshold just above the highest score of the
+    healthy drive that would push the share over the limit.
+    """
+    top: dict[str, float] = {}
+    for ev, s in zip(fleet.events, scores, strict=True):
+        d = ev.disk
+        if d in part.drives and d not in fleet.failed and part.lo <= ev.ts < part.hi and s > top.get(d, -1.0):
+            top[d] = s
+    healthy = sorted(top.values(), reverse=True)
+    k = int(max_healthy * len(healthy))
+    if k >= len(healthy):
+        return 0.0
+    return math.nextafter(healthy[k], math.inf)
+
+
 # --------------------------------------------------------------------------- simple rules
 
 
@@ -259,7 +280,13 @@ def rule_flags(events: list[DiskHealthEvent]) -> dict[str, list[bool]]:
 # --------------------------------------------------------------------------- River (delayed labels)
 
 
-def river_scores(events: list[DiskHealthEvent], make_model: Callable[[], object], horizon_days: float) -> list[float]:
+def river_scores(
+    events: list[DiskHealthEvent],
+    make_model: Callable[[], object],
+    horizon_days: float,
+    negative_every: int = 1,
+    params: dict[str, bool | int | float] | None = None,
+) -> list[float]:
     """P(failure within ``horizon_days``) per reading from a River classifier, scored before learning.
 
     The label of a reading (1: the drive failed within the horizon after it)
@@ -269,8 +296,8 @@ def river_scores(events: list[DiskHealthEvent], make_model: Callable[[], object]
     """
     from detectors.disk_learn import DiskLearner
 
-    learner = DiskLearner(make_model(), horizon_days=horizon_days)
-    det = DiskFailureDetector()
+    learner = DiskLearner(make_model(), horizon_days=horizon_days, negative_every=negative_every)
+    det = DiskFailureDetector(**(params or {}))
     states: dict[str, DriveState] = {}
     out = [0.0] * len(events)
     for k, ev in enumerate(events):
@@ -285,7 +312,9 @@ def river_scores(events: list[DiskHealthEvent], make_model: Callable[[], object]
 # --------------------------------------------------------------------------- cost at scale
 
 
-def scale_cost(events: list[DiskHealthEvent], drives: int, days: int) -> tuple[float, float, int]:
+def scale_cost(
+    events: list[DiskHealthEvent], drives: int, days: int, det: DiskFailureDetector
+) -> tuple[float, float, int]:
     """us per reading (score_one + learn_one), in-memory bytes per drive, serialised bytes per drive.
 
     ``drives`` drives are copies of the sample's (serial suffixed), replayed
@@ -306,7 +335,6 @@ def scale_cost(events: list[DiskHealthEvent], drives: int, days: int) -> tuple[f
             ]
         )
     stream = [s[d] for d in range(days) for s in series]
-    det = DiskFailureDetector()
     tracemalloc.start()
     m0 = tracemalloc.get_traced_memory()[0]
     states: dict[str, DriveState] = {}
@@ -348,6 +376,16 @@ def evaluate(name: str, fleet: Fleet, scores: list[float], rules: dict[str, list
     return pooled
 
 
+def _param(v: str) -> bool | int | float:
+    """A detector parameter from the command line: true / false, an int, or a float (compiled, types are checked)."""
+    if v.lower() in ("true", "false"):
+        return v.lower() == "true"
+    try:
+        return int(v)
+    except ValueError:
+        return float(v)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parent.parent.parent / "shared/datasets/smart")
@@ -355,13 +393,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--river", action="store_true", help="also evaluate River classifiers with delayed labels")
     ap.add_argument("--horizon", type=float, default=14.0, help="River label horizon, days")
     ap.add_argument("--scale", type=int, default=100_000, help="drives in the cost measurement (0: skip)")
-    ap.add_argument("--params", default="", help="detector parameters, k=v,k=v (for trying changes)")
+    ap.add_argument("--cost-only", action="store_true", help="only the cost measurement")
+    ap.add_argument("--params", default="", help="detector parameters, k=v,k=v (for trying changes; e.g. stall_days=3)")
     ap.add_argument("--weights", default="", help="prior weights by feature name, k=v,k=v (for trying changes)")
     args = ap.parse_args(argv)
     if not (args.data / DEV).is_file():
         print(f"disk_smart: no SMART data under {args.data}; skipped")
         return 0
-    params = {k: float(v) for k, v in (p.split("=") for p in args.params.split(",") if p)}
+    params = {k: _param(v) for k, v in (p.split("=") for p in args.params.split(",") if p)}
     weights = {k: float(v) for k, v in (p.split("=") for p in args.weights.split(",") if p)}
 
     def make() -> DiskFailureDetector:
@@ -375,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     split = datetime.fromisoformat(SPLIT_DATE).replace(tzinfo=UTC).timestamp()
     default_t = DiskFailureDetector(**params).threshold
     print(f"disk_smart: params {params or 'defaults'}, weights {weights or 'prior'}, threshold grid {GRID[0]}..{GRID[-1]}, tuning rule <= {args.max_healthy:.1%} healthy alerted")
-    for variant in ("with SMART 9", "without SMART 9"):
+    for variant in () if args.cost_only else ("with SMART 9", "without SMART 9"):
         print(f"\n== {variant}")
         ev = dev_events if variant == "with SMART 9" else without_poh(dev_events)
         fleet = Fleet(ev, dev_failed)
@@ -414,29 +453,44 @@ def main(argv: list[str] | None = None) -> int:
             o = tf.outcome(Part("", tf.drives), flag_times(tev, (s >= default_t for s in tscores)))
             print(f"    at the shipped threshold {default_t:.2f}: {o.line()}")
         if args.river:
-            print(f"  River, delayed labels (revealed at the failure or {args.horizon:g} d after each reading), time split:")
-            for label, make_model in river_models():
-                rs = river_scores(ev, make_model, args.horizon)
-                t = tune(fleet, rs, Part("", fleet.drives, hi=split), args.max_healthy)
+            print(
+                f"  River, delayed labels (revealed at the failure or {args.horizon:g} d after each reading), time split;"
+                f" threshold: the lowest with <= {args.max_healthy:.1%} of the tuning part's healthy drives alerted:"
+            )
+            for label, make_model, every in river_models():
+                rs = river_scores(ev, make_model, args.horizon, every, params)
+                t = tune_exact(fleet, rs, Part("", fleet.drives, hi=split), args.max_healthy)
                 o = fleet.outcome(Part("", fleet.drives, lo=split), flag_times(ev, (s >= t for s in rs)))
                 print(f"    {label:40s} threshold {t:.3g}: report {o.line()}")
     if args.scale:
-        us, mem, size = scale_cost(dev_events, args.scale, 4)
+        us, mem, size = scale_cost(dev_events, args.scale, 4, make())
         print(
             f"\ncost at {args.scale:,} drives (copies of the dev drives, 4 daily readings each): "
             f"{us:.2f} us per reading (score_one + learn_one, CPU time), {mem:.0f} bytes per drive in memory, "
-            f"{size} bytes per drive serialised"
+            f"{size} bytes per drive serialised; "
+            f"detectors.disk {'compiled' if 'detectors.disk' in compiled_modules() else 'pure Python'}"
         )
     return 0
 
 
-def river_models() -> list[tuple[str, Callable[[], object]]]:
+def river_models() -> list[tuple[str, Callable[[], object], int]]:
+    """(label, model factory, learn one negative label in this many)."""
     from river import compose, forest, linear_model, optim, preprocessing
 
+    def logistic() -> object:
+        return compose.Pipeline(
+            preprocessing.StandardScaler(), linear_model.LogisticRegression(optimizer=optim.SGD(0.05))
+        )
+
+    def arf() -> object:
+        return forest.ARFClassifier(n_models=10, seed=SEED)
+
     return [
-        ("logistic regression (scaled)", lambda: compose.Pipeline(
-            preprocessing.StandardScaler(), linear_model.LogisticRegression(optimizer=optim.SGD(0.05)))),
-        ("adaptive random forest (10 trees)", lambda: forest.ARFClassifier(n_models=10, seed=SEED)),
+        ("logistic regression (scaled)", logistic, 1),
+        ("logistic regression, 1 negative in 10", logistic, 10),
+        ("adaptive random forest (10 trees)", arf, 1),
+        ("adaptive random forest, 1 negative in 10", arf, 10),
+        ("adaptive random forest, 1 negative in 50", arf, 50),
     ]
 
 

@@ -51,12 +51,22 @@ class DiskLearner:
         A reading is positive when its drive fails within this many days.
     max_pending
         Readings kept per drive while their label is unknown (oldest dropped).
+    negative_every
+        Learn one negative label in this many (the others are counted, not
+        learned): healthy readings outnumber failing ones a hundredfold, and
+        a forest learns the rare class better from a balanced stream
+        (StreamDFP downsamples negatives the same way).
     """
 
-    def __init__(self, model: Any, horizon_days: float = 14.0, max_pending: int = 64) -> None:
+    def __init__(
+        self, model: Any, horizon_days: float = 14.0, max_pending: int = 64, negative_every: int = 1
+    ) -> None:
+        if negative_every < 1:
+            raise ValueError(f"negative_every must be >= 1, got {negative_every!r}")
         self.model = model
         self.horizon_days = horizon_days
         self.max_pending = max_pending
+        self.negative_every = negative_every
         self._pending: dict[str, deque[tuple[float, dict[str, float]]]] = {}
         self.n_positive = 0
         self.n_negative = 0
@@ -82,8 +92,10 @@ class DiskLearner:
             q.append((ts, x))
 
     def _learn(self, x: dict[str, float], y: bool) -> None:
-        self.model.learn_one(x, y)
         if y:
+            self.model.learn_one(x, y)
             self.n_positive += 1
         else:
+            if self.n_negative % self.negative_every == 0:
+                self.model.learn_one(x, y)
             self.n_negative += 1

@@ -61,3 +61,22 @@ def test_no_label_no_opinion_and_pending_is_bounded():
         lrn.observe("a", i * DAY, {"rise_5": 1.0}, failure=False)
     assert lrn.predict_proba_one({"rise_5": 1.0}) == 0.0  # no positive label yet
     assert len(lrn._pending["a"]) == 5
+
+
+def test_one_negative_in_k_is_learned_and_all_are_counted():
+    from river import dummy
+
+    def run(every: int) -> tuple[float, DiskLearner]:
+        lrn = DiskLearner(dummy.PriorClassifier(), horizon_days=1.0, negative_every=every)
+        for k in range(10):  # 10 drives, each 10 healthy readings 2 days apart, then one that fails
+            for i in range(10):
+                lrn.observe(f"d{k}", (100 * k + 2 * i) * DAY, {"x": 0.0}, failure=False)
+            lrn.observe(f"f{k}", 100 * k * DAY, {"x": 1.0}, failure=True)
+        return lrn.predict_proba_one({"x": 0.0}), lrn
+
+    p_all, all_ = run(1)
+    p_some, some = run(10)
+    # each drive's last reading still waits for its label: 9 negatives a drive are known
+    assert all_.n_negative == some.n_negative == 90 and all_.n_positive == some.n_positive == 10
+    assert abs(p_all - 10 / 100) < 1e-9  # the prior saw every label
+    assert abs(p_some - 10 / 19) < 1e-9  # ... or one negative in ten (the 1st, 11th, ... 81st)
