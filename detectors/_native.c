@@ -2,7 +2,8 @@
  *
  * - add_rows: WindowAggregator.add for a whole batch (below);
  * - hash64: sketches.hash64, the client hash (add_rows computes it for each client);
- * - utc_many, row_times: timeutil.fast_utc_many, the event times of a batch (at the end).
+ * - utc_many, row_times: timeutil.fast_utc_many, and the event times of a decoded batch within the
+ *   plausible range (events.decode_requests; at the end).
  *
  * Without this module (no compiler at install, or TOCSIN_NATIVE=0)
  * WindowAggregator.add_batch calls add for each event and timeutil uses numpy,
@@ -1167,32 +1168,18 @@ static PyObject *utc_one(PyObject *str)
     return PyFloat_FromDouble((double)millis / 1000.0);
 }
 
-/* [utc_one(x) for x in xs]; with `rows`, x is the ts field of each decoded message (layouts checked by the caller) */
-static PyObject *utc_list(PyObject *xs, int rows)
+static PyObject *utc_many(PyObject *module, PyObject *strs)
 {
-    Py_ssize_t n = PyList_GET_SIZE(xs);
+    if (!PyList_CheckExact(strs)) {
+        PyErr_SetString(PyExc_TypeError, "utc_many(list of str)");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(strs);
     PyObject *out = PyList_New(n);
     if (out == NULL)
         return NULL;
-    Layout *lay = NULL;
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *x = PyList_GET_ITEM(xs, i);
-        PyObject *v;
-        if (rows) {
-            if (lay == NULL || Py_TYPE(x) != lay->type)
-                lay = layout_of(Py_TYPE(x));
-            PyObject *t = field(lay, x, F_TS);
-            if (t == NULL) {
-                PyErr_Clear(); /* (no ts: None, the scalar parser's to judge) */
-                v = Py_NewRef(Py_None);
-            }
-            else {
-                v = utc_one(t);
-                Py_DECREF(t);
-            }
-        }
-        else
-            v = utc_one(x);
+        PyObject *v = utc_one(PyList_GET_ITEM(strs, i));
         if (v == NULL) {
             Py_DECREF(out);
             return NULL;
@@ -1202,22 +1189,45 @@ static PyObject *utc_list(PyObject *xs, int rows)
     return out;
 }
 
-static PyObject *utc_many(PyObject *module, PyObject *strs)
+/* The ts field of a decoded message as epoch seconds in [lo, hi): a float ts
+ * as it is, a string of the usual form as utc_one reads it; else None. */
+static PyObject *row_time(const Layout *lay, PyObject *row, double lo, double hi)
 {
-    if (!PyList_CheckExact(strs)) {
-        PyErr_SetString(PyExc_TypeError, "utc_many(list of str)");
-        return NULL;
+    PyObject *t = field(lay, row, F_TS);
+    if (t == NULL) {
+        PyErr_Clear(); /* (no ts: the scalar parser's to judge) */
+        Py_RETURN_NONE;
     }
-    return utc_list(strs, 0);
+    PyObject *v;
+    if (PyFloat_CheckExact(t))
+        v = t;
+    else {
+        v = utc_one(t);
+        Py_DECREF(t);
+        if (v == NULL)
+            return NULL;
+    }
+    if (v != Py_None) {
+        double x = PyFloat_AS_DOUBLE(v);
+        if (!(lo <= x && x < hi))
+            Py_SETREF(v, Py_NewRef(Py_None));
+    }
+    return v;
 }
 
-/* The times of decoded messages (their ts), as utc_many; NotImplemented for rows it cannot read. */
-static PyObject *row_times(PyObject *module, PyObject *rows)
+/* row_times(rows, lo, hi) -> (times, redo): row_time of each decoded message, and the indexes
+ * where it is None (for the scalar parser); NotImplemented for rows it cannot read. */
+static PyObject *row_times(PyObject *module, PyObject *args)
 {
+    PyObject *rows;
+    double lo, hi;
+    if (!PyArg_ParseTuple(args, "Odd", &rows, &lo, &hi))
+        return NULL;
     if (!PyList_CheckExact(rows))
         Py_RETURN_NOTIMPLEMENTED;
+    Py_ssize_t n = PyList_GET_SIZE(rows);
     Layout *lay = NULL;
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(rows); i++) {
+    for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *row = PyList_GET_ITEM(rows, i);
         if (lay == NULL || Py_TYPE(row) != lay->type) {
             lay = layout_of(Py_TYPE(row));
@@ -1225,7 +1235,32 @@ static PyObject *row_times(PyObject *module, PyObject *rows)
                 Py_RETURN_NOTIMPLEMENTED;
         }
     }
-    return utc_list(rows, 1);
+    PyObject *out = PyList_New(n), *redo = PyList_New(0);
+    if (out == NULL || redo == NULL)
+        goto fail;
+    lay = NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *row = PyList_GET_ITEM(rows, i);
+        if (lay == NULL || Py_TYPE(row) != lay->type)
+            lay = layout_of(Py_TYPE(row));
+        PyObject *v = row_time(lay, row, lo, hi);
+        if (v == NULL)
+            goto fail;
+        PyList_SET_ITEM(out, i, v);
+        if (v == Py_None) {
+            PyObject *ix = PyLong_FromSsize_t(i);
+            if (ix == NULL || PyList_Append(redo, ix) < 0) {
+                Py_XDECREF(ix);
+                goto fail;
+            }
+            Py_DECREF(ix);
+        }
+    }
+    return Py_BuildValue("(NN)", out, redo);
+fail:
+    Py_XDECREF(out);
+    Py_XDECREF(redo);
+    return NULL;
 }
 
 static PyObject *setup(PyObject *module, PyObject *args)
@@ -1258,7 +1293,9 @@ static PyMethodDef methods[] = {
      "add_rows(services, rows, ts, source, new_service, window, lateness, seen_rotation, watermark, boundary)"
      " -> (steps, watermark, boundary, late): WindowAggregator.add for each row (see WindowAggregator.add_batch)"},
     {"utc_many", utc_many, METH_O, "utc_many(strs) -> [epoch seconds or None]: timeutil.fast_utc_many"},
-    {"row_times", row_times, METH_O, "row_times(rows) -> utc_many of their ts (None where ts is not a str)"},
+    {"row_times", row_times, METH_VARARGS,
+     "row_times(rows, lo, hi) -> (times, redo): their ts as epoch seconds in [lo, hi) (floats as they are, strings "
+     "as utc_many reads them), else None, and the indexes of the Nones"},
     {"hash64", hash64, METH_O, "hash64(text) -> sketches.hash64(text)"},
     {"setup", setup, METH_VARARGS,
      "setup(WindowCounts, LogHistogram, HOSTING_ASNS, bins cache, log_bin, _LOG_K, max endpoints, max agents, HLL p)"},
