@@ -20,7 +20,9 @@
  * boundary, late), steps being the event times at which the source's window
  * boundary moved. `services` is the aggregator's dict of ServiceWindows by
  * name, `new_service()` makes a missing one, `watermark` and `boundary` are
- * the source's before the batch.
+ * the source's before the batch. On an error (a row whose field has the
+ * wrong type) the exception is raised and the objects hold the events
+ * before it; the source's watermark is then not moved for them.
  *
  * The interface it relies on, all through the public C API (PyObject_GetAttr,
  * PyObject_SetAttr, method calls, and the concrete dict, list, bytearray,
@@ -1030,14 +1032,6 @@ out:
     return r;
 }
 
-static double arg_double(PyObject *v, int *err)
-{
-    double x = PyFloat_AsDouble(v);
-    if (x == -1.0 && PyErr_Occurred())
-        *err = 1;
-    return x;
-}
-
 static PyObject *add_rows(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 10) {
@@ -1054,11 +1048,14 @@ static PyObject *add_rows(PyObject *module, PyObject *const *args, Py_ssize_t na
         PyErr_SetString(PyExc_TypeError, "add_rows: services must be a dict");
         return NULL;
     }
+    double num[5]; /* window, lateness, seen_rotation, watermark, boundary */
+    for (int i = 0; i < 5; i++) {
+        num[i] = PyFloat_AsDouble(args[5 + i]);
+        if (num[i] == -1.0 && PyErr_Occurred())
+            return NULL;
+    }
+    double W = num[0], lateness = num[1], rot = num[2], wm = num[3], bnd = num[4];
     int err = 0;
-    double W = arg_double(args[5], &err), lateness = arg_double(args[6], &err), rot = arg_double(args[7], &err);
-    double wm = arg_double(args[8], &err), bnd = arg_double(args[9], &err);
-    if (err)
-        return NULL;
     if (!(W > 0)) {
         PyErr_SetString(PyExc_ValueError, "window must be > 0");
         return NULL;
