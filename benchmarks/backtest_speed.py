@@ -8,16 +8,19 @@ their ratio (the backtest's share of the decode-only speed). The targets are
 
 Usage::
 
-    .venv/bin/python benchmarks/backtest_speed.py [--requests FILE] [--repeat 3]
-        [--history-days 2] [--scale 3] [--baseline DIR]
+    .venv/bin/python benchmarks/backtest_speed.py [--requests FILE | --world SEED [--first N]]
+        [--repeat 3] [--history-days 2] [--scale 3] [--baseline DIR]
 
 ``--baseline DIR``: also replay the file with another build of tocsin (a
 folder holding its ``detectors``, ``alerts`` and ``stream`` packages, e.g. an
 older commit's wheel unpacked), alternating with this one in child
 processes, and print both rates and their ratio: a before/after in one run.
 
-Without ``--requests`` it simulates a recording (``tocsin simulate``) into a
-temporary folder first. Best of ``--repeat`` runs each, in CPU seconds of
+Without ``--requests`` it simulates a recording into a temporary folder
+first: ``tocsin simulate`` (the default), or with ``--world SEED`` the first
+``--first`` request events (default 2,000,000) of
+``stream.tools.simulator.world(SEED)``, a varied world (many clients, IPv6,
+many user agents and endpoints). Best of ``--repeat`` runs each, in CPU seconds of
 this process (``time.process_time``: one core, and steady on a busy machine).
 """
 
@@ -39,6 +42,30 @@ from detectors import compiled_modules  # noqa: E402
 from stream.backtest import run_backtest  # noqa: E402
 from stream.engine import Engine, tune_gc  # noqa: E402
 from stream.files import iter_lines  # noqa: E402
+
+
+def write_world(seed: int, first: int, path: str) -> int:
+    """The first ``first`` request events of ``world(seed)`` (default history and scale) as gzipped JSONL."""
+    import gzip
+
+    from stream.tools import simulator
+
+    n = 0
+    buf: list[bytes] = []
+    with gzip.open(path, "wb", compresslevel=1) as fh:
+        for topic, ev in simulator.generate(simulator.world(seed)):
+            if topic != simulator.REQUESTS:
+                continue
+            buf.append(orjson.dumps(ev))
+            n += 1
+            if len(buf) >= 20_000 or n >= first:
+                fh.write(b"\n".join(buf) + b"\n")
+                buf.clear()
+            if n >= first:
+                break
+        if buf:
+            fh.write(b"\n".join(buf) + b"\n")
+    return n
 
 
 def decode_only(path: str) -> tuple[int, float]:
@@ -105,6 +132,8 @@ def backtest_in(code: str, path: str, out: str) -> tuple[int, float, int]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--requests", help="a requests .jsonl or .jsonl.gz (default: simulate one)")
+    ap.add_argument("--world", type=int, help="simulate the first --first requests of simulator.world(SEED)")
+    ap.add_argument("--first", type=int, default=2_000_000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--history-days", type=int, default=2)
     ap.add_argument("--scale", type=float, default=3)
@@ -113,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     tune_gc()  # this process runs as the tocsin command does (both sides of each ratio)
     with tempfile.TemporaryDirectory(prefix="tocsin-speed-") as tmp:
         path = args.requests
+        if not path and args.world is not None:
+            path = str(Path(tmp) / f"world{args.world}.jsonl.gz")
+            write_world(args.world, args.first, path)
         if not path:
             sim = Path(tmp) / "sim"
             subprocess.run(
@@ -130,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
                 for name, code in (("baseline", args.baseline), ("this", str(ROOT))):
                     n, cpu, compiled[name] = backtest_in(code, path, str(Path(tmp) / f"out-{name}"))
                     best[name] = max(best[name], n / cpu)
-            print(f"file: {args.requests or 'simulated'} ({n:,} request events), best of {args.repeat}, child processes")
+            what = args.requests or (f"world({args.world}), first {args.first:,}" if args.world is not None else "simulated")
+            print(f"file: {what} ({n:,} request events), best of {args.repeat}, child processes")
             print(f"compiled modules: baseline {compiled['baseline']}, this {compiled['this']}")
             print(f"baseline ({args.baseline}): {best['baseline']:12,.0f} events/s")
             print(f"this ({ROOT}):  {best['this']:12,.0f} events/s")
@@ -143,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
             best_d = max(best_d, n_d / s)
             n_b, s = backtest(path, str(Path(tmp) / "out"))
             best_b = max(best_b, n_b / s)
-    print(f"file: {args.requests or 'simulated'} ({n_b:,} request events)")
+    what = args.requests or (f"world({args.world}), first {args.first:,}" if args.world is not None else "simulated")
+    print(f"file: {what} ({n_b:,} request events)")
     print(f"compiled (mypyc): {', '.join(compiled_modules()) or 'none, pure Python'}")
     print(f"decode only (read + orjson.loads): {best_d:12,.0f} events/s")
     print(f"backtest (tocsin engine):          {best_b:12,.0f} events/s")

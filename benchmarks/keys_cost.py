@@ -164,8 +164,6 @@ def main() -> int:
         # two generations of 65,536 clients: reported apart from what the service holds.
         agg._client_keys.clear()
         agg._old_keys.clear()
-        agg._client_hashes.clear()
-        agg._old_hashes.clear()
         svc = tracemalloc.get_traced_memory()[0]
         tracemalloc.stop()
         seen = agg._services["svc"].seen.nbytes()

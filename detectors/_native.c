@@ -1,107 +1,137 @@
-/* detectors._native: two per-event loops of the detectors, in C.
+/* detectors._native: per-event loops of the detectors, in C.
  *
  * - add_rows: WindowAggregator.add for a whole batch (below);
- * - utc_many, row_times: timeutil.fast_utc_many, the event times of a batch (at the end).
+ * - hash64: sketches.hash64, the client hash (add_rows computes it for each client);
+ * - utc_many, row_times: timeutil.fast_utc_many, and the event times of a decoded batch within the
+ *   plausible range (events.decode_requests; at the end).
  *
  * Without this module (no compiler at install, or TOCSIN_NATIVE=0)
  * WindowAggregator.add_batch calls add for each event and timeutil uses numpy,
  * with the same results.
  *
- * add_rows(agg, rows, ts, source) does exactly what
- *
- *     for row, t in zip(rows, ts): agg.add(<row at time t>, source)
- *
- * does (detectors/features.py, WindowAggregator.add: the specification; read
- * the two side by side), and returns the event times at which the source's
- * window boundary moved, as WindowAggregator.add_batch does. It works on the
- * aggregator's own objects (the same dicts, bytearrays, sketches), so
+ * add_rows(services, rows, ts, source, new_service, window, lateness, seen_rotation, watermark, boundary)
+ * counts rows[i] at time ts[i] exactly as detectors/features.py's
+ * WindowAggregator.add does (the specification: read the two side by side),
+ * on the aggregator's own objects (the same dicts, bytearrays, sketches), so
  * whatever reads them afterwards cannot tell the two apart; the tests compare
- * them on random batches, and the backtest of a simulated week byte for byte.
+ * them on random batches. What add does to the aggregator itself (the
+ * source's watermark and window boundary, the late-event count) comes back
+ * instead, for WindowAggregator.add_batch to apply: (steps, watermark,
+ * boundary, late), steps being the event times at which the source's window
+ * boundary moved. `services` is the aggregator's dict of ServiceWindows by
+ * name, `new_service()` makes a missing one, `watermark` and `boundary` are
+ * the source's before the batch. On an error (a row whose field has the
+ * wrong type) the exception is raised and the objects hold the events
+ * before it; the source's watermark is then not moved for them.
  *
- * What makes it cheaper than the Python loop: the fields of each decoded
- * message are read from their msgspec struct slots, the window's counters are
+ * The interface it relies on, all through the public C API (PyObject_GetAttr,
+ * PyObject_SetAttr, method calls, and the concrete dict, list, bytearray,
+ * int, float and str functions); no object layout, no private attribute:
+ *
+ *   rows        objects of a type whose fields service, status, latency_ms,
+ *               endpoint, host, client_ip, country, asn, user_agent (and ts,
+ *               for row_times) are data descriptors of the type (msgspec
+ *               Struct fields, __slots__), with the generic attribute lookup
+ *               (tp_getattro is PyObject_GenericGetAttr). A field is read by
+ *               calling its descriptor (tp_descr_get, the descriptor
+ *               protocol), which is what getattr does on such a type, without
+ *               looking the name up again for each event. Any other type:
+ *               NotImplemented, before anything changed.
+ *   features.ServiceWindows   windows (dict start -> WindowCounts), last,
+ *               closed_until, seen (SeenFilter), rotated_at, watermark, source.
+ *   features.WindowCounts(start)   n, n5xx, n429, n4xx, new, hosting, with_ip
+ *               (ints); hist (LogHistogram); hosts (dict host -> [count, 5xx,
+ *               LogHistogram]); hll (HyperLogLog); top (SpaceSaving);
+ *               countries, hosting_by, endpoints, agents (dicts of counts).
+ *   sketches.LogHistogram()   bins (dict bin -> count), n.
+ *   sketches.HyperLogLog      reg (bytearray of the 2**p registers).
+ *   sketches.SpaceSaving      k, counts (dict key -> count), total, at_min
+ *               (list or None), min_count.
+ *   sketches.SeenFilter       cur, prev (lists of bytearrays of power-of-two
+ *               sizes), fill, rotate(), grow().
+ *   setup(...)  hands over once what the loop needs from the modules: the
+ *               classes WindowCounts and LogHistogram, HOSTING_ASNS, the
+ *               log-bin cache and function, and the constants.
+ *
+ * What makes it cheaper than the Python loop: the window's counters are
  * summed in C and written back once per batch, and the per-window objects
- * (dicts, registers, filters) are looked up once per batch, not per event;
- * a client's register, rank and filter positions are derived in C from its
- * hash64 (what _client_key computes), the hash itself computed here (BLAKE2b,
- * as hashlib) rather than looked up in the aggregator's cache, and a
- * latency's histogram bin is computed (sketches.log_bin) rather than looked
- * up. The dict updates of the string fields remain: they are most of what is
- * left.
- *
- * Rows of any other type than msgspec structs with the request fields make it
- * return NotImplemented before it changes anything (the caller then calls add
- * for each).
+ * (dicts, registers, filters) are looked up once per batch, not per event; a
+ * client's hash is computed here, and its register, rank and filter
+ * positions derived from it; a latency's histogram bin is computed
+ * (sketches.log_bin) rather than looked up. The dict updates of the string
+ * fields remain: they are most of what is left.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
-#include <structmember.h>
 #include <float.h>
 #include <math.h>
+#include <stdint.h>
 
 /* -- set once by setup() ------------------------------------------------ */
-static PyObject *T_Service, *T_Window, *T_LogHist, *HOSTING, *LOG_BINS, *LOG_BIN;
+static PyObject *T_Window, *T_LogHist, *HOSTING, *LOG_BINS, *LOG_BIN;
 static double LOG_K = 0.0; /* sketches._LOG_K; 0: log_bin is asked (not set up) */
 static Py_ssize_t MAX_EP = 64, MAX_UA = 256;
 static int HLL_P = 10;
 static PyObject *S_OTHER, *ONE;
 
-/* interned attribute names */
+/* interned attribute names (the interface above) */
 #define NAMES(X) \
-    X(_services) X(_client_hashes) X(_client_hash) X(window) X(lateness) X(seen_rotation) \
-    X(seen_bits) X(_sources) X(_source_boundary) X(_watermark) X(_due) X(late_events) \
     X(windows) X(last) X(closed_until) X(seen) X(rotated_at) X(watermark) X(source) \
-    X(cur) X(prev) X(rotate) X(n) X(n5xx) X(n429) X(n4xx) X(hist) X(hosts) X(hll) \
-    X(reg) X(top) X(new) X(countries) X(hosting) X(hosting_by) X(endpoints) X(agents) \
-    X(with_ip) X(bins) X(counts) X(k) X(total) X(_low) X(_min) X(fill) X(grow)
+    X(cur) X(prev) X(rotate) X(grow) X(fill) \
+    X(n) X(n5xx) X(n429) X(n4xx) X(new) X(hosting) X(with_ip) X(hist) X(hosts) X(hll) X(top) \
+    X(countries) X(hosting_by) X(endpoints) X(agents) \
+    X(bins) X(reg) X(k) X(counts) X(total) X(at_min) X(min_count)
 #define DECL(name) static PyObject *s_##name;
 NAMES(DECL)
 
-/* -- where the fields are in a row (a msgspec struct: one slot a field) -- */
+/* -- the fields of a row, read through their descriptors ----------------- */
 enum { F_SERVICE, F_STATUS, F_LAT, F_EP, F_HOST, F_IP, F_COUNTRY, F_ASN, F_UA, F_TS, NFIELDS };
 static const char *FIELD_NAMES[NFIELDS] = {
     "service", "status", "latency_ms", "endpoint", "host", "client_ip", "country", "asn", "user_agent", "ts",
 };
 typedef struct {
     PyTypeObject *type;
-    Py_ssize_t off[NFIELDS];
+    PyObject *descr[NFIELDS]; /* type.<field>: a data descriptor */
 } Layout;
 #define MAX_LAYOUTS 4
 static Layout layouts[MAX_LAYOUTS];
 static int n_layouts;
 
-/* The layout of rows of type t; NULL (no error set) if t does not hold the fields in slots. */
+/* How rows of type t are read; NULL (no error set) if t does not hold every field in a data descriptor. */
 static Layout *layout_of(PyTypeObject *t)
 {
     for (int i = 0; i < n_layouts; i++)
         if (layouts[i].type == t)
             return &layouts[i];
-    if (n_layouts == MAX_LAYOUTS)
+    if (n_layouts == MAX_LAYOUTS || t->tp_getattro != PyObject_GenericGetAttr)
         return NULL;
     Layout l;
     l.type = t;
     for (int f = 0; f < NFIELDS; f++) {
+        /* (a descriptor asked for on the class, without an instance, returns itself) */
         PyObject *d = PyObject_GetAttrString((PyObject *)t, FIELD_NAMES[f]);
-        if (d == NULL) {
+        if (d == NULL)
             PyErr_Clear();
+        else if (Py_TYPE(d)->tp_descr_get == NULL || Py_TYPE(d)->tp_descr_set == NULL)
+            Py_CLEAR(d);
+        if (d == NULL) {
+            for (int g = 0; g < f; g++)
+                Py_DECREF(l.descr[g]);
             return NULL;
         }
-        int ok = Py_IS_TYPE(d, &PyMemberDescr_Type);
-        if (ok) {
-            PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
-            ok = m->type == T_OBJECT_EX || m->type == T_OBJECT;
-            l.off[f] = m->offset;
-        }
-        Py_DECREF(d);
-        if (!ok)
-            return NULL;
+        l.descr[f] = d;
     }
     Py_INCREF(t);
     layouts[n_layouts] = l;
     return &layouts[n_layouts++];
 }
 
-#define FIELD(row, lay, f) (*(PyObject **)((char *)(row) + (lay)->off[f]))
+/* row.<field f> (a new reference; NULL with the error, e.g. AttributeError, if it has no value) */
+static inline PyObject *field(const Layout *lay, PyObject *row, int f)
+{
+    PyObject *d = lay->descr[f];
+    return Py_TYPE(d)->tp_descr_get(d, row, (PyObject *)lay->type);
+}
 
 /* -- Python's float floor division (float_floor_div), so that window starts are the same floats -- */
 static double floordiv(double vx, double wx)
@@ -234,8 +264,8 @@ typedef struct {
     long dn, d5xx, d429, d4xx, dnew, dhosting, dwith_ip, dhist_n, dtop_total;
     PyObject *hist, *hist_bins, *hosts, *reg, *top, *top_counts;
     Py_ssize_t top_k;
-    PyObject *low; /* top._low (NULL for None) and top._min, kept here during the batch */
-    long tmin;
+    PyObject *at_min; /* top.at_min (NULL for None) and top.min_count, kept here during the batch */
+    long min_count;
     PyObject *countries, *hosting_by, *endpoints, *agents;
     HostEnt hc[HOST_CACHE];
     int nhc;
@@ -275,7 +305,7 @@ static void win_release(WinSlot *s)
     Py_CLEAR(s->reg);
     Py_CLEAR(s->top);
     Py_CLEAR(s->top_counts);
-    Py_CLEAR(s->low);
+    Py_CLEAR(s->at_min);
     Py_CLEAR(s->countries);
     Py_CLEAR(s->hosting_by);
     Py_CLEAR(s->endpoints);
@@ -310,9 +340,9 @@ static int win_flush(WinSlot *s)
     r |= attr_add(s->w, s_with_ip, s->dwith_ip);
     r |= attr_add(s->hist, s_n, s->dhist_n);
     r |= attr_add(s->top, s_total, s->dtop_total);
-    r |= PyObject_SetAttr(s->top, s__low, s->low != NULL ? s->low : Py_None);
-    PyObject *m = PyLong_FromLong(s->tmin);
-    r |= m == NULL ? -1 : PyObject_SetAttr(s->top, s__min, m);
+    r |= PyObject_SetAttr(s->top, s_at_min, s->at_min != NULL ? s->at_min : Py_None);
+    PyObject *m = PyLong_FromLong(s->min_count);
+    r |= m == NULL ? -1 : PyObject_SetAttr(s->top, s_min_count, m);
     Py_XDECREF(m);
     for (int i = 0; i < s->nhc; i++) {
         HostEnt *e = &s->hc[i];
@@ -411,13 +441,13 @@ static int svc_seen_refresh(SvcSlot *s)
 }
 
 /* sketches._bloom_has: whether a slice of the generation holds the three positions of hash h */
-static int bloom_has(PyObject *slices, unsigned long long h)
+static int bloom_has(PyObject *slices, uint64_t h)
 {
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(slices); i++) {
         PyObject *sl = PyList_GET_ITEM(slices, i);
-        unsigned long long m = (unsigned long long)PyByteArray_GET_SIZE(sl) * 8 - 1;
+        uint64_t m = (uint64_t)PyByteArray_GET_SIZE(sl) * 8 - 1;
         const unsigned char *a = (const unsigned char *)PyByteArray_AS_STRING(sl);
-        unsigned long long p0 = h & m, p1 = (h >> 21) & m, p2 = (h >> 42) & m;
+        uint64_t p0 = h & m, p1 = (h >> 21) & m, p2 = (h >> 42) & m;
         if ((a[p0 >> 3] & (1 << (p0 & 7))) && (a[p1 >> 3] & (1 << (p1 & 7))) && (a[p2 >> 3] & (1 << (p2 & 7))))
             return 1;
     }
@@ -441,7 +471,7 @@ static int seen_call(SvcSlot *sv, PyObject *method)
 }
 
 /* The slot of service `name` (created, with the service itself if new). */
-static Py_ssize_t svc_slot(Batch *b, PyObject *services, PyObject *name, PyObject *seen_bits)
+static Py_ssize_t svc_slot(Batch *b, PyObject *services, PyObject *name, PyObject *new_service)
 {
     PyObject *ix = PyDict_GetItemWithError(b->svc_index, name);
     if (ix != NULL)
@@ -454,7 +484,7 @@ static Py_ssize_t svc_slot(Batch *b, PyObject *services, PyObject *name, PyObjec
     else {
         if (PyErr_Occurred())
             return -1;
-        svc = PyObject_CallOneArg(T_Service, seen_bits);
+        svc = PyObject_CallNoArgs(new_service);
         if (svc == NULL)
             return -1;
         if (PyDict_SetItem(services, name, svc) < 0) {
@@ -482,7 +512,7 @@ static Py_ssize_t svc_slot(Batch *b, PyObject *services, PyObject *name, PyObjec
     s->windows = PyObject_GetAttr(svc, s_windows);
     if (s->windows == NULL || !PyDict_CheckExact(s->windows)) {
         if (s->windows != NULL)
-            PyErr_SetString(PyExc_TypeError, "_Service.windows must be a dict");
+            PyErr_SetString(PyExc_TypeError, "ServiceWindows.windows must be a dict");
         return -1;
     }
     if (attr_double(svc, s_closed_until, &s->closed_until) < 0
@@ -509,6 +539,16 @@ static PyObject *get_checked(PyObject *obj, PyObject *name, PyTypeObject *type)
         Py_CLEAR(v);
     }
     return v;
+}
+
+static int attr_long(PyObject *obj, PyObject *name, long *out)
+{
+    PyObject *v = PyObject_GetAttr(obj, name);
+    if (v == NULL)
+        return -1;
+    *out = PyLong_AsLong(v);
+    Py_DECREF(v);
+    return (*out == -1 && PyErr_Occurred()) ? -1 : 0;
 }
 
 /* The slot of window w (a new one holds its containers). */
@@ -552,31 +592,23 @@ static Py_ssize_t win_slot(Batch *b, PyObject *w, double start)
         return -1;
     }
     Py_DECREF(hll);
-    PyObject *k = PyObject_GetAttr(s->top, s_k);
-    if (k == NULL)
+    long k;
+    if (attr_long(s->top, s_k, &k) < 0)
         return -1;
-    s->top_k = PyLong_AsSsize_t(k);
-    Py_DECREF(k);
-    if (s->top_k == -1 && PyErr_Occurred())
-        return -1;
-    PyObject *low = PyObject_GetAttr(s->top, s__low);
+    s->top_k = (Py_ssize_t)k;
+    PyObject *low = PyObject_GetAttr(s->top, s_at_min);
     if (low == NULL)
         return -1;
     if (low != Py_None && !PyList_CheckExact(low)) {
         Py_DECREF(low);
-        PyErr_SetString(PyExc_TypeError, "SpaceSaving._low must be a list or None");
+        PyErr_SetString(PyExc_TypeError, "SpaceSaving.at_min must be a list or None");
         return -1;
     }
     if (low == Py_None)
         Py_DECREF(low);
     else
-        s->low = low;
-    PyObject *mn = PyObject_GetAttr(s->top, s__min);
-    if (mn == NULL)
-        return -1;
-    s->tmin = PyLong_AsLong(mn);
-    Py_DECREF(mn);
-    if (s->tmin == -1 && PyErr_Occurred())
+        s->at_min = low;
+    if (attr_long(s->top, s_min_count, &s->min_count) < 0)
         return -1;
     s->ready = 1;
     PyObject *v = PyLong_FromSsize_t(i);
@@ -688,8 +720,8 @@ static int top_evict_add(WinSlot *s, PyObject *key)
 {
     PyObject *c = s->top_counts;
     for (;;) {
-        if (s->low == NULL) {
-            /* m = min(c.values()); low = the keys at m, in reverse insertion order */
+        if (s->at_min == NULL) {
+            /* m = min(c.values()); at_min = the keys at m, in reverse insertion order */
             Py_ssize_t pos = 0;
             PyObject *k, *v;
             long m = 0;
@@ -721,17 +753,17 @@ static int top_evict_add(WinSlot *s, PyObject *key)
                 Py_DECREF(low);
                 return -1;
             }
-            s->low = low;
-            s->tmin = m;
+            s->at_min = low;
+            s->min_count = m;
         }
-        Py_ssize_t n = PyList_GET_SIZE(s->low);
+        Py_ssize_t n = PyList_GET_SIZE(s->at_min);
         if (n == 0) {
             PyErr_SetString(PyExc_IndexError, "pop from empty list");
             return -1;
         }
-        PyObject *victim = PyList_GET_ITEM(s->low, n - 1);
+        PyObject *victim = PyList_GET_ITEM(s->at_min, n - 1);
         Py_INCREF(victim);
-        if (PyList_SetSlice(s->low, n - 1, n, NULL) < 0) {
+        if (PyList_SetSlice(s->at_min, n - 1, n, NULL) < 0) {
             Py_DECREF(victim);
             return -1;
         }
@@ -747,7 +779,7 @@ static int top_evict_add(WinSlot *s, PyObject *key)
             Py_DECREF(victim);
             return -1;
         }
-        if (x == s->tmin) {
+        if (x == s->min_count) {
             int r = PyDict_DelItem(c, victim);
             Py_DECREF(victim);
             if (r < 0)
@@ -755,173 +787,99 @@ static int top_evict_add(WinSlot *s, PyObject *key)
             break;
         }
         Py_DECREF(victim);
-        if (PyList_GET_SIZE(s->low) == 0)
-            Py_CLEAR(s->low);
+        if (PyList_GET_SIZE(s->at_min) == 0)
+            Py_CLEAR(s->at_min);
     }
-    PyObject *nv = PyLong_FromLong(s->tmin + 1);
+    PyObject *nv = PyLong_FromLong(s->min_count + 1);
     if (nv == NULL)
         return -1;
     int r = PyDict_SetItem(c, key, nv);
     Py_DECREF(nv);
-    if (PyList_GET_SIZE(s->low) == 0)
-        Py_CLEAR(s->low);
+    if (PyList_GET_SIZE(s->at_min) == 0)
+        Py_CLEAR(s->at_min);
     return r;
 }
 
-/* -- sketches.hash64: BLAKE2b (RFC 7693), 8-byte digest, no key, read as a little-endian int --
- * Written from the RFC; the tests check it against hashlib.blake2b on random strings of
- * every length up to a few blocks. Computing it (a few hundred cycles) costs less than
- * looking a client up in a cache of hashes: that lookup missed the CPU caches three
- * times an event (the dict's index, its entry, the key's text) and was a fifth of the
- * counting. */
-static const unsigned long long B2B_IV[8] = {
-    0x6a09e667f3bcc908ULL, 0xbb67ae8584caa73bULL, 0x3c6ef372fe94f82bULL, 0xa54ff53a5f1d36f1ULL,
-    0x510e527fade682d1ULL, 0x9b05688c2b3e6c1fULL, 0x1f83d9abfb41bd6bULL, 0x5be0cd19137e2179ULL,
-};
-static const unsigned char B2B_SIGMA[10][16] = {
-    {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15},
-    {14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3},
-    {11, 8, 12, 0, 5, 2, 15, 13, 10, 14, 3, 6, 7, 1, 9, 4},
-    {7, 9, 3, 1, 13, 12, 11, 14, 2, 6, 5, 10, 4, 0, 15, 8},
-    {9, 0, 5, 7, 2, 4, 10, 15, 14, 1, 11, 12, 6, 8, 3, 13},
-    {2, 12, 6, 10, 0, 11, 8, 3, 4, 13, 7, 5, 15, 14, 1, 9},
-    {12, 5, 1, 15, 14, 13, 4, 10, 0, 7, 6, 3, 9, 2, 8, 11},
-    {13, 11, 7, 14, 12, 1, 3, 9, 5, 0, 15, 4, 8, 6, 2, 10},
-    {6, 15, 14, 9, 11, 3, 0, 8, 12, 2, 13, 7, 1, 4, 10, 5},
-    {10, 2, 8, 4, 7, 6, 1, 5, 15, 11, 9, 14, 3, 12, 13, 0},
-};
+/* -- sketches.hash64: the client hash ---------------------------------------
+ * The splitmix64 output function (S. Vigna's public-domain generator: add the
+ * golden-ratio increment, then two xor-shift-multiply rounds) of
+ *
+ *     (CRC-32(b) << 32) | (CRC-16(b) << 16) | (len(b) mod 2**16),  b the UTF-8 of the text
+ *
+ * (sketches.py explains the choice; its hash64 is the reference, which the
+ * tests compare this with). CRC-32 is zlib's (reflected polynomial
+ * 0xEDB88320, initial value and final xor 0xFFFFFFFF); CRC-16 is
+ * binascii.crc_hqx(b, 0) (polynomial 0x1021, most significant bit first,
+ * initial value 0). Both a byte at a time from 256-entry tables made at
+ * import. */
+static uint32_t CRC32_TABLE[256];
+static uint16_t CRC16_TABLE[256];
 
-static inline unsigned long long rotr64(unsigned long long x, int n)
+static void crc_tables(void)
 {
-    return (x >> n) | (x << (64 - n));
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        uint16_t h = (uint16_t)(i << 8);
+        for (int k = 0; k < 8; k++) {
+            c = (c & 1) ? (c >> 1) ^ 0xEDB88320u : c >> 1;
+            h = (h & 0x8000) ? (uint16_t)((h << 1) ^ 0x1021) : (uint16_t)(h << 1);
+        }
+        CRC32_TABLE[i] = c;
+        CRC16_TABLE[i] = h;
+    }
 }
 
-static inline unsigned long long load64_le(const unsigned char *p)
+static uint64_t hash_bytes(const unsigned char *p, Py_ssize_t n)
 {
-    unsigned long long x = 0;
-    for (int i = 7; i >= 0; i--)
-        x = (x << 8) | p[i];
-    return x;
+    uint32_t c = 0xFFFFFFFFu;
+    uint16_t h = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        c = CRC32_TABLE[(c ^ p[i]) & 0xFF] ^ (c >> 8);
+        h = (uint16_t)(CRC16_TABLE[((h >> 8) ^ p[i]) & 0xFF] ^ (h << 8));
+    }
+    c ^= 0xFFFFFFFFu;
+    uint64_t z = ((uint64_t)c << 32 | (uint64_t)h << 16 | ((uint64_t)n & 0xFFFF)) + 0x9E3779B97F4A7C15ULL;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
 }
 
-/* F: one 128-byte block into h; t = bytes hashed so far, this block included. */
-static void b2b_compress(unsigned long long h[8], const unsigned char *block, unsigned long long t, int last)
+/* hash64(text) into *out; -1 with the error of str.encode() (a lone surrogate) or a TypeError */
+static int hash64_of(PyObject *text, uint64_t *out)
 {
-    unsigned long long v[16], m[16];
-    for (int i = 0; i < 16; i++)
-        m[i] = load64_le(block + 8 * i);
-    for (int i = 0; i < 8; i++) {
-        v[i] = h[i];
-        v[i + 8] = B2B_IV[i];
-    }
-    v[12] ^= t; /* (the counter's high word stays 0: inputs are far below 2**64 bytes) */
-    if (last)
-        v[14] = ~v[14];
-#define B2B_G(a, b, c, d, x, y) \
-    do { \
-        v[a] += v[b] + (x); v[d] = rotr64(v[d] ^ v[a], 32); \
-        v[c] += v[d];       v[b] = rotr64(v[b] ^ v[c], 24); \
-        v[a] += v[b] + (y); v[d] = rotr64(v[d] ^ v[a], 16); \
-        v[c] += v[d];       v[b] = rotr64(v[b] ^ v[c], 63); \
-    } while (0)
-    for (int r = 0; r < 12; r++) {
-        const unsigned char *s = B2B_SIGMA[r % 10];
-        B2B_G(0, 4, 8, 12, m[s[0]], m[s[1]]);
-        B2B_G(1, 5, 9, 13, m[s[2]], m[s[3]]);
-        B2B_G(2, 6, 10, 14, m[s[4]], m[s[5]]);
-        B2B_G(3, 7, 11, 15, m[s[6]], m[s[7]]);
-        B2B_G(0, 5, 10, 15, m[s[8]], m[s[9]]);
-        B2B_G(1, 6, 11, 12, m[s[10]], m[s[11]]);
-        B2B_G(2, 7, 8, 13, m[s[12]], m[s[13]]);
-        B2B_G(3, 4, 9, 14, m[s[14]], m[s[15]]);
-    }
-#undef B2B_G
-    for (int i = 0; i < 8; i++)
-        h[i] ^= v[i] ^ v[i + 8];
-}
-
-/* int.from_bytes(blake2b(data, digest_size=8).digest(), "little") */
-static unsigned long long b2b_hash64(const unsigned char *data, size_t n)
-{
-    unsigned long long h[8];
-    for (int i = 0; i < 8; i++)
-        h[i] = B2B_IV[i];
-    h[0] ^= 0x01010000ULL ^ 8; /* parameter block: fanout 1, depth 1, no key, 8-byte digest */
-    unsigned long long t = 0;
-    while (n > 128) {
-        t += 128;
-        b2b_compress(h, data, t, 0);
-        data += 128;
-        n -= 128;
-    }
-    unsigned char last[128] = {0};
-    if (n)
-        memcpy(last, data, n);
-    t += n;
-    b2b_compress(h, last, t, 1);
-    return h[0]; /* the digest's 8 bytes are h[0], little-endian */
-}
-
-/* sketches.hash64(text) for any str: in C for ASCII text (its UTF-8 is its data), else asked. */
-static int hash64_of(PyObject *text, unsigned long long *out)
-{
-    if (PyUnicode_CheckExact(text) && PyUnicode_IS_COMPACT_ASCII(text)) {
-        *out = b2b_hash64((const unsigned char *)PyUnicode_DATA(text), (size_t)PyUnicode_GET_LENGTH(text));
-        return 1;
-    }
+    Py_ssize_t n;
+    const char *u = PyUnicode_AsUTF8AndSize(text, &n); /* (an ASCII str's own characters; else cached in it) */
+    if (u == NULL)
+        return -1;
+    *out = hash_bytes((const unsigned char *)u, n);
     return 0;
 }
 
 static PyObject *hash64(PyObject *module, PyObject *text)
 {
-    unsigned long long h;
+    uint64_t h;
     if (!PyUnicode_Check(text)) {
         PyErr_SetString(PyExc_TypeError, "hash64(str)");
         return NULL;
     }
-    if (hash64_of(text, &h))
-        return PyLong_FromUnsignedLongLong(h);
-    PyObject *utf8 = PyUnicode_AsUTF8String(text);
-    if (utf8 == NULL)
+    if (hash64_of(text, &h) < 0)
         return NULL;
-    h = b2b_hash64((const unsigned char *)PyBytes_AS_STRING(utf8), (size_t)PyBytes_GET_SIZE(utf8));
-    Py_DECREF(utf8);
     return PyLong_FromUnsignedLongLong(h);
 }
 
-static int count_client(PyObject *agg, PyObject **client_hashes, SvcSlot *sv,
-                        WinSlot *s, PyObject *ip, double ts, double rot)
+static int count_client(SvcSlot *sv, WinSlot *s, PyObject *ip, double ts, double rot)
 {
     s->dwith_ip++;
-    /* the client's hash64 (computed here for an ASCII address, else what
-       WindowAggregator._client_hash caches), and from it what _client_key
+    /* the client's hash64, and from it what WindowAggregator._client_key
        derives: the HyperLogLog register and rank */
-    unsigned long long h;
-    PyObject *ho = NULL;
-    if (hash64_of(ip, &h))
-        ;
-    else if ((ho = PyDict_GetItemWithError(*client_hashes, ip)) != NULL)
-        h = PyLong_AsUnsignedLongLong(ho);
-    else {
-        if (PyErr_Occurred())
-            return -1;
-        ho = PyObject_CallMethodOneArg(agg, s__client_hash, ip);
-        if (ho == NULL)
-            return -1;
-        h = PyLong_AsUnsignedLongLong(ho);
-        Py_DECREF(ho);
-        /* _client_hash may have started a new generation of the cache */
-        Py_SETREF(*client_hashes, get_checked(agg, s__client_hashes, &PyDict_Type));
-        if (*client_hashes == NULL)
-            return -1;
-    }
-    if (h == (unsigned long long)-1 && PyErr_Occurred())
+    uint64_t h;
+    if (hash64_of(ip, &h) < 0)
         return -1;
-    unsigned long long hi = h >> HLL_P;
+    uint64_t hi = h >> HLL_P;
     long idx = (long)(h & ((1ULL << HLL_P) - 1));
     long rank = (64 - HLL_P) - (hi ? 64 - __builtin_clzll(hi) : 0) + 1;
     unsigned char *reg = (unsigned char *)PyByteArray_AS_STRING(s->reg);
-    if (idx < 0 || idx >= PyByteArray_GET_SIZE(s->reg)) {
+    if (idx >= PyByteArray_GET_SIZE(s->reg)) {
         PyErr_SetString(PyExc_IndexError, "HyperLogLog register out of range");
         return -1;
     }
@@ -933,21 +891,17 @@ static int count_client(PyObject *agg, PyObject **client_hashes, SvcSlot *sv,
     if (v != NULL) {
         if (dict_set_plus(c, ip, v, 1) < 0)
             return -1;
-        s->dtop_total++;
     }
     else if (PyErr_Occurred())
         return -1;
     else if (PyDict_GET_SIZE(c) < s->top_k) {
         if (PyDict_SetItem(c, ip, ONE) < 0)
             return -1;
-        s->dtop_total++;
-        Py_CLEAR(s->low);
+        Py_CLEAR(s->at_min);
     }
-    else {
-        if (top_evict_add(s, ip) < 0)
-            return -1;
-        s->dtop_total++;
-    }
+    else if (top_evict_add(s, ip) < 0)
+        return -1;
+    s->dtop_total++;
     /* first-time clients: SeenFilter.check_and_add(h) */
     if (ts - sv->rotated_at >= rot) {
         if (sv->rotated_at != -INFINITY && seen_call(sv, s_rotate) < 0)
@@ -958,9 +912,9 @@ static int count_client(PyObject *agg, PyObject **client_hashes, SvcSlot *sv,
     if (!bloom_has(sv->seen_cur, h)) {
         PyObject *last = PyList_GET_ITEM(sv->seen_cur, PyList_GET_SIZE(sv->seen_cur) - 1);
         Py_ssize_t size = PyByteArray_GET_SIZE(last);
-        unsigned long long m = (unsigned long long)size * 8 - 1;
+        uint64_t m = (uint64_t)size * 8 - 1;
         unsigned char *a = (unsigned char *)PyByteArray_AS_STRING(last);
-        unsigned long long p0 = h & m, p1 = (h >> 21) & m, p2 = (h >> 42) & m;
+        uint64_t p0 = h & m, p1 = (h >> 21) & m, p2 = (h >> 42) & m;
         a[p0 >> 3] |= (unsigned char)(1 << (p0 & 7));
         a[p1 >> 3] |= (unsigned char)(1 << (p1 & 7));
         a[p2 >> 3] |= (unsigned char)(1 << (p2 & 7));
@@ -978,20 +932,11 @@ static int count_client(PyObject *agg, PyObject **client_hashes, SvcSlot *sv,
     return 0;
 }
 
-/* One event into the batch's slots: WindowAggregator.add, from `svc = ...` to `svc.watermark`. */
-static int add_one(PyObject *agg, Batch *b, Layout *lay, PyObject *row, double ts,
-                   PyObject *services, PyObject **client_hashes, PyObject *seen_bits,
-                   unsigned long long bits, double W, double rot, long *late)
+/* One event into the batch's slots: WindowAggregator.add, from `svc = ...` to `svc.watermark`, f the row's fields. */
+static int add_fields(Batch *b, PyObject *const *f, double ts, PyObject *services, PyObject *new_service,
+                      double W, double rot, long *late)
 {
-    PyObject *f[NFIELDS];
-    for (int i = 0; i < NFIELDS; i++) {
-        f[i] = FIELD(row, lay, i);
-        if (f[i] == NULL) {
-            PyErr_Format(PyExc_AttributeError, "a request has no %s", FIELD_NAMES[i]);
-            return -1;
-        }
-    }
-    Py_ssize_t si = svc_slot(b, services, f[F_SERVICE], seen_bits);
+    Py_ssize_t si = svc_slot(b, services, f[F_SERVICE], new_service);
     if (si < 0)
         return -1;
     SvcSlot *sv = &b->svcs[si];
@@ -1045,7 +990,7 @@ static int add_one(PyObject *agg, Batch *b, Layout *lay, PyObject *row, double t
     Py_DECREF(bin);
     if (r < 0)
         return -1;
-    if (f[F_IP] != Py_None && count_client(agg, client_hashes, sv, s, f[F_IP], ts, rot) < 0)
+    if (f[F_IP] != Py_None && count_client(sv, s, f[F_IP], ts, rot) < 0)
         return -1;
     if (f[F_COUNTRY] != Py_None && dict_incr(s->countries, f[F_COUNTRY], 1) < 0)
         return -1;
@@ -1070,41 +1015,51 @@ static int add_one(PyObject *agg, Batch *b, Layout *lay, PyObject *row, double t
     return 0;
 }
 
-static double dict_float(PyObject *d, PyObject *key, double dflt, int *err)
+/* add_fields for one row: its fields read (and released after) */
+static int add_one(Batch *b, const Layout *lay, PyObject *row, double ts, PyObject *services,
+                   PyObject *new_service, double W, double rot, long *late)
 {
-    PyObject *v = PyDict_GetItemWithError(d, key);
-    if (v == NULL) {
-        if (PyErr_Occurred())
-            *err = 1;
-        return dflt;
+    PyObject *f[F_TS];
+    int got = 0, r = -1;
+    for (; got < F_TS; got++) {
+        if ((f[got] = field(lay, row, got)) == NULL)
+            goto out;
     }
-    double x = PyFloat_AsDouble(v);
-    if (x == -1.0 && PyErr_Occurred())
-        *err = 1;
-    return x;
-}
-
-static int dict_set_float(PyObject *d, PyObject *key, double x)
-{
-    PyObject *v = PyFloat_FromDouble(x);
-    if (v == NULL)
-        return -1;
-    int r = PyDict_SetItem(d, key, v);
-    Py_DECREF(v);
+    r = add_fields(b, f, ts, services, new_service, W, rot, late);
+out:
+    for (int i = 0; i < got; i++)
+        Py_DECREF(f[i]);
     return r;
 }
 
 static PyObject *add_rows(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "add_rows(agg, rows, ts, source)");
+    if (nargs != 10) {
+        PyErr_SetString(PyExc_TypeError, "add_rows(services, rows, ts, source, new_service, window, lateness, "
+                                         "seen_rotation, watermark, boundary)");
         return NULL;
     }
-    if (T_Service == NULL) {
+    if (T_Window == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "detectors._native.setup() was not called");
         return NULL;
     }
-    PyObject *agg = args[0], *rows = args[1], *tss = args[2], *source = args[3];
+    PyObject *services = args[0], *rows = args[1], *tss = args[2], *source = args[3], *new_service = args[4];
+    if (!PyDict_CheckExact(services)) {
+        PyErr_SetString(PyExc_TypeError, "add_rows: services must be a dict");
+        return NULL;
+    }
+    double num[5]; /* window, lateness, seen_rotation, watermark, boundary */
+    for (int i = 0; i < 5; i++) {
+        num[i] = PyFloat_AsDouble(args[5 + i]);
+        if (num[i] == -1.0 && PyErr_Occurred())
+            return NULL;
+    }
+    double W = num[0], lateness = num[1], rot = num[2], wm = num[3], bnd = num[4];
+    int err = 0;
+    if (!(W > 0)) {
+        PyErr_SetString(PyExc_ValueError, "window must be > 0");
+        return NULL;
+    }
     if (!PyList_CheckExact(rows) || !PyList_CheckExact(tss) || PyList_GET_SIZE(rows) != PyList_GET_SIZE(tss))
         Py_RETURN_NOTIMPLEMENTED;
     Py_ssize_t n = PyList_GET_SIZE(rows);
@@ -1123,43 +1078,13 @@ static PyObject *add_rows(PyObject *module, PyObject *const *args, Py_ssize_t na
     PyObject *steps = PyList_New(0);
     if (steps == NULL)
         return NULL;
-    PyObject *services = NULL, *client_hashes = NULL, *seen_bits = NULL, *sources = NULL, *bounds = NULL;
     Batch b;
     memset(&b, 0, sizeof(b));
-    int err = 0;
-    double W = 0, lateness = 0, rot = 0, gwm = 0;
     long late = 0;
-    if ((services = get_checked(agg, s__services, &PyDict_Type)) == NULL
-        || (client_hashes = get_checked(agg, s__client_hashes, &PyDict_Type)) == NULL
-        || (seen_bits = PyObject_GetAttr(agg, s_seen_bits)) == NULL
-        || (sources = get_checked(agg, s__sources, &PyDict_Type)) == NULL
-        || (bounds = get_checked(agg, s__source_boundary, &PyDict_Type)) == NULL
-        || attr_double(agg, s_window, &W) < 0 || attr_double(agg, s_lateness, &lateness) < 0
-        || attr_double(agg, s_seen_rotation, &rot) < 0 || attr_double(agg, s__watermark, &gwm) < 0
-        || (b.svc_index = PyDict_New()) == NULL || (b.win_index = PyDict_New()) == NULL) {
+    if ((b.svc_index = PyDict_New()) == NULL || (b.win_index = PyDict_New()) == NULL) {
         err = 1;
         goto done;
     }
-    if (!(W > 0)) {
-        PyErr_SetString(PyExc_ValueError, "window must be > 0");
-        err = 1;
-        goto done;
-    }
-    unsigned long long bits = PyLong_AsUnsignedLongLong(seen_bits);
-    if (bits == (unsigned long long)-1 && PyErr_Occurred()) {
-        err = 1;
-        goto done;
-    }
-    if (bits == 0) {
-        PyErr_SetString(PyExc_ValueError, "seen_bits must be > 0");
-        err = 1;
-        goto done;
-    }
-    double wm = dict_float(sources, source, -INFINITY, &err);
-    double bnd = dict_float(bounds, source, -INFINITY, &err);
-    if (err)
-        goto done;
-    double gwm0 = gwm, wm0 = wm, bnd0 = bnd;
     lay = NULL;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *row = PyList_GET_ITEM(rows, i);
@@ -1167,14 +1092,12 @@ static PyObject *add_rows(PyObject *module, PyObject *const *args, Py_ssize_t na
         double ts = PyFloat_AS_DOUBLE(tsobj);
         if (lay == NULL || Py_TYPE(row) != lay->type)
             lay = layout_of(Py_TYPE(row));
-        if (add_one(agg, &b, lay, row, ts, services, &client_hashes, seen_bits, bits, W, rot, &late) < 0) {
+        if (add_one(&b, lay, row, ts, services, new_service, W, rot, &late) < 0) {
             err = 1;
             break;
         }
         if (ts > wm) {
             wm = ts;
-            if (ts > gwm)
-                gwm = ts;
             double bound = floordiv(ts - lateness, W) * W;
             if (bound > bnd) {
                 bnd = bound;
@@ -1185,21 +1108,11 @@ static PyObject *add_rows(PyObject *module, PyObject *const *args, Py_ssize_t na
             }
         }
     }
-    /* The state as the events so far left it, error or not. */
+    /* The objects as the events so far left them, error or not. */
     {
         PyObject *et, *ev, *tb;
         PyErr_Fetch(&et, &ev, &tb);
         int r = batch_flush(&b, source);
-        if (wm != wm0)
-            r |= dict_set_float(sources, source, wm);
-        if (gwm != gwm0)
-            r |= attr_set_float(agg, s__watermark, gwm);
-        if (bnd != bnd0) {
-            r |= dict_set_float(bounds, source, bnd);
-            r |= PyObject_SetAttr(agg, s__due, Py_True);
-        }
-        if (late)
-            r |= attr_add(agg, s_late_events, late);
         if (et != NULL)
             PyErr_Restore(et, ev, tb);
         else if (r)
@@ -1207,16 +1120,11 @@ static PyObject *add_rows(PyObject *module, PyObject *const *args, Py_ssize_t na
     }
 done:
     batch_free(&b);
-    Py_XDECREF(services);
-    Py_XDECREF(client_hashes);
-    Py_XDECREF(seen_bits);
-    Py_XDECREF(sources);
-    Py_XDECREF(bounds);
     if (err) {
         Py_DECREF(steps);
         return NULL;
     }
-    return steps;
+    return Py_BuildValue("(Nddl)", steps, wm, bnd, late);
 }
 
 /* -- event times: timeutil.fast_utc_many ------------------------------------
@@ -1257,22 +1165,18 @@ static PyObject *utc_one(PyObject *str)
     return PyFloat_FromDouble((double)millis / 1000.0);
 }
 
-/* [utc_one(x) for x in xs]; with `rows`, x is the ts slot of each decoded message (layouts checked by the caller) */
-static PyObject *utc_list(PyObject *xs, int rows)
+static PyObject *utc_many(PyObject *module, PyObject *strs)
 {
-    Py_ssize_t n = PyList_GET_SIZE(xs);
+    if (!PyList_CheckExact(strs)) {
+        PyErr_SetString(PyExc_TypeError, "utc_many(list of str)");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(strs);
     PyObject *out = PyList_New(n);
     if (out == NULL)
         return NULL;
-    Layout *lay = NULL;
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *x = PyList_GET_ITEM(xs, i);
-        if (rows) {
-            if (lay == NULL || Py_TYPE(x) != lay->type)
-                lay = layout_of(Py_TYPE(x));
-            x = FIELD(x, lay, F_TS);
-        }
-        PyObject *v = x != NULL ? utc_one(x) : (Py_INCREF(Py_None), Py_None);
+        PyObject *v = utc_one(PyList_GET_ITEM(strs, i));
         if (v == NULL) {
             Py_DECREF(out);
             return NULL;
@@ -1282,22 +1186,45 @@ static PyObject *utc_list(PyObject *xs, int rows)
     return out;
 }
 
-static PyObject *utc_many(PyObject *module, PyObject *strs)
+/* The ts field of a decoded message as epoch seconds in [lo, hi): a float ts
+ * as it is, a string of the usual form as utc_one reads it; else None. */
+static PyObject *row_time(const Layout *lay, PyObject *row, double lo, double hi)
 {
-    if (!PyList_CheckExact(strs)) {
-        PyErr_SetString(PyExc_TypeError, "utc_many(list of str)");
-        return NULL;
+    PyObject *t = field(lay, row, F_TS);
+    if (t == NULL) {
+        PyErr_Clear(); /* (no ts: the scalar parser's to judge) */
+        Py_RETURN_NONE;
     }
-    return utc_list(strs, 0);
+    PyObject *v;
+    if (PyFloat_CheckExact(t))
+        v = t;
+    else {
+        v = utc_one(t);
+        Py_DECREF(t);
+        if (v == NULL)
+            return NULL;
+    }
+    if (v != Py_None) {
+        double x = PyFloat_AS_DOUBLE(v);
+        if (!(lo <= x && x < hi))
+            Py_SETREF(v, Py_NewRef(Py_None));
+    }
+    return v;
 }
 
-/* The times of decoded messages (their ts), as utc_many; NotImplemented for rows it cannot read. */
-static PyObject *row_times(PyObject *module, PyObject *rows)
+/* row_times(rows, lo, hi) -> (times, redo): row_time of each decoded message, and the indexes
+ * where it is None (for the scalar parser); NotImplemented for rows it cannot read. */
+static PyObject *row_times(PyObject *module, PyObject *args)
 {
+    PyObject *rows;
+    double lo, hi;
+    if (!PyArg_ParseTuple(args, "Odd", &rows, &lo, &hi))
+        return NULL;
     if (!PyList_CheckExact(rows))
         Py_RETURN_NOTIMPLEMENTED;
+    Py_ssize_t n = PyList_GET_SIZE(rows);
     Layout *lay = NULL;
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(rows); i++) {
+    for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *row = PyList_GET_ITEM(rows, i);
         if (lay == NULL || Py_TYPE(row) != lay->type) {
             lay = layout_of(Py_TYPE(row));
@@ -1305,16 +1232,41 @@ static PyObject *row_times(PyObject *module, PyObject *rows)
                 Py_RETURN_NOTIMPLEMENTED;
         }
     }
-    return utc_list(rows, 1);
+    PyObject *out = PyList_New(n), *redo = PyList_New(0);
+    if (out == NULL || redo == NULL)
+        goto fail;
+    lay = NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *row = PyList_GET_ITEM(rows, i);
+        if (lay == NULL || Py_TYPE(row) != lay->type)
+            lay = layout_of(Py_TYPE(row));
+        PyObject *v = row_time(lay, row, lo, hi);
+        if (v == NULL)
+            goto fail;
+        PyList_SET_ITEM(out, i, v);
+        if (v == Py_None) {
+            PyObject *ix = PyLong_FromSsize_t(i);
+            if (ix == NULL || PyList_Append(redo, ix) < 0) {
+                Py_XDECREF(ix);
+                goto fail;
+            }
+            Py_DECREF(ix);
+        }
+    }
+    return Py_BuildValue("(NN)", out, redo);
+fail:
+    Py_XDECREF(out);
+    Py_XDECREF(redo);
+    return NULL;
 }
 
 static PyObject *setup(PyObject *module, PyObject *args)
 {
-    PyObject *svc, *win, *hist, *hosting, *bins, *log_bin;
+    PyObject *win, *hist, *hosting, *bins, *log_bin;
     Py_ssize_t max_ep, max_ua;
     int hll_p;
     double log_k;
-    if (!PyArg_ParseTuple(args, "OOOO!O!Odnni", &svc, &win, &hist, &PyDict_Type, &hosting, &PyDict_Type, &bins,
+    if (!PyArg_ParseTuple(args, "OOO!O!Odnni", &win, &hist, &PyDict_Type, &hosting, &PyDict_Type, &bins,
                           &log_bin, &log_k, &max_ep, &max_ua, &hll_p))
         return NULL;
     if (hll_p < 4 || hll_p > 16) {
@@ -1322,18 +1274,11 @@ static PyObject *setup(PyObject *module, PyObject *args)
         return NULL;
     }
     HLL_P = hll_p;
-    Py_INCREF(svc);
-    Py_XSETREF(T_Service, svc);
-    Py_INCREF(win);
-    Py_XSETREF(T_Window, win);
-    Py_INCREF(hist);
-    Py_XSETREF(T_LogHist, hist);
-    Py_INCREF(hosting);
-    Py_XSETREF(HOSTING, hosting);
-    Py_INCREF(bins);
-    Py_XSETREF(LOG_BINS, bins);
-    Py_INCREF(log_bin);
-    Py_XSETREF(LOG_BIN, log_bin);
+    Py_XSETREF(T_Window, Py_NewRef(win));
+    Py_XSETREF(T_LogHist, Py_NewRef(hist));
+    Py_XSETREF(HOSTING, Py_NewRef(hosting));
+    Py_XSETREF(LOG_BINS, Py_NewRef(bins));
+    Py_XSETREF(LOG_BIN, Py_NewRef(log_bin));
     LOG_K = log_k;
     MAX_EP = max_ep;
     MAX_UA = max_ua;
@@ -1342,13 +1287,15 @@ static PyObject *setup(PyObject *module, PyObject *args)
 
 static PyMethodDef methods[] = {
     {"add_rows", (PyCFunction)(void (*)(void))add_rows, METH_FASTCALL,
-     "add_rows(agg, rows, ts, source) -> steps: WindowAggregator.add for each row, as add_batch returns"},
+     "add_rows(services, rows, ts, source, new_service, window, lateness, seen_rotation, watermark, boundary)"
+     " -> (steps, watermark, boundary, late): WindowAggregator.add for each row (see WindowAggregator.add_batch)"},
     {"utc_many", utc_many, METH_O, "utc_many(strs) -> [epoch seconds or None]: timeutil.fast_utc_many"},
-    {"row_times", row_times, METH_O, "row_times(rows) -> utc_many of their ts (None where ts is not a str)"},
+    {"row_times", row_times, METH_VARARGS,
+     "row_times(rows, lo, hi) -> (times, redo): their ts as epoch seconds in [lo, hi) (floats as they are, strings "
+     "as utc_many reads them), else None, and the indexes of the Nones"},
     {"hash64", hash64, METH_O, "hash64(text) -> sketches.hash64(text)"},
     {"setup", setup, METH_VARARGS,
-     "setup(_Service, _Window, LogHistogram, HOSTING_ASNS, bins cache, log_bin, _LOG_K, max endpoints, max agents, "
-     "HLL p)"},
+     "setup(WindowCounts, LogHistogram, HOSTING_ASNS, bins cache, log_bin, _LOG_K, max endpoints, max agents, HLL p)"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1365,5 +1312,6 @@ PyMODINIT_FUNC PyInit__native(void)
     NAMES(INTERN)
     if ((S_OTHER = PyUnicode_InternFromString("(other)")) == NULL || (ONE = PyLong_FromLong(1)) == NULL)
         return NULL;
+    crc_tables();
     return PyModule_Create(&moduledef);
 }

@@ -353,9 +353,17 @@ def decode_requests(values: list[bytes]) -> tuple[RequestBatch, list[tuple[int, 
                 keep.append(j)
     if not wires:
         return RequestBatch([], []), bad
+    # The times in range, as floats; the indexes of the others (None: numbers
+    # out of range, other forms, the invalid), for the scalar parser to decide
+    # (and to raise the reason). In C when built; else in numpy, whose one
+    # vectorised range test is cheaper than ``None in times`` alone (its array
+    # is the batch's ts_array, when every time stands).
     native = native_module()
-    times = native.row_times(wires) if native is not None else NotImplemented
-    if times is NotImplemented:
+    res = native.row_times(wires, EVENT_TS_MIN, EVENT_TS_MAX) if native is not None else NotImplemented
+    arr = None
+    if res is not NotImplemented:
+        times, redo = res
+    else:
         tss: list = [w.ts for w in wires]
         strs = [t for t in tss if t.__class__ is str]
         if len(strs) == len(tss):
@@ -363,16 +371,12 @@ def decode_requests(values: list[bytes]) -> tuple[RequestBatch, list[tuple[int, 
         else:
             conv = iter(fast_utc_many(strs)).__next__
             times = [conv() if t.__class__ is str else None for t in tss]
-    # One vectorised test finds the times the bulk parser left to the scalar
-    # one (None: numbers, other forms, the invalid) and those out of range
-    # (to raise the reason): cheaper than ``None in times`` alone. The array
-    # is the batch's ts_array, when every time stands.
-    np = _numpy()
-    arr = np.array(times, dtype=np.float64)  # (None -> NaN)
-    if EVENT_TS_MIN <= arr.min() and arr.max() < EVENT_TS_MAX:  # (False with a NaN)
-        redo: list[int] = []
-    else:
-        redo = np.flatnonzero(~((arr >= EVENT_TS_MIN) & (arr < EVENT_TS_MAX))).tolist()
+        np = _numpy()
+        arr = np.array(times, dtype=np.float64)  # (None -> NaN)
+        if EVENT_TS_MIN <= arr.min() and arr.max() < EVENT_TS_MAX:  # (False with a NaN)
+            redo = []
+        else:
+            redo = np.flatnonzero(~((arr >= EVENT_TS_MIN) & (arr < EVENT_TS_MAX))).tolist()
     failed: list[tuple[int, str]] = []
     for k in redo:
         t = wires[k].ts
@@ -384,7 +388,7 @@ def decode_requests(values: list[bytes]) -> tuple[RequestBatch, list[tuple[int, 
         except InvalidEvent as exc:
             times[k] = None
             failed.append((keep[k] if keep is not None else k, str(exc)))
-    if redo and not failed:
+    if redo and not failed and arr is not None:
         arr[redo] = [times[k] for k in redo]
     if failed:
         gone = {k for k, t in enumerate(times) if t is None}

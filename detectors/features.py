@@ -43,7 +43,7 @@ from .timeutil import native_module
 # built it; TOCSIN_NATIVE=0 switches it off (then add_batch is add for each event).
 _native: Any = native_module()
 
-__all__ = ["WindowAggregator", "WindowFeatures", "HostStats", "HOSTING_ASNS"]
+__all__ = ["WindowAggregator", "WindowFeatures", "HostStats", "HOSTING_ASNS", "WindowCounts", "ServiceWindows"]
 
 #: Autonomous systems of large hosting and cloud providers: requests from
 #: them are machines, not pupils and teachers at home.
@@ -103,7 +103,20 @@ class WindowFeatures:
         return self.count / self.distinct_clients if self.distinct_clients else 0.0
 
 
-class _Window:
+class WindowCounts:
+    """What one window of one service has counted so far (the window closes into a :class:`WindowFeatures`).
+
+    Written by :meth:`WindowAggregator.add` and by detectors/_native.c (the
+    batch path, which relies on exactly these attributes): ``n`` requests,
+    of which ``n5xx``, ``n429``, ``n4xx`` (429 included); ``hist``, their
+    latencies; ``hosts``, host -> ``[requests, 5xx, LogHistogram]``; of the
+    ``with_ip`` requests that name a client: ``hll`` (distinct clients),
+    ``top`` (heavy hitters), ``new`` (first-time clients); ``countries``,
+    ``hosting`` (requests from :data:`HOSTING_ASNS`) and ``hosting_by``
+    (by network name), ``endpoints`` and ``agents`` (capped; the rest
+    under ``"(other)"``): counts.
+    """
+
     __slots__ = (
         "start", "n", "n5xx", "n429", "n4xx", "hist", "hosts", "hll", "top",
         "new", "countries", "hosting", "hosting_by", "endpoints", "agents", "with_ip",
@@ -125,12 +138,22 @@ class _Window:
         self.with_ip = 0
 
 
-class _Service:
+class ServiceWindows:
+    """One service's open windows and first-time-client filter (one per service in a :class:`WindowAggregator`).
+
+    ``windows``: window start -> :class:`WindowCounts`; ``last``: the window
+    of the previous event (looked up again only when the start changes);
+    ``closed_until``: windows before it are closed; ``seen``: the
+    :class:`SeenFilter` of its clients, ``rotated_at`` the event time of its
+    last rotation; ``watermark``: its latest event time; ``source``: the
+    source of its latest event. detectors/_native.c reads and writes these.
+    """
+
     __slots__ = ("windows", "closed_until", "seen", "rotated_at", "watermark", "source", "last")
 
     def __init__(self, seen_bits: int) -> None:
-        self.windows: dict[float, _Window] = {}
-        self.last: _Window | None = None  # the window of the previous event
+        self.windows: dict[float, WindowCounts] = {}
+        self.last: WindowCounts | None = None
         self.closed_until = -math.inf
         self.seen = SeenFilter(seen_bits)
         self.rotated_at = -math.inf
@@ -148,7 +171,7 @@ _NEG_INF = -math.inf
 _HLL_MASK = (1 << _HLL_P) - 1
 
 if _native is not None and __name__ == "detectors.features":  # (not a second copy of this source, loaded by a test)
-    _native.setup(_Service, _Window, LogHistogram, HOSTING_ASNS, _log_bins, log_bin, _LOG_K, _MAX_ENDPOINTS,
+    _native.setup(WindowCounts, LogHistogram, HOSTING_ASNS, _log_bins, log_bin, _LOG_K, _MAX_ENDPOINTS,
                   _MAX_AGENTS, _HLL_P)
 
 
@@ -191,21 +214,18 @@ class WindowAggregator:
         self.max_gap = max_gap
         self.seen_rotation = seen_rotation
         self.seen_bits = seen_bits
-        self._services: dict[str, _Service] = {}
+        self._services: dict[str, ServiceWindows] = {}
         self._watermark = -math.inf
         self._sources: dict[int, float] = {}  # source -> watermark
         self._source_boundary: dict[int, float] = {}
         self._due = False
         self.late_events = 0
         # client_ip -> its HyperLogLog register and rank and its hash64
-        # (computed once per client); two generations, as the hashes below.
+        # (computed once per client); two generations: a full one becomes
+        # the old one, whose clients move back on their next request (no
+        # recent client is hashed again).
         self._client_keys: dict[str, tuple[int, int, int]] = {}
         self._old_keys: dict[str, tuple[int, int, int]] = {}
-        # client_ip -> hash64 (for the C path's non-ASCII addresses), in
-        # two generations: a full one becomes the old one, whose clients move
-        # back on their next request (no recent client is hashed again).
-        self._client_hashes: dict[str, int] = {}
-        self._old_hashes: dict[str, int] = {}
         #: Batches are counted by detectors/_native.c when it was built (the
         #: same as ``add`` for each event); False: by ``add`` for each event.
         self.native = _native is not None
@@ -214,7 +234,7 @@ class WindowAggregator:
         """The client's key (not in ``_client_keys``): from the old generation, else computed; then current."""
         k = self._old_keys.get(ip)
         if k is None:
-            h = self._client_hash(ip)
+            h = hash64(ip)
             idx = h & _HLL_MASK
             rank = (64 - _HLL_P) - (h >> _HLL_P).bit_length() + 1
             k = (idx, rank, h)
@@ -225,18 +245,8 @@ class WindowAggregator:
         keys[ip] = k
         return k
 
-    def _client_hash(self, ip: str) -> int:
-        hashes = self._client_hashes
-        h = hashes.get(ip)
-        if h is None:
-            h = self._old_hashes.get(ip)
-            if h is None:
-                h = hash64(ip)
-            if len(hashes) >= _MAX_CLIENT_KEYS:
-                self._old_hashes = hashes
-                hashes = self._client_hashes = {}
-            hashes[ip] = h
-        return h
+    def _new_service(self) -> ServiceWindows:
+        return ServiceWindows(self.seen_bits)
 
     @property
     def watermark(self) -> float:
@@ -247,7 +257,7 @@ class WindowAggregator:
         # Hot path: the sketches' add methods are inlined (same arithmetic).
         svc = self._services.get(ev.service)
         if svc is None:
-            svc = self._services[ev.service] = _Service(self.seen_bits)
+            svc = self._services[ev.service] = ServiceWindows(self.seen_bits)
         W = self.window
         ts = ev.ts
         start = (ts // W) * W
@@ -260,7 +270,7 @@ class WindowAggregator:
             # (A window at or after closed_until is still open: never stale.)
             w = svc.windows.get(start)
             if w is None:
-                w = svc.windows[start] = _Window(start)
+                w = svc.windows[start] = WindowCounts(start)
             svc.last = w
         w.n += 1
         st = ev.status
@@ -310,7 +320,7 @@ class WindowAggregator:
             elif len(c) < top.k:
                 c[ip] = 1
                 top.total += 1
-                top._low = None
+                top.at_min = None
             else:
                 top.add(ip)
             if ts - svc.rotated_at >= self.seen_rotation:
@@ -379,9 +389,23 @@ class WindowAggregator:
         """
         if self.native:
             batch = RequestBatch.of(evs)
-            res = _native.add_rows(self, batch.rows, batch.ts, source)
+            sources = self._sources
+            bounds = self._source_boundary
+            res = _native.add_rows(self._services, batch.rows, batch.ts, source, self._new_service, self.window,
+                                   self.lateness, self.seen_rotation, sources.get(source, _NEG_INF),
+                                   bounds.get(source, _NEG_INF))
             if res is not NotImplemented:
-                return cast("list[float]", res)
+                # what add does to the aggregator itself, for the whole batch
+                steps, wm, bnd, late = cast("tuple[list[float], float, float, int]", res)
+                if wm > sources.get(source, _NEG_INF):
+                    sources[source] = wm
+                    if wm > self._watermark:
+                        self._watermark = wm
+                if steps:
+                    bounds[source] = bnd
+                    self._due = True
+                self.late_events += late
+                return steps
         steps = []
         sources = self._sources
         bounds = self._source_boundary
@@ -508,7 +532,7 @@ class WindowAggregator:
             return []
         return self.advance(max(self._sources.values()) + self.window + self.lateness)
 
-    def _features(self, service: str, start: float, w: _Window) -> WindowFeatures:
+    def _features(self, service: str, start: float, w: WindowCounts) -> WindowFeatures:
         n = w.n
         f = WindowFeatures(service, start, start + self.window, n)
         if not n:

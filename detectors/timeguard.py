@@ -45,11 +45,11 @@ event time 3000-01-01T00:00:00Z is 30885983979 s ahead of its source's reference
 
 from __future__ import annotations
 
+import math
 import time
+from bisect import bisect_left, insort
 from collections import Counter
 from collections.abc import Callable
-
-import numpy as np
 
 from .events import RequestBatch
 from .timeutil import format_ts
@@ -62,6 +62,56 @@ def _fmt(ts: float) -> str:
         return format_ts(ts)
     except (ValueError, OverflowError, OSError):
         return repr(ts)
+
+
+def _quantile(xs: list[float], q: float) -> float:
+    """The ``q`` quantile of the sorted, non-empty ``xs``: numpy's default ("linear") method, the same float.
+
+    The virtual index ``(n - 1) * q``, then numpy's two-sided interpolation
+    between its neighbours (``numpy.lib._function_base_impl._lerp``), so that
+    the reference times, and the reasons that print them, are numpy's to the
+    last bit (the tests compare them with ``numpy.percentile``).
+    """
+    n = len(xs)
+    v = (n - 1) * q
+    if v >= n - 1:
+        return xs[-1]
+    i = math.floor(v)
+    g = v - i
+    a = xs[i]
+    b = xs[i + 1]
+    d = b - a
+    return b - d * (1 - g) if g >= 0.5 else a + d * g
+
+
+def _estimate(xs: list[float]) -> float:
+    """The reference time of a source from its latest event times, sorted (see the module).
+
+    The median lags the latest times by half their span; at a steady rate
+    that is 2.5 times the distance between the 40th and the 60th
+    percentiles. Those three quantiles are the majority's as long as fewer
+    than 40% of the times are off (on either side).
+    """
+    q40 = _quantile(xs, 40.0 / 100)
+    return _quantile(xs, 50.0 / 100) + 2.5 * (_quantile(xs, 60.0 / 100) - q40)
+
+
+class _Recent:
+    """A source's latest event times (at most ``span``), in arrival order and sorted."""
+
+    __slots__ = ("order", "sorted")
+
+    def __init__(self, order: list[float]) -> None:
+        self.order = order
+        self.sorted = sorted(order)
+
+    def push(self, ts: float, span: int) -> None:
+        """One more time (the oldest goes beyond ``span``): a bisect into the sorted copy, no sort."""
+        self.order.append(ts)
+        insort(self.sorted, ts)
+        if len(self.order) > span:
+            old = self.order.pop(0)
+            del self.sorted[bisect_left(self.sorted, old)]
 
 
 class EventTimeGuard:
@@ -98,23 +148,14 @@ class EventTimeGuard:
         self.clock = clock
         #: Rejected events by reason: "ahead", "behind".
         self.rejected: Counter[str] = Counter()
-        self._recent: dict[int, np.ndarray] = {}  # source -> its latest event times (at most span)
+        self._recent: dict[int, _Recent] = {}  # source -> its latest event times
 
     def reference(self, source: int = 0) -> float | None:
         """The source's reference time estimated from its latest events (None before any)."""
         r = self._recent.get(source)
-        if r is None or not len(r):
+        if r is None or not r.sorted:
             return None
-        return float(self._estimate(r))
-
-    @staticmethod
-    def _estimate(times: np.ndarray) -> float:
-        # The median lags the latest times by half their span; at a steady
-        # rate that is 2.5 times the distance between the 40th and the 60th
-        # percentiles. Those three quantiles are the majority's as long as
-        # fewer than 40% of the times are off (on either side).
-        q40, q50, q60 = np.percentile(times, (40.0, 50.0, 60.0))
-        return float(q50 + 2.5 * (q60 - q40))
+        return _estimate(r.sorted)
 
     def forget(self, sources: set[int]) -> None:
         """Drop these sources (their partitions moved to another worker)."""
@@ -129,64 +170,68 @@ class EventTimeGuard:
         ``arrival``: when the batch arrived (wall clock or Kafka record time),
         None in a replay.
         """
-        n = len(batch)
+        ts = batch.ts
+        n = len(ts)
         if not n:
             return batch, []
-        t = batch.ts_array
-        bad, reasons = self._judge(t, source, arrival)
-        if bad is None:
+        span = self.span
+        r = self._recent.get(source)
+        prev = r.order if r is not None else []
+        seq = prev + ts
+        p = len(prev)
+        now = self.clock() if self.clock is not None else None
+        reasons: list[tuple[int, str]] = []
+        # The reference of each chunk of `span` events: estimated from the
+        # `span` events up to the chunk's end (the history before the batch
+        # included). A chunk whose earliest and latest times are within its
+        # bounds is plausible whole.
+        for a in range(0, n, span):
+            b = min(n, a + span)
+            ref = _estimate(sorted(seq[max(0, p + b - span) : p + b]))
+            base = ref if arrival is None else float(arrival)
+            if now is not None and now < base:
+                base = now
+            chunk = ts[a:b]
+            if max(chunk) > base + self.max_ahead or min(chunk) < ref - self.max_behind:
+                for i in range(a, b):
+                    why = self._verdict(ts[i], ref, base, now, arrival)
+                    if why is not None:
+                        reasons.append((i, why))
+        self._recent[source] = _Recent(seq[-span:])
+        if not reasons:
             return batch, []
-        keep = np.flatnonzero(~bad).tolist()
-        ts, rows = batch.ts, batch.rows
+        gone = {i for i, _ in reasons}
+        keep = [i for i in range(n) if i not in gone]
+        rows = batch.rows
         kept = RequestBatch([ts[i] for i in keep], [rows[i] for i in keep])
         return kept, reasons
 
     def check(self, ts: float, source: int = 0, arrival: float | None = None) -> str | None:
         """One event (a disk reading): None if plausible, else why not."""
-        bad, reasons = self._judge(np.array([ts], dtype=np.float64), source, arrival)
-        return None if bad is None else reasons[0][1]
-
-    def _judge(self, t: np.ndarray, source: int, arrival: float | None) -> tuple[np.ndarray | None, list[tuple[int, str]]]:
-        """(mask of the rejected events or None when none is, [(index, reason)]); the source's history moves on."""
-        n = len(t)
-        span = self.span
-        prev = self._recent.get(source)
-        if prev is None:
-            prev = np.empty(0, dtype=np.float64)
-        seq = np.concatenate((prev, t))
-        p = len(prev)
-        # The reference of each chunk of `span` events: estimated from the
-        # `span` events up to the chunk's end (the history before the batch
-        # included).
-        ref = np.empty(n, dtype=np.float64)
-        for a in range(0, n, span):
-            b = min(n, a + span)
-            ref[a:b] = self._estimate(seq[max(0, p + b - span) : p + b])
-        self._recent[source] = seq[-span:].copy()
-        base = ref if arrival is None else np.full(n, float(arrival))
+        r = self._recent.get(source)
+        if r is None:
+            r = self._recent[source] = _Recent([])
+        r.push(ts, self.span)
+        ref = _estimate(r.sorted)
+        base = ref if arrival is None else float(arrival)
         now = self.clock() if self.clock is not None else None
-        if now is not None:
-            base = np.minimum(base, now)
-        with np.errstate(invalid="ignore"):
-            ahead = t > base + self.max_ahead
-            behind = t < ref - self.max_behind
-        bad = ahead | behind
-        if not bad.any():
-            return None, []
-        reasons: list[tuple[int, str]] = []
-        for i in np.flatnonzero(bad).tolist():
-            ts = float(t[i])
-            if ahead[i]:
-                self.rejected["ahead"] += 1
-                lim = float(base[i])
-                if now is not None and lim == now and (arrival is None and now < ref[i] or arrival is not None and now < arrival):
-                    what = "the clock of this machine"
-                else:
-                    what = "its source's arrival time" if arrival is not None else "its source's reference time"
-                reasons.append((i, f"event time {_fmt(ts)} is {ts - lim:.0f} s ahead of {what} "
-                                   f"{_fmt(lim)} (max_ahead {self.max_ahead:.0f} s)"))
+        if now is not None and now < base:
+            base = now
+        return self._verdict(ts, ref, base, now, arrival)
+
+    def _verdict(self, ts: float, ref: float, base: float, now: float | None, arrival: float | None) -> str | None:
+        """None if ``ts`` is within ``base + max_ahead`` and ``ref - max_behind``, else why not (counted)."""
+        lim = base
+        if ts > lim + self.max_ahead:
+            self.rejected["ahead"] += 1
+            if now is not None and lim == now and (arrival is None and now < ref or arrival is not None and now < arrival):
+                what = "the clock of this machine"
             else:
-                self.rejected["behind"] += 1
-                reasons.append((i, f"event time {_fmt(ts)} is {ref[i] - ts:.0f} s behind its source's reference "
-                                   f"time {_fmt(float(ref[i]))} (max_behind {self.max_behind:.0f} s)"))
-        return bad, reasons
+                what = "its source's arrival time" if arrival is not None else "its source's reference time"
+            return (f"event time {_fmt(ts)} is {ts - lim:.0f} s ahead of {what} "
+                    f"{_fmt(lim)} (max_ahead {self.max_ahead:.0f} s)")
+        if ts < ref - self.max_behind:
+            self.rejected["behind"] += 1
+            return (f"event time {_fmt(ts)} is {ref - ts:.0f} s behind its source's reference "
+                    f"time {_fmt(ref)} (max_behind {self.max_behind:.0f} s)")
+        return None

@@ -4,7 +4,9 @@ Every test runs twice: add_batch through detectors/_native.c (when the
 install built it) and without it (add for each event).
 """
 
+import math
 import random
+import string
 
 import pytest
 from hypothesis import given, settings
@@ -272,8 +274,8 @@ def test_native_batches_are_add_for_each_batch_for_batch(kwargs, agg_kwargs, siz
     assert wc == wp and sum(len(step) for part in wc for step in part) > 10
     assert state(c) == state(p)
     assert open_windows(c) == open_windows(p)
-    assert {(n, s): (w.top._low, w.top._min) for n, v in c._services.items() for s, w in v.windows.items()} == \
-        {(n, s): (w.top._low, w.top._min) for n, v in p._services.items() for s, w in v.windows.items()}
+    assert {(n, s): (w.top.at_min, w.top.min_count) for n, v in c._services.items() for s, w in v.windows.items()} == \
+        {(n, s): (w.top.at_min, w.top.min_count) for n, v in p._services.items() for s, w in v.windows.items()}
     assert c.late_events == p.late_events
     if kwargs.get("disorder", 0) > 10:
         assert c.late_events > 0
@@ -282,7 +284,7 @@ def test_native_batches_are_add_for_each_batch_for_batch(kwargs, agg_kwargs, siz
 
 @pytest.mark.skipif(NATIVE is None, reason="detectors._native is not built (pure Python install)")
 def test_native_leaves_rows_it_cannot_read_to_python(batch_path):
-    """Rows that are not msgspec structs with the request fields: NotImplemented, nothing changed."""
+    """Rows whose fields are not data descriptors of their type (msgspec fields, slots): NotImplemented, nothing changed."""
     if batch_path == "python":
         pytest.skip("about the native path")
 
@@ -290,9 +292,18 @@ def test_native_leaves_rows_it_cannot_read_to_python(batch_path):
         service, status, latency_ms = "s", 200, 1.0
 
     agg = WindowAggregator()
-    assert NATIVE.add_rows(agg, [Row()], [T0], 0) is NotImplemented
-    assert NATIVE.add_rows(agg, events(3), [T0, T0, 1], 0) is NotImplemented  # a time that is not a float
-    assert agg._services == {} and agg._sources == {}
+
+    def add_rows(rows, ts):
+        return NATIVE.add_rows(agg._services, rows, ts, 0, agg._new_service, 60.0, 5.0, 3600.0, -math.inf,
+                               -math.inf)
+
+    assert add_rows([Row()], [T0]) is NotImplemented
+    assert add_rows(events(3), [T0, T0, 1]) is NotImplemented  # a time that is not a float
+    assert agg._services == {}
+    evs = [RequestEvent(0.0, "a", 200, 1.0), RequestEvent(0.0, "b", 200, 1.0), RequestEvent(0.0, "a", 200, 1.0)]
+    steps, wm, bnd, late = add_rows(evs, [T0, T0 + 1, T0 + 70])
+    assert (steps, wm, bnd, late) == ([T0, T0 + 70], T0 + 70, (T0 + 65) // 60 * 60, 0)
+    assert sorted(agg._services) == ["a", "b"] and agg._services["a"].watermark == T0 + 70
 
 
 def test_edge_latencies_and_addresses_count_as_one_by_one(batch_path):
@@ -311,10 +322,32 @@ def test_edge_latencies_and_addresses_count_as_one_by_one(batch_path):
 
 
 @pytest.mark.skipif(NATIVE is None, reason="detectors._native is not built (pure Python install)")
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=500, deadline=None)
 @given(st.text(max_size=300))
-def test_native_hash64_is_blake2b(text):
+def test_native_hash64_is_the_reference(text):
+    """The C hash64 (two table CRCs and the splitmix64 mix, written in C) against sketches.hash64 (zlib, binascii)."""
     from detectors.sketches import hash64
 
     assert NATIVE.hash64(text) == hash64(text)
-    assert NATIVE.hash64("a" * len(text)) == hash64("a" * len(text))  # every length, ASCII (the C path)
+    assert NATIVE.hash64("a" * len(text)) == hash64("a" * len(text))  # every length, ASCII
+
+
+@pytest.mark.skipif(NATIVE is None, reason="detectors._native is not built (pure Python install)")
+def test_native_hash64_on_random_addresses_and_texts():
+    """Seeded random strings: ASCII and IPv6-like, non-ASCII (2-, 3- and 4-byte UTF-8), empty, long (past 64 KiB)."""
+    from detectors.sketches import hash64
+
+    rnd = random.Random(18)
+    alphabets = [string.printable, "0123456789abcdef:.", "éàü€例🙂\x00\x7f" + string.ascii_letters]
+    texts = ["", " ", "\x00", "a" * 65_536, "é" * 40_000, "🙂" * 70_000]
+    for _ in range(3000):
+        alpha = rnd.choice(alphabets)
+        texts.append("".join(rnd.choice(alpha) for _ in range(rnd.choice([1, 7, 15, 39, rnd.randrange(300)]))))
+    texts += [f"{rnd.randrange(256)}.{rnd.randrange(256)}.{rnd.randrange(256)}.{rnd.randrange(256)}"
+              for _ in range(2000)]
+    for t in texts:
+        assert NATIVE.hash64(t) == hash64(t), t[:40]
+    with pytest.raises(UnicodeEncodeError):
+        NATIVE.hash64("\ud800")  # a lone surrogate: no UTF-8 (as str.encode() says to the reference)
+    with pytest.raises(UnicodeEncodeError):
+        hash64("\ud800")

@@ -127,3 +127,33 @@ def test_parameters_are_checked():
         EventTimeGuard(max_ahead=0)
     with pytest.raises(ValueError):
         EventTimeGuard(span=0)
+
+
+def test_the_reference_is_numpys_percentiles_to_the_last_bit():
+    """The pure-Python quantiles of the guard against numpy.percentile (which the guard used), on awkward samples."""
+    from detectors.timeguard import _estimate
+
+    rng = np.random.default_rng(18)
+    for n in [1, 2, 3, 5, 127, 128]:
+        for _ in range(200):
+            xs = (T0 + rng.normal(0, 1e4, n)).tolist() if rng.random() < 0.5 else \
+                (T0 + rng.integers(0, 4, n) * 0.001).tolist()  # ties
+            q40, q50, q60 = np.percentile(np.array(xs), (40.0, 50.0, 60.0))
+            assert _estimate(sorted(xs)) == float(q50 + 2.5 * (q60 - q40))
+
+
+def test_disk_readings_one_at_a_time_are_judged_as_a_batch_of_one_each():
+    """check() (a sorted window kept by bisect) gives the verdicts split() gives to batches of one event."""
+    rng = np.random.default_rng(5)
+    times = [T0 + i * 30.0 + float(rng.uniform(0, 5)) for i in range(600)]
+    times[300] = FUTURE
+    times[400] = T0 - 86400.0
+    one, many = EventTimeGuard(clock=None, span=64), EventTimeGuard(clock=None, span=64)
+    got = [one.check(t, 3) for t in times]
+    want = []
+    for t in times:
+        _, r = many.split(RequestBatch.of([RequestEvent(t, "d", 200, 1.0)]), 3)
+        want.append(r[0][1] if r else None)
+    assert got == want
+    assert [i for i, why in enumerate(got) if why] == [300, 400]
+    assert one.reference(3) == many.reference(3)
