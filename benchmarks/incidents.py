@@ -12,8 +12,10 @@ runs every night). Every world is replayed through the same code path as
 
 * detected: an alert about the incident (its service; for a drive, its host
   or the drive itself before its failure record) that starts at most
-  ``--within`` seconds after the incident starts, or an alert already firing
-  on the service that changes within that time;
+  ``--within`` seconds after the incident starts (and no earlier than a
+  minute before its ramp: a creep or a botnet seen on its way up to the
+  onset the truth gives is seen early, not falsely), or an alert already
+  firing on the service that changes within that time;
 * right cause: what that alert says ``--within`` seconds after the start;
 * false alerts: firing alerts that match no incident, per service and day;
   alerts on confounders: those of them on a confounder's service (or drive)
@@ -111,17 +113,20 @@ def score(truth: list[dict], records: list[tuple[float, dict]], failures: dict[s
     rows = []
     for t in incidents:
         start, end = _ts(t["start"]), _ts(t["end"])
+        # A ramping incident (a creep, a botnet) may be seen on its ramp, before the onset the
+        # truth gives (the knee, half the attack's rate): an alert from its ramp on is about it.
+        first = min(start, _ts(t.get("ramp_start") or start)) - 60
         deadline = start + within
         fail = failures.get(t.get("disk") or "", float("inf"))
         new = [fp for fp, (_, a) in firsts.items() if _about(a, t) and (
-            start - 60 <= _ts(a["starts_at"]) <= deadline
+            first <= _ts(a["starts_at"]) <= deadline
             or (t["cause"] == "disk_failure" and a["labels"].get("disk") == t.get("disk")
                 and _ts(a["starts_at"]) < fail))]
         ongoing = [a["fingerprint"] for ts, a in firing if _about(a, t) and start <= ts <= deadline + 60]
         fps = new or ongoing
         matched.update(fp for fp, (_, a) in firsts.items()
-                       if _about(a, t) and start - 60 <= _ts(a["starts_at"]) <= end + 900)
-        matched.update(new)
+                       if _about(a, t) and first <= _ts(a["starts_at"]) <= end + 900)
+        matched.update(fps)
         if not fps:
             late = [_ts(a["starts_at"]) - start for _, a in firsts.values()
                     if _about(a, t) and deadline < _ts(a["starts_at"]) <= end]
@@ -148,7 +153,7 @@ def label_rows(truth: list[dict], recorded: list) -> list[tuple[dict[str, float]
         for t in truth:
             if t["cause"] == "benign" or t["service"] != svc:
                 continue
-            t0, t1 = _ts(t["start"]), _ts(t["end"])
+            t0, t1 = min(_ts(t["start"]), _ts(t.get("ramp_start") or t["start"])), _ts(t["end"])
             if t0 - 60 <= start <= t1 + 900 and (best is None or t0 > _ts(best["start"])):
                 best = t
         if best is not None:
