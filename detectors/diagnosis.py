@@ -510,13 +510,14 @@ class Diagnoser:
             # usual users' load (more load or not): the pool shrank, not the demand went wild.
             cap = self._capacity[svc]
             pop = self.usual_population(f, composition)
-            hosts_ev = Evidence("hosts_serving", len(f.hosts), cap.hosts,
-                                f"{len(f.hosts)} of {cap.hosts:.0f} usual hosts serving "
+            n_serving = len(f.hosts) - sum(h in f.hosts for h in lost)
+            hosts_ev = Evidence("hosts_serving", n_serving, cap.hosts,
+                                f"{n_serving} of {cap.hosts:.0f} usual hosts serving "
                                 f"({', '.join(lost[:4])} stopped serving): the others carry the load")
             return [Finding({"service": svc, "host": None, "disk": None}, "capacity_saturation",
                             0.85 if pop is not None else 0.7, "critical",
-                            f"{svc} saturated at {_ratio(traffic)} its usual load{self._hosts_note(f, svc)}: "
-                            f"capacity saturation",
+                            f"{svc} saturated at {_ratio(traffic)} its usual load, {n_serving} hosts serving "
+                            f"against {cap.hosts:.0f} usual: capacity saturation",
                             [hosts_ev] + ev + ([pop] if pop is not None else []) + harm_ev, anomaly_ids, f.end)]
         if t_high and shift >= self.attack_threshold:
             conf = min(0.97, 0.55 + 0.15 * shift)
@@ -614,11 +615,18 @@ class Diagnoser:
         """Hosts that served the service's quiet windows of the last hour and serve none of this
         window, when fewer hosts serve than usual (CapacityState's count): a pool that shrank."""
         cap = self._capacity.get(f.service)
-        if cap is None or cap.n < 30 or f.count < 30 or len(f.hosts) > cap.hosts - 0.5:
+        if cap is None or cap.n < 30 or f.count < 30:
+            return []
+        # A host that left the pool during the window served a few of its requests only:
+        # it counts as gone when it served less than half the others' median.
+        counts = sorted(hs.count for hs in f.hosts.values())
+        median = counts[len(counts) // 2] if counts else 0
+        serving = {h for h, hs in f.hosts.items() if hs.count >= 0.5 * median}
+        if len(serving) > cap.hosts - 0.5:
             return []
         seen = self._hosts_seen.get(f.service) or {}
-        gone = sorted(h for h, t in seen.items() if h not in f.hosts and f.start - t <= self.host_memory)
-        return gone or [f"{cap.hosts - len(f.hosts):.0f} host(s)"]
+        gone = sorted(h for h, t in seen.items() if h not in serving and f.start - t <= self.host_memory)
+        return gone or [f"{cap.hosts - len(serving):.0f} host(s)"]
 
     def _robots_explain(self, traffic: Verdict | None, mix: MixFeatures | None, base: MixBaseline | None) -> bool:
         """Is the rise carried by self-declared robots (a search engine's crawler)? Their share

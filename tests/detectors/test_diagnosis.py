@@ -337,3 +337,17 @@ def test_a_saturation_at_the_usual_load_must_last_before_it_pages(make_window):
     assert mild.cause == heavy.cause == "capacity_saturation"
     assert mild.pending == d.mild_pending_for and mild.pending > 120
     assert heavy.pending is None
+
+
+def test_a_host_leaving_the_pool_within_the_window_counts_as_gone(make_window):
+    """The window in which the host drops out: it served a few requests, the others saturate."""
+    d = Diagnoser(use_model=False)
+    comp = usual(make_window)
+    _quiet(d, make_window, comp)
+    hs = {f"ent-web-{i}": HostStats(100, 600.0, 1500.0, 0.0) for i in range(1, 4)}
+    hs["ent-web-4"] = HostStats(12, 100.0, 250.0, 0.0)
+    (finding,) = diagnose(d, make_window(start=T, count=312, hosts=hs), verdict("request_rate", 5.0, 5.0, flagged=False),
+                          [verdict("latency_p95_ms", 1500.0, 250.0)],
+                          host_verdicts(hs, slow=[f"ent-web-{i}" for i in range(1, 4)]), comp)
+    assert finding.cause == "capacity_saturation"
+    assert "3 of 4 usual hosts serving (ent-web-4 stopped serving)" in finding.evidence[0].text
