@@ -510,7 +510,7 @@ class Diagnoser:
             # usual users' load (more load or not): the pool shrank, not the demand went wild.
             cap = self._capacity[svc]
             pop = self.usual_population(f, composition)
-            n_serving = len(f.hosts) - sum(h in f.hosts for h in lost)
+            n_serving = len(f.hosts)
             hosts_ev = Evidence("hosts_serving", n_serving, cap.hosts,
                                 f"{n_serving} of {cap.hosts:.0f} usual hosts serving "
                                 f"({', '.join(lost[:4])} stopped serving): the others carry the load")
@@ -526,7 +526,11 @@ class Diagnoser:
             return [Finding({"service": svc, "host": None, "disk": None}, "suspected_attack", conf, sev,
                             f"Traffic {ratio_txt} usual on {svc}{hurt}: suspected attack",
                             ev + pop_ev + mix_ev + harm_ev, anomaly_ids, f.end)]
-        if t_high and (svc_harm or widespread):
+        # Saturated: the tail slows or requests fail, or most hosts are slow. A median that
+        # doubles while the tail and every host hold is a busy service serving (a newsletter's
+        # readers), not one past its knee.
+        saturated = widespread or any(v.signal != "latency_p50_ms" for v in svc_harm)
+        if t_high and saturated:
             pop = self.usual_population(f, composition)
             conf = 0.8 if pop is not None else 0.6
             if pop is not None:
@@ -615,18 +619,11 @@ class Diagnoser:
         """Hosts that served the service's quiet windows of the last hour and serve none of this
         window, when fewer hosts serve than usual (CapacityState's count): a pool that shrank."""
         cap = self._capacity.get(f.service)
-        if cap is None or cap.n < 30 or f.count < 30:
-            return []
-        # A host that left the pool during the window served a few of its requests only:
-        # it counts as gone when it served less than half the others' median.
-        counts = sorted(hs.count for hs in f.hosts.values())
-        median = counts[len(counts) // 2] if counts else 0
-        serving = {h for h, hs in f.hosts.items() if hs.count >= 0.5 * median}
-        if len(serving) > cap.hosts - 0.5:
+        if cap is None or cap.n < 30 or f.count < 30 or len(f.hosts) > cap.hosts - 0.5:
             return []
         seen = self._hosts_seen.get(f.service) or {}
-        gone = sorted(h for h, t in seen.items() if h not in serving and f.start - t <= self.host_memory)
-        return gone or [f"{cap.hosts - len(serving):.0f} host(s)"]
+        gone = sorted(h for h, t in seen.items() if h not in f.hosts and f.start - t <= self.host_memory)
+        return gone or [f"{cap.hosts - len(f.hosts):.0f} host(s)"]
 
     def _robots_explain(self, traffic: Verdict | None, mix: MixFeatures | None, base: MixBaseline | None) -> bool:
         """Is the rise carried by self-declared robots (a search engine's crawler)? Their share
