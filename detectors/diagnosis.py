@@ -17,8 +17,9 @@ and names one cause:
     more traffic than usual *and* a population that real users do not make
     (even when it also saturates the servers: a flood is not a load peak);
 ``capacity_saturation``
-    more traffic than usual from the usual population, and the service
-    slows down or fails on most of its hosts;
+    more traffic than usual from the usual population, and the service's
+    tail slows down or it fails on most of its hosts; or fewer hosts serve
+    than usually do (named in the evidence) and the others saturate;
 ``disk_failure``
     the slowdown sits on the hosts whose drive is failing, not on the others;
 ``unknown``
