@@ -12,8 +12,10 @@ runs every night). Every world is replayed through the same code path as
 
 * detected: an alert about the incident (its service; for a drive, its host
   or the drive itself before its failure record) that starts at most
-  ``--within`` seconds after the incident starts, or an alert already firing
-  on the service that changes within that time;
+  ``--within`` seconds after the incident starts (and no earlier than a
+  minute before its ramp: a creep or a botnet seen on its way up to the
+  onset the truth gives is seen early, not falsely), or an alert already
+  firing on the service that changes within that time;
 * right cause: what that alert says ``--within`` seconds after the start;
 * false alerts: firing alerts that match no incident, per service and day;
   alerts on confounders: those of them on a confounder's service (or drive)
@@ -50,7 +52,7 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from detectors.cause_model import TABLE, CauseModel  # noqa: E402
+from detectors.cause_model import CALIBRATION, TABLE, CauseModel  # noqa: E402
 from detectors.config import DetectorsConfig  # noqa: E402
 from detectors.timeutil import parse_ts  # noqa: E402
 from stream.backtest import run_backtest  # noqa: E402
@@ -111,17 +113,20 @@ def score(truth: list[dict], records: list[tuple[float, dict]], failures: dict[s
     rows = []
     for t in incidents:
         start, end = _ts(t["start"]), _ts(t["end"])
+        # A ramping incident (a creep, a botnet) may be seen on its ramp, before the onset the
+        # truth gives (the knee, half the attack's rate): an alert from its ramp on is about it.
+        first = min(start, _ts(t.get("ramp_start") or start)) - 60
         deadline = start + within
         fail = failures.get(t.get("disk") or "", float("inf"))
         new = [fp for fp, (_, a) in firsts.items() if _about(a, t) and (
-            start - 60 <= _ts(a["starts_at"]) <= deadline
+            first <= _ts(a["starts_at"]) <= deadline
             or (t["cause"] == "disk_failure" and a["labels"].get("disk") == t.get("disk")
                 and _ts(a["starts_at"]) < fail))]
         ongoing = [a["fingerprint"] for ts, a in firing if _about(a, t) and start <= ts <= deadline + 60]
         fps = new or ongoing
         matched.update(fp for fp, (_, a) in firsts.items()
-                       if _about(a, t) and start - 60 <= _ts(a["starts_at"]) <= end + 900)
-        matched.update(new)
+                       if _about(a, t) and first <= _ts(a["starts_at"]) <= end + 900)
+        matched.update(fps)
         if not fps:
             late = [_ts(a["starts_at"]) - start for _, a in firsts.values()
                     if _about(a, t) and deadline < _ts(a["starts_at"]) <= end]
@@ -148,7 +153,7 @@ def label_rows(truth: list[dict], recorded: list) -> list[tuple[dict[str, float]
         for t in truth:
             if t["cause"] == "benign" or t["service"] != svc:
                 continue
-            t0, t1 = _ts(t["start"]), _ts(t["end"])
+            t0, t1 = min(_ts(t["start"]), _ts(t.get("ramp_start") or t["start"])), _ts(t["end"])
             if t0 - 60 <= start <= t1 + 900 and (best is None or t0 > _ts(best["start"])):
                 best = t
         if best is not None:
@@ -159,7 +164,10 @@ def label_rows(truth: list[dict], recorded: list) -> list[tuple[dict[str, float]
     return out
 
 
-def run_set(name: str, seeds, args, model: CauseModel | None, table: list | None, verbose: bool = True) -> dict:
+def run_set(name: str, seeds, args, model: CauseModel | None, table: list | None, verbose: bool = True,
+            model_for=None) -> dict:
+    """Replay and score ``seeds``; ``model_for(seed)``, when given, is the cause model of each
+    world (out-of-fold: one trained without that world's windows), else ``model`` for all."""
     tot = defaultdict(int)
     rel: list[tuple[float, bool]] = []
     by_kind: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
@@ -167,7 +175,7 @@ def run_set(name: str, seeds, args, model: CauseModel | None, table: list | None
     for seed in seeds:
         d = world_files(seed, args.history_days, args.scale)
         eng = Engine(DetectorsConfig())
-        eng.diagnoser.cause_model = model
+        eng.diagnoser.cause_model = model_for(seed) if model_for is not None else model
         if table is not None:
             eng.diagnoser.recorder = []
         records: list[tuple[float, dict]] = []
@@ -184,7 +192,7 @@ def run_set(name: str, seeds, args, model: CauseModel | None, table: list | None
         recs = records
         truth = orjson.loads((d / "truth.json").read_bytes())
         if table is not None:
-            table.extend(label_rows(truth, eng.diagnoser.recorder or []))
+            table.extend((x, y, str(seed)) for x, y in label_rows(truth, eng.diagnoser.recorder or []))
         rows, false, on_conf = score(truth, recs, failure_records(d / "disks.jsonl"), args.within)
         n_svc = len({t["service"] for t in truth}) and 6
         tot["service_days"] += (args.history_days + 1) * n_svc
@@ -254,18 +262,37 @@ def main() -> int:
     ap.add_argument("--write-calibration", metavar="JSON",
                     help="write the reliability of the model's probabilities on the tuning seeds (the tuning "
                          "part then prints raw probabilities; the report-only part uses the new table)")
+    ap.add_argument("--table", metavar="CSV", default=str(TABLE),
+                    help="the cause model's training table (default: the shipped one)")
+    ap.add_argument("--calibration", metavar="JSON", default=str(CALIBRATION),
+                    help="the model's reliability table (default: the shipped one)")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args()
-    model = None if args.no_model or not TABLE.exists() else CauseModel.from_table()
+    table_path = Path(args.table)
+    model = (None if args.no_model or not table_path.exists()
+             else CauseModel.from_table(table_path, args.calibration))
     if model is None:
         print("cause model: none (rules only)")
+    model_for = None
     if model is not None and args.write_calibration:
+        # The reliability of the raw probabilities, measured out of fold where the table says
+        # which world each window came from: each tuning world replayed with a model trained
+        # without its windows (a model scored on its own training windows is over-confident).
+        worlds = {w for _, _, w in CauseModel.read_table(table_path)}
+        if all(str(s) in worlds for s in args.tuning_seeds):
+            def model_for(seed: int) -> CauseModel:
+                m = CauseModel.from_table(table_path, None, exclude={str(seed)})
+                m.set_calibration([])
+                return m
+            print("calibration: out of fold (each tuning world replayed with a model trained without it)")
+        else:
+            print("calibration: in sample (the table does not say which world each window came from)")
         model.set_calibration([])  # measure the raw probabilities
     table: list | None = [] if args.write_table else None
     if args.only != "report":
-        out = run_set("tuning", args.tuning_seeds, args, model, table, not args.quiet)
+        out = run_set("tuning", args.tuning_seeds, args, model, table, not args.quiet, model_for=model_for)
         if table is not None:
-            n = CauseModel.write_table(args.write_table, table)
+            n = CauseModel.write_table(args.write_table, [(x, y) for x, y, _ in table], [w for _, _, w in table])
             print(f"wrote {n} labelled windows to {args.write_table}")
         if args.write_calibration:
             # per band: right and given, with a prior worth 4 causes at the band's middle (few samples)
@@ -284,7 +311,8 @@ def main() -> int:
                 else:
                     i += 1
             bins = [[ub, round(r / n, 3)] for r, n, ubs in stats for ub in ubs]
-            Path(args.write_calibration).write_text(json.dumps({"bins": bins, "seeds": args.tuning_seeds}) + "\n")
+            Path(args.write_calibration).write_text(json.dumps({"bins": bins, "seeds": args.tuning_seeds,
+                                                                      "out_of_fold": model_for is not None}) + "\n")
             print(f"wrote calibration {bins} to {args.write_calibration}")
             if model is not None:
                 model.set_calibration(bins)  # the report-only seeds print calibrated confidences

@@ -151,30 +151,46 @@ class CauseModel:
                 m.learn_one(x, y)
         return m
 
-    @classmethod
-    def from_table(cls, path: str | Path = TABLE, calibration: str | Path | None = CALIBRATION,
-                   **kw: int) -> CauseModel:
-        """A model trained on a CSV table (columns: the features and ``cause``), with its reliability table."""
+    @staticmethod
+    def read_table(path: str | Path = TABLE) -> list[tuple[dict[str, float], str, str]]:
+        """The (features, cause, world) rows of a CSV table; world is the ``seed`` column's text
+        (the simulated world the window came from), empty when the table has none."""
         with open(path, newline="") as fh:
-            rows = [({k: float(v) for k, v in r.items() if k in FEATURE_NAMES}, r["cause"])
+            rows = [({k: float(v) for k, v in r.items() if k in FEATURE_NAMES}, r["cause"], r.get("seed") or "")
                     for r in csv.DictReader(fh)]
-        bad = {y for _, y in rows} - set(CAUSES)
+        bad = {y for _, y, _ in rows} - set(CAUSES)
         if bad:
             raise ValueError(f"{path}: unknown causes {sorted(bad)}")
+        return rows
+
+    @classmethod
+    def from_table(cls, path: str | Path = TABLE, calibration: str | Path | None = CALIBRATION,
+                   exclude: Iterable[str] = (), **kw: int) -> CauseModel:
+        """A model trained on a CSV table (columns: the features and ``cause``), with its reliability table.
+
+        ``exclude``: worlds (``seed`` column) left out, for out-of-fold measurements.
+        """
+        out = set(exclude)
+        rows = [(x, y) for x, y, w in cls.read_table(path) if w not in out]
         m = cls.from_rows(rows, **kw)
         if calibration is not None and Path(calibration).exists():
             m.set_calibration(json.loads(Path(calibration).read_text())["bins"])
         return m
 
     @staticmethod
-    def write_table(path: str | Path, rows: Iterable[tuple[dict[str, float], str]]) -> int:
-        """Write (features, cause) rows as the CSV :meth:`from_table` reads; return the count."""
+    def write_table(path: str | Path, rows: Iterable[tuple[dict[str, float], str]],
+                    worlds: Iterable[str] | None = None) -> int:
+        """Write (features, cause) rows as the CSV :meth:`from_table` reads; return the count.
+
+        ``worlds``: the world (seed) of each row, written as a ``seed`` column.
+        """
         n = 0
+        ws = list(worlds) if worlds is not None else None
         with open(path, "w", newline="") as fh:
             w = csv.writer(fh)
-            w.writerow([*FEATURE_NAMES, "cause"])
-            for x, y in rows:
-                w.writerow([f"{x.get(k, 0.0):.4g}" for k in FEATURE_NAMES] + [y])
+            w.writerow([*FEATURE_NAMES, "cause"] + (["seed"] if ws is not None else []))
+            for i, (x, y) in enumerate(rows):
+                w.writerow([f"{x.get(k, 0.0):.4g}" for k in FEATURE_NAMES] + [y] + ([ws[i]] if ws is not None else []))
                 n += 1
         return n
 

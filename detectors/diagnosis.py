@@ -17,8 +17,9 @@ and names one cause:
     more traffic than usual *and* a population that real users do not make
     (even when it also saturates the servers: a flood is not a load peak);
 ``capacity_saturation``
-    more traffic than usual from the usual population, and the service
-    slows down or fails on most of its hosts;
+    more traffic than usual from the usual population, and the service's
+    tail slows down or it fails on most of its hosts; or fewer hosts serve
+    than usually do (named in the evidence) and the others saturate;
 ``disk_failure``
     the slowdown sits on the hosts whose drive is failing, not on the others;
 ``unknown``
@@ -218,6 +219,13 @@ class Diagnoser:
         When latency or errors are flagged, a rate this far above the usual
         (z and ratio) counts as "more traffic" even below the traffic
         detector's own threshold.
+    mild_load, mild_pending_for
+        A saturation at less than ``mild_load`` times the usual load must
+        persist ``mild_pending_for`` seconds before it pages (a rolling
+        restart slows every host for a minute or two at the usual load).
+    host_memory
+        Seconds a host that served a quiet window counts as one of the pool:
+        fewer hosts serving than usual names those missing from it.
     """
 
     def __init__(
@@ -241,6 +249,9 @@ class Diagnoser:
         mix_sample: int = 8,
         mix_every: int = 10,
         cause_model: CauseModel | None = None,
+        mild_load: float = 1.3,
+        mild_pending_for: float = 150.0,
+        host_memory: float = 3600.0,
     ) -> None:
         self.attack_threshold = attack_threshold
         self.spread_share = spread_share
@@ -261,9 +272,13 @@ class Diagnoser:
         self.mix_sample = mix_sample  # the client sample of the mix features (the engine's ClientMix reads it)
         self.cause_model = cause_model if cause_model is not None or not use_model else _shipped_model()
         self.mix_every = mix_every
+        self.mild_load = mild_load
+        self.mild_pending_for = mild_pending_for
+        self.host_memory = host_memory
         self._mix_base: dict[str, MixBaseline] = {}
         self._n_windows: dict[str, int] = {}
         self._capacity: dict[str, CapacityState] = {}
+        self._hosts_seen: dict[str, dict[str, float]] = {}  # per service: host -> end of its last quiet window
         # When a list: every candidate window's (service, start, end, slow hosts, features) is appended
         # (benchmarks/incidents.py writes the training table from it).
         self.recorder: list | None = None
@@ -414,13 +429,22 @@ class Diagnoser:
         mix_ev = self._mix_evidence(mix, mix_base)
         ratio_txt = f"{traffic.value / max(traffic.expected, 1e-9):.1f}x" if traffic is not None and t_high else ""
         hurt = bool(svc_harm or widespread)
+        if (t_high and not widespread and not any(v.signal == "error_ratio_5xx" for v in svc_harm)
+                and self._robots_explain(traffic, mix, mix_base)):
+            return []  # a crawler that says what it is, nothing failing, no host saturated: nothing to page
+        lost = self._lost_hosts(f) if (svc_harm or widespread) else []
         rules = self._rules(f, traffic, t_high, t_low, svc_harm, slow_hosts, widespread, shift, pop_ev, mix_ev,
-                            ev, harm_ev, ratio_txt, composition, anomaly_ids)
+                            ev, harm_ev, ratio_txt, composition, anomaly_ids, lost)
         for r in rules:
             r.features = x
         if self.cause_model is None:
             return rules if anomaly_ids else []  # the mix and curve triggers feed the model only
         cause, p = self.cause_model.predict(x)
+        if lost and rules[0].cause == "capacity_saturation" and cause != "capacity_saturation":
+            # Hosts missing from the pool and the rest saturated by the usual users: the pool
+            # shrank, which the rules read directly; the model, trained on few such windows,
+            # does not overrule the count of hosts serving (it may confirm it, below).
+            return rules
         if slow_hosts and not widespread and not svc_harm and not t_high:
             # A slowdown local to a few hosts: a fault of those hosts (their drives above
             # all) or nothing worth paging, never a load or an attack on the service.
@@ -477,9 +501,25 @@ class Diagnoser:
     def _rules(self, f: WindowFeatures, traffic: Verdict | None, t_high: bool, t_low: bool,
                svc_harm: list[Verdict], slow_hosts: list[str], widespread: bool, shift: float,
                pop_ev: list[Evidence], mix_ev: list[Evidence], ev: list[Evidence], harm_ev: list[Evidence],
-               ratio_txt: str, composition: CompositionState | None, anomaly_ids: list[str]) -> list[Finding]:
+               ratio_txt: str, composition: CompositionState | None, anomaly_ids: list[str],
+               lost: list[str] | None = None) -> list[Finding]:
         """The hand-written rules: the fallback when no model is confident, and the explanation."""
         svc = f.service
+        automation = any(e.signal in ("login_fail", "heavy_share", "ua_churn") for e in mix_ev)
+        if lost and not automation and (shift < self.attack_threshold or not t_high):
+            # Capacity loss: hosts that usually serve are gone and the others saturate under the
+            # usual users' load (more load or not): the pool shrank, not the demand went wild.
+            cap = self._capacity[svc]
+            pop = self.usual_population(f, composition)
+            n_serving = len(f.hosts)
+            hosts_ev = Evidence("hosts_serving", n_serving, cap.hosts,
+                                f"{n_serving} of {cap.hosts:.0f} usual hosts serving "
+                                f"({', '.join(lost[:4])} stopped serving): the others carry the load")
+            return [Finding({"service": svc, "host": None, "disk": None}, "capacity_saturation",
+                            0.85 if pop is not None else 0.7, "critical",
+                            f"{svc} saturated at {_ratio(traffic)} its usual load, {n_serving} hosts serving "
+                            f"against {cap.hosts:.0f} usual: capacity saturation",
+                            [hosts_ev] + ev + ([pop] if pop is not None else []) + harm_ev, anomaly_ids, f.end)]
         if t_high and shift >= self.attack_threshold:
             conf = min(0.97, 0.55 + 0.15 * shift)
             sev = "critical" if (svc_harm or widespread) else "warning"
@@ -487,14 +527,22 @@ class Diagnoser:
             return [Finding({"service": svc, "host": None, "disk": None}, "suspected_attack", conf, sev,
                             f"Traffic {ratio_txt} usual on {svc}{hurt}: suspected attack",
                             ev + pop_ev + mix_ev + harm_ev, anomaly_ids, f.end)]
-        if t_high and (svc_harm or widespread):
+        # Saturated: the tail slows or requests fail, or most hosts are slow. A median that
+        # doubles while the tail and every host hold is a busy service serving (a newsletter's
+        # readers), not one past its knee.
+        saturated = widespread or any(v.signal != "latency_p50_ms" for v in svc_harm)
+        if t_high and saturated:
             pop = self.usual_population(f, composition)
             conf = 0.8 if pop is not None else 0.6
             if pop is not None:
                 ev.append(pop)
+            # Slow at hardly more than the usual load: a saturation or a rolling restart (a
+            # deploy slows every host for a minute or two); it must last before it pages.
+            mild = traffic is None or traffic.expected <= 0 or traffic.value < self.mild_load * traffic.expected
             return [Finding({"service": svc, "host": None, "disk": None}, "capacity_saturation", conf, "critical",
                             f"Traffic {ratio_txt} usual on {svc}, servers saturated: capacity saturation",
-                            ev + harm_ev, anomaly_ids, f.end)]
+                            ev + harm_ev, anomaly_ids, f.end,
+                            pending=self.mild_pending_for if mild else None)]
         # Cause not established.
         if slow_hosts and not widespread and not svc_harm:
             return [Finding({"service": svc, "host": h, "disk": None}, "unknown", 0.3, "warning",
@@ -561,6 +609,31 @@ class Diagnoser:
             cap = self._capacity[svc] = CapacityState()
         if f.count:
             cap.learn(len(f.hosts), f.rate, f.p95_ms, f.ratio_4xx)
+            seen = self._hosts_seen.get(svc)
+            if seen is None:
+                seen = self._hosts_seen[svc] = {}
+            for h in f.hosts:
+                if h in seen or len(seen) < 64:
+                    seen[h] = f.end
+
+    def _lost_hosts(self, f: WindowFeatures) -> list[str]:
+        """Hosts that served the service's quiet windows of the last hour and serve none of this
+        window, when fewer hosts serve than usual (CapacityState's count): a pool that shrank."""
+        cap = self._capacity.get(f.service)
+        if cap is None or cap.n < 30 or f.count < 30 or len(f.hosts) > cap.hosts - 0.5:
+            return []
+        seen = self._hosts_seen.get(f.service) or {}
+        gone = sorted(h for h, t in seen.items() if h not in f.hosts and f.start - t <= self.host_memory)
+        return gone or [f"{cap.hosts - len(f.hosts):.0f} host(s)"]
+
+    def _robots_explain(self, traffic: Verdict | None, mix: MixFeatures | None, base: MixBaseline | None) -> bool:
+        """Is the rise carried by self-declared robots (a search engine's crawler)? Their share
+        of the window covers most of what came on top of the usual, and nothing fails."""
+        if traffic is None or traffic.expected <= 0 or mix is None or base is None or mix.requests < 20:
+            return False
+        extra = 1.0 - traffic.expected / max(traffic.value, 1e-9)
+        return (mix.bot_share - base.usual("bot_share") >= max(0.2, 0.6 * extra)
+                and mix.login_fail - base.usual("login_fail") < 0.15)
 
     def _features(self, f: WindowFeatures, traffic: Verdict | None, service_latency: list[Verdict],
                   slow_hosts: list[str], n_hosts: int, comp: CompositionState | None, mix: MixFeatures | None,

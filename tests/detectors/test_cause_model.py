@@ -102,3 +102,20 @@ def test_the_engine_learns_a_label_given_to_one_of_its_alerts():
     assert model.proba(x)["benign"] > before
     assert not eng.learn_label("0000000000000000", "benign")
     assert Engine().diagnoser.cause_model.proba(x)["benign"] == pytest.approx(before)  # engines do not share labels
+
+
+def test_table_says_which_world_each_window_came_from_and_a_world_can_be_left_out(tmp_path):
+    rows = _rows(120)
+    path = tmp_path / "t.csv"
+    worlds = [str(101 + i % 3) for i in range(120)]
+    assert CauseModel.write_table(path, rows, worlds) == 120
+    assert path.read_text().splitlines()[0].endswith(",cause,seed")
+    back = CauseModel.read_table(path)
+    assert [w for _, _, w in back] == worlds and [y for _, y, _ in back] == [y for _, y in rows]
+    full = CauseModel.from_table(path, None)
+    out_of_fold = CauseModel.from_table(path, None, exclude={"101"})
+    assert out_of_fold.n_learned < full.n_learned
+    # a table without the column reads as one world with no name
+    plain = tmp_path / "p.csv"
+    CauseModel.write_table(plain, rows)
+    assert {w for _, _, w in CauseModel.read_table(plain)} == {""}

@@ -235,3 +235,119 @@ def test_one_slow_host_the_model_blames_on_its_disk_carries_the_host(make_window
     assert [x.cause for x in findings] == ["disk_failure"]
     assert findings[0].labels == {"service": "ent", "host": "web-2", "disk": None}
     assert "web-2" in findings[0].title
+
+
+# -- capacity loss, crawlers, rolling restarts ------------------------------------
+
+def _quiet(d, make_window, comp, n=40, n_hosts=4, mix=None):
+    """Quiet windows in which ``n_hosts`` hosts serve (the usual pool)."""
+    for i in range(n):
+        hs = {f"ent-web-{k}": HostStats(75, 100.0, 250.0, 0.0) for k in range(1, n_hosts + 1)}
+        d.diagnose(make_window(start=T - 60 * (n - i), hosts=hs), verdict("request_rate", 5.0, 5.0, flagged=False),
+                   [], {}, comp, {}, [], mix=mix)
+
+
+def _lost_host_window(make_window):
+    three = [f"ent-web-{i}" for i in range(1, 4)]
+    hs = {h: HostStats(100, 600.0, 1500.0, 0.0) for h in three}
+    return make_window(start=T, count=300, hosts=hs), host_verdicts(hs, slow=three)
+
+
+def test_a_host_out_of_the_pool_is_capacity_saturation_with_the_hosts_evidence(make_window):
+    """One host of four stops serving, the other three saturate at the usual load, usual users."""
+    d = Diagnoser(use_model=False)
+    comp = usual(make_window)
+    _quiet(d, make_window, comp)
+    f, hv = _lost_host_window(make_window)
+    (finding,) = diagnose(d, f, verdict("request_rate", 5.0, 5.0, flagged=False, z=0.2),
+                          [verdict("latency_p95_ms", 1500.0, 250.0)], hv, comp)
+    assert finding.cause == "capacity_saturation" and finding.severity == "critical"
+    hosts_ev = finding.evidence[0]
+    assert hosts_ev.signal == "hosts_serving" and (hosts_ev.value, hosts_ev.expected) == (3, 4.0)
+    assert "3 of 4 usual hosts serving (ent-web-4 stopped serving)" in hosts_ev.text
+    assert "3 hosts serving against 4 usual" in finding.title
+    assert any("the usual users" in e.text for e in finding.evidence)
+
+
+def test_a_host_out_of_the_pool_is_not_overruled_by_a_model_that_says_attack(make_window):
+    import random
+
+    from detectors.cause_features import FEATURE_NAMES
+    from detectors.cause_model import CauseModel
+
+    rng = random.Random(5)
+    rows = []
+    for i in range(200):  # a model that learned (wrongly) that fewer hosts means an attack
+        x = {n: rng.gauss(0.0, 0.03) for n in FEATURE_NAMES}
+        if i % 2:
+            x.update(log_p95_ratio=1.5, hosts_ratio=0.75, slow_host_share=1.0)
+            rows.append((x, "suspected_attack"))
+        else:
+            rows.append((x, "benign"))
+    d = Diagnoser(cause_model=CauseModel.from_rows(rows))
+    comp = usual(make_window)
+    _quiet(d, make_window, comp)
+    f, hv = _lost_host_window(make_window)
+    assert d.cause_model is not None and d.cause_model.predict(d._features(
+        f, verdict("request_rate", 5.0, 5.0, flagged=False), [verdict("latency_p95_ms", 1500.0, 250.0)],
+        list(hv), 3, comp, None, None, False, False))[0] == "suspected_attack"
+    (finding,) = diagnose(d, f, verdict("request_rate", 5.0, 5.0, flagged=False, z=0.2),
+                          [verdict("latency_p95_ms", 1500.0, 250.0)], hv, comp)
+    assert finding.cause == "capacity_saturation"
+    assert finding.evidence[0].signal == "hosts_serving"
+
+
+def test_all_hosts_serving_is_no_capacity_loss(make_window):
+    d = Diagnoser(use_model=False)
+    comp = usual(make_window)
+    _quiet(d, make_window, comp, n_hosts=3)
+    f, hv = _lost_host_window(make_window)
+    (finding,) = diagnose(d, f, verdict("request_rate", 5.0, 5.0, flagged=False, z=0.2),
+                          [verdict("latency_p95_ms", 1500.0, 250.0)], hv, comp)
+    assert finding.cause == "unknown"
+    assert not any(e.signal == "hosts_serving" for e in finding.evidence)
+
+
+def test_a_crawler_that_says_so_is_not_paged_and_a_same_size_rise_of_browsers_is(make_window):
+    from detectors.cause_features import MixFeatures
+
+    d = Diagnoser(use_model=False)
+    comp = usual(make_window)
+    _quiet(d, make_window, comp, mix=MixFeatures(requests=100, clients=40, asset_ratio=0.4))
+    f = make_window(start=T, count=600)
+    crawl = MixFeatures(requests=200, clients=30, asset_ratio=0.2, bot_share=0.55)
+    assert d.diagnose(f, verdict("request_rate", 10.0, 5.0), [], {}, comp, {}, ["a"], mix=crawl) == []
+    browsers = MixFeatures(requests=200, clients=60, asset_ratio=0.4)
+    (finding,) = d.diagnose(f, verdict("request_rate", 10.0, 5.0), [], {}, comp, {}, ["a"], mix=browsers)
+    assert finding.cause == "unknown"
+
+
+def test_a_saturation_at_the_usual_load_must_last_before_it_pages(make_window):
+    """A rolling restart slows every host at the usual load for two minutes: a saturation
+    named at hardly more than the usual load waits; one at twice the load does not."""
+    d = Diagnoser(use_model=False, harm_traffic_ratio=1.1)
+    comp = usual(make_window)
+    all_hosts = [f"web-{i}" for i in range(1, 5)]
+    hs = hosts(4, slow=all_hosts)
+    slow = [verdict("latency_p95_ms", 2000, 250)]
+    (mild,) = diagnose(d, make_window(start=T, hosts=hs), verdict("request_rate", 5.6, 5.0), slow,
+                       host_verdicts(hs, slow=all_hosts), comp)
+    (heavy,) = diagnose(d, make_window(start=T, hosts=hs), verdict("request_rate", 10.0, 5.0), slow,
+                        host_verdicts(hs, slow=all_hosts), comp)
+    assert mild.cause == heavy.cause == "capacity_saturation"
+    assert mild.pending == d.mild_pending_for and mild.pending > 120
+    assert heavy.pending is None
+
+
+def test_a_median_that_doubles_with_the_tail_and_every_host_holding_is_not_saturation(make_window):
+    """A newsletter's readers: 2.3x the load, p50 doubled, p95 and every host as usual."""
+    d = Diagnoser(use_model=False)
+    comp = usual(make_window)
+    hs = hosts(4)
+    f = make_window(start=T, count=700, hosts=hs)
+    (finding,) = diagnose(d, f, verdict("request_rate", 11.5, 5.0), [verdict("latency_p50_ms", 374.0, 140.0)],
+                          host_verdicts(hs), comp)
+    assert finding.cause == "unknown" and "served normally" in finding.title
+    (tail,) = diagnose(d, f, verdict("request_rate", 11.5, 5.0), [verdict("latency_p95_ms", 2400.0, 400.0)],
+                       host_verdicts(hs), comp)
+    assert tail.cause == "capacity_saturation"
