@@ -527,11 +527,7 @@ class Diagnoser:
             return [Finding({"service": svc, "host": None, "disk": None}, "suspected_attack", conf, sev,
                             f"Traffic {ratio_txt} usual on {svc}{hurt}: suspected attack",
                             ev + pop_ev + mix_ev + harm_ev, anomaly_ids, f.end)]
-        # Saturated: the tail slows or requests fail, or most hosts are slow. A median that
-        # doubles while the tail and every host hold is a busy service serving (a newsletter's
-        # readers), not one past its knee.
-        saturated = widespread or any(v.signal != "latency_p50_ms" for v in svc_harm)
-        if t_high and saturated:
+        if t_high and (svc_harm or widespread):
             pop = self.usual_population(f, composition)
             conf = 0.8 if pop is not None else 0.6
             if pop is not None:
