@@ -71,6 +71,9 @@ class DiagnosisConfig(_Strict):
     model_pending_for: Duration = 120.0
     mix_sample: int = Field(8, ge=0)
     mix_every: int = Field(10, ge=1)
+    mild_load: float = Field(1.3, ge=1)
+    mild_pending_for: Duration = 150.0
+    host_memory: Duration = Field(3600.0, gt=0)
 
 
 class TimeGuardConfig(_Strict):
