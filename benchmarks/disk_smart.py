@@ -51,6 +51,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from detectors import compiled_modules  # noqa: E402
+from detectors.configfile import parse_scalar  # noqa: E402
 from detectors.disk import FEATURES, DiskFailureDetector, DriveState  # noqa: E402
 from detectors.events import DiskHealthEvent  # noqa: E402
 
@@ -376,16 +377,6 @@ def evaluate(name: str, fleet: Fleet, scores: list[float], rules: dict[str, list
     return pooled
 
 
-def _param(v: str) -> bool | int | float:
-    """A detector parameter from the command line: true / false, an int, or a float (compiled, types are checked)."""
-    if v.lower() in ("true", "false"):
-        return v.lower() == "true"
-    try:
-        return int(v)
-    except ValueError:
-        return float(v)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parent.parent.parent / "shared/datasets/smart")
@@ -400,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.data / DEV).is_file():
         print(f"disk_smart: no SMART data under {args.data}; skipped")
         return 0
-    params = {k: _param(v) for k, v in (p.split("=") for p in args.params.split(",") if p)}
+    params = {k: parse_scalar(v) for k, v in (p.split("=") for p in args.params.split(",") if p)}
     weights = {k: float(v) for k, v in (p.split("=") for p in args.weights.split(",") if p)}
 
     def make() -> DiskFailureDetector:

@@ -63,6 +63,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from detectors.configfile import parse_scalar  # noqa: E402
 from detectors.river_adapter import make_series_scorer  # noqa: E402
 from detectors.univariate import UnivariateDetector  # noqa: E402
 
@@ -78,15 +79,6 @@ PROFILE_NAMES = ("standard", "reward_low_FP_rate", "reward_low_FN_rate")
 
 def _epoch(ts: str) -> float:
     return datetime.strptime(ts.split(".")[0], "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC).timestamp()
-
-
-def _parse_value(v: str) -> float | int | bool:
-    if v.lower() in ("true", "false"):
-        return v.lower() == "true"
-    try:
-        return int(v)
-    except ValueError:
-        return float(v)
 
 
 def det_name(spec: str) -> str:
@@ -283,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         out = {}
         for p in items:
             k, _, v = p.partition("=")
-            out[k.strip()] = _parse_value(v.strip())
+            out[k.strip()] = parse_scalar(v.strip())
         return out
 
     params = overrides(a.param)

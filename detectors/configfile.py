@@ -21,7 +21,7 @@ from pydantic import BaseModel, ValidationError
 
 from .errors import ConfigError
 
-__all__ = ["load_model_file", "load_model_text", "parse_duration"]
+__all__ = ["load_model_file", "load_model_text", "parse_duration", "parse_scalar"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -30,6 +30,22 @@ _UNIT = {"ms": 0.001, "s": 1, None: 1, "m": 60, "h": 3600, "d": 86400, "w": 6048
 # Alertmanager's (Prometheus') duration syntax: integer parts, largest unit first, e.g. 1h30m, 1w2d.
 _AM_DUR = re.compile(r"^(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?$")
 _AM_UNITS = (31536000, 604800, 86400, 3600, 60, 1, 0.001)
+
+
+def parse_scalar(v: str) -> bool | int | float:
+    """A parameter given as ``key=value`` text (``--params``): true / false, an int, else a float.
+
+    Compiled detectors check their argument types, so ``1`` must stay an int and ``true`` a bool.
+
+    >>> parse_scalar("true"), parse_scalar("3"), parse_scalar("0.5")
+    (True, 3, 0.5)
+    """
+    if v.lower() in ("true", "false"):
+        return v.lower() == "true"
+    try:
+        return int(v)
+    except ValueError:
+        return float(v)
 
 
 def parse_duration(v: Any) -> float:
