@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import gc
 import heapq
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from operator import attrgetter
@@ -40,6 +41,33 @@ from detectors.traffic import TrafficAnomalyDetector, TrafficState
 __all__ = ["Engine", "Output", "tune_gc"]
 
 _SERVICE = attrgetter("service")
+
+#: A failing drive not heard from for this long is taken as gone (pulled, its host retired)
+#: and its alert ends: an alert open until replaced must not outlive every trace of its drive.
+_FAILING_SILENCE = 30 * 86400.0
+
+
+def _usual_gap(state: DriveState) -> float:
+    """A drive's mean gap between readings (a day when it had one)."""
+    return (state.last_ts - state.first_ts) / (state.n - 1) if state.n > 1 else 86400.0
+
+
+class _Watch:
+    """When a failing drive was last heard from, its usual gap between readings, and since when it is watched."""
+
+    __slots__ = ("last_ts", "gap", "since")
+
+    def __init__(self, last_ts: float, gap: float, since: float) -> None:
+        self.last_ts = last_ts
+        self.gap = gap
+        self.since = since  # -inf when restored: the first sweep after the restart sets it
+
+    def heard(self, ts: float) -> None:
+        # A redelivered or older reading says nothing about the gap (at-least-once delivery).
+        if ts > self.last_ts:
+            if self.last_ts > -math.inf:
+                self.gap = ts - self.last_ts
+            self.last_ts = ts
 
 #: Allocations between two collections of the youngest generation (CPython: 700).
 GC_GEN0 = 20_000
@@ -111,8 +139,11 @@ class Engine:
         self.composition: dict[str, CompositionState] = {}
         self.drives: dict[str, DriveState] = {}
         self.disk_signals: dict[str, list[DiskSignal]] = {}
-        # Host -> its drives with an alert (open until the drive is replaced), for the replacement check.
-        self._failing: dict[str, dict[str, None]] = {}
+        # Host -> its drives with an alert (open until the drive is replaced) and when each was last
+        # heard from: kept here, not in the drive's state, which the drives cap may evict first.
+        self._failing: dict[str, dict[str, _Watch]] = {}
+        self._n_failing = 0
+        self._failing_swept = -math.inf
         self.counts: Counter[str] = Counter()
         self._dirty: set[tuple[str, str]] = set()
         self._alerts_saved: dict[str, bytes] = {}  # checkpoint name -> what was last written
@@ -305,7 +336,12 @@ class Engine:
             self._set_signal(sig)
             out.signals.append(sig)
             out.alerts.extend(self.tracker.observe(self.diagnoser.disk_finding(sig)))
-            self._failing.setdefault(ev.host, {})[ev.disk] = None
+            self._watch(ev.host, ev.disk, state, ev.ts, out)
+        watch = self._failing.get(ev.host, {}).get(ev.disk)
+        if watch is not None:
+            watch.heard(ev.ts)
+        if ev.ts - self._failing_swept >= 86400.0:
+            self._sweep_failing(ev.ts, out)
         if ev.failure:
             self._replaced(ev.host, ev.disk, ev.ts, out)
         elif ev.host in self._failing:
@@ -329,16 +365,46 @@ class Engine:
         replaces nothing.
         """
         gone = []
-        for disk in self._failing.get(ev.host, {}):
+        for disk, w in self._failing.get(ev.host, {}).items():
             if disk == ev.disk:
                 continue
-            st = self.drives.get(f"{ev.host}/{disk}")
-            if st is None or not st.n:
-                continue  # its state was evicted: no telling when it last reported
-            usual = (st.last_ts - st.first_ts) / (st.n - 1) if st.n > 1 else 86400.0
-            if first_ts > st.last_ts and ev.ts - st.last_ts > 1.5 * usual:
+            if w.last_ts == -math.inf:  # restored and not heard from since: its drive state says when it was
+                st = self.drives.get(f"{ev.host}/{disk}")
+                if st is None or not st.n:
+                    continue  # no telling when it last reported
+                w.last_ts, w.gap = st.last_ts, _usual_gap(st)
+            if first_ts > w.last_ts and ev.ts - w.last_ts > 1.5 * max(w.gap, 3600.0):
                 gone.append(disk)
         return gone
+
+    def _watch(self, host: str, disk: str, state: DriveState | None, ts: float, out: Output) -> None:
+        """Start watching a drive whose alert is open; at most ``max_drives`` are, the longest silent goes first."""
+        drives = self._failing.setdefault(host, {})
+        if disk in drives:
+            return
+        if self._n_failing >= self.limits.max_drives:
+            h, d = min(((h, d) for h, ds in self._failing.items() for d in ds),
+                       key=lambda hd: self._failing[hd[0]][hd[1]].last_ts)
+            self.counts["drives.failing_evicted"] += 1
+            self._replaced(h, d, ts, out)
+            drives = self._failing.setdefault(host, {})
+        known = state is not None and state.n > 0
+        drives[disk] = _Watch(state.last_ts if state is not None and known else -math.inf,
+                              _usual_gap(state) if state is not None else 86400.0, ts)
+        self._n_failing += 1
+
+    def _sweep_failing(self, now: float, out: Output) -> None:
+        """End the alerts of failing drives silent for :data:`_FAILING_SILENCE` (once a day of event time)."""
+        self._failing_swept = now
+        for ds in self._failing.values():
+            for w in ds.values():
+                if w.since == -math.inf:
+                    w.since = now
+        silent = [(h, d) for h, ds in self._failing.items() for d, w in ds.items()
+                  if max(w.last_ts, w.since) < now - _FAILING_SILENCE]
+        for h, d in silent:
+            self.counts["drives.failing_silent"] += 1
+            self._replaced(h, d, now, out)
 
     def _replaced(self, host: str, disk: str, at: float, out: Output) -> None:
         """The drive was replaced at ``at``: its alert ends, and soon after it no longer explains its host's latency."""
@@ -349,8 +415,8 @@ class Engine:
             if self._checkpointing:
                 self._gone.add(f"drive:{key}")
         failing = self._failing.get(host)
-        if failing is not None:
-            failing.pop(disk, None)
+        if failing is not None and failing.pop(disk, None) is not None:
+            self._n_failing -= 1
             if not failing:
                 del self._failing[host]
         for s in self.disk_signals.get(host, []):
@@ -577,13 +643,15 @@ class Engine:
 
     def load_state(self, name: str, data: bytes) -> None:
         """Restore one model (or alert) written by :meth:`dirty_states`."""
+        self._checkpointing = True  # restored from a store: what is dropped from now on must be deleted there
         kind, _, key = name.partition(":")
         if kind == "alert":
             labels = self.tracker.load(data)
             self._alerts_saved[name] = data
             host, disk = labels.get("host"), labels.get("disk")
-            if labels.get("service") is None and host and disk:
-                self._failing.setdefault(host, {})[disk] = None
+            if labels.get("service") is None and host and disk and disk not in self._failing.get(host, {}):
+                self._failing.setdefault(host, {})[disk] = _Watch(-math.inf, 86400.0, -math.inf)
+                self._n_failing += 1
             return
         if kind == "shared" and key == "disk":
             self.disk_detector = DiskFailureDetector.from_bytes(data, **self.config.disk)

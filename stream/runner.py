@@ -446,8 +446,13 @@ class Runner:
                 continue
             self.engine.load_state(name, v)
             kind, _, key = name.partition(":")
+            owner = key.split("|", 1)[0]
+            if where[0] == "d" and (kind == "drive" or owner.startswith("@")):
+                # A drive's state goes back where it came from, even if the drive never reports
+                # again (pulled): its alert's end and its forgetting are written there.
+                self._drive_partition.setdefault(key if kind == "drive" else owner[1:], int(where[1:]))
             if kind not in ("drive", "alert", "shared"):
-                services.add(key.split("|", 1)[0])
+                services.add(owner)
             n += 1
         if n:
             log.info("restored %d models from the checkpoint store", n)
