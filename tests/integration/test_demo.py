@@ -67,6 +67,6 @@ def test_tocsin_demo_catches_the_three_causes(tmp_path):
     assert rc == 0, out
     for cause in ("capacity_saturation", "suspected_attack", "disk_failure"):
         assert any(cause in line and line.rstrip().endswith("caught") for line in out.splitlines()), out
-    assert "MISSED" not in out and "WARNING" not in out, out
+    assert "MISSED" not in out and "WARNING:" not in out, out  # the demo's own warnings (a drive's alert is a WARNING)
     assert out.count("tocsin demo:") >= 8, out  # it said what it was doing along the way
     print(f"tocsin demo took {time.monotonic() - t0:.0f} s")
