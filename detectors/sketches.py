@@ -44,12 +44,23 @@ def hash64(text: str) -> int:
     Why this hash: it is deterministic (no ``PYTHONHASHSEED``), the two CRCs
     run in the standard library's C code (no Python loop over the bytes) and
     are a few lines of C in ``detectors/_native.c`` (the batch path, which
-    must give the same values: the tests compare the two). It is no
-    cryptographic hash, and need not be: it sorts clients into sketches.
-    Inputs of different lengths (below 64 KiB) never collide, nor do inputs
-    of the same length that differ only within 4 consecutive bytes (what a
-    CRC-32 detects: neighbouring addresses); unrelated inputs of the same
-    length collide with odds of about 2**-48 (the tests count collisions).
+    must give the same values: the tests compare the two). Inputs of
+    different lengths (below 64 KiB) never collide, nor do inputs of the same
+    length that differ only within 4 consecutive bytes (what a CRC-32
+    detects: neighbouring addresses); unrelated inputs of the same length
+    collide with odds of about 2**-48 (the tests count collisions).
+
+    It is no cryptographic hash: both CRCs are linear, so whoever chooses
+    ``client_ip`` strings freely can solve for strings that collide. What
+    that buys: colliding addresses count as one client (a flood from them
+    looks like fewer sources: more like an attack, not less) and an address
+    made to collide with one seen on earlier days counts as returning (the
+    "first-time clients" evidence is weakened, not the rate or latency
+    detectors). It needs ``client_ip`` taken from something the client
+    controls (a forwarded-for header without a trusted proxy): the README
+    says to take it from the connection or the trusted proxy. A keyed or
+    cryptographic hash would close it at the cost of a Python loop per event
+    on the pure-Python path, or of the hand-written BLAKE2b this replaced.
 
     >>> hash64("10.0.0.1") == hash64("10.0.0.1") != hash64("10.0.0.2")
     True
