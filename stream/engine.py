@@ -5,7 +5,9 @@ the same :class:`Engine`, so a backtest shows exactly what the worker would
 have done. Time is event time throughout.
 
 Per-key models (traffic and latency per service and host, composition per
-service, one sketch per drive) are kept in plain dicts of small objects;
+service, one sketch per drive; per service too the client mix's first-seen
+tables of networks, ``mix:<service>``, and what the diagnoser learned of it,
+``cause:<service>``) are kept in plain dicts of small objects;
 :meth:`Engine.dirty_states` and :meth:`Engine.load_state` let the worker
 checkpoint the changed ones to a Faust table and restore them.
 
