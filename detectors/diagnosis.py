@@ -157,6 +157,14 @@ class CompositionState:
         return s
 
 
+#: Version of :meth:`Diagnoser.service_state_bytes`'s record, and its parts.
+_SVC_STATE_VERSION = 1
+_SVC_HEAD = struct.Struct("<BI")
+_SVC_BASE = struct.Struct("<BIB")
+_SVC_CAP = struct.Struct("<BI4d")
+_SVC_F64 = struct.Struct("<d")
+
+
 def _pct(x: float) -> str:
     return f"{100 * x:.0f}%"
 
@@ -282,6 +290,101 @@ class Diagnoser:
         # When a list: every candidate window's (service, start, end, slow hosts, features) is appended
         # (benchmarks/incidents.py writes the training table from it).
         self.recorder: list | None = None
+
+    # -- per-service learned state, for checkpoints ----------------------------
+    def service_state_bytes(self, service: str) -> bytes | None:
+        """The checkpoint record of what this diagnoser learned of ``service`` (None: nothing).
+
+        Its usual client mix (:class:`MixBaseline`), its capacity
+        (:class:`CapacityState`), the hosts that served its quiet windows and
+        when, and its window count (the phase of ``mix_every``). Layout
+        (little-endian): ``<version u8>``, ``<windows u32>``; the baseline:
+        ``<present u8><n u32><fields u8>`` and that many f64; the capacity:
+        ``<present u8><n u32>`` and 4 f64; then ``<hosts u8>`` and per host
+        ``<name length u8><name utf-8><last quiet window end f64>``. At most 64
+        hosts are kept (as :meth:`_learn_usual` does), names over 255 bytes are
+        left out: under 17 KB in all, about 170 bytes for a service on 4 hosts.
+        """
+        base = self._mix_base.get(service)
+        cap = self._capacity.get(service)
+        seen = self._hosts_seen.get(service)
+        n_win = self._n_windows.get(service, 0)
+        if base is None and cap is None and not seen and not n_win:
+            return None
+        out = [_SVC_HEAD.pack(_SVC_STATE_VERSION, min(n_win, 0xFFFFFFFF))]
+        if base is not None:
+            out.append(_SVC_BASE.pack(1, min(base.n, 0xFFFFFFFF), len(base.values)))
+            out.append(struct.pack(f"<{len(base.values)}d", *base.values))
+        else:
+            out.append(_SVC_BASE.pack(0, 0, 0))
+        if cap is not None:
+            out.append(_SVC_CAP.pack(1, min(cap.n, 0xFFFFFFFF), cap.hosts, cap.peak_rate, cap.p95, cap.r4xx))
+        else:
+            out.append(_SVC_CAP.pack(0, 0, 0.0, 0.0, 0.0, 0.0))
+        hosts = [(h.encode(), t) for h, t in (seen or {}).items()]
+        hosts = [(h, t) for h, t in hosts if len(h) <= 255][:64]
+        out.append(bytes((len(hosts),)))
+        for h, t in hosts:
+            out.append(bytes((len(h),)) + h + _SVC_F64.pack(t))
+        return b"".join(out)
+
+    def load_service_state(self, service: str, data: bytes | bytearray) -> None:
+        """Restore what :meth:`service_state_bytes` wrote; ``ValueError`` (nothing changed) when unreadable."""
+        b = bytes(data)
+        try:
+            version, n_win = _SVC_HEAD.unpack_from(b, 0)
+            if version != _SVC_STATE_VERSION:
+                raise ValueError(f"version {version}, this worker reads version {_SVC_STATE_VERSION}")
+            off = _SVC_HEAD.size
+            has_base, base_n, k = _SVC_BASE.unpack_from(b, off)
+            off += _SVC_BASE.size
+            base: MixBaseline | None = None
+            if has_base:
+                base = MixBaseline()
+                if k != len(base.values):
+                    raise ValueError(f"a client-mix baseline of {k} fields, not {len(base.values)}")
+                base.n = base_n
+                base.values = list(struct.unpack_from(f"<{k}d", b, off))
+                off += 8 * k
+            has_cap, cap_n, hosts_, peak, p95, r4xx = _SVC_CAP.unpack_from(b, off)
+            off += _SVC_CAP.size
+            cap: CapacityState | None = None
+            if has_cap:
+                cap = CapacityState()
+                cap.n, cap.hosts, cap.peak_rate, cap.p95, cap.r4xx = cap_n, hosts_, peak, p95, r4xx
+            n_hosts = b[off]
+            off += 1
+            seen: dict[str, float] = {}
+            for _ in range(n_hosts):
+                ln = b[off]
+                name = b[off + 1:off + 1 + ln].decode()
+                if len(name.encode()) != ln:
+                    raise ValueError("truncated host name")
+                off += 1 + ln
+                seen[name] = _SVC_F64.unpack_from(b, off)[0]
+                off += _SVC_F64.size
+            if off != len(b):
+                raise ValueError(f"{len(b) - off} trailing bytes")
+        except (struct.error, IndexError, UnicodeDecodeError) as exc:
+            raise ValueError(f"diagnosis state of {service!r} refused: corrupt ({len(b)} bytes): {exc}") from None
+        except ValueError as exc:
+            raise ValueError(f"diagnosis state of {service!r} refused: {exc}") from None
+        self.forget_service(service)
+        if base is not None:
+            self._mix_base[service] = base
+        if cap is not None:
+            self._capacity[service] = cap
+        if seen:
+            self._hosts_seen[service] = seen
+        if n_win:
+            self._n_windows[service] = n_win
+
+    def forget_service(self, service: str) -> None:
+        """Drop what was learned of ``service`` (evicted, or another worker reads it now)."""
+        self._mix_base.pop(service, None)
+        self._capacity.pop(service, None)
+        self._hosts_seen.pop(service, None)
+        self._n_windows.pop(service, None)
 
     # -- population ---------------------------------------------------------
     def population_shift(self, f: WindowFeatures, base: CompositionState | None) -> tuple[float, list[Evidence]]:

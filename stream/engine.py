@@ -5,7 +5,9 @@ the same :class:`Engine`, so a backtest shows exactly what the worker would
 have done. Time is event time throughout.
 
 Per-key models (traffic and latency per service and host, composition per
-service, one sketch per drive) are kept in plain dicts of small objects;
+service, one sketch per drive; per service too the client mix's first-seen
+tables of networks, ``mix:<service>``, and what the diagnoser learned of it,
+``cause:<service>``) are kept in plain dicts of small objects;
 :meth:`Engine.dirty_states` and :meth:`Engine.load_state` let the worker
 checkpoint the changed ones to a Faust table and restore them.
 
@@ -20,7 +22,9 @@ from __future__ import annotations
 
 import gc
 import heapq
+import logging
 import math
+import struct
 from collections import Counter
 from dataclasses import dataclass, field
 from operator import attrgetter
@@ -32,6 +36,7 @@ from detectors.cause_features import ClientMix
 from detectors.config import DetectorsConfig
 from detectors.diagnosis import CompositionState, Diagnoser, DiskSignal
 from detectors.disk import DiskFailureDetector, DriveState
+from detectors.errors import DetectorError
 from detectors.events import DiskHealthEvent, RequestBatch, RequestEvent
 from detectors.features import WindowAggregator, WindowFeatures
 from detectors.latency import LatencySpikeDetector, LatencyState
@@ -41,6 +46,14 @@ from detectors.traffic import TrafficAnomalyDetector, TrafficState
 __all__ = ["Engine", "Output", "tune_gc"]
 
 _SERVICE = attrgetter("service")
+
+log = logging.getLogger(__name__)
+
+#: What reading a checkpoint record that is not one raises (corrupt, truncated, another version).
+_BAD_RECORD = (ValueError, struct.error, KeyError, TypeError, IndexError, DetectorError)
+
+#: Per-service checkpoint kinds, deleted from the store when the service is evicted or forgotten.
+_SERVICE_KINDS = ("traffic", "latency", "composition", "mix", "cause")
 
 #: A failing drive not heard from for this long is taken as gone (pulled, its host retired)
 #: and its alert ends: an alert open until replaced must not outlive every trace of its drive.
@@ -133,6 +146,11 @@ class Engine:
         # Checkpoint names of evicted keys, to delete (dirty_states gives them
         # as None); kept only once someone checkpoints (not in a backtest).
         self._gone: set[str] = set()
+        # Source of the services dropped since the last dirty_states (and of those it gave
+        # as deleted), so that the deletions of their checkpoints reach the partition they
+        # were written to after the aggregator forgot them.
+        self._gone_source: dict[str, int] = {}
+        self._gone_routing: dict[str, int] = {}
         self._checkpointing = False
         self.traffic: dict[str, TrafficState] = {}
         self.latency: dict[str, LatencyState] = {}
@@ -217,7 +235,10 @@ class Engine:
         """Forget these services for good (evicted): their models, windows and checkpoints."""
         if self._checkpointing:
             for svc in services:
-                for kind in ("traffic", "latency", "composition"):
+                src = self.aggregator.source_of(svc)
+                if src is not None:
+                    self._gone_source[svc] = src
+                for kind in _SERVICE_KINDS:
                     self._gone.add(f"{kind}:{svc}")
             self._gone.update(f"latency:{k}" for k in self._host_seen if k.split("|", 1)[0] in services)
         self.forget_services(services)
@@ -482,10 +503,11 @@ class Engine:
             self.aggregator.forget(svc)
             if self.mix is not None:
                 self.mix.forget(svc)
+            self.diagnoser.forget_service(svc)
             self._partial.discard(svc)
             self._young.pop(svc, None)
             self._det_of.pop(svc, None)
-            for kind in ("traffic", "latency", "composition"):
+            for kind in _SERVICE_KINDS:
                 self._dirty.discard((kind, svc))
         for key in [k for k in self._host_seen if k.split("|", 1)[0] in services]:
             del self._host_seen[key]
@@ -498,7 +520,10 @@ class Engine:
 
     def source_of(self, service: str) -> int | None:
         """The source (Kafka partition) a service's events came from last, if it has any here."""
-        return self.aggregator.source_of(service)
+        src = self.aggregator.source_of(service)
+        if src is None:
+            src = self._gone_routing.get(service)
+        return src
 
     def _window(self, f: WindowFeatures) -> Output:
         out = Output()
@@ -574,6 +599,9 @@ class Engine:
                 comp = self.composition[svc] = CompositionState()
             comp.learn(f, self.diagnoser.composition_alpha)
             self._dirty.add(("composition", svc))
+            # What the diagnoser learns of the service (usual client mix, capacity, hosts) changes
+            # only in windows without anomalies, as the composition does.
+            self._dirty.add(("cause", svc))
         for finding in findings:
             # The alert starts when its first window started, though it can
             # only be raised when that window closes.
@@ -613,12 +641,25 @@ class Engine:
         means the alert is gone (resolved) and its checkpoint can be deleted.
         """
         self._checkpointing = True
+        self._gone_routing, self._gone_source = self._gone_source, {}
         out: dict[str, bytes | None] = {}
+        models = {"traffic": self.traffic, "latency": self.latency, "composition": self.composition,
+                  "drive": self.drives}
         for kind, key in self._dirty:
-            obj = {"traffic": self.traffic, "latency": self.latency,
-                   "composition": self.composition, "drive": self.drives}[kind].get(key)
+            if kind == "cause":
+                data = self.diagnoser.service_state_bytes(key)
+                if data is not None:
+                    out[f"cause:{key}"] = data
+                continue
+            obj = models[kind].get(key)
             if obj is not None:
                 out[f"{kind}:{key}"] = obj.to_bytes()
+        if self.mix is not None:
+            # The client mix's first-seen tables of networks and ASes (days of traffic to learn).
+            for svc in self.mix.dirty_services():
+                data = self.mix.state_bytes(svc)
+                if data is not None:
+                    out[f"mix:{svc}"] = data
         if self._disk_model_dirty:
             # (state of no one key: the stream layer files it under its own name, "shared")
             out["shared:disk"] = self.disk_detector.to_bytes()
@@ -641,8 +682,26 @@ class Engine:
         self._alerts_saved = now
         return out
 
-    def load_state(self, name: str, data: bytes) -> None:
-        """Restore one model (or alert) written by :meth:`dirty_states`."""
+    def load_state(self, name: str, data: bytes) -> bool:
+        """Restore one model (or alert) written by :meth:`dirty_states`; False when refused.
+
+        A record that cannot be read (corrupt, truncated, written by a version
+        this one does not read) is refused: logged, counted in
+        :attr:`counts` (``checkpoint.refused`` and ``checkpoint.refused.<kind>``),
+        and the key starts afresh as if never checkpointed, the worker going on.
+        """
+        try:
+            self._load_state(name, data)
+        except _BAD_RECORD as exc:
+            kind = name.partition(":")[0]
+            self.counts["checkpoint.refused"] += 1
+            self.counts[f"checkpoint.refused.{kind}"] += 1
+            log.error("checkpoint record %r refused (%d bytes), starting that state afresh: %s: %s",
+                      name, len(data), type(exc).__name__, exc)
+            return False
+        return True
+
+    def _load_state(self, name: str, data: bytes) -> None:
         self._checkpointing = True  # restored from a store: what is dropped from now on must be deleted there
         kind, _, key = name.partition(":")
         if kind == "alert":
@@ -668,3 +727,10 @@ class Engine:
             self.composition[key] = CompositionState.from_bytes(data)
         elif kind == "drive":
             self.drives[key] = DriveState.from_bytes(data)
+        elif kind == "mix":
+            if self.mix is not None:  # (mix_sample 0: no client mix kept, the record is not ours to read)
+                self.mix.load_state(key, data)
+        elif kind == "cause":
+            self.diagnoser.load_service_state(key, data)
+        else:
+            raise ValueError(f"unknown checkpoint kind {kind!r}")
