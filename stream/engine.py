@@ -245,7 +245,8 @@ class Engine:
 
     #: Engine.counts keys of what the caps did.
     KEY_COUNTERS = ("services.evicted", "services.forgotten", "services.refused", "requests.refused",
-                    "hosts.evicted", "drives.evicted")
+                    "hosts.evicted", "drives.evicted", "drives.failing_evicted", "drives.failing_silent",
+                    "checkpoint.refused")
 
     def key_stats(self) -> dict[str, int]:
         """Tracked keys and what the caps did to them, for the metrics.

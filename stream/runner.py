@@ -444,7 +444,8 @@ class Runner:
             where, _, name = k.decode().partition("/")
             if partitions is not None and where[0] != "s" and int(where[1:]) not in partitions:
                 continue
-            self.engine.load_state(name, v)
+            if not self.engine.load_state(name, v):
+                continue  # refused (logged and counted as checkpoint.refused): that state starts afresh
             kind, _, key = name.partition(":")
             owner = key.split("|", 1)[0]
             if where[0] == "d" and (kind == "drive" or owner.startswith("@")):
