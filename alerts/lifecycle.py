@@ -200,6 +200,7 @@ class AlertTracker:
                 "alert": t.alert.to_record(), "first_seen": t.first_seen, "last_seen": t.last_seen,
                 "hold": None if math.isinf(t.hold) else t.hold, "pending": t.pending, "onset": t.onset,
                 "firing": t.firing, "ids": t.ids, "sent_at": None if math.isinf(t.sent_at) else t.sent_at,
+                "unsent": t.unsent,
             }))
             for fp, t in self._alerts.items()
         }
@@ -212,7 +213,7 @@ class AlertTracker:
         self._alerts[alert.fingerprint] = _Tracked(
             alert, rec["first_seen"], rec["last_seen"], math.inf if hold is None else hold, rec["pending"],
             rec["onset"], firing=bool(rec["firing"]), ids=list(rec["ids"]),
-            sent_at=-math.inf if sent is None else sent)
+            sent_at=-math.inf if sent is None else sent, unsent=bool(rec.get("unsent", False)))
         return alert.labels
 
     def forget(self, owned_elsewhere: Callable[[dict[str, str | None]], bool]) -> int:

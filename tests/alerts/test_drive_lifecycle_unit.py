@@ -46,3 +46,14 @@ def test_an_open_until_replaced_alert_survives_a_checkpoint():
     assert other.load(data) == labels
     assert other.export() == tr.export()
     assert other.tick(10 * DAY) == [] and math.isinf(other._alerts[a.fingerprint].hold)
+
+
+def test_evidence_held_back_before_a_checkpoint_is_still_sent_after_it():
+    tr = AlertTracker(refresh_every=3600)
+    tr.observe(drive_finding(0.0, 8))
+    assert tr.observe(drive_finding(600.0, 16)) == []  # too soon: held back
+    other = AlertTracker(refresh_every=3600)
+    for _, data in tr.export().values():
+        other.load(data)
+    (a,) = other.observe(drive_finding(3600.0, 16))  # same reading again, after the restart: now it goes out
+    assert a.evidence[0].text.endswith("16")
