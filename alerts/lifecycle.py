@@ -10,7 +10,15 @@ tracker turns findings into alert state changes:
   one incident, not ten);
 * a firing alert is re-sent (status firing) only when its cause changes for
   a better-supported one or its severity rises: the receivers thread these
-  as updates;
+  as updates. A cause is better supported when it is named with clearly more
+  confidence (0.1), or, for a suspected attack, when the findings have named
+  it, and not the alert's cause, ``switch_after`` windows in a row: an
+  attack that starts inside a legitimate surge is told by the diagnosis
+  changing its mind and holding to it, not by a confidence above the
+  surge's. Only towards an attack: an attack explains the saturation it
+  causes (its alert says "and saturating it"), while a saturation does not
+  explain an attack, so an alert naming an attack is not talked out of it
+  by windows that read like a saturation;
 * a finding of the same cause while it fires changes nothing a receiver
   sees: the alert keeps the title and evidence it was last sent with (the
   title's numbers always match its evidence, and the resolve says what was
@@ -60,6 +68,7 @@ class _Tracked:
     ids: list[str] = field(default_factory=list)
     sent_at: float = -math.inf  # when its state was last emitted (refreshes are spaced by it)
     unsent: bool = False  # the evidence changed since (an alert open until resolved)
+    rival_n: int = 0  # findings in a row naming an attack the alert does not name
 
 
 class AlertTracker:
@@ -82,11 +91,16 @@ class AlertTracker:
         at most that old, while the ``alerts`` topic (one record per state
         change, by the contract) gets at most four such records a drive a
         day (one a day with daily SMART readings).
+    switch_after
+        Findings in a row naming ``suspected_attack`` on an alert that names
+        another cause, after which the alert takes it even without more
+        confidence (0: only a clearly more confident finding changes it).
     """
 
     def __init__(self, pending_for: float = 0.0, keep_firing_for: float = 300.0, pending_gap: float = 90.0,
-                 refresh_every: float = 21600.0) -> None:
+                 refresh_every: float = 21600.0, switch_after: int = 2) -> None:
         self.pending_for = pending_for
+        self.switch_after = switch_after
         self.keep_firing_for = keep_firing_for
         self.pending_gap = pending_gap
         self.refresh_every = refresh_every
@@ -129,12 +143,16 @@ class AlertTracker:
             if i not in t.ids and len(t.ids) < _MAX_IDS:
                 t.ids.append(i)
         cur = t.alert
+        t.rival_n = t.rival_n + 1 if new.cause == "suspected_attack" != cur.cause else 0
         better_cause = new.cause != cur.cause and (
             (cur.cause == "unknown" and new.cause != "unknown")
             or (new.cause != "unknown" and new.confidence >= cur.confidence + 0.1)
+            or (self.switch_after > 0 and t.rival_n >= self.switch_after)
         )
         worse = _SEV[new.severity] > _SEV[cur.severity]
         if better_cause or worse:
+            if better_cause:
+                t.rival_n = 0
             t.alert = replace(
                 new, starts_at=cur.starts_at, anomalies=tuple(t.ids),
                 severity=max(new.severity, cur.severity, key=_SEV.__getitem__),
@@ -200,7 +218,7 @@ class AlertTracker:
                 "alert": t.alert.to_record(), "first_seen": t.first_seen, "last_seen": t.last_seen,
                 "hold": None if math.isinf(t.hold) else t.hold, "pending": t.pending, "onset": t.onset,
                 "firing": t.firing, "ids": t.ids, "sent_at": None if math.isinf(t.sent_at) else t.sent_at,
-                "unsent": t.unsent,
+                "unsent": t.unsent, "rival_n": t.rival_n,
             }))
             for fp, t in self._alerts.items()
         }
@@ -213,7 +231,8 @@ class AlertTracker:
         self._alerts[alert.fingerprint] = _Tracked(
             alert, rec["first_seen"], rec["last_seen"], math.inf if hold is None else hold, rec["pending"],
             rec["onset"], firing=bool(rec["firing"]), ids=list(rec["ids"]),
-            sent_at=-math.inf if sent is None else sent, unsent=bool(rec.get("unsent", False)))
+            sent_at=-math.inf if sent is None else sent, unsent=bool(rec.get("unsent", False)),
+            rival_n=int(rec.get("rival_n", 0)))
         return alert.labels
 
     def forget(self, owned_elsewhere: Callable[[dict[str, str | None]], bool]) -> int:

@@ -122,7 +122,8 @@ def score(truth: list[dict], records: list[tuple[float, dict]], failures: dict[s
             first <= _ts(a["starts_at"]) <= deadline
             or (t["cause"] == "disk_failure" and a["labels"].get("disk") == t.get("disk")
                 and _ts(a["starts_at"]) < fail))]
-        ongoing = [a["fingerprint"] for ts, a in firing if _about(a, t) and start <= ts <= deadline + 60]
+        # A change of an alert already firing counts from the same time as a new alert (its ramp).
+        ongoing = [a["fingerprint"] for ts, a in firing if _about(a, t) and first <= ts <= deadline + 60]
         fps = new or ongoing
         matched.update(fp for fp, (_, a) in firsts.items()
                        if _about(a, t) and first <= _ts(a["starts_at"]) <= end + 900)

@@ -110,3 +110,36 @@ def test_the_title_always_matches_its_evidence_up_to_the_resolve():
         assert a.title.startswith(f"Traffic {ratio:.1f}x"), (a.title, a.evidence[0])
     # The resolve says what was last reported (the receivers keep the peaks they were told).
     assert resolved.title == firing.title and resolved.evidence == firing.evidence
+
+
+def test_an_attack_named_in_windows_in_a_row_takes_over_a_surge_alert_without_more_confidence():
+    # A surge reported as a saturation at 0.83; an attack starts inside it and the diagnosis
+    # names it at less confidence than the surge's: one window is not enough (and a
+    # saturation window in between starts the count over), two in a row are.
+    seq = [finding(0, conf=0.83), finding(60, cause="suspected_attack", conf=0.49), finding(120, conf=0.83),
+           finding(180, cause="suspected_attack", conf=0.49), finding(240, cause="suspected_attack", conf=0.49)]
+    tr = AlertTracker(switch_after=2)
+    out = [(f.ts, a) for f in seq for a in tr.observe(f)]
+    assert [(ts, a.cause) for ts, a in out] == [(0, "capacity_saturation"), (240, "suspected_attack")]
+    assert out[1][1].status == "firing" and out[1][1].starts_at == 0
+    off = AlertTracker(switch_after=0)
+    assert [a.cause for f in seq for a in off.observe(f)] == ["capacity_saturation"]
+
+
+def test_an_attack_alert_is_not_talked_out_of_it_by_saturation_windows():
+    tr = AlertTracker(switch_after=2)
+    out = tr.observe(finding(0, cause="suspected_attack", conf=0.83))
+    for t in range(60, 600, 60):
+        out += tr.observe(finding(t, cause="capacity_saturation", conf=0.83))
+    assert [a.cause for a in out] == ["suspected_attack"]
+
+
+def test_the_count_of_attack_windows_moves_with_the_alert():
+    tr = AlertTracker(switch_after=2)
+    tr.observe(finding(0, conf=0.83))
+    assert tr.observe(finding(60, cause="suspected_attack", conf=0.49)) == []
+    other = AlertTracker(switch_after=2)
+    for _labels, data in tr.export().values():
+        other.load(data)
+    assert [a.cause for a in other.observe(finding(120, cause="suspected_attack", conf=0.49))] == [
+        "suspected_attack"]
