@@ -712,6 +712,10 @@ class Diagnoser:
             if seen is None:
                 seen = self._hosts_seen[svc] = {}
             for h in f.hosts:
+                if h not in seen and len(seen) >= 64:
+                    # Full: hosts not seen for host_memory (renamed pods, a retired pool) make room.
+                    for old in [o for o, t in seen.items() if f.end - t > self.host_memory]:
+                        del seen[old]
                 if h in seen or len(seen) < 64:
                     seen[h] = f.end
 
@@ -719,7 +723,9 @@ class Diagnoser:
         """Hosts that served the service's quiet windows of the last hour and serve none of this
         window, when fewer hosts serve than usual (CapacityState's count): a pool that shrank."""
         cap = self._capacity.get(f.service)
-        if cap is None or cap.n < 30 or f.count < 30 or len(f.hosts) > cap.hosts - 0.5:
+        # Three quarters of a host under the usual (a running mean): a whole host gone, not a
+        # quiet host that serves only some windows of a pool of 3.5 on average.
+        if cap is None or cap.n < 30 or f.count < 30 or len(f.hosts) > cap.hosts - 0.75:
             return []
         seen = self._hosts_seen.get(f.service) or {}
         gone = sorted(h for h, t in seen.items() if h not in f.hosts and f.start - t <= self.host_memory)

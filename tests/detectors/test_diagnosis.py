@@ -337,3 +337,18 @@ def test_a_saturation_at_the_usual_load_must_last_before_it_pages(make_window):
     assert mild.cause == heavy.cause == "capacity_saturation"
     assert mild.pending == d.mild_pending_for and mild.pending > 120
     assert heavy.pending is None
+
+
+def test_a_pool_whose_quiet_host_serves_every_other_window_has_lost_no_host(make_window):
+    """Four hosts, one of them serving one window in two (3.5 on average): three serving is usual."""
+    d = Diagnoser(use_model=False)
+    comp = usual(make_window)
+    for i in range(40):
+        hs = {f"ent-web-{k}": HostStats(75, 100.0, 250.0, 0.0) for k in range(1, (4 if i % 2 else 3) + 1)}
+        d.diagnose(make_window(start=T - 60 * (40 - i), hosts=hs), verdict("request_rate", 5.0, 5.0, flagged=False),
+                   [], {}, comp, {}, [])
+    hs = {f"ent-web-{k}": HostStats(100, 100.0, 250.0, 0.3) for k in range(1, 4)}  # a bad deploy: 5xx, usual load
+    out = diagnose(d, make_window(start=T, count=300, hosts=hs), verdict("request_rate", 5.0, 5.0, flagged=False, z=0.2),
+                   [verdict("error_ratio_5xx", 0.3, 0.01)], host_verdicts(hs), comp)
+    assert out and all("usual hosts serving" not in e.text for x in out for e in x.evidence)
+    assert out[0].cause != "capacity_saturation"
