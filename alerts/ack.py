@@ -39,7 +39,7 @@ import orjson
 from detectors.timeutil import format_ts, parse_ts
 
 from .errors import AlertsError
-from .model import Alert
+from .model import Alert, schema_record
 
 __all__ = ["SCHEMA", "Ack", "AckError", "AckStore", "ReminderMuter", "ack_text", "decode"]
 
@@ -86,12 +86,7 @@ class Ack:
 
 def decode(data: bytes | str | dict[str, Any]) -> Ack:
     """An Ack from its record; AckError when it is not one."""
-    try:
-        rec = orjson.loads(data) if isinstance(data, bytes | str) else data
-    except orjson.JSONDecodeError as exc:
-        raise AckError(f"not an ack record: invalid JSON ({exc})") from None
-    if not isinstance(rec, dict) or rec.get("schema") != SCHEMA:
-        raise AckError(f"not an ack record (schema must be {SCHEMA})")
+    rec = schema_record(data, SCHEMA, "an ack", AckError)
     try:
         cleared = rec.get("cleared_at")
         return Ack(

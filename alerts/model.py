@@ -6,10 +6,12 @@ import hashlib
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import orjson
+
 from detectors.model import Evidence
 from detectors.timeutil import format_ts
 
-__all__ = ["Alert", "Evidence", "fingerprint", "alert_from_record", "CAUSES"]
+__all__ = ["Alert", "Evidence", "fingerprint", "alert_from_record", "CAUSES", "schema_record"]
 
 SCHEMA = "tocsin.alert.v1"
 CAUSES = ("capacity_saturation", "suspected_attack", "disk_failure", "unknown")
@@ -86,3 +88,16 @@ def alert_from_record(rec: dict[str, Any]) -> Alert:
         anomalies=tuple(rec.get("anomalies", [])),
         fingerprint=rec["fingerprint"],
     )
+
+
+def schema_record(data: bytes | str | dict[str, Any], schema: str, what: str,
+                  error: type[Exception]) -> dict[str, Any]:
+    """The dict of a record of ``schema`` (JSON bytes, str or an already decoded dict), or ``error``
+    saying it is not a ``what`` record: the one reader of the records that travel on internal topics."""
+    try:
+        rec = orjson.loads(data) if isinstance(data, bytes | str) else data
+    except orjson.JSONDecodeError as exc:
+        raise error(f"not {what} record: invalid JSON ({exc})") from None
+    if not isinstance(rec, dict) or rec.get("schema") != schema:
+        raise error(f"not {what} record (schema must be {schema})")
+    return rec

@@ -45,7 +45,7 @@ from detectors.timeutil import format_ts, parse_ts
 
 from .errors import AlertsError
 from .matchers import Matcher
-from .model import CAUSES
+from .model import CAUSES, schema_record
 
 __all__ = [
     "ALERTNAME",
@@ -130,12 +130,7 @@ def encode(silence: Silence) -> bytes:
 
 def decode(data: bytes | str | dict[str, Any]) -> Silence:
     """A silence from its record (bytes, str or dict); SilenceError when it is not one."""
-    try:
-        rec = orjson.loads(data) if isinstance(data, bytes | str) else data
-    except orjson.JSONDecodeError as exc:
-        raise SilenceError(f"not a silence record: invalid JSON ({exc})") from None
-    if not isinstance(rec, dict) or rec.get("schema") != SCHEMA:
-        raise SilenceError(f"not a silence record (schema must be {SCHEMA})")
+    rec = schema_record(data, SCHEMA, "a silence", SilenceError)
     try:
         return Silence(
             id=str(rec["id"]),

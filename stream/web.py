@@ -199,6 +199,13 @@ def install_views(
         for s in changes:
             silences.apply(s)
 
+    def known(silence_id: str) -> Silence:
+        """The silence of that id, or a 404 naming it."""
+        s = silences.get(silence_id)
+        if s is None:
+            raise WebError(404, f"no silence with id {silence_id[:100]!r}")
+        return s
+
     def guarded(am: bool) -> Callable[[Callable[..., Awaitable[Response]]], Callable[..., Awaitable[Response]]]:
         """Errors as answers: tocsin's views give ``{"error": ...}``, Alertmanager's a JSON string, as it does."""
 
@@ -241,10 +248,7 @@ def install_views(
         @guarded(am=False)
         async def get(self, request: Request, silence_id: str) -> Response:
             auth.check(request, write=False)
-            s = silences.get(silence_id)
-            if s is None:
-                raise WebError(404, f"no silence with id {silence_id[:100]!r}")
-            return _answer(self, s.to_record(clock()))
+            return _answer(self, known(silence_id).to_record(clock()))
 
         @guarded(am=False)
         async def delete(self, request: Request, silence_id: str) -> Response:
@@ -277,10 +281,7 @@ def install_views(
         @guarded(am=True)
         async def get(self, request: Request, silence_id: str) -> Response:
             auth.check(request, write=False)
-            s = silences.get(silence_id)
-            if s is None:
-                raise WebError(404, f"no silence with id {silence_id[:100]!r}")
-            return _answer(self, to_alertmanager(s, clock()))
+            return _answer(self, to_alertmanager(known(silence_id), clock()))
 
         @guarded(am=True)
         async def delete(self, request: Request, silence_id: str) -> Response:
